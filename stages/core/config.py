@@ -1,0 +1,76 @@
+"""Typed, validated configuration blocks read from ``params.yaml``.
+
+Every stage declares in ``dvc.yaml`` the params sections it reads and loads each with
+:func:`load_params` into a pydantic model that rejects unknown keys, so a misspelled key fails
+loudly with its full dotted name instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from stages.core.errors import ConfigError
+
+T = TypeVar("T")
+
+PARAMS_FILE = "params.yaml"
+
+
+class Config(BaseModel):
+    """Base of every config block: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read the whole params file (composed from ``conf/`` by ``dvc exp run``)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found (run from the project root)")
+    with path.open() as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def section(params: dict[str, Any], key: str, source: str = PARAMS_FILE) -> Any:
+    """Return the value at dotted ``key`` (e.g. ``candidates.als``) or raise naming the key."""
+    node: Any = params
+    for i, part in enumerate(key.split(".")):
+        if not isinstance(node, dict) or part not in node:
+            missing = ".".join(key.split(".")[: i + 1])
+            raise ConfigError(f"{source}: missing params key {missing!r}")
+        node = node[part]
+    return node
+
+
+def parse(value: Any, model: type[T] | Any, key: str, source: str = PARAMS_FILE) -> T:
+    """Validate ``value`` as ``model`` (a pydantic model or any type pydantic can check)."""
+    try:
+        return TypeAdapter(model).validate_python(value)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
+            full = f"{key}.{loc}" if loc else key
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{full}: unknown key")
+            else:
+                problems.append(f"{full}: {err['msg']}")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the chosen discriminator value into error locations; it is not a key.
+    return isinstance(part, str) and part.startswith("tagged-union[")
+
+
+def load_params(key: str, model: type[T] | Any, path: str | Path = PARAMS_FILE) -> T:
+    """Load and validate the params block at dotted ``key`` from ``path``."""
+    params = read_params(path)
+    return parse(section(params, key, str(path)), model, key, str(path))

@@ -1,0 +1,76 @@
+"""Atomic file output: write to a temporary file beside the target, then rename.
+
+A run that fails half-way therefore never leaves a half-written file, and the previous
+output stays in place until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it onto ``target`` on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_parquet(df: pd.DataFrame, target: str | os.PathLike[str]) -> None:
+    """Write ``df`` to parquet atomically (no index, deterministic bytes for equal frames)."""
+    with atomic_path(target, ".parquet") as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_json(obj: Any, target: str | os.PathLike[str]) -> None:
+    """Write ``obj`` as pretty, key-sorted JSON atomically."""
+    with atomic_path(target, ".json") as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_text(text: str, target: str | os.PathLike[str]) -> None:
+    """Write text atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def write_many(frames: Mapping[str | os.PathLike[str], pd.DataFrame]) -> None:
+    """Write several parquet files so that either all are replaced or none is.
+
+    Every frame is first written to its own temporary file; only when all writes succeed are
+    they renamed into place (renames are atomic and do not fail for space or encoding).
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target, df in frames.items():
+            target = Path(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{target.name}.", suffix=".parquet.tmp", dir=target.parent
+            )
+            os.close(fd)
+            staged.append((Path(tmp), target))
+            df.to_parquet(tmp, index=False)
+        for tmp, target in staged:
+            os.replace(tmp, target)
+    finally:
+        for tmp, _ in staged:
+            if tmp.exists():
+                tmp.unlink()
