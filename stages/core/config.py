@@ -56,7 +56,7 @@ def parse(value: Any, model: type[T] | Any, key: str, source: str = PARAMS_FILE)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
+            loc = ".".join(_key_path(value, err["loc"]))
             full = f"{key}.{loc}" if loc else key
             if err["type"] == "extra_forbidden":
                 problems.append(f"{full}: unknown key")
@@ -65,9 +65,25 @@ def parse(value: Any, model: type[T] | Any, key: str, source: str = PARAMS_FILE)
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
 
 
-def _is_union_tag(part: Any) -> bool:
-    # pydantic puts the chosen discriminator value into error locations; it is not a key.
-    return isinstance(part, str) and part.startswith("tagged-union[")
+def _key_path(value: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The parts of a pydantic error location that are real keys of ``value``.
+
+    pydantic also puts the chosen member of a union (its tag or class name) into locations;
+    walking the input tells those apart from keys the user wrote.
+    """
+    parts: list[str] = []
+    node = value
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list | tuple) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        elif i == len(loc) - 1 or not isinstance(node, dict | list | tuple):
+            node = None  # the offending key itself (unknown or missing)
+        else:
+            continue  # a union member's tag, not a key
+        parts.append(str(part))
+    return parts
 
 
 def load_params(key: str, model: type[T] | Any, path: str | Path = PARAMS_FILE) -> T:

@@ -1,0 +1,12 @@
+"""One logging setup for every stage: messages to stderr, no timestamps in outputs."""
+
+from __future__ import annotations
+
+import logging
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A logger writing ``stage: message`` lines to stderr."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    return logging.getLogger(name)

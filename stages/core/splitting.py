@@ -1,0 +1,277 @@
+"""Leakage-free splits of the interaction log into ``train``, ``valid`` and ``test``.
+
+Every method partitions each user's events by time (or, for ``random``, by item), and the
+*targets* of a part are the (user, item) pairs that first appear in it: items the user
+already had in the history before it are not targets, because recommendations exclude seen
+items and a target the model has already been shown would only measure memory.
+
+- ``temporal`` (default): per user, distinct items are ordered by their first event; the
+  last ``n_test`` items are test targets and the ``n_valid`` before them valid targets. The
+  user's events from the first event of the first valid (test) item on go to ``valid``
+  (``test``). So no history event is later than a target it is used to predict, and funnel
+  events (view, click, cart) of a target item never leak into its history.
+- ``global_time``: one cut-off time for valid and one for test (quantiles of all timestamps
+  or absolute seconds). Users first seen after a cut-off are cold users.
+- ``random``: per user, distinct items are shuffled with the seed and cut at the ratios
+  (e.g. 0.6/0.15/0.25); all events of a (user, item) pair go to the same part. Used to
+  compare with published tables that use random per-user splits.
+
+Folds (DESIGN.md): the valid fold learns from ``train`` and predicts valid targets; the test
+fold learns from ``train + valid`` and predicts test targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from stages.core.config import Config
+
+
+class Relevance(Config):
+    """Which target pairs count as relevant (hits) for top-N metrics and ranker labels."""
+
+    min_rating: float | None = Field(
+        None, description="a rated pair is relevant when its best rating >= this; None: any"
+    )
+    events: list[str] | None = Field(
+        None, description="pairs with one of these events are relevant; None: any event"
+    )
+
+
+class KCore(Config):
+    """Iterative k-core filter on distinct (user, item) pairs, applied before splitting."""
+
+    user: int = Field(0, ge=0, description="keep users with at least this many items")
+    item: int = Field(0, ge=0, description="keep items with at least this many users")
+
+
+class _SplitBase(Config):
+    kcore: KCore = KCore()
+    relevance: Relevance = Relevance()
+
+
+class TemporalSplit(_SplitBase):
+    """Per-user leave-last-n by time, counted in distinct new items."""
+
+    method: Literal["temporal"] = "temporal"
+    n_valid: int = Field(1, ge=0, description="valid targets per user (distinct items)")
+    n_test: int = Field(1, ge=1, description="test targets per user (distinct items)")
+    min_history: int = Field(
+        1, ge=1, description="distinct items a user must keep in train to get targets"
+    )
+
+
+class GlobalTimeSplit(_SplitBase):
+    """One cut-off time for all users."""
+
+    method: Literal["global_time"] = "global_time"
+    cutoff: Literal["quantile", "timestamp"] = Field(
+        "quantile", description="whether valid_start/test_start are quantiles or unix seconds"
+    )
+    valid_start: float = Field(0.8, description="start of the valid period")
+    test_start: float = Field(0.9, description="start of the test period")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GlobalTimeSplit:
+        if self.valid_start > self.test_start:
+            raise ValueError("valid_start must not be after test_start")
+        if self.cutoff == "quantile" and not 0 < self.valid_start <= self.test_start < 1:
+            raise ValueError("quantile cut-offs must satisfy 0 < valid_start <= test_start < 1")
+        return self
+
+
+class RandomSplit(_SplitBase):
+    """Per-user random ratios over distinct items (train, valid, test)."""
+
+    method: Literal["random"] = "random"
+    ratios: tuple[float, float, float] = Field(
+        (0.6, 0.15, 0.25), description="shares of each user's items in train, valid, test"
+    )
+    min_history: int = Field(1, ge=1, description="items every user keeps in train")
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> RandomSplit:
+        if any(r < 0 for r in self.ratios) or abs(sum(self.ratios) - 1) > 1e-9:
+            raise ValueError(f"ratios must be >= 0 and sum to 1, got {self.ratios}")
+        return self
+
+
+SplitConfig = Annotated[
+    TemporalSplit | GlobalTimeSplit | RandomSplit, Field(discriminator="method")
+]
+
+
+@dataclass(frozen=True)
+class Split:
+    """The three event partitions and the targets of the two folds."""
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    valid_targets: pd.DataFrame
+    test_targets: pd.DataFrame
+
+
+def kcore_filter(inter: pd.DataFrame, kc: KCore) -> pd.DataFrame:
+    """Drop users with fewer than ``kc.user`` items and items with fewer than ``kc.item`` users,
+    repeatedly, until both hold (counts over distinct pairs)."""
+    if kc.user <= 1 and kc.item <= 1:
+        return inter
+    pairs = inter[["user_idx", "item_idx"]].drop_duplicates()
+    while True:
+        uc = pairs.groupby("user_idx").size()
+        ic = pairs.groupby("item_idx").size()
+        keep = pairs["user_idx"].map(uc).ge(kc.user) & pairs["item_idx"].map(ic).ge(kc.item)
+        if keep.all():
+            break
+        pairs = pairs[keep]
+    users, items = pairs["user_idx"].unique(), pairs["item_idx"].unique()
+    return inter[inter["user_idx"].isin(users) & inter["item_idx"].isin(items)]
+
+
+def _first_events(inter: pd.DataFrame) -> pd.DataFrame:
+    """One row per (user, item) with its first timestamp, ordered within each user."""
+    first = (
+        inter.groupby(["user_idx", "item_idx"], sort=False, observed=True)["timestamp"]
+        .min()
+        .reset_index()
+        .sort_values(["user_idx", "timestamp", "item_idx"], kind="stable")
+    )
+    first["pos"] = first.groupby("user_idx").cumcount()
+    first["n"] = first.groupby("user_idx")["item_idx"].transform("size")
+    return first
+
+
+def _temporal_parts(inter: pd.DataFrame, cfg: TemporalSplit) -> np.ndarray:
+    first = _first_events(inter)
+    # Users too short for both folds still get a test target when they can afford one.
+    n = first["n"].to_numpy()
+    n_test = np.where(n >= cfg.n_test + cfg.min_history, cfg.n_test, 0)
+    n_valid = np.where(n >= cfg.n_test + cfg.n_valid + cfg.min_history, cfg.n_valid, 0)
+    pos_from_end = n - 1 - first["pos"].to_numpy()
+    first["start_test"] = pos_from_end == n_test - 1
+    first["start_valid"] = (pos_from_end == n_test + n_valid - 1) & (n_valid > 0)
+    t_test = first[first["start_test"]].set_index("user_idx")["timestamp"]
+    t_valid = first[first["start_valid"]].set_index("user_idx")["timestamp"]
+    # Users without test targets keep everything in train (their cut is "never"); users
+    # without valid targets have an empty valid period (it starts at their test cut).
+    never = np.iinfo(np.int64).max
+    users = inter["user_idx"].to_numpy()
+    tt = _lookup(t_test, users, never)
+    tv = _lookup(t_valid, users, never)
+    tv = np.where(tv == never, tt, tv)
+    ts = inter["timestamp"].to_numpy()
+    return np.where(ts >= tt, 2, np.where(ts >= tv, 1, 0))
+
+
+def _lookup(values: pd.Series, keys: np.ndarray, default: int) -> np.ndarray:
+    """``values[k]`` for each key as int64, ``default`` where a key is absent."""
+    out = np.full(len(keys), default, dtype=np.int64)
+    pos = values.index.get_indexer(keys)
+    found = pos >= 0
+    out[found] = values.to_numpy(np.int64)[pos[found]]
+    return out
+
+
+def _global_parts(inter: pd.DataFrame, cfg: GlobalTimeSplit) -> np.ndarray:
+    ts = inter["timestamp"].to_numpy()
+    if cfg.cutoff == "quantile":
+        tv, tt = np.quantile(ts, [cfg.valid_start, cfg.test_start], method="higher")
+    else:
+        tv, tt = int(cfg.valid_start), int(cfg.test_start)
+    return np.where(ts >= tt, 2, np.where(ts >= tv, 1, 0))
+
+
+def _random_parts(inter: pd.DataFrame, cfg: RandomSplit, seed: int) -> np.ndarray:
+    pairs = inter[["user_idx", "item_idx"]].drop_duplicates().sort_values(["user_idx", "item_idx"])
+    rng = np.random.default_rng(seed)
+    pairs = pairs.assign(key=rng.random(len(pairs))).sort_values(["user_idx", "key"])
+    pos = pairs.groupby("user_idx").cumcount().to_numpy()
+    n = pairs.groupby("user_idx")["item_idx"].transform("size").to_numpy()
+    r_train, r_valid, _ = cfg.ratios
+    # Train and valid counts are rounded; test takes the rest, so a user's counts sum to n.
+    n_train = np.maximum(np.round(n * r_train).astype(int), np.minimum(cfg.min_history, n))
+    n_valid = np.minimum(np.round(n * r_valid).astype(int), n - n_train)
+    part = np.where(pos < n_train, 0, np.where(pos < n_train + n_valid, 1, 2))
+    key = pd.Series(part, index=pd.MultiIndex.from_arrays([pairs["user_idx"], pairs["item_idx"]]))
+    idx = pd.MultiIndex.from_arrays([inter["user_idx"], inter["item_idx"]])
+    return key.reindex(idx).to_numpy()
+
+
+def targets(history: pd.DataFrame, period: pd.DataFrame, rel: Relevance) -> pd.DataFrame:
+    """The (user, item) pairs that first appear in ``period`` given ``history``, one row each.
+
+    Columns: ``user_idx``, ``item_idx``, ``user_id``, ``item_id``, ``rating`` (the pair's
+    highest rating, NaN if unrated), ``weight`` (summed), ``timestamp`` (first event in the
+    period), ``relevant`` (bool, by the relevance rule).
+    """
+    seen = pd.MultiIndex.from_frame(history[["user_idx", "item_idx"]].drop_duplicates())
+    key = pd.MultiIndex.from_frame(period[["user_idx", "item_idx"]])
+    new = period[~key.isin(seen)]
+    if rel.events is not None:
+        new = new.assign(_rel_event=new["event"].astype(str).isin(rel.events))
+    else:
+        new = new.assign(_rel_event=True)
+    g = new.groupby(["user_idx", "item_idx"], sort=True, observed=True)
+    out = g.agg(
+        user_id=("user_id", "first"),
+        item_id=("item_id", "first"),
+        rating=("rating", "max"),
+        weight=("weight", "sum"),
+        timestamp=("timestamp", "min"),
+        _rel_event=("_rel_event", "any"),
+    ).reset_index()
+    relevant = out["_rel_event"].to_numpy(bool).copy()
+    if rel.min_rating is not None:
+        # Unrated pairs (implicit events) stay relevant; rated ones must reach the threshold.
+        r = out["rating"].to_numpy()
+        relevant &= np.isnan(r) | (r >= rel.min_rating)
+    out["relevant"] = relevant
+    return out.drop(columns="_rel_event")
+
+
+def split(inter: pd.DataFrame, cfg: TemporalSplit | GlobalTimeSplit | RandomSplit, seed: int) -> Split:
+    """Split canonical interactions by ``cfg``; deterministic for a given ``seed``."""
+    inter = kcore_filter(inter, cfg.kcore)
+    if isinstance(cfg, TemporalSplit):
+        part = _temporal_parts(inter, cfg)
+    elif isinstance(cfg, GlobalTimeSplit):
+        part = _global_parts(inter, cfg)
+    else:
+        part = _random_parts(inter, cfg, seed)
+    train, valid, test = (inter[part == p].reset_index(drop=True) for p in (0, 1, 2))
+    history_test = pd.concat([train, valid], ignore_index=True)
+    return Split(
+        train=train,
+        valid=valid,
+        test=test,
+        valid_targets=targets(train, valid, cfg.relevance),
+        test_targets=targets(history_test, test, cfg.relevance),
+    )
+
+
+def split_summary(s: Split) -> dict:
+    """Counts that describe a split (a DVC metrics file)."""
+
+    def part(df: pd.DataFrame) -> dict:
+        return {"events": len(df), "users": int(df["user_idx"].nunique())}
+
+    def tgt(df: pd.DataFrame) -> dict:
+        return {
+            "pairs": len(df),
+            "users": int(df["user_idx"].nunique()),
+            "relevant": int(df["relevant"].sum()),
+        }
+
+    return {
+        "train": part(s.train),
+        "valid": part(s.valid),
+        "test": part(s.test),
+        "valid_targets": tgt(s.valid_targets),
+        "test_targets": tgt(s.test_targets),
+    }

@@ -1,0 +1,176 @@
+"""The `files` source and the ingest stage: canonical output, and every bad input named
+precisely, with the previous outputs left untouched."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from stages import ingest
+
+GOOD = "user,item,stars,kind,when\nA,x,5,purchase,2024-01-01T10:00:00Z\nA,y,3,view,1704103200\nB,x,4,click,1704106800\n"
+
+
+def run_ingest(tmp_path: Path, data: dict, csv: str | None = None, name: str = "inter.csv"):
+    """Write params + input into tmp_path and run the ingest stage there."""
+    if csv is not None:
+        (tmp_path / name).write_text(csv)
+    cfg = {
+        "source": "files",
+        "dep": str(tmp_path),
+        "interactions": str(tmp_path / name),
+        "columns": {"user": "user", "item": "item", "rating": "stars", "event": "kind",
+                    "timestamp": "when"},
+        "min_rating": 1,
+        "max_rating": 5,
+    }
+    cfg.update(data)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": cfg, "seed": 1}))
+    out = tmp_path / "prepared"
+    rc = ingest.main(
+        [
+            "--out", str(out),
+            "--summary", str(tmp_path / "ingest.json"),
+            "--params", str(tmp_path / "params.yaml"),
+        ]
+    )
+    return rc, out
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_good_file_gives_canonical_tables(tmp_path: Path) -> None:
+    rc, out = run_ingest(tmp_path, {}, GOOD)
+    assert rc == 0
+    inter = pd.read_parquet(out / "interactions.parquet")
+    items = pd.read_parquet(out / "items.parquet")
+    users = pd.read_parquet(out / "users.parquet")
+    assert list(inter.columns[:6]) == ["user_id", "item_id", "rating", "event", "weight", "timestamp"]
+    assert len(inter) == 3 and set(inter["user_id"]) == {"A", "B"}
+    # ISO and unix timestamps both end as int64 seconds.
+    assert inter["timestamp"].tolist() == [1704103200, 1704103200, 1704106800]
+    assert sorted(inter["weight"].tolist()) == [1.0, 2.0, 8.0]
+    assert items["item_idx"].tolist() == [0, 1] and items["item_id"].tolist() == ["x", "y"]
+    assert users["user_idx"].tolist() == [0, 1]
+    summary = json.loads((tmp_path / "ingest.json").read_text())
+    assert summary["interactions"] == 3 and summary["users"] == 2
+
+
+def test_ids_stay_as_given(tmp_path: Path) -> None:
+    csv = "user,item,stars,kind,when\n007,0042,5,view,1\n7,42,4,view,2\n"
+    rc, out = run_ingest(tmp_path, {}, csv)
+    assert rc == 0
+    inter = pd.read_parquet(out / "interactions.parquet")
+    assert set(inter["user_id"]) == {"007", "7"} and set(inter["item_id"]) == {"0042", "42"}
+
+
+def test_parquet_input_and_no_event_column(tmp_path: Path) -> None:
+    df = pd.DataFrame({"user": ["a", "b"], "item": ["p", "q"], "stars": [4.0, 2.0], "when": [5, 6]})
+    df.to_parquet(tmp_path / "in.parquet")
+    rc, out = run_ingest(
+        tmp_path,
+        {"interactions": str(tmp_path / "in.parquet"), "rating_weight": "rating",
+         "columns": {"user": "user", "item": "item", "rating": "stars", "timestamp": "when"}},
+    )
+    assert rc == 0
+    inter = pd.read_parquet(out / "interactions.parquet")
+    assert inter["event"].astype(str).tolist() == ["interaction", "interaction"]
+    assert inter["weight"].tolist() == [4.0, 2.0]
+
+
+BAD_INPUTS = [
+    ("missing column", "user,item,stars,kind\nA,x,5,view\n", r"column 'when': missing required column"),
+    ("null id", "user,item,stars,kind,when\nA,x,5,view,1\n,y,5,view,2\n", r"column 'user', row 2: null or empty id"),
+    ("non-numeric rating", "user,item,stars,kind,when\nA,x,5,view,1\nA,y,good,view,2\n", r"column 'stars', row 2: rating is not a number: 'good'"),
+    ("rating out of range", "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,view,2\nB,y,9,view,3\n", r"column 'stars', row 3: rating 9.0 outside the allowed range"),
+    ("unparsable timestamp", "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,view,yesterday\n", r"column 'when', row 2: unparsable timestamp 'yesterday'"),
+    ("unknown event", "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,wishlist,2\n", r"column 'kind', row 2: unknown event type 'wishlist'"),
+    ("empty input", "user,item,stars,kind,when\n", r"input is empty"),
+    ("empty file", "", r"input is empty"),
+]
+
+
+@pytest.mark.parametrize(("case", "csv", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_named_and_earlier_outputs_survive(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str, csv: str, message: str
+) -> None:
+    rc, out = run_ingest(tmp_path, {}, GOOD)
+    assert rc == 0
+    before = snapshot(out)
+    summary_before = (tmp_path / "ingest.json").read_bytes()
+    rc, _ = run_ingest(tmp_path, {}, csv, name="bad.csv")
+    assert rc == 2
+    text = caplog.text
+    assert "bad.csv" in text, text
+    assert re.search(message, text), text
+    assert snapshot(out) == before
+    assert (tmp_path / "ingest.json").read_bytes() == summary_before
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left"
+
+
+def test_missing_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rc, _ = run_ingest(tmp_path, {"interactions": str(tmp_path / "nope.csv")})
+    assert rc == 2 and "nope.csv: file not found" in caplog.text
+
+
+def write_items(tmp_path: Path) -> str:
+    (tmp_path / "items.csv").write_text("id,name,genres,price\nx,Ex,a|b,9.5\n")
+    return str(tmp_path / "items.csv")
+
+
+@pytest.mark.parametrize("policy", ["add", "drop", "error"])
+def test_items_missing_from_items_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, policy: str
+) -> None:
+    items = write_items(tmp_path)
+    rc, out = run_ingest(
+        tmp_path,
+        {"items": items, "missing_items": policy,
+         "item_columns": {"item": "id", "title": "name", "categories": "genres"}},
+        GOOD,
+    )
+    if policy == "error":
+        assert rc == 2
+        assert "1 item ids used in" in caplog.text and "first: 'y'" in caplog.text
+        assert "column 'item_id', row 2" in caplog.text
+        return
+    assert rc == 0
+    assert "1 item ids used in" in caplog.text and "(1 interactions" in caplog.text
+    inter = pd.read_parquet(out / "interactions.parquet")
+    it = pd.read_parquet(out / "items.parquet")
+    if policy == "add":
+        assert len(inter) == 3 and it["item_id"].tolist() == ["x", "y"]
+    else:
+        assert len(inter) == 2 and it["item_id"].tolist() == ["x"]
+    row = it[it["item_id"] == "x"].iloc[0]
+    assert row["title"] == "Ex" and list(row["categories"]) == ["a", "b"] and row["price"] == 9.5
+    summary = json.loads((tmp_path / "ingest.json").read_text())
+    assert len(summary["warnings"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "n_rows", "weight"),
+    [("keep_all", 3, 3.0), ("keep_last", 1, 1.0), ("keep_first", 1, 1.0), ("sum", 1, 3.0)],
+)
+def test_duplicate_policy(tmp_path: Path, policy: str, n_rows: int, weight: float) -> None:
+    csv = "user,item,stars,kind,when\nA,x,2,view,1\nA,x,3,view,5\nA,x,4,view,3\n"
+    rc, out = run_ingest(tmp_path, {"duplicates": policy}, csv)
+    assert rc == 0
+    inter = pd.read_parquet(out / "interactions.parquet")
+    assert len(inter) == n_rows and inter["weight"].sum() == weight
+    if policy in ("keep_last", "sum"):
+        assert inter["rating"].tolist() == [3.0] and inter["timestamp"].tolist() == [5]
+    if policy == "keep_first":
+        assert inter["rating"].tolist() == [2.0]
+
+
+def test_unknown_config_key_fails_with_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rc, _ = run_ingest(tmp_path, {"colums": {}}, GOOD)
+    assert rc == 2 and "data.colums: unknown key" in caplog.text

@@ -1,0 +1,129 @@
+"""Splits are leakage-free partitions, deterministic for a seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages.core.splitting import (
+    GlobalTimeSplit,
+    KCore,
+    RandomSplit,
+    Relevance,
+    TemporalSplit,
+    kcore_filter,
+    split,
+)
+from tests.conftest import make_interactions
+
+CONFIGS = [
+    TemporalSplit(n_valid=1, n_test=2),
+    GlobalTimeSplit(valid_start=0.7, test_start=0.85),
+    RandomSplit(ratios=(0.6, 0.15, 0.25)),
+]
+
+
+def key(df: pd.DataFrame) -> set[tuple]:
+    return set(zip(df["user_idx"], df["item_idx"], df["timestamp"], df["event"], strict=True))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.method)
+def test_parts_are_disjoint_and_complete(random_log: pd.DataFrame, cfg) -> None:
+    s = split(random_log, cfg, seed=3)
+    assert len(s.train) + len(s.valid) + len(s.test) == len(random_log)
+    idx = pd.concat([s.train, s.valid, s.test])
+    assert not idx.duplicated().any()
+    assert key(idx) == key(random_log)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.method)
+def test_targets_are_new_to_their_history(random_log: pd.DataFrame, cfg) -> None:
+    s = split(random_log, cfg, seed=3)
+    seen_valid = set(zip(s.train["user_idx"], s.train["item_idx"], strict=True))
+    hist_test = pd.concat([s.train, s.valid])
+    seen_test = set(zip(hist_test["user_idx"], hist_test["item_idx"], strict=True))
+    vt = set(zip(s.valid_targets["user_idx"], s.valid_targets["item_idx"], strict=True))
+    tt = set(zip(s.test_targets["user_idx"], s.test_targets["item_idx"], strict=True))
+    assert vt and tt
+    assert not vt & seen_valid
+    assert not tt & seen_test
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:2], ids=lambda c: c.method)
+def test_no_target_precedes_its_history(random_log: pd.DataFrame, cfg) -> None:
+    s = split(random_log, cfg, seed=3)
+    last_train = s.train.groupby("user_idx")["timestamp"].max()
+    hist_test = pd.concat([s.train, s.valid]).groupby("user_idx")["timestamp"].max()
+    for part, hist in ((s.valid, last_train), (s.test, hist_test)):
+        first = part.groupby("user_idx")["timestamp"].min()
+        both = first.index.intersection(hist.index)
+        assert (first[both] >= hist[both]).all()
+
+
+def test_temporal_counts_distinct_items_and_keeps_funnel_out_of_history() -> None:
+    # User 1 views, clicks and buys item c at the end: all three events are test, so the
+    # history never reveals the target. Item b is the valid target.
+    rows = [(1, "a", 1), (1, "b", 2), (1, "a", 3), (1, "c", 4, 0, "view"), (1, "c", 5, 0, "click"),
+            (1, "c", 6, 0, "purchase")]
+    rows = [r if len(r) > 3 else (*r, 0, "view") for r in rows]
+    inter = make_interactions(rows)
+    s = split(inter, TemporalSplit(n_valid=1, n_test=1), seed=0)
+    items = dict(zip(inter["item_idx"], inter["item_id"], strict=False))
+    assert [items[i] for i in s.test_targets["item_idx"]] == ["c"]
+    assert [items[i] for i in s.valid_targets["item_idx"]] == ["b"]
+    assert len(s.test) == 3 and "c" not in {items[i] for i in s.train["item_idx"]}
+    # The repeat of a at t=3 happens after b's first event: it belongs to the valid period
+    # but is not a target (a was already seen).
+    assert sorted(s.valid["timestamp"]) == [2, 3]
+
+
+def test_short_users_keep_everything_in_train() -> None:
+    inter = make_interactions([(1, "a", 1), (2, "a", 1), (2, "b", 2), (2, "c", 3)])
+    s = split(inter, TemporalSplit(n_valid=1, n_test=1, min_history=1), seed=0)
+    u1 = inter.loc[inter["user_id"] == "1", "user_idx"].iloc[0]
+    assert (s.train["user_idx"] == u1).sum() == 1
+    assert u1 not in set(s.test_targets["user_idx"])
+    assert len(s.test_targets) == 1 and len(s.valid_targets) == 1
+
+
+def test_random_ratios_per_user(random_log: pd.DataFrame) -> None:
+    s = split(random_log, RandomSplit(ratios=(0.6, 0.15, 0.25)), seed=1)
+    n_items = random_log.groupby("user_idx")["item_idx"].nunique()
+    n_test = s.test_targets.groupby("user_idx").size().reindex(n_items.index, fill_value=0)
+    share = (n_test / n_items).mean()
+    assert 0.2 < share < 0.3
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.method)
+def test_same_seed_same_split_other_seed_differs_for_random(random_log, cfg) -> None:
+    a, b = split(random_log, cfg, seed=5), split(random_log, cfg, seed=5)
+    pd.testing.assert_frame_equal(a.test_targets, b.test_targets)
+    pd.testing.assert_frame_equal(a.train, b.train)
+    c = split(random_log, cfg, seed=6)
+    if cfg.method == "random":
+        assert not a.test_targets[["user_idx", "item_idx"]].equals(c.test_targets[["user_idx", "item_idx"]])
+
+
+def test_relevance_rule() -> None:
+    rows = [(1, "a", 1, 5), (1, "b", 2, 2), (1, "c", 3, 4), (1, "d", 4, 5)]
+    inter = make_interactions(rows, with_rating=True)
+    s = split(inter, TemporalSplit(n_valid=0, n_test=2, relevance=Relevance(min_rating=4)), 0)
+    assert s.test_targets["relevant"].tolist() == [True, True]
+    s = split(inter, RandomSplit(ratios=(0.25, 0.0, 0.75), relevance=Relevance(min_rating=4)), 0)
+    by_item = dict(zip(s.test_targets["rating"], s.test_targets["relevant"], strict=True))
+    assert all(rel == (r >= 4) for r, rel in by_item.items())
+    s = split(inter, TemporalSplit(n_valid=0, n_test=2, relevance=Relevance(events=["buy"])), 0)
+    assert not s.test_targets["relevant"].any()
+
+
+def test_kcore_iterates_to_a_fixed_point() -> None:
+    # Item z has 1 user; dropping it leaves user 3 with 1 item, which then goes too.
+    rows = [(1, "x", 1), (1, "y", 2), (2, "x", 1), (2, "y", 2), (3, "x", 1), (3, "z", 2)]
+    inter = make_interactions(rows)
+    out = kcore_filter(inter, KCore(user=2, item=2))
+    assert set(out["user_id"]) == {"1", "2"} and set(out["item_id"]) == {"x", "y"}
+    pairs = out.groupby("user_idx")["item_idx"].nunique()
+    assert (pairs >= 2).all()
+    assert (out.groupby("item_idx")["user_idx"].nunique() >= 2).all()
+    assert np.array_equal(kcore_filter(inter, KCore()).index, inter.index)
