@@ -1,0 +1,319 @@
+"""Known answers and hyper-parameter sensitivity of popularity, item-kNN, EASE and TF-IDF."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from pydantic import ValidationError
+
+from stages.core.models.base import Recommender, TrainData
+from stages.core.models.ease import EASE, EASEConfig
+from stages.core.models.itemknn import ItemKNN, ItemKNNConfig, _keep_top_k
+from stages.core.models.popularity import Popularity, PopularityConfig
+from stages.core.models.tfidf import TfIdf, TfIdfConfig
+
+DAY = 86_400
+
+
+def make_data(
+    rows: list[tuple],
+    n_users: int,
+    n_items: int,
+    texts: list[str] | None = None,
+    categories: list[list[str]] | None = None,
+) -> TrainData:
+    """TrainData from ``(user, item, timestamp[, weight])`` tuples and optional item metadata."""
+    inter = pd.DataFrame(
+        [(r[0], r[1], np.nan, "view", float(r[3]) if len(r) > 3 else 1.0, int(r[2])) for r in rows],
+        columns=["user_idx", "item_idx", "rating", "event", "weight", "timestamp"],
+    )
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(n_items)],
+            "item_idx": np.arange(n_items),
+            "title": [f"title{i}" for i in range(n_items)],
+            "text": texts if texts is not None else [""] * n_items,
+            "categories": categories if categories is not None else [[] for _ in range(n_items)],
+        }
+    )
+    users = pd.DataFrame(
+        {"user_id": [f"u{u}" for u in range(n_users)], "user_idx": np.arange(n_users)}
+    )
+    return TrainData(inter, items, users)
+
+
+def all_scores(model: Recommender) -> np.ndarray:
+    return model.score_users(np.arange(model.n_users))
+
+
+# -- every main setting changes the output -------------------------------------------------
+
+WORDS = ["apple", "fruit", "red", "car", "steel", "engine", "the", "of", "river", "green"]
+
+
+@pytest.fixture(scope="module")
+def rich_data() -> TrainData:
+    """A random log with repeats, varied weights, 200 days of timestamps and item texts."""
+    rng = np.random.default_rng(3)
+    n_users, n_items = 30, 20
+    rows = [
+        (int(u), int(i), int(t), float(w))
+        for u, i, t, w in zip(
+            rng.integers(0, n_users - 1, 400),
+            # skewed, so popularity has a clear order
+            np.minimum(rng.geometric(0.12, 400) - 1, n_items - 2),
+            rng.integers(0, 200 * DAY, 400),
+            rng.choice([1.0, 2.0, 5.0], 400),
+            strict=True,
+        )
+    ]
+    texts = [
+        " ".join(rng.choice(WORDS, 6)) + " " + rng.choice(WORDS[:6]) + " the"
+        for _ in range(n_items)
+    ]
+    cats = [[f"g{i % 3}"] + (["extra"] if i % 4 == 0 else []) for i in range(n_items)]
+    return make_data(rows, n_users, n_items, texts, cats)
+
+
+SETTING_CASES = [
+    (Popularity, {}, {"count": "weight"}),
+    (Popularity, {}, {"half_life_days": 10.0}),
+    (Popularity, {}, {"per_category": True}),
+    (Popularity, {"per_category": True}, {"per_category": True, "category_beta": 4.0}),
+    (ItemKNN, {"neighbours": 0}, {"neighbours": 2}),
+    (ItemKNN, {}, {"shrinkage": 50.0}),
+    (ItemKNN, {}, {"value": "weight"}),
+    (EASE, {"l2": 1.0}, {"l2": 50.0}),
+    (EASE, {"l2": 5.0}, {"l2": 5.0, "value": "weight"}),
+    (TfIdf, {}, {"min_df": 3}),
+    (TfIdf, {}, {"max_df": 0.5}),
+    (TfIdf, {}, {"max_features": 4}),
+    (TfIdf, {}, {"ngram_max": 2}),
+    (TfIdf, {}, {"sublinear_tf": False}),
+    (TfIdf, {}, {"stop_words": "english"}),
+    (TfIdf, {}, {"half_life_days": 10.0}),
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "base", "changed"),
+    SETTING_CASES,
+    ids=[f"{c.name}-{next(iter(ch))}" for c, _, ch in SETTING_CASES],
+)
+def test_each_setting_changes_the_scores(
+    cls: type[Recommender], base: dict, changed: dict, rich_data: TrainData
+) -> None:
+    a = all_scores(cls(cls.config_class(**base)).fit(rich_data))
+    b = all_scores(cls(cls.config_class(**changed)).fit(rich_data))
+    assert a.shape == b.shape == (rich_data.n_users, rich_data.n_items)
+    assert a.dtype == b.dtype == np.float32
+    assert not np.allclose(a, b, equal_nan=True), f"{cls.name}: {changed} changed nothing"
+
+
+@pytest.mark.parametrize(
+    ("cls", "bad"),
+    [
+        (Popularity, {"half_life_days": 0}),
+        (Popularity, {"category_beta": -1}),
+        (Popularity, {"count": "clicks"}),
+        (ItemKNN, {"neighbours": -1}),
+        (ItemKNN, {"shrinkage": -0.1}),
+        (EASE, {"l2": 0}),
+        (EASE, {"max_items": 0}),
+        (TfIdf, {"min_df": 0}),
+        (TfIdf, {"max_df": 1.5}),
+        (TfIdf, {"ngram_max": 0}),
+        (TfIdf, {"neighbours": 5}),  # unknown key
+    ],
+)
+def test_configs_reject_out_of_range_values(cls: type[Recommender], bad: dict) -> None:
+    with pytest.raises(ValidationError):
+        cls.config_class(**bad)
+
+
+# -- popularity ------------------------------------------------------------------------------
+
+
+def test_popularity_order_equals_hand_counts() -> None:
+    # item 0: users 0,1,2 (user 0 three times); item 1: users 0,1; item 2: user 3 (weight 9);
+    # item 3: nobody. User 4 has no history.
+    rows = [(0, 0, 1), (0, 0, 2), (0, 0, 3), (1, 0, 4), (2, 0, 5), (0, 1, 6), (1, 1, 7)]
+    rows.append((3, 2, 8, 9.0))
+    data = make_data(rows, n_users=5, n_items=4)
+    users = Popularity(PopularityConfig()).fit(data).score_users(np.array([0, 4]))
+    np.testing.assert_array_equal(users[1, :3], [3, 2, 1])
+    assert np.isnan(users[:, 3]).all()
+    weight = Popularity(PopularityConfig(count="weight")).fit(data).score_users(np.array([4]))
+    np.testing.assert_array_equal(weight[0, :3], [5, 2, 9])
+    # The cold user (4) gets the global ranking; user 0 gets it minus what they saw.
+    recs = Popularity(PopularityConfig()).fit(data).recommend(np.array([0, 4]), 10)
+    assert recs[recs.user_idx == 4]["item_idx"].tolist() == [0, 1, 2]
+    assert recs[recs.user_idx == 0]["item_idx"].tolist() == [2]
+
+
+def test_popularity_decay_favours_recent_items() -> None:
+    now = 100 * DAY
+    # item 0: three users 90 days before the end; item 1: two users on the last day.
+    rows = [(u, 0, now - 90 * DAY) for u in range(3)] + [(3, 1, now), (4, 1, now)]
+    data = make_data(rows, n_users=6, n_items=2)
+    plain = Popularity(PopularityConfig()).fit(data).score_users(np.array([5]))[0]
+    assert plain[0] > plain[1]
+    decayed = Popularity(PopularityConfig(half_life_days=30.0)).fit(data).score_users(np.array([5]))
+    np.testing.assert_allclose(decayed[0], [3 * 0.5**3, 2.0], rtol=1e-6)
+    assert decayed[0, 1] > decayed[0, 0]
+
+
+def test_popularity_per_category_tilt_is_the_documented_formula() -> None:
+    # Items 0,1 are 'a'; item 2 is 'b'; item 3 is 'a' and 'b'. User 0 saw item 0 only.
+    rows = [(0, 0, 1), (1, 1, 2), (2, 1, 3), (1, 2, 4), (2, 2, 5), (3, 2, 6), (3, 3, 7)]
+    cats = [["a"], ["a"], ["b"], ["a", "b"]]
+    data = make_data(rows, n_users=5, n_items=4, categories=cats)
+    model = Popularity(PopularityConfig(per_category=True, category_beta=2.0)).fit(data)
+    s = model.score_users(np.array([0, 4]))
+    pop = np.array([1, 2, 3, 1], dtype=float)
+    # user 0: share of history in 'a' = 1, in 'b' = 0; item 3 averages its two categories.
+    share = np.array([1.0, 1.0, 0.0, 0.5])
+    np.testing.assert_allclose(s[0], pop * (1 + 2.0 * share), rtol=1e-6)
+    np.testing.assert_allclose(s[1], pop, rtol=1e-6)  # no history: plain popularity
+
+
+# -- item-kNN --------------------------------------------------------------------------------
+
+
+def test_itemknn_identical_user_sets_have_similarity_one() -> None:
+    # items 0 and 1 were seen by exactly users 0 and 1; item 2 by users 1 and 2.
+    rows = [(0, 0, 1), (1, 0, 2), (0, 1, 3), (1, 1, 4), (1, 2, 5), (2, 2, 6)]
+    model = ItemKNN(ItemKNNConfig(neighbours=0, shrinkage=0.0)).fit(make_data(rows, 3, 3))
+    s = model.similarity.toarray()
+    assert s[0, 1] == pytest.approx(1.0)
+    assert s[1, 0] == pytest.approx(1.0)
+    assert s[0, 2] == pytest.approx(0.5)  # one common user of two each
+    np.testing.assert_array_equal(np.diag(s), 0.0)
+
+
+def test_itemknn_scores_equal_hand_computation_on_3x3() -> None:
+    r = np.array([[1, 1, 0], [0, 1, 1], [1, 1, 1]], dtype=float)
+    rows = [(u, i, 1 + u * 3 + i) for u, i in zip(*np.nonzero(r), strict=True)]
+    data = make_data(rows, 3, 3)
+    norms = np.sqrt(r.sum(axis=0))
+    for shrink in (0.0, 2.0):
+        sim = (r.T @ r) / (np.outer(norms, norms) + shrink)
+        np.fill_diagonal(sim, 0.0)
+        model = ItemKNN(ItemKNNConfig(neighbours=0, shrinkage=shrink)).fit(data)
+        np.testing.assert_allclose(all_scores(model), r @ sim, rtol=1e-6)
+    # neighbours=1: each item keeps only its single most similar item (ties: lower index).
+    # cosines: s01 = 2/sqrt(6), s02 = 1/2, s12 = 2/sqrt(6) -> N(0)={1}, N(1)={0}, N(2)={1}.
+    sim = (r.T @ r) / np.outer(norms, norms)
+    pruned = np.zeros((3, 3))
+    for target, source in ((0, 1), (1, 0), (2, 1)):
+        pruned[source, target] = sim[source, target]
+    model = ItemKNN(ItemKNNConfig(neighbours=1, shrinkage=0.0)).fit(data)
+    np.testing.assert_allclose(all_scores(model), r @ pruned, rtol=1e-6)
+
+
+def test_itemknn_top_k_breaks_ties_by_lower_index() -> None:
+    sim = np.array([[0.2, 0.5, 0.5, 0.5, 0.0], [0.0, 0.0, 0.0, 0.1, 0.0]], dtype=np.float32)
+    kept = _keep_top_k(sim, 2).toarray()
+    np.testing.assert_array_equal(kept[0], [0, 0.5, 0.5, 0, 0])
+    np.testing.assert_array_equal(kept[1], [0, 0, 0, np.float32(0.1), 0])  # zeros never kept
+
+
+def test_itemknn_blocks_do_not_change_the_similarity(rich_data: TrainData) -> None:
+    whole = ItemKNN(ItemKNNConfig(neighbours=5)).fit(rich_data)
+    blocked = ItemKNN(ItemKNNConfig(neighbours=5))
+    blocked.sim_block_size = 3
+    blocked.fit(rich_data)
+    np.testing.assert_allclose(blocked.similarity.toarray(), whole.similarity.toarray())
+
+
+# -- EASE ------------------------------------------------------------------------------------
+
+
+def test_ease_weights_equal_the_closed_form() -> None:
+    rng = np.random.default_rng(0)
+    x = (rng.random((12, 6)) < 0.4).astype(float)
+    x[:, 3] = 0.0  # an item nobody saw: compressed away, NaN in the scores
+    x[0] = 0.0  # a user with no history
+    x[1, 0] = 1.0
+    rows = [(u, i, 1 + k) for k, (u, i) in enumerate(zip(*np.nonzero(x), strict=True))]
+    model = EASE(EASEConfig(l2=3.0)).fit(make_data(rows, 12, 6))
+    active = [0, 1, 2, 4, 5]
+    xa = x[:, active]
+    p = np.linalg.inv(xa.T @ xa + 3.0 * np.eye(len(active)))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    np.testing.assert_array_equal(model._active, active)
+    np.testing.assert_array_equal(np.diag(model.weights), 0.0)
+    np.testing.assert_allclose(model.weights, b, rtol=1e-5, atol=1e-7)
+    scores = all_scores(model)
+    assert np.isnan(scores[:, 3]).all()
+    assert np.isnan(scores[0]).all()
+    np.testing.assert_allclose(scores[1:, active], (xa @ b)[1:], rtol=1e-5, atol=1e-6)
+
+
+def test_ease_refuses_too_many_items_naming_the_setting() -> None:
+    rows = [(0, i, i + 1) for i in range(5)]
+    with pytest.raises(ValueError, match=r"candidates\.ease\.max_items.*GiB"):
+        EASE(EASEConfig(max_items=4)).fit(make_data(rows, 1, 5))
+
+
+# -- TF-IDF ----------------------------------------------------------------------------------
+
+FRUIT_CAR = [
+    "red apple fruit",  # 0: in user 0's history
+    "red apple pie",  # 1
+    "steel car engine",  # 2
+    "car wheel engine",  # 3
+    "apple fruit fresh",  # 4: cold, nobody interacted with it
+    "fresh bread",  # 5
+]
+
+
+def test_tfidf_ranks_items_sharing_words_first_and_recommends_cold_items() -> None:
+    rows = [(0, 0, 1), (1, 2, 2), (1, 3, 3), (2, 1, 4), (2, 5, 5)]
+    data = make_data(rows, 3, 6, texts=FRUIT_CAR)
+    model = TfIdf(TfIdfConfig()).fit(data)
+    recs = model.recommend(np.array([0]), 3)
+    # Items 4 and 1 both share two words with item 0; 4 wins because its other word ("fresh",
+    # in two items) weighs less than 1's unique "pie". Items 2 and 3 share nothing.
+    assert recs["item_idx"].tolist()[:2] == [4, 1]
+    # Score = cosine(profile, item); a one-item profile is that item's own vector.
+    v = model.item_vectors.toarray()
+    np.testing.assert_allclose(all_scores(model)[0], v @ v[0], rtol=1e-5, atol=1e-6)
+    assert np.isfinite(model.score(np.array([0]), np.array([4]))).all()
+
+
+def test_tfidf_decay_follows_the_recent_taste() -> None:
+    # User 0 read about fruit long ago and about cars yesterday.
+    rows = [(0, 0, 0), (0, 2, 99 * DAY), (1, 1, 50 * DAY)]
+    data = make_data(rows, 2, 6, texts=FRUIT_CAR)
+    plain = TfIdf(TfIdfConfig()).fit(data).score_users(np.array([0]))[0]
+    recent = TfIdf(TfIdfConfig(half_life_days=7.0)).fit(data).score_users(np.array([0]))[0]
+    # Items 3 (car) and 4 (fruit) match the two history items about equally without decay.
+    assert recent[3] > plain[3]
+    assert recent[4] < plain[4]
+    assert recent[3] > recent[4]
+
+
+def test_tfidf_uses_categories_as_tokens_and_leaves_no_history_users_unscored() -> None:
+    texts = ["", "", "", ""]
+    cats = [["Sci-Fi"], ["Sci-Fi", "Drama"], ["Drama"], ["Children's"]]
+    data = make_data([(0, 0, 1)], 2, 4, texts=texts, categories=cats)
+    model = TfIdf(TfIdfConfig()).fit(data)
+    vocab = set(model.vectorizer.vocabulary_)
+    assert {"cat_sci_fi", "cat_drama", "cat_children_s"} <= vocab
+    s = all_scores(model)
+    assert s[0, 1] > s[0, 2]
+    assert np.isnan(s[1]).all()
+
+
+def test_tfidf_vocabulary_ignores_interactions() -> None:
+    rows_a = [(0, 0, 1)]
+    rows_b = [(0, 0, 1), (1, 2, 2), (1, 3, 3), (0, 3, 4)]
+    a = TfIdf(TfIdfConfig()).fit(make_data(rows_a, 2, 6, texts=FRUIT_CAR))
+    b = TfIdf(TfIdfConfig()).fit(make_data(rows_b, 2, 6, texts=FRUIT_CAR))
+    assert a.vectorizer.vocabulary_ == b.vectorizer.vocabulary_
+    assert (a.item_vectors != b.item_vectors).nnz == 0
+    assert isinstance(a.item_vectors, sp.csr_matrix)
