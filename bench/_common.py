@@ -47,8 +47,12 @@ def run_stage(module: str, args: list[str], workdir: Path) -> tuple[float, float
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", module, *args], cwd=workdir, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", module, *args],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start

@@ -40,8 +40,16 @@ def bench_model(model: str, workdir: Path) -> tuple[float, float]:
     return run_stage(
         "stages.candidates",
         [
-            "--model", model, "--split", "data/split", "--prepared", "data/prepared",
-            "--models-dir", f"models/{model}", "--out", "data/candidates",
+            "--model",
+            model,
+            "--split",
+            "data/split",
+            "--prepared",
+            "data/prepared",
+            "--models-dir",
+            f"models/{model}",
+            "--out",
+            "data/candidates",
         ],
         workdir,
     )

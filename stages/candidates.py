@@ -80,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         write_json(meta, models_dir / fold_name / "meta.json")
         log.info(
             "%s/%s: %d candidates for %d of %d target users",
-            args.model, fold_name, len(recs), meta["users"], len(fold.target_users),
+            args.model,
+            fold_name,
+            len(recs),
+            meta["users"],
+            len(fold.target_users),
         )
     return 0
 

@@ -62,7 +62,9 @@ def summary(interactions, items, users, warnings: list[str]) -> dict:
         "interactions": n,
         "density": round(n / max(n_u * n_i, 1), 6),
         "rated_share": round(float(interactions["rating"].notna().mean()), 4),
-        "events": {str(k): int(v) for k, v in interactions["event"].value_counts().sort_index().items()},
+        "events": {
+            str(k): int(v) for k, v in interactions["event"].value_counts().sort_index().items()
+        },
         "warnings": warnings,
     }
 

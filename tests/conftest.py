@@ -17,7 +17,9 @@ def make_interactions(rows: list[tuple], with_rating: bool = False) -> pd.DataFr
         rating = r[3] if with_rating else np.nan
         event = r[4] if len(r) > 4 else ("rating" if with_rating else "view")
         recs.append((str(u), str(i), float(rating), event, 1.0, int(t)))
-    raw = pd.DataFrame(recs, columns=["user_id", "item_id", "rating", "event", "weight", "timestamp"])
+    raw = pd.DataFrame(
+        recs, columns=["user_id", "item_id", "rating", "event", "weight", "timestamp"]
+    )
     inter, _, _, _ = finalize(raw, None, None, file="test")
     return inter
 

@@ -13,7 +13,12 @@ import yaml
 
 from stages import ingest
 
-GOOD = "user,item,stars,kind,when\nA,x,5,purchase,2024-01-01T10:00:00Z\nA,y,3,view,1704103200\nB,x,4,click,1704106800\n"
+GOOD = (
+    "user,item,stars,kind,when\n"
+    "A,x,5,purchase,2024-01-01T10:00:00Z\n"
+    "A,y,3,view,1704103200\n"
+    "B,x,4,click,1704106800\n"
+)
 
 
 def run_ingest(tmp_path: Path, data: dict, csv: str | None = None, name: str = "inter.csv"):
@@ -24,8 +29,13 @@ def run_ingest(tmp_path: Path, data: dict, csv: str | None = None, name: str = "
         "source": "files",
         "dep": str(tmp_path),
         "interactions": str(tmp_path / name),
-        "columns": {"user": "user", "item": "item", "rating": "stars", "event": "kind",
-                    "timestamp": "when"},
+        "columns": {
+            "user": "user",
+            "item": "item",
+            "rating": "stars",
+            "event": "kind",
+            "timestamp": "when",
+        },
         "min_rating": 1,
         "max_rating": 5,
     }
@@ -34,9 +44,12 @@ def run_ingest(tmp_path: Path, data: dict, csv: str | None = None, name: str = "
     out = tmp_path / "prepared"
     rc = ingest.main(
         [
-            "--out", str(out),
-            "--summary", str(tmp_path / "ingest.json"),
-            "--params", str(tmp_path / "params.yaml"),
+            "--out",
+            str(out),
+            "--summary",
+            str(tmp_path / "ingest.json"),
+            "--params",
+            str(tmp_path / "params.yaml"),
         ]
     )
     return rc, out
@@ -52,7 +65,14 @@ def test_good_file_gives_canonical_tables(tmp_path: Path) -> None:
     inter = pd.read_parquet(out / "interactions.parquet")
     items = pd.read_parquet(out / "items.parquet")
     users = pd.read_parquet(out / "users.parquet")
-    assert list(inter.columns[:6]) == ["user_id", "item_id", "rating", "event", "weight", "timestamp"]
+    assert list(inter.columns[:6]) == [
+        "user_id",
+        "item_id",
+        "rating",
+        "event",
+        "weight",
+        "timestamp",
+    ]
     assert len(inter) == 3 and set(inter["user_id"]) == {"A", "B"}
     # ISO and unix timestamps both end as int64 seconds.
     assert inter["timestamp"].tolist() == [1704103200, 1704103200, 1704106800]
@@ -76,8 +96,11 @@ def test_parquet_input_and_no_event_column(tmp_path: Path) -> None:
     df.to_parquet(tmp_path / "in.parquet")
     rc, out = run_ingest(
         tmp_path,
-        {"interactions": str(tmp_path / "in.parquet"), "rating_weight": "rating",
-         "columns": {"user": "user", "item": "item", "rating": "stars", "timestamp": "when"}},
+        {
+            "interactions": str(tmp_path / "in.parquet"),
+            "rating_weight": "rating",
+            "columns": {"user": "user", "item": "item", "rating": "stars", "timestamp": "when"},
+        },
     )
     assert rc == 0
     inter = pd.read_parquet(out / "interactions.parquet")
@@ -86,12 +109,36 @@ def test_parquet_input_and_no_event_column(tmp_path: Path) -> None:
 
 
 BAD_INPUTS = [
-    ("missing column", "user,item,stars,kind\nA,x,5,view\n", r"column 'when': missing required column"),
-    ("null id", "user,item,stars,kind,when\nA,x,5,view,1\n,y,5,view,2\n", r"column 'user', row 2: null or empty id"),
-    ("non-numeric rating", "user,item,stars,kind,when\nA,x,5,view,1\nA,y,good,view,2\n", r"column 'stars', row 2: rating is not a number: 'good'"),
-    ("rating out of range", "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,view,2\nB,y,9,view,3\n", r"column 'stars', row 3: rating 9.0 outside the allowed range"),
-    ("unparsable timestamp", "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,view,yesterday\n", r"column 'when', row 2: unparsable timestamp 'yesterday'"),
-    ("unknown event", "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,wishlist,2\n", r"column 'kind', row 2: unknown event type 'wishlist'"),
+    (
+        "missing column",
+        "user,item,stars,kind\nA,x,5,view\n",
+        r"column 'when': missing required column",
+    ),
+    (
+        "null id",
+        "user,item,stars,kind,when\nA,x,5,view,1\n,y,5,view,2\n",
+        r"column 'user', row 2: null or empty id",
+    ),
+    (
+        "non-numeric rating",
+        "user,item,stars,kind,when\nA,x,5,view,1\nA,y,good,view,2\n",
+        r"column 'stars', row 2: rating is not a number: 'good'",
+    ),
+    (
+        "rating out of range",
+        "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,view,2\nB,y,9,view,3\n",
+        r"column 'stars', row 3: rating 9.0 outside the allowed range",
+    ),
+    (
+        "unparsable timestamp",
+        "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,view,yesterday\n",
+        r"column 'when', row 2: unparsable timestamp 'yesterday'",
+    ),
+    (
+        "unknown event",
+        "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,wishlist,2\n",
+        r"column 'kind', row 2: unknown event type 'wishlist'",
+    ),
     ("empty input", "user,item,stars,kind,when\n", r"input is empty"),
     ("empty file", "", r"input is empty"),
 ]
@@ -132,8 +179,11 @@ def test_items_missing_from_items_file(
     items = write_items(tmp_path)
     rc, out = run_ingest(
         tmp_path,
-        {"items": items, "missing_items": policy,
-         "item_columns": {"item": "id", "title": "name", "categories": "genres"}},
+        {
+            "items": items,
+            "missing_items": policy,
+            "item_columns": {"item": "id", "title": "name", "categories": "genres"},
+        },
         GOOD,
     )
     if policy == "error":
@@ -171,6 +221,8 @@ def test_duplicate_policy(tmp_path: Path, policy: str, n_rows: int, weight: floa
         assert inter["rating"].tolist() == [2.0]
 
 
-def test_unknown_config_key_fails_with_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_config_key_fails_with_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     rc, _ = run_ingest(tmp_path, {"colums": {}}, GOOD)
     assert rc == 2 and "data.colums: unknown key" in caplog.text

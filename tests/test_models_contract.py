@@ -40,7 +40,9 @@ def block_data(seed: int = 0) -> TrainData:
             t += 1
             rating = 5.0 if i in own else 1.0
             rows.append((u, i, rating, "rating", 1.0 if i in own else 0.5, t))
-    inter = pd.DataFrame(rows, columns=["user_idx", "item_idx", "rating", "event", "weight", "timestamp"])
+    inter = pd.DataFrame(
+        rows, columns=["user_idx", "item_idx", "rating", "event", "weight", "timestamp"]
+    )
     inter["user_id"] = inter["user_idx"].astype(str)
     inter["item_id"] = inter["item_idx"].astype(str)
     words_a = ["alpha", "river", "forest", "green"]
@@ -59,7 +61,9 @@ def block_data(seed: int = 0) -> TrainData:
     # The cold item is an 'alpha' item nobody has touched yet.
     items.loc[COLD_ITEM, "text"] = "alpha river forest green"
     items.loc[COLD_ITEM, "categories"] = ["outdoor"]
-    users = pd.DataFrame({"user_id": [str(u) for u in range(N_USERS)], "user_idx": np.arange(N_USERS)})
+    users = pd.DataFrame(
+        {"user_id": [str(u) for u in range(N_USERS)], "user_idx": np.arange(N_USERS)}
+    )
     return TrainData(inter, items, users)
 
 

@@ -64,8 +64,14 @@ def test_no_target_precedes_its_history(random_log: pd.DataFrame, cfg) -> None:
 def test_temporal_counts_distinct_items_and_keeps_funnel_out_of_history() -> None:
     # User 1 views, clicks and buys item c at the end: all three events are test, so the
     # history never reveals the target. Item b is the valid target.
-    rows = [(1, "a", 1), (1, "b", 2), (1, "a", 3), (1, "c", 4, 0, "view"), (1, "c", 5, 0, "click"),
-            (1, "c", 6, 0, "purchase")]
+    rows = [
+        (1, "a", 1),
+        (1, "b", 2),
+        (1, "a", 3),
+        (1, "c", 4, 0, "view"),
+        (1, "c", 5, 0, "click"),
+        (1, "c", 6, 0, "purchase"),
+    ]
     rows = [r if len(r) > 3 else (*r, 0, "view") for r in rows]
     inter = make_interactions(rows)
     s = split(inter, TemporalSplit(n_valid=1, n_test=1), seed=0)
@@ -102,7 +108,9 @@ def test_same_seed_same_split_other_seed_differs_for_random(random_log, cfg) -> 
     pd.testing.assert_frame_equal(a.train, b.train)
     c = split(random_log, cfg, seed=6)
     if cfg.method == "random":
-        assert not a.test_targets[["user_idx", "item_idx"]].equals(c.test_targets[["user_idx", "item_idx"]])
+        assert not a.test_targets[["user_idx", "item_idx"]].equals(
+            c.test_targets[["user_idx", "item_idx"]]
+        )
 
 
 def test_relevance_rule() -> None:

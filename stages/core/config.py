@@ -74,9 +74,9 @@ def _key_path(value: Any, loc: tuple[Any, ...]) -> list[str]:
     parts: list[str] = []
     node = value
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list | tuple) and isinstance(part, int) and part < len(node):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list | tuple) and isinstance(part, int) and part < len(node)
+        if in_dict or in_list:
             node = node[part]
         elif i == len(loc) - 1 or not isinstance(node, dict | list | tuple):
             node = None  # the offending key itself (unknown or missing)

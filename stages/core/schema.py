@@ -110,8 +110,7 @@ def check_ratings(
     if out.any():
         row = first_bad_row(out)
         raise DataError(
-            f"rating {values.iloc[row - 1]} outside the allowed range "
-            f"[{min_rating}, {max_rating}]",
+            f"rating {values.iloc[row - 1]} outside the allowed range [{min_rating}, {max_rating}]",
             file=file,
             column=column,
             row=row,
@@ -129,9 +128,11 @@ def parse_timestamps(raw: pd.Series, column: str, file: str, fmt: str = "auto") 
     pandas parses), or ``auto`` (numbers are seconds, anything else is parsed as a date).
     """
     if raw.isna().any():
-        raise DataError("missing timestamp", file=file, column=column, row=first_bad_row(raw.isna()))
+        raise DataError(
+            "missing timestamp", file=file, column=column, row=first_bad_row(raw.isna())
+        )
     numeric = pd.to_numeric(raw, errors="coerce")
-    if fmt in ("unix", "unix_ms") or (fmt == "auto" and numeric.notna().all()):
+    if fmt in ("unix", "unix_ms"):
         bad = numeric.isna() | ~np.isfinite(numeric.fillna(0))
         if bad.any():
             row = first_bad_row(bad)
@@ -143,14 +144,25 @@ def parse_timestamps(raw: pd.Series, column: str, file: str, fmt: str = "auto") 
             )
         seconds = numeric / 1000.0 if fmt == "unix_ms" else numeric
         return np.floor(seconds).astype("int64")
-    parsed = pd.to_datetime(raw.astype("string"), errors="coerce", utc=True, format="mixed")
-    bad = parsed.isna()
-    if bad.any():
-        row = first_bad_row(bad)
-        raise DataError(
-            f"unparsable timestamp {raw.iloc[row - 1]!r}", file=file, column=column, row=row
+    # iso, or auto: in auto, numbers are unix seconds and every other value is a date.
+    out = pd.Series(np.zeros(len(raw), dtype=np.int64), index=raw.index)
+    as_number = pd.Series(False, index=raw.index)
+    if fmt == "auto":
+        as_number = numeric.notna() & np.isfinite(numeric.fillna(0))
+        out[as_number] = np.floor(numeric[as_number]).astype("int64")
+    as_date = ~as_number
+    if as_date.any():
+        parsed = pd.to_datetime(
+            raw[as_date].astype("string"), errors="coerce", utc=True, format="mixed"
         )
-    return (parsed.astype("datetime64[s, UTC]").astype("int64")).astype("int64")
+        bad = parsed.isna().reindex(raw.index, fill_value=False)
+        if bad.any():
+            row = first_bad_row(bad)
+            raise DataError(
+                f"unparsable timestamp {raw.iloc[row - 1]!r}", file=file, column=column, row=row
+            )
+        out[as_date] = parsed.astype("datetime64[s, UTC]").astype("int64").to_numpy()
+    return out.astype("int64")
 
 
 def map_events(

@@ -235,7 +235,9 @@ def targets(history: pd.DataFrame, period: pd.DataFrame, rel: Relevance) -> pd.D
     return out.drop(columns="_rel_event")
 
 
-def split(inter: pd.DataFrame, cfg: TemporalSplit | GlobalTimeSplit | RandomSplit, seed: int) -> Split:
+def split(
+    inter: pd.DataFrame, cfg: TemporalSplit | GlobalTimeSplit | RandomSplit, seed: int
+) -> Split:
     """Split canonical interactions by ``cfg``; deterministic for a given ``seed``."""
     inter = kcore_filter(inter, cfg.kcore)
     if isinstance(cfg, TemporalSplit):

@@ -76,7 +76,8 @@ class FilesConfig(Config):
         "add", description="interactions whose item is not in the items file: add/drop/error"
     )
     duplicates: Literal["keep_all", "keep_last", "keep_first", "sum"] = Field(
-        "keep_all", description="repeated (user, item, event) rows: see schema.apply_duplicate_policy"
+        "keep_all",
+        description="repeated (user, item, event) rows: see schema.apply_duplicate_policy",
     )
 
     @model_validator(mode="after")
@@ -103,7 +104,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if isinstance(exc, pd.errors.EmptyDataError):
             raise DataError("input is empty: no header and no data rows", file=str(path)) from None
         raise DataError(f"cannot parse file: {exc}", file=str(path)) from None
-    raise DataError(f"unsupported file type {suffix!r} (use .csv, .tsv or .parquet)", file=str(path))
+    raise DataError(
+        f"unsupported file type {suffix!r} (use .csv, .tsv or .parquet)", file=str(path)
+    )
 
 
 def load_files(cfg: FilesConfig) -> RawTables:

@@ -1,0 +1,339 @@
+"""Ranker features: hand-computed values on a tiny log, no leakage, documentation, knobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from stages.core.config import parse
+from stages.core.errors import ConfigError
+from stages.core.features import (
+    FEATURE_DOCS,
+    FeaturesConfig,
+    feature_doc,
+    history_now,
+    item_features,
+    item_vectors,
+    pair_features,
+    user_features,
+)
+from stages.core.folds import Fold
+from stages.core.schema import finalize
+from stages.core.splitting import TemporalSplit, split
+from stages.core.synthetic import SyntheticConfig, generate
+
+DAY = 86_400
+T0 = 1_000 * DAY
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _items() -> pd.DataFrame:
+    """Five items; ``i3`` is a copy of ``i0`` (content similarity 1), ``i4`` has no
+    categories and nobody touched ``i3`` or ``i4``."""
+    return pd.DataFrame(
+        {
+            "item_id": ["i0", "i1", "i2", "i3", "i4"],
+            "item_idx": np.arange(5, dtype=np.int32),
+            "title": ["red apple", "green pear", "hammer", "red apple", "mystery"],
+            "text": ["fresh fruit", "fresh fruit", "steel tool", "fresh fruit", ""],
+            "categories": [["fruit", "food"], ["fruit"], ["tools"], ["fruit", "food"], []],
+            "price": [1.0, 2.0, 3.0, np.nan, 5.0],
+            "release_ts": [T0, T0, T0, T0 + 20 * DAY, T0],
+            "brand": ["zeta", "alpha", None, "zeta", "alpha"],
+        }
+    )
+
+
+def _users() -> pd.DataFrame:
+    """Three users; ``u2`` has no history."""
+    return pd.DataFrame(
+        {
+            "user_id": ["u0", "u1", "u2"],
+            "user_idx": np.arange(3, dtype=np.int32),
+            "age_band": ["25-34", "18-24", None],
+            "score": [0.5, 1.5, np.nan],
+        }
+    )
+
+
+def _history() -> pd.DataFrame:
+    """u0: i0 at days 0 (rated 4) and 3, i1 at day 8, i2 at day 9 (rated 2); u1: i1 at day 10
+    (rated 5). now = day 10; the day-3 event is exactly 7 days old (outside the 7-day window)."""
+    rows = [
+        (0, 0, 0, 4.0, 1.0),
+        (0, 0, 3, np.nan, 2.0),
+        (0, 1, 8, np.nan, 1.0),
+        (0, 2, 9, 2.0, 4.0),
+        (1, 1, 10, 5.0, 1.0),
+    ]
+    df = pd.DataFrame(rows, columns=["user_idx", "item_idx", "day", "rating", "weight"])
+    df["timestamp"] = (T0 + df.pop("day") * DAY).astype("int64")
+    df["event"] = "view"
+    return df.astype({"user_idx": "int32", "item_idx": "int32"})
+
+
+NOW = T0 + 10 * DAY
+CFG = FeaturesConfig()
+
+
+def _pairs() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_idx": [0, 0, 1, 2, 1, 0],
+            "item_idx": [3, 2, 2, 0, 4, 1],
+        },
+        index=[10, 11, 12, 13, 14, 15],
+    )
+
+
+def test_history_now_is_last_event() -> None:
+    assert history_now(_history()) == NOW
+    with pytest.raises(ValueError):
+        history_now(_history().iloc[:0])
+
+
+def test_user_features_by_hand() -> None:
+    uf = user_features(_history(), _users(), _items(), NOW, CFG)
+    assert list(uf.index) == [0, 1, 2]
+    u0, u1, u2 = uf.loc[0], uf.loc[1], uf.loc[2]
+    assert (u0["u_events"], u0["u_items"]) == (4, 3)
+    assert (u0["u_events_7d"], u0["u_events_30d"], u0["u_events_90d"]) == (2, 4, 4)
+    assert u0["u_days_since_last"] == 1.0
+    assert u0["u_days_since_first"] == 10.0
+    assert u0["u_active_days"] == 9.0
+    assert u0["u_mean_rating"] == 3.0
+    assert u0["u_rated_share"] == 0.5
+    assert u0["u_mean_weight"] == 2.0
+    # fruit: i0 twice + i1, food: i0 twice, tools: i2 -> p = 3/6, 2/6, 1/6
+    assert u0["u_n_categories"] == 3
+    p = np.array([3, 2, 1]) / 6
+    assert u0["u_category_entropy"] == pytest.approx(-(p * np.log2(p)).sum())
+    # two history users: i0 and i2 have share 1/2, i1 share 1
+    assert u0["u_mean_item_pop"] == pytest.approx(2 / 3)
+    assert (u1["u_events"], u1["u_events_7d"], u1["u_days_since_last"]) == (1, 1, 0.0)
+    assert (u1["u_n_categories"], u1["u_category_entropy"]) == (1, 0.0)
+    assert u1["u_mean_rating"] == 5.0 and u1["u_mean_item_pop"] == 1.0
+    # no history: counts 0, everything else NaN
+    assert (u2["u_events"], u2["u_items"], u2["u_events_7d"], u2["u_n_categories"]) == (0, 0, 0, 0)
+    for col in ("u_days_since_last", "u_active_days", "u_mean_rating", "u_rated_share"):
+        assert np.isnan(u2[col]), col
+    assert np.isnan(u2["u_category_entropy"]) and np.isnan(u2["u_mean_item_pop"])
+    # attributes: numbers as is, strings as codes in the sorted vocabulary, -1 when missing
+    assert list(uf["u_attr_age_band"]) == [1, 0, -1]
+    assert uf["u_attr_score"].tolist()[:2] == [0.5, 1.5]
+
+
+def test_min_ratings() -> None:
+    uf = user_features(_history(), _users(), _items(), NOW, FeaturesConfig(min_ratings=2))
+    assert uf.loc[0, "u_mean_rating"] == 3.0
+    assert np.isnan(uf.loc[1, "u_mean_rating"])
+    itf = item_features(_history(), _items(), NOW, FeaturesConfig(min_ratings=2))
+    assert itf["i_mean_rating"].isna().all()
+
+
+def test_item_features_by_hand() -> None:
+    itf = item_features(_history(), _items(), NOW, CFG)
+    assert list(itf.index) == [0, 1, 2, 3, 4]
+    assert itf["i_users"].tolist() == [1, 2, 1, 0, 0]
+    assert itf["i_events"].tolist() == [2, 2, 1, 0, 0]
+    assert itf["i_pop_share"].tolist() == [0.5, 1.0, 0.5, 0.0, 0.0]
+    # i0's last event is exactly 7 days old: outside the 7-day window
+    assert itf["i_users_7d"].tolist() == [0, 2, 1, 0, 0]
+    assert itf["i_users_30d"].tolist() == [1, 2, 1, 0, 0]
+    assert itf.loc[0, "i_pop_decayed"] == pytest.approx(2 ** (-10 / 30) + 2 ** (-7 / 30))
+    assert itf.loc[3, "i_pop_decayed"] == 0.0
+    # the log spans 10 days, so the 90-day window's rate is over 10 days: expected 7-day
+    # events = n_90 * 0.7; i0: (0 + 5) / (2 * 0.7 + 5), i1: (2 + 5) / (2 * 0.7 + 5)
+    assert itf.loc[0, "i_trend"] == pytest.approx(5 / 6.4)
+    assert itf.loc[1, "i_trend"] == pytest.approx(7 / 6.4)
+    assert itf.loc[3, "i_trend"] == 1.0
+    assert itf["i_days_since_last"].tolist()[:3] == [7.0, 0.0, 1.0]
+    assert itf["i_days_since_first"].tolist()[:3] == [10.0, 2.0, 1.0]
+    assert itf[["i_days_since_last", "i_days_since_first"]].iloc[3:].isna().all().all()
+    assert itf.loc[0, "i_mean_rating"] == 4.0 and np.isnan(itf.loc[3, "i_mean_rating"])
+    assert itf["i_n_ratings"].tolist() == [1, 1, 1, 0, 0]
+    assert itf["i_n_categories"].tolist() == [2, 1, 1, 2, 0]
+    assert itf["i_attr_price"].tolist()[:3] == [1.0, 2.0, 3.0]
+    assert itf["i_attr_release_days_ago"].tolist() == [10.0, 10.0, 10.0, -10.0, 10.0]
+    assert itf["i_attr_brand"].tolist() == [1, 0, -1, 1, 0]
+
+
+def test_pair_features_by_hand() -> None:
+    pairs = _pairs()
+    pf = pair_features(pairs, _history(), _items(), NOW, CFG)
+    assert pf.index.equals(pairs.index)
+    a, b, c, d, e, f = (pf.loc[k] for k in pairs.index)
+    # (u0, i3): fruit 3/4 and food 2/4 of u0's events; fruit last touched day 8
+    assert a["p_cat_affinity"] == pytest.approx(0.625)
+    assert a["p_cat_max_affinity"] == pytest.approx(0.75)
+    assert a["p_days_since_cat"] == 2.0
+    # i3 is a copy of i0, which u0 had: cosine 1; i2 shares no word with it
+    vec = item_vectors(_items())
+    sim_01 = float((vec[0] @ vec[1].T).toarray()[0, 0])
+    assert a["p_content_max_sim"] == pytest.approx(1.0)
+    assert a["p_content_mean_sim"] == pytest.approx((1.0 + sim_01 + 0.0) / 3)
+    assert a["p_user_item_pop_ratio"] == 0.0
+    # (u0, i2): tools 1/4, touched 1 day ago
+    assert (b["p_cat_affinity"], b["p_cat_max_affinity"], b["p_days_since_cat"]) == (
+        0.25,
+        0.25,
+        1.0,
+    )
+    # (u1, i2): never touched tools
+    assert (c["p_cat_affinity"], c["p_cat_max_affinity"]) == (0.0, 0.0)
+    assert np.isnan(c["p_days_since_cat"])
+    assert c["p_content_max_sim"] == 0.0
+    # (u2, i0): user without history -> NaN everywhere
+    assert d.isna().all()
+    # (u1, i4): item without categories; its text shares nothing with i1
+    assert np.isnan(e["p_cat_affinity"]) and np.isnan(e["p_days_since_cat"])
+    assert (e["p_content_max_sim"], e["p_content_mean_sim"]) == (0.0, 0.0)
+    # (u0, i1): i1 has 2 users, u0's items on average (1 + 2 + 1) / 3
+    assert f["p_user_item_pop_ratio"] == pytest.approx(1.5)
+
+
+def test_content_history_limits_to_most_recent_items() -> None:
+    pairs = _pairs()
+    pf = pair_features(pairs, _history(), _items(), NOW, FeaturesConfig(content_history=1))
+    # u0's most recent item is i2 (day 9), which shares nothing with i3
+    assert pf.loc[10, "p_content_max_sim"] == 0.0
+    full = pair_features(pairs, _history(), _items(), NOW, CFG)
+    assert full.loc[10, "p_content_max_sim"] == pytest.approx(1.0)
+
+
+def test_every_knob_changes_the_output() -> None:
+    h, users, items = _history(), _users(), _items()
+    base_i = item_features(h, items, NOW, CFG)
+    half = item_features(h, items, NOW, FeaturesConfig(half_life_days=5.0))
+    assert not np.allclose(base_i["i_pop_decayed"], half["i_pop_decayed"])
+    prior = item_features(h, items, NOW, FeaturesConfig(trend_prior=1.0))
+    assert not np.allclose(base_i["i_trend"], prior["i_trend"])
+    windows = user_features(h, users, items, NOW, FeaturesConfig(windows_days=[2, 14]))
+    assert {"u_events_2d", "u_events_14d"} <= set(windows) and "u_events_7d" not in windows
+    levels = user_features(h, users, items, NOW, FeaturesConfig(max_attribute_levels=2))
+    assert "u_attr_age_band" in levels
+    items3 = items.assign(brand=["a", "b", "c", "d", "e"])
+    assert "i_attr_brand" not in item_features(
+        h, items3, NOW, FeaturesConfig(max_attribute_levels=4)
+    )
+
+
+def _all_columns() -> list[str]:
+    h, users, items = _history(), _users(), _items()
+    return [
+        *user_features(h, users, items, NOW, CFG).columns,
+        *item_features(h, items, NOW, CFG).columns,
+        *pair_features(_pairs(), h, items, NOW, CFG).columns,
+    ]
+
+
+def test_every_column_is_documented() -> None:
+    columns = _all_columns()
+    for col in columns:
+        assert feature_doc(col), col
+    assert feature_doc("u_events_7d") == FEATURE_DOCS["u_events_{w}d"].replace("{w}", "7")
+    with pytest.raises(KeyError):
+        feature_doc("u_made_up")
+    # every documented template is produced by the tiny data set (no stale docs)
+    produced = {col.replace("_7d", "_{w}d") for col in columns}
+    produced |= {"u_attr_{name}", "i_attr_{name}", "i_attr_{name}_days_ago"}
+    assert set(FEATURE_DOCS) - produced == {"u_attr_{name}_days_ago"}
+
+
+def test_without_history_no_exceptions() -> None:
+    empty = _history().iloc[:0]
+    uf = user_features(empty, _users(), _items(), NOW, CFG)
+    assert (uf["u_events"] == 0).all() and uf["u_days_since_last"].isna().all()
+    itf = item_features(empty, _items(), NOW, CFG)
+    assert (itf["i_users"] == 0).all() and (itf["i_trend"] == 1.0).all()
+    pf = pair_features(_pairs(), empty, _items(), NOW, CFG)
+    assert pf.isna().all().all()
+    none = pair_features(_pairs().iloc[:0], _history(), _items(), NOW, CFG)
+    assert len(none) == 0 and list(none.columns) == list(pf.columns)
+
+
+def _log() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    raw = generate(SyntheticConfig(n_users=80, n_items=60, n_events=2_500), seed=3)
+    inter, items, users, _ = finalize(raw.interactions, raw.items, raw.users, file="synthetic")
+    return inter.assign(row_id=np.arange(len(inter))), items, users
+
+
+def _fold_features(fold: Fold, items: pd.DataFrame, users: pd.DataFrame, pairs: pd.DataFrame):
+    now = history_now(fold.history)
+    return (
+        user_features(fold.history, users, items, now, CFG),
+        item_features(fold.history, items, now, CFG),
+        pair_features(pairs, fold.history, items, now, CFG),
+    )
+
+
+@pytest.mark.parametrize("fold_name", ["valid", "test"])
+def test_no_leakage_from_targets(fold_name: str) -> None:
+    inter, items, users = _log()
+    cfg = TemporalSplit(n_valid=2, n_test=2)
+    first = split(inter, cfg, seed=0)
+    if fold_name == "valid":
+        hist, targets = first.train, first.valid_targets
+    else:
+        hist = pd.concat([first.train, first.valid], ignore_index=True)
+        targets = first.test_targets
+    # Move every event after the fold's history a month later and change its rating.
+    later = ~inter["row_id"].isin(hist["row_id"])
+    mutated = inter.copy()
+    mutated.loc[later, "timestamp"] += 30 * DAY
+    mutated.loc[later, "rating"] = np.where(mutated.loc[later, "rating"].isna(), 5.0, 1.0)
+    second = split(mutated, cfg, seed=0)
+    if fold_name == "valid":
+        hist2, targets2 = second.train, second.valid_targets
+    else:
+        hist2 = pd.concat([second.train, second.valid], ignore_index=True)
+        targets2 = second.test_targets
+    assert not targets["timestamp"].equals(targets2["timestamp"])
+    pairs = targets[["user_idx", "item_idx"]]
+    one = _fold_features(Fold(fold_name, hist, targets), items, users, pairs)
+    two = _fold_features(Fold(fold_name, hist2, targets2), items, users, pairs)
+    for a, b in zip(one, two, strict=True):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_deterministic_and_row_order_free() -> None:
+    inter, items, users = _log()
+    pairs = inter[["user_idx", "item_idx"]].sample(300, random_state=1)
+    now = history_now(inter)
+    one = (
+        user_features(inter, users, items, now, CFG),
+        item_features(inter, items, now, CFG),
+        pair_features(pairs, inter, items, now, CFG),
+    )
+    again = (
+        user_features(inter, users, items, now, CFG),
+        item_features(inter, items, now, CFG),
+        pair_features(pairs, inter, items, now, CFG),
+    )
+    shuffled = inter.sample(frac=1.0, random_state=2)
+    reordered = (
+        user_features(shuffled, users, items, now, CFG),
+        item_features(shuffled, items, now, CFG),
+        pair_features(pairs, shuffled, items, now, CFG),
+    )
+    for a, b, c in zip(one, again, reordered, strict=True):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+        pd.testing.assert_frame_equal(a, c, check_exact=False, rtol=1e-12)
+    assert {"u_attr_age_band", "u_attr_region", "i_attr_price"} <= set(one[0]) | set(one[1])
+
+
+def test_config_yaml_matches_defaults_and_rejects_unknown_keys() -> None:
+    path = ROOT / "conf" / "features" / "default.yaml"
+    assert path.read_text().startswith("#")
+    data = yaml.safe_load(path.read_text())
+    assert parse(data, FeaturesConfig, "features") == FeaturesConfig()
+    with pytest.raises(ConfigError, match="features.window: unknown key"):
+        parse({"window": [7]}, FeaturesConfig, "features")
+    with pytest.raises(ConfigError):
+        parse({"windows_days": [7, 7]}, FeaturesConfig, "features")
+    with pytest.raises(ConfigError):
+        parse({"windows_days": [0]}, FeaturesConfig, "features")
