@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import yaml
@@ -22,6 +23,11 @@ def test_declared_params_match_what_stages_read() -> None:
     stages = dvc_stages()
     assert tuple(stages["ingest"]["params"]) == ingest.PARAMS
     assert tuple(stages["split"]["params"]) == split.PARAMS
+    for name, stage in stages.items():
+        if name == "candidates":
+            continue
+        module = importlib.import_module(f"stages.{name}")
+        assert tuple(stage.get("params", ())) == module.PARAMS, name
     cand = stages["candidates"]
     assert sorted(cand["foreach"]) == sorted(MODELS)
     for name in MODELS:

@@ -1,0 +1,102 @@
+"""DVC stage ``blend``: merge every enabled model's candidates per fold and add the hybrid.
+
+Usage: ``python -m stages.blend --split data/split --candidates data/candidates --models
+models --out data/blend --summary reports/blend.json``. Reads params ``blend`` and ``seed``.
+
+Writes ``<out>/<fold>.parquet`` (every candidate pair with every model's score, rank and
+normalised score, and ``m_hybrid``) and ``<out>/<fold>_recs.parquet`` (the hybrid's top-N).
+With ``blend.search`` the weights are picked on the valid fold (its labels) and then applied
+unchanged to the test fold; the test fold's targets are never read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from stages.candidates import load_model
+from stages.core.blending import (
+    BlendConfig,
+    describe_pairs,
+    hybrid_score,
+    rank_by,
+    search_weights,
+    union_candidates,
+)
+from stages.core.config import load_params
+from stages.core.errors import ConfigError
+from stages.core.folds import FOLDS, load_fold
+from stages.core.io import write_json, write_many
+from stages.core.log import get_logger
+from stages.core.models.registry import MODELS
+
+PARAMS = ("blend", "seed")
+
+log = get_logger("blend")
+
+
+def enabled_candidates(candidates_dir: Path, fold: str) -> dict[str, pd.DataFrame]:
+    """Each registered model's candidates for ``fold``; a disabled model's file is empty."""
+    out = {}
+    for name in MODELS:
+        df = pd.read_parquet(candidates_dir / fold / f"{name}.parquet")
+        if len(df):
+            out[name] = df
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--split", required=True)
+    ap.add_argument("--candidates", required=True)
+    ap.add_argument("--models", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--summary", required=True)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_params("blend", BlendConfig, args.params)
+        seed = load_params("seed", int, args.params)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    cand_dir, models_dir, out = Path(args.candidates), Path(args.models), Path(args.out)
+    weights = dict(cfg.weights)
+    summary: dict = {"normalise": cfg.normalise}
+    frames: dict[Path, pd.DataFrame] = {}
+    for fold_name in FOLDS:
+        cands = enabled_candidates(cand_dir, fold_name)
+        if not cands:
+            log.error("no enabled candidate model: enable at least one in candidates.*")
+            return 2
+        models = {m: load_model(models_dir / m / fold_name / "model.pkl") for m in cands}
+        df = describe_pairs(union_candidates(cands), models, cfg.normalise)
+        if fold_name == "valid" and cfg.search:
+            truth = load_fold(args.split, "valid").targets
+            weights, value = search_weights(df, truth, list(cands), cfg, seed)
+            summary[f"valid_{cfg.search_metric}"] = round(value, 4)
+            log.info("searched weights %s (valid %s %.4f)", weights, cfg.search_metric, value)
+        unknown = set(weights) - set(cands)
+        if unknown and fold_name == "valid":
+            log.warning("weights for models that are off or unknown are ignored: %s", unknown)
+        df["m_hybrid"] = hybrid_score(df, {m: w for m, w in weights.items() if m in cands})
+        frames[out / f"{fold_name}.parquet"] = df
+        frames[out / f"{fold_name}_recs.parquet"] = rank_by(df, df["m_hybrid"].to_numpy(), cfg.n)
+        per_user = df.groupby("user_idx").size()
+        summary[fold_name] = {
+            "pairs": len(df),
+            "users": int(per_user.size),
+            "mean_candidates_per_user": round(float(per_user.mean()), 2),
+        }
+        log.info("%s: %d pairs for %d users", fold_name, len(df), per_user.size)
+    summary["weights"] = {m: round(float(w), 4) for m, w in sorted(weights.items())}
+    write_many(frames)
+    write_json(summary, args.summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Blend: the union of every model's candidates, each pair described by every model, and a
+weighted hybrid score.
+
+For each fold, the candidate pairs are the union of the enabled models' top-N lists. Every
+pair gets, for every model ``m``:
+
+- ``m_<m>_score``: the model's own score (from ``score``, so a pair proposed by ALS still gets
+  its SVD and TF-IDF scores); NaN where the model cannot score it;
+- ``m_<m>_rank``: its rank in ``m``'s own top-N list, NaN when ``m`` did not propose it;
+- ``m_<m>_norm``: the score normalised within the user's candidates (``zscore``, ``minmax``
+  or ``rank``), because raw scores change scale between models and between folds.
+
+``m_n_models`` counts the models that proposed the pair, and ``m_hybrid`` is the weighted
+hybrid ``sum_m w_m * norm_m`` where a model's missing score counts as the lowest normalised
+value that user has for that model (a missing score is evidence against the pair, not a
+neutral zero). The hybrid's top-N is a model in its own right (``blend``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from stages.core.config import Config
+from stages.core.models.base import Recommender
+
+
+class BlendConfig(Config):
+    """How candidates are merged, normalised and weighted into the hybrid."""
+
+    normalise: str = Field(
+        "zscore", description="per-user score normalisation: zscore, minmax or rank"
+    )
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="hybrid weight per model (models not listed weigh 0); normalised to sum 1",
+    )
+    search: bool = Field(
+        False, description="pick the weights by random search on the valid fold (its labels)"
+    )
+    search_trials: int = Field(300, ge=1, description="random weight vectors tried by search")
+    search_metric: str = Field("ndcg@10", description="valid-fold metric the search maximises")
+    n: int = Field(100, ge=1, description="length of the hybrid's top-N list")
+
+    @model_validator(mode="after")
+    def _check(self) -> BlendConfig:
+        if self.normalise not in ("zscore", "minmax", "rank"):
+            raise ValueError(f"normalise must be zscore, minmax or rank, got {self.normalise!r}")
+        if any(w < 0 for w in self.weights.values()):
+            raise ValueError("weights must be >= 0")
+        if not self.search and not any(w > 0 for w in self.weights.values()):
+            raise ValueError("give at least one positive weight, or set search: true")
+        return self
+
+
+def union_candidates(cands: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Distinct (user_idx, item_idx) pairs proposed by any model, sorted, with every model's
+    rank (NaN where that model did not propose the pair) and ``m_n_models``."""
+    frames = [c[["user_idx", "item_idx"]] for c in cands.values() if len(c)]
+    if not frames:
+        return pd.DataFrame({"user_idx": np.zeros(0, np.int64), "item_idx": np.zeros(0, np.int64)})
+    pairs = (
+        pd.concat(frames, ignore_index=True)
+        .drop_duplicates()
+        .sort_values(["user_idx", "item_idx"], kind="stable")
+        .reset_index(drop=True)
+    )
+    key = pd.MultiIndex.from_frame(pairs[["user_idx", "item_idx"]])
+    n_models = np.zeros(len(pairs), dtype=np.int16)
+    for name, c in cands.items():
+        ranks = pd.Series(
+            c["rank"].to_numpy(np.float32),
+            index=pd.MultiIndex.from_frame(c[["user_idx", "item_idx"]]),
+        )
+        col = ranks.reindex(key).to_numpy(np.float32)
+        pairs[f"m_{name}_rank"] = col
+        n_models += ~np.isnan(col)
+    pairs["m_n_models"] = n_models
+    return pairs
+
+
+def normalise_per_user(users: np.ndarray, scores: np.ndarray, method: str) -> np.ndarray:
+    """Normalise ``scores`` within each user's group; NaN stays NaN. Order within a user is
+    preserved (ties stay ties) for every method.
+
+    - ``zscore``: (s - mean) / std over the user's scored pairs (std 0 -> 0);
+    - ``minmax``: (s - min) / (max - min) (a constant user -> 1);
+    - ``rank``: percentile of the score among the user's scored pairs, in (0, 1], ties share
+      the highest percentile of their group.
+    """
+    df = pd.DataFrame({"u": users, "s": scores.astype(np.float64)})
+    g = df.groupby("u")["s"]
+    if method == "zscore":
+        mean, std = g.transform("mean"), g.transform("std", ddof=0)
+        out = (df["s"] - mean) / std.where(std > 0)
+        out = out.where(~(std.eq(0) & df["s"].notna()), 0.0)
+    elif method == "minmax":
+        lo, hi = g.transform("min"), g.transform("max")
+        span = hi - lo
+        out = ((df["s"] - lo) / span.where(span > 0)).where(span > 0, 1.0)
+        out = out.where(df["s"].notna())
+    elif method == "rank":
+        out = g.rank(method="max", pct=True)
+    else:
+        raise ValueError(f"unknown normalisation {method!r}")
+    return out.to_numpy(np.float32)
+
+
+def describe_pairs(
+    pairs: pd.DataFrame, models: Mapping[str, Recommender], method: str
+) -> pd.DataFrame:
+    """Add every model's score and normalised score to the union ``pairs``."""
+    out = pairs.copy()
+    u, i = out["user_idx"].to_numpy(), out["item_idx"].to_numpy()
+    for name, model in models.items():
+        s = model.score(u, i).astype(np.float32)
+        out[f"m_{name}_score"] = s
+        out[f"m_{name}_norm"] = normalise_per_user(u, s, method)
+    return out
+
+
+def hybrid_score(df: pd.DataFrame, weights: Mapping[str, float]) -> np.ndarray:
+    """``sum_m w_m * norm_m`` with weights scaled to sum 1; a missing norm counts as the
+    user's lowest normalised value for that model (0 if the user has none)."""
+    total = sum(w for w in weights.values() if w > 0)
+    out = np.zeros(len(df), dtype=np.float64)
+    for name, w in weights.items():
+        if w <= 0:
+            continue
+        col = f"m_{name}_norm"
+        if col not in df:
+            continue
+        norm = df[col]
+        floor = norm.groupby(df["user_idx"]).transform("min").fillna(0.0)
+        out += (w / total) * norm.fillna(floor).to_numpy(np.float64)
+    return out.astype(np.float32)
+
+
+def rank_by(df: pd.DataFrame, score: np.ndarray, n: int) -> pd.DataFrame:
+    """Each user's top-``n`` pairs by ``score`` (ties: lower item index first) as a
+    ``user_idx, item_idx, score, rank`` frame."""
+    recs = pd.DataFrame(
+        {
+            "user_idx": df["user_idx"].to_numpy(),
+            "item_idx": df["item_idx"].to_numpy(),
+            "score": np.asarray(score, dtype=np.float32),
+        }
+    )
+    recs = recs[np.isfinite(recs["score"])]
+    recs = recs.sort_values(
+        ["user_idx", "score", "item_idx"], ascending=[True, False, True], kind="stable"
+    )
+    recs["rank"] = recs.groupby("user_idx").cumcount().astype(np.int32) + 1
+    return recs[recs["rank"] <= n].reset_index(drop=True)
+
+
+class TrialScorer:
+    """Scores many hybrid weight vectors on one fold quickly.
+
+    The per-model normalised scores (missing filled as in :func:`hybrid_score`) are stacked
+    once into a pairs x models matrix and laid out as a dense users x candidates grid, so a
+    trial is one matrix-vector product and one ``argpartition`` per row. Metric definitions
+    are those of :mod:`stages.core.metrics` (a test checks they agree with ``topn_metrics``);
+    ties at the cut-off may be broken differently, which only matters for choosing weights.
+    """
+
+    METRICS = ("ndcg", "precision", "recall", "hitrate", "mrr")
+
+    def __init__(self, df: pd.DataFrame, truth: pd.DataFrame, names: list[str], k: int) -> None:
+        self.k = k
+        users = df["user_idx"].to_numpy()
+        cols = []
+        for name in names:
+            norm = df[f"m_{name}_norm"]
+            floor = norm.groupby(df["user_idx"]).transform("min").fillna(0.0)
+            cols.append(norm.fillna(floor).to_numpy(np.float32))
+        self.matrix = np.column_stack(cols)
+        rel = truth[truth["relevant"]]
+        n_rel = rel.groupby("user_idx").size()
+        # Averages run over every user with a relevant target, candidates or not.
+        self.n_eval = len(n_rel)
+        uniq, row = np.unique(users, return_inverse=True)
+        self.row, self.n_rows = row, len(uniq)
+        order = np.lexsort((df["item_idx"].to_numpy(), row))
+        pos = np.empty(len(row), dtype=np.int64)
+        counts = np.bincount(row, minlength=len(uniq))
+        pos[order] = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
+        self.pos, self.width = pos, int(counts.max()) if len(counts) else 0
+        key = pd.MultiIndex.from_frame(df[["user_idx", "item_idx"]])
+        rel_key = pd.MultiIndex.from_frame(rel[["user_idx", "item_idx"]])
+        self.label = np.zeros((self.n_rows, self.width), dtype=bool)
+        self.label[row, pos] = key.isin(rel_key)
+        self.row_rel = n_rel.reindex(uniq).fillna(0).to_numpy()
+        discounts = 1.0 / np.log2(np.arange(2, k + 2))
+        self.discounts = discounts
+        self.idcg = np.concatenate([[np.inf], np.cumsum(discounts)])[
+            np.minimum(self.row_rel, k).astype(int)
+        ]
+
+    def value(self, weights: np.ndarray, metric: str) -> float:
+        """Mean ``metric@k`` over users with relevant targets for the hybrid of ``weights``."""
+        if metric not in self.METRICS:
+            raise ValueError(f"search_metric must be one of {self.METRICS} at some K")
+        if self.n_eval == 0:
+            return float("nan")
+        grid = np.full((self.n_rows, self.width), -np.inf, dtype=np.float32)
+        grid[self.row, self.pos] = self.matrix @ weights.astype(np.float32)
+        k = min(self.k, self.width)
+        top = (
+            np.argpartition(-grid, k - 1, axis=1)[:, :k]
+            if k < self.width
+            else np.tile(np.arange(self.width), (self.n_rows, 1))
+        )
+        vals = np.take_along_axis(grid, top, axis=1)
+        order = np.lexsort((top, -vals), axis=-1)
+        top, vals = np.take_along_axis(top, order, 1), np.take_along_axis(vals, order, 1)
+        hit = np.take_along_axis(self.label, top, axis=1) & np.isfinite(vals)
+        n_hit = hit.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if metric == "ndcg":
+                per_row = (hit * self.discounts[: hit.shape[1]]).sum(axis=1) / self.idcg
+            elif metric == "precision":
+                per_row = n_hit / self.k
+            elif metric == "recall":
+                per_row = n_hit / self.row_rel
+            elif metric == "hitrate":
+                per_row = (n_hit > 0).astype(float)
+            else:
+                first = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, np.inf)
+                per_row = 1.0 / first
+        per_row = np.where(self.row_rel > 0, per_row, 0.0)
+        return float(per_row.sum() / self.n_eval)
+
+
+def search_weights(
+    df: pd.DataFrame,
+    truth: pd.DataFrame,
+    names: list[str],
+    cfg: BlendConfig,
+    seed: int,
+) -> tuple[dict[str, float], float]:
+    """Random search over the weight simplex, maximising ``cfg.search_metric`` on the valid
+    fold. The configured weights, each single model and the uniform mix are always tried, so
+    the result is never worse on the valid fold than any of them. Returns (weights, value)."""
+    metric, k = cfg.search_metric.split("@")
+    scorer = TrialScorer(df, truth, names, int(k))
+    rng = np.random.default_rng(seed)
+    trials: list[np.ndarray] = []
+    if cfg.weights:
+        trials.append(np.array([cfg.weights.get(m, 0.0) for m in names], dtype=float))
+    trials += list(np.eye(len(names)))
+    trials.append(np.full(len(names), 1.0 / len(names)))
+    # Sparse Dirichlet draws: good blends usually rest on a few models.
+    trials += list(rng.dirichlet(np.full(len(names), 0.5), size=cfg.search_trials))
+    best_w, best_v = trials[0], -np.inf
+    for w in trials:
+        if w.sum() <= 0:
+            continue
+        w = w / w.sum()
+        value = scorer.value(w, metric)
+        if value > best_v + 1e-12:
+            best_w, best_v = w, value
+    return {m: round(float(x), 4) for m, x in zip(names, best_w, strict=True)}, best_v

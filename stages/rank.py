@@ -1,0 +1,114 @@
+"""DVC stage ``rank``: train the XGBoost ranker on the valid fold, rank the test fold.
+
+Usage: ``python -m stages.rank --split data/split --prepared data/prepared --blend data/blend
+--features data/features --model-dir models/ranker --out data/rank --summary
+reports/ranker.json``. Reads params ``ranker``, ``features`` and ``seed``.
+
+Writes ``<model-dir>/model.json`` (XGBoost), ``<model-dir>/importance.json`` (total gain per
+feature), ``<out>/test_recs.parquet`` (the ranker's top-N of the test fold's candidates) and
+a training summary. Only the valid fold's targets are read (as labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from stages.core.blending import rank_by
+from stages.core.config import load_params
+from stages.core.errors import ConfigError
+from stages.core.features import FeaturesConfig, history_now, pair_features
+from stages.core.folds import Fold, load_catalogue, load_fold
+from stages.core.io import atomic_path, write_json, write_parquet
+from stages.core.log import get_logger
+from stages.core.ranking import (
+    KEY,
+    RankerConfig,
+    assemble,
+    importance,
+    labels,
+    predict,
+    select_features,
+    train,
+)
+
+PARAMS = ("ranker", "features", "seed")
+
+log = get_logger("rank")
+
+
+def describe(
+    fold: Fold, blend_dir: Path, features_dir: Path, items: pd.DataFrame, cfg: FeaturesConfig
+) -> pd.DataFrame:
+    """The fold's candidate pairs with every feature, sorted by user and item."""
+    blend = pd.read_parquet(blend_dir / f"{fold.name}.parquet")
+    uf = pd.read_parquet(features_dir / fold.name / "users.parquet")
+    itf = pd.read_parquet(features_dir / fold.name / "items.parquet")
+    pf = pair_features(blend[KEY], fold.history, items, history_now(fold.history), cfg)
+    return assemble(blend, uf, itf, pd.concat([blend[KEY], pf], axis=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    for name in ("split", "prepared", "blend", "features", "model-dir", "out", "summary"):
+        ap.add_argument(f"--{name}", required=True)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_params("ranker", RankerConfig, args.params)
+        fcfg = load_params("features", FeaturesConfig, args.params)
+        seed = load_params("seed", int, args.params)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    items, _ = load_catalogue(args.prepared)
+    blend_dir, features_dir = Path(args.blend), Path(args.features)
+
+    valid = load_fold(args.split, "valid")
+    train_df = describe(valid, blend_dir, features_dir, items, fcfg)
+    try:
+        select_features(list(train_df.columns), cfg)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    y = labels(train_df, valid.targets)
+    result = train(train_df, y, cfg, seed)
+    log.info(
+        "trained on %d users (%d without a positive left out), %d trees, holdout ndcg@%d %.4f",
+        result.users_used,
+        result.users_without_positive,
+        result.best_iteration,
+        cfg.eval_at,
+        result.holdout_ndcg,
+    )
+    del train_df
+
+    test = load_fold(args.split, "test")
+    test_df = describe(test, blend_dir, features_dir, items, fcfg)
+    recs = rank_by(test_df, predict(result, test_df), cfg.n)
+
+    model_dir = Path(args.model_dir)
+    with atomic_path(model_dir / "model.json") as tmp:
+        tmp.write_bytes(bytes(result.model.get_booster().save_raw(raw_format="json")))
+    write_json(importance(result), model_dir / "importance.json")
+    write_parquet(recs, Path(args.out) / "test_recs.parquet")
+    write_json(
+        {
+            "features": len(result.features),
+            "trees": result.best_iteration,
+            "users_trained": result.users_used,
+            "users_without_positive": result.users_without_positive,
+            "train_pairs": int(len(y)),
+            "train_positives": int(y.sum()),
+            f"holdout_ndcg@{cfg.eval_at}": round(result.holdout_ndcg, 4),
+        },
+        args.summary,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
