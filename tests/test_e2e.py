@@ -70,6 +70,14 @@ def test_pipeline_writes_every_output(repo: Path) -> None:
             recs = pd.read_parquet(repo / f"data/candidates/{fold}/{model}.parquet")
             assert len(recs) > 0, (fold, model)
             assert (repo / f"models/{model}/{fold}/model.pkl").exists()
+        assert (repo / f"data/features/{fold}/users.parquet").exists()
+        blend = pd.read_parquet(repo / f"data/blend/{fold}.parquet")
+        assert {"m_hybrid", "m_als_norm", "m_ease_rank"} <= set(blend.columns)
+    ranked = pd.read_parquet(repo / "data/rank/test_recs.parquet")
+    assert len(ranked) > 0 and ranked["rank"].min() == 1
+    ranker = json.loads((repo / "reports/ranker.json").read_text())
+    assert ranker["users_trained"] > 0
+    assert (repo / "models/ranker/model.json").exists()
 
 
 def test_second_repro_runs_nothing(repo: Path) -> None:
@@ -102,5 +110,11 @@ def test_split_change_reruns_split_and_later_not_ingest(repo: Path) -> None:
 def test_model_change_reruns_only_that_model(repo: Path) -> None:
     ran = repro_with(repo, lambda p: p["candidates"]["als"].update(factors=4))
     assert ran[0] == "candidates@als"
-    for other in ("ingest", "split", "candidates@svd", "candidates@ease"):
+    for other in ("ingest", "split", "features", "candidates@svd", "candidates@ease"):
         assert other not in ran, ran
+    assert "blend" in ran and "rank" in ran  # downstream of the ALS candidates
+
+
+def test_ranker_change_reruns_only_rank(repo: Path) -> None:
+    ran = repro_with(repo, lambda p: p["ranker"].update(exclude=["p_*"]))
+    assert ran == ["rank"], ran
