@@ -1,0 +1,233 @@
+"""HybridRating: stacking of rating signals, on tiny planted ratings (never MovieLens)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from stages.core.models.svd import SVDConfig
+from stages.core.rating import SIGNALS, HybridRating, HybridRatingConfig, item_content
+
+N_USERS, N_ITEMS, N_GENRES = 240, 160, 6
+
+
+def planted(seed: int = 0, per_user: int = 45) -> dict:
+    """Ratings = biases + a rank-2 taste + a per-user genre taste + noise, rounded to 1..5.
+
+    Each part is what one base signal models best (baseline, svd, content), so only a blend
+    recovers all of it.
+    """
+    rng = np.random.default_rng(seed)
+    genre = rng.integers(0, N_GENRES, N_ITEMS)
+    year = rng.choice([1960.0, 1975.0, 1988.0, 1995.0], N_ITEMS)
+    bu = rng.normal(0, 0.4, N_USERS)
+    bi = rng.normal(0, 0.5, N_ITEMS)
+    p = rng.normal(0, 0.8, (N_USERS, 2))
+    q = rng.normal(0, 0.8, (N_ITEMS, 2))
+    taste = rng.normal(0, 0.7, (N_USERS, N_GENRES))
+    users = np.repeat(np.arange(N_USERS), per_user)
+    items = np.concatenate([rng.choice(N_ITEMS, per_user, replace=False) for _ in range(N_USERS)])
+    true = 3.5 + bu[users] + bi[items] + (p[users] * q[items]).sum(1) + taste[users, genre[items]]
+    ratings = np.clip(np.round(true + rng.normal(0, 0.3, len(users))), 1, 5)
+    table = pd.DataFrame(
+        {"categories": [[f"g{g}"] for g in genre], "year": year, "title": [""] * N_ITEMS}
+    )
+    test = rng.random(len(users)) < 0.2
+    return {"users": users, "items": items, "ratings": ratings, "test": test, "table": table}
+
+
+def small_config(**changes: object) -> HybridRatingConfig:
+    svd = SVDConfig(factors=8, epochs=40, lr_all=0.01, reg_all=0.05)
+    return HybridRatingConfig(**{"svd": svd, "knn_k": 20, **changes})
+
+
+def fit(data: dict, config: HybridRatingConfig | None = None, seed: int = 0) -> HybridRating:
+    tr = ~data["test"]
+    return HybridRating(config or small_config(), seed=seed).fit(
+        data["users"][tr],
+        data["items"][tr],
+        data["ratings"][tr],
+        n_users=N_USERS,
+        n_items=N_ITEMS,
+        item_table=data["table"],
+    )
+
+
+def rmse(pred: np.ndarray, actual: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((pred - actual) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def data() -> dict:
+    return planted()
+
+
+@pytest.fixture(scope="module")
+def model(data: dict) -> HybridRating:
+    return fit(data)
+
+
+def test_hybrid_beats_every_base_signal(data: dict, model: HybridRating) -> None:
+    te = data["test"]
+    u, i, r = data["users"][te], data["items"][te], data["ratings"][te]
+    blend = rmse(model.predict(u, i), r)
+    base = model.base_predictions(u, i)
+    assert list(base.columns) == list(SIGNALS)
+    for name in SIGNALS:
+        alone = rmse(base[name].to_numpy(), r)
+        assert blend < alone - 0.01, f"hybrid {blend:.3f} vs {name} alone {alone:.3f}"
+
+
+@pytest.mark.parametrize("combiner", ["ridge", "gbm"])
+def test_same_seed_same_predictions(data: dict, combiner: str) -> None:
+    cfg = small_config(combiner=combiner, gbm_trees=30)
+    te = data["test"]
+    a = fit(data, cfg, seed=3).predict(data["users"][te], data["items"][te])
+    b = fit(data, cfg, seed=3).predict(data["users"][te], data["items"][te])
+    c = fit(data, cfg, seed=4).predict(data["users"][te], data["items"][te])
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_with_combiner_equals_a_fresh_fit(data: dict, model: HybridRating) -> None:
+    te = data["test"]
+    u, i = data["users"][te], data["items"][te]
+    signals = ("baseline", "svd")
+    shared = model.with_combiner(signals=signals).predict(u, i)
+    fresh = fit(data, small_config(signals=signals)).predict(u, i)
+    np.testing.assert_allclose(shared, fresh, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="not combiner settings"):
+        model.with_combiner(knn_k=5)
+
+
+def test_predictions_are_clipped_to_the_scale(data: dict) -> None:
+    # A user who rates everything 5 and loved items: unclipped blends exceed 5.
+    users = np.r_[data["users"], np.zeros(60, dtype=np.int64)]
+    items = np.r_[data["items"], np.arange(60)]
+    ratings = np.r_[data["ratings"], np.full(60, 5.0)]
+    model = HybridRating(small_config(min_rating=1.0, max_rating=5.0)).fit(
+        users, items, ratings, n_users=N_USERS, n_items=N_ITEMS, item_table=data["table"]
+    )
+    grid_u = np.repeat(np.arange(N_USERS), N_ITEMS)
+    grid_i = np.tile(np.arange(N_ITEMS), N_USERS)
+    pred = model.predict(grid_u, grid_i)
+    assert np.nanmin(pred) >= 1.0 and np.nanmax(pred) <= 5.0
+    assert (pred == 5.0).any()
+    base = model.base_predictions(grid_u, grid_i).to_numpy()
+    assert np.nanmin(base) >= 1.0 and np.nanmax(base) <= 5.0
+
+
+def test_unknown_and_cold_users_and_items(data: dict) -> None:
+    tr = ~data["test"]
+    keep = tr & (data["users"] != 7) & (data["items"] != 11)  # user 7, item 11: cold
+    model = HybridRating(small_config()).fit(
+        data["users"][keep],
+        data["items"][keep],
+        data["ratings"][keep],
+        n_users=N_USERS,
+        n_items=N_ITEMS,
+        item_table=data["table"],
+    )
+    users = np.array([-1, N_USERS, 0, 7, 0, 7])
+    items = np.array([0, 0, N_ITEMS, 3, 11, 11])
+    pred = model.predict(users, items)
+    assert np.isnan(pred[:3]).all()  # outside the fitted index ranges: no score
+    assert np.isfinite(pred[3:]).all()  # cold but in range: content/baseline fallback
+    base = model.base_predictions(users, items)
+    np.testing.assert_allclose(pred[3:], base["content"].to_numpy()[3:])
+    assert base[["svd", "knn"]].iloc[3:].isna().all().all()
+
+
+def test_cold_item_gets_the_users_genre_taste(data: dict) -> None:
+    """A new item is scored from its genre: fans of the genre get a higher prediction."""
+    model = fit(data)
+    genre_of_11 = data["table"]["categories"][11][0]
+    content = model._bases.content  # type: ignore[union-attr]
+    g = sorted({c[0] for c in data["table"]["categories"]}).index(genre_of_11)
+    taste = content.genre_taste[:, g]
+    fan, hater = int(np.argmax(taste)), int(np.argmin(taste))
+    pred = model.base_predictions(np.array([fan, hater]), np.array([11, 11]))["content"]
+    bias = model._bases.baseline.user_bias  # type: ignore[union-attr]
+    assert pred[0] - bias[fan] > pred[1] - bias[hater]
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValidationError, match="knn_kk"):
+        HybridRatingConfig(knn_kk=3)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="greater than min_rating"):
+        HybridRatingConfig(min_rating=5, max_rating=1)
+    with pytest.raises(ValidationError, match="repeat"):
+        HybridRatingConfig(signals=("svd", "svd"))
+    with pytest.raises(ValidationError):
+        HybridRatingConfig(signals=("svd", "magic"))  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        HybridRatingConfig(holdout=0.0)
+    with pytest.raises(ValidationError):
+        HybridRatingConfig(signals=())
+
+
+def test_bad_inputs_raise(data: dict) -> None:
+    with pytest.raises(ValueError, match="item_table"):
+        HybridRating(small_config()).fit(
+            data["users"], data["items"], data["ratings"], n_users=N_USERS, n_items=N_ITEMS
+        )
+    with pytest.raises(ValueError, match="outside"):
+        HybridRating(small_config()).fit(
+            data["users"],
+            data["items"],
+            data["ratings"],
+            n_users=10,
+            n_items=N_ITEMS,
+            item_table=data["table"],
+        )
+    with pytest.raises(RuntimeError, match="fit"):
+        HybridRating().predict(np.array([0]), np.array([0]))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"reg_user": 0.0},
+        {"reg_item": 0.0},
+        {"knn_k": 3},
+        {"knn_shrinkage": 0.0},
+        {"content_reg": 100.0},
+        {"ridge_alpha": 1e4},
+        {"holdout": 0.4},
+        {"svd": SVDConfig(factors=2, epochs=5)},
+        {"combiner": "gbm", "gbm_trees": 20},
+    ],
+)
+def test_each_setting_changes_the_predictions(
+    data: dict, model: HybridRating, change: dict
+) -> None:
+    te = data["test"]
+    u, i = data["users"][te], data["items"][te]
+    other = fit(data, small_config(**change)).predict(u, i)
+    assert not np.allclose(other, model.predict(u, i))
+
+
+def test_item_content_matrices() -> None:
+    table = pd.DataFrame(
+        {"categories": [["a", "b"], [], ["b", "b"]], "year": [1994.0, np.nan, 2001.0]}
+    )
+    genres, decades = item_content(table)
+    np.testing.assert_array_equal(genres.toarray(), [[1, 1], [0, 0], [0, 1]])
+    np.testing.assert_array_equal(decades.toarray(), [[1, 0], [0, 0], [0, 1]])
+
+
+def test_too_few_ratings_to_hold_out() -> None:
+    users, items = np.arange(10) % 3, np.arange(10) % 4
+    table = pd.DataFrame({"categories": [["a"]] * 4, "year": [1990.0] * 4})
+    with pytest.raises(ValueError, match="held-out ratings"):
+        HybridRating(small_config()).fit(
+            users, items, np.full(10, 3.0), n_users=3, n_items=4, item_table=table
+        )
+
+
+def test_item_table_without_content_columns() -> None:
+    genres, decades = item_content(pd.DataFrame({"title": ["x", "y"]}))
+    assert genres.shape[0] == decades.shape[0] == 2
+    assert genres.nnz == decades.nnz == 0
