@@ -21,6 +21,7 @@ def dvc_stages() -> dict:
 
 def test_declared_params_match_what_stages_read() -> None:
     stages = dvc_stages()
+    assert "evaluate" in stages
     assert tuple(stages["ingest"]["params"]) == ingest.PARAMS
     assert tuple(stages["split"]["params"]) == split.PARAMS
     for name, stage in stages.items():

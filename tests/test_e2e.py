@@ -78,6 +78,11 @@ def test_pipeline_writes_every_output(repo: Path) -> None:
     ranker = json.loads((repo / "reports/ranker.json").read_text())
     assert ranker["users_trained"] > 0
     assert (repo / "models/ranker/model.json").exists()
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert {"ranker", "blend", "als", "ease"} <= set(metrics)
+    for name in ("segments.json", "intervals.json", "per_user.parquet", "report.md"):
+        assert (repo / "reports" / name).exists(), name
+    assert (repo / "reports/plots/embedding_map.png").exists()
 
 
 def test_second_repro_runs_nothing(repo: Path) -> None:
@@ -117,4 +122,4 @@ def test_model_change_reruns_only_that_model(repo: Path) -> None:
 
 def test_ranker_change_reruns_only_rank(repo: Path) -> None:
     ran = repro_with(repo, lambda p: p["ranker"].update(exclude=["p_*"]))
-    assert ran == ["rank"], ran
+    assert ran == ["rank", "evaluate"], ran

@@ -17,6 +17,13 @@ from typing import Any
 import pandas as pd
 
 
+def _default_mode(path: Path) -> None:
+    """mkstemp creates files readable by the owner only; outputs get the usual mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``target`` on success."""
@@ -25,6 +32,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    _default_mode(tmp_path)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -66,6 +74,7 @@ def write_many(frames: Mapping[str | os.PathLike[str], pd.DataFrame]) -> None:
                 prefix=f".{target.name}.", suffix=".parquet.tmp", dir=target.parent
             )
             os.close(fd)
+            _default_mode(Path(tmp))
             staged.append((Path(tmp), target))
             df.to_parquet(tmp, index=False)
         for tmp, target in staged:
