@@ -79,10 +79,21 @@ def main(argv: list[str] | None = None) -> int:
             weights, value = search_weights(df, truth, list(cands), cfg, seed)
             summary[f"valid_{cfg.search_metric}"] = round(value, 4)
             log.info("searched weights %s (valid %s %.4f)", weights, cfg.search_metric, value)
-        unknown = set(weights) - set(cands)
-        if unknown and fold_name == "valid":
-            log.warning("weights for models that are off or unknown are ignored: %s", unknown)
-        df["m_hybrid"] = hybrid_score(df, {m: w for m, w in weights.items() if m in cands})
+        if fold_name == "valid":
+            unknown = set(weights) - set(cands)
+            if unknown:
+                log.warning("weights for models that are off or unknown are ignored: %s", unknown)
+            # Every enabled model is reported, with weight 0 where the blend ignores it.
+            weights = {m: float(weights.get(m, 0.0)) for m in cands}
+            if not any(w > 0 for w in weights.values()):
+                log.error(
+                    "blend.weights: no positive weight on an enabled model (enabled: %s)",
+                    ", ".join(cands),
+                )
+                return 2
+            total = sum(weights.values())
+            weights = {m: w / total for m, w in weights.items()}
+        df["m_hybrid"] = hybrid_score(df, weights)
         frames[out / f"{fold_name}.parquet"] = df
         frames[out / f"{fold_name}_recs.parquet"] = rank_by(df, df["m_hybrid"].to_numpy(), cfg.n)
         per_user = df.groupby("user_idx").size()

@@ -53,6 +53,12 @@ class BlendConfig(Config):
             raise ValueError("weights must be >= 0")
         if not self.search and not any(w > 0 for w in self.weights.values()):
             raise ValueError("give at least one positive weight, or set search: true")
+        metric, _, k = self.search_metric.partition("@")
+        if metric not in TrialScorer.METRICS or not k.isdigit() or int(k) < 1:
+            raise ValueError(
+                f"search_metric must be <metric>@<K> with metric in {TrialScorer.METRICS} and "
+                f"K >= 1, got {self.search_metric!r}"
+            )
         return self
 
 
@@ -178,7 +184,8 @@ class TrialScorer:
             floor = norm.groupby(df["user_idx"]).transform("min").fillna(0.0)
             cols.append(norm.fillna(floor).to_numpy(np.float32))
         self.matrix = np.column_stack(cols)
-        rel = truth[truth["relevant"]]
+        # A pair listed twice is one relevant item, as in metrics.topn_metrics.
+        rel = truth.loc[truth["relevant"], ["user_idx", "item_idx"]].drop_duplicates()
         n_rel = rel.groupby("user_idx").size()
         # Averages run over every user with a relevant target, candidates or not.
         self.n_eval = len(n_rel)

@@ -1,0 +1,643 @@
+"""Blend: union of candidates, per-model scores and normalisation, the hybrid, the weight
+search (checked against ``topn_metrics``) and the ``blend`` stage on a tiny project."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stages import blend, candidates
+from stages.core.blending import (
+    BlendConfig,
+    TrialScorer,
+    describe_pairs,
+    hybrid_score,
+    normalise_per_user,
+    rank_by,
+    search_weights,
+    union_candidates,
+)
+from stages.core.config import parse
+from stages.core.errors import ConfigError
+from stages.core.io import write_many
+from stages.core.metrics import topn_metrics
+from stages.core.models.base import Recommender, TrainData
+from stages.core.models.registry import MODELS
+from stages.core.schema import finalize
+from stages.core.splitting import Relevance, TemporalSplit, split
+from stages.core.synthetic import SyntheticConfig, generate
+
+METHODS = ("zscore", "minmax", "rank")
+
+
+def cands(rows: list[tuple[int, int]]) -> pd.DataFrame:
+    """A model's candidates from (user, item) rows listed best first per user."""
+    df = pd.DataFrame(rows, columns=["user_idx", "item_idx"]).astype(np.int64)
+    df["score"] = np.float32(1.0)
+    df["rank"] = (df.groupby("user_idx").cumcount() + 1).astype(np.int32)
+    return df
+
+
+class TableModel(Recommender):
+    """A fake model whose scores are a fixed users x items table (NaN = no score)."""
+
+    name = "table"
+    config_class = BlendConfig  # unused: the model is never built from params
+
+    def __init__(self, table: np.ndarray) -> None:
+        super().__init__(BlendConfig(search=True))
+        self.table = np.asarray(table, dtype=np.float32)
+        self.n_users, self.n_items = self.table.shape
+
+    def _fit(self, data: TrainData) -> None:  # pragma: no cover - never fitted
+        raise NotImplementedError
+
+    def score_users(self, users: np.ndarray) -> np.ndarray:
+        return self.table[users]
+
+
+# --------------------------------------------------------------------------- union
+
+
+def test_union_candidates_merges_sorts_and_counts() -> None:
+    a = cands([(1, 5), (1, 2), (0, 7)])
+    b = cands([(1, 2), (1, 9), (2, 0)])
+    c = cands([])  # a model with no candidates still gets its (all-NaN) rank column
+    out = union_candidates({"a": a, "b": b, "c": c})
+    assert list(zip(out["user_idx"], out["item_idx"], strict=True)) == [
+        (0, 7),
+        (1, 2),
+        (1, 5),
+        (1, 9),
+        (2, 0),
+    ]
+    assert list(out.columns) == ["user_idx", "item_idx", "m_a_rank", "m_b_rank", "m_c_rank"] + [
+        "m_n_models"
+    ]
+    np.testing.assert_array_equal(out["m_a_rank"], [1, 2, 1, np.nan, np.nan])
+    np.testing.assert_array_equal(out["m_b_rank"], [np.nan, 1, np.nan, 2, 1])
+    assert out["m_c_rank"].isna().all()
+    assert out["m_n_models"].tolist() == [1, 2, 1, 1, 1]
+    assert out.index.tolist() == list(range(5))
+
+
+def test_union_candidates_of_nothing_is_empty() -> None:
+    out = union_candidates({"a": cands([]), "b": cands([])})
+    assert len(out) == 0 and {"user_idx", "item_idx"} <= set(out.columns)
+
+
+# --------------------------------------------------------------------------- describe
+
+
+def test_describe_pairs_scores_every_pair_with_every_model() -> None:
+    nan = np.nan
+    table_a = np.array([[0.1, 0.9, 0.5, 0.3], [2.0, nan, 1.0, 4.0]])
+    table_b = np.array([[nan, nan, nan, nan], [7.0, 7.0, 7.0, 7.0]])
+    pairs = union_candidates(
+        {"a": cands([(0, 1), (0, 2), (1, 3)]), "b": cands([(0, 0), (1, 1), (1, 2)])}
+    )
+    before = pairs.copy()
+    models = {"a": TableModel(table_a), "b": TableModel(table_b)}
+    for method in METHODS:
+        out = describe_pairs(pairs, models, method)
+        pd.testing.assert_frame_equal(pairs, before)  # the input is left alone
+        pd.testing.assert_frame_equal(out[before.columns], before)
+        u, i = pairs["user_idx"].to_numpy(), pairs["item_idx"].to_numpy()
+        # A pair proposed by one model still gets the other's score; NaN where it has none.
+        np.testing.assert_array_equal(out["m_a_score"], table_a[u, i].astype(np.float32))
+        np.testing.assert_array_equal(out["m_b_score"], table_b[u, i].astype(np.float32))
+        for m in models:
+            expected = normalise_per_user(u, out[f"m_{m}_score"].to_numpy(), method)
+            np.testing.assert_array_equal(out[f"m_{m}_norm"], expected)
+            assert out[f"m_{m}_norm"].dtype == np.float32
+        assert out.loc[out["user_idx"] == 0, "m_b_norm"].isna().all()
+        assert out.loc[(out["user_idx"] == 1) & (out["item_idx"] == 1), "m_a_norm"].isna().all()
+    rank = describe_pairs(pairs, models, "rank")
+    # user 0 under a: items 0, 1, 2 score 0.1, 0.9, 0.5 -> percentiles 1/3, 1, 2/3
+    np.testing.assert_allclose(rank["m_a_norm"][:3], [1 / 3, 1, 2 / 3], rtol=1e-6)
+    # user 1 under b: a constant user; every pair shares the top percentile
+    np.testing.assert_array_equal(rank["m_b_norm"][3:], [1.0, 1.0, 1.0])
+
+
+# --------------------------------------------------------------------------- normalise
+
+
+def test_normalise_hand_cases() -> None:
+    nan = np.nan
+    users = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 3])
+    scores = np.array([0.1, 0.1, 0.1, 1.0, nan, 2.0, 3.0, nan, nan, 5.0], dtype=np.float32)
+    z = normalise_per_user(users, scores, "zscore")
+    s6 = math.sqrt(1.5)  # (x - 2) / sqrt(2/3)
+    np.testing.assert_allclose(
+        z, [0, 0, 0, -s6, nan, 0, s6, nan, nan, 0], rtol=1e-6, atol=1e-7, equal_nan=True
+    )
+    m = normalise_per_user(users, scores, "minmax")
+    np.testing.assert_allclose(m, [1, 1, 1, 0, nan, 0.5, 1, nan, nan, 1], equal_nan=True)
+    r = normalise_per_user(users, scores, "rank")
+    np.testing.assert_allclose(
+        r, [1, 1, 1, 1 / 3, nan, 2 / 3, 1, nan, nan, 1], rtol=1e-6, equal_nan=True
+    )
+    for out in (z, m, r):
+        assert out.dtype == np.float32
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        normalise_per_user(users, scores, "softmax")
+
+
+def test_rank_normalisation_ties_share_the_highest_percentile() -> None:
+    out = normalise_per_user(np.zeros(4, int), np.array([1.0, 2.0, 2.0, 3.0]), "rank")
+    np.testing.assert_allclose(out, [0.25, 0.75, 0.75, 1.0])
+
+
+@st.composite
+def grouped_scores(draw: st.DrawFn, separated: bool) -> tuple[np.ndarray, np.ndarray, list]:
+    """(users, float32 scores with NaN, a row permutation) for 1-5 users of 1-12 pairs each.
+
+    ``separated``: scores are multiples of a scale with a modest offset, so distinct scores
+    are far apart relative to the user's range (strict order must survive float32);
+    otherwise any float32 values, where only the weak order can be promised.
+    """
+    users: list[int] = []
+    scores: list[float] = []
+    for u in range(draw(st.integers(1, 5))):
+        n = draw(st.integers(1, 12))
+        if separated:
+            scale = draw(st.sampled_from([1e-3, 0.1, 1.0, 37.5, 1e3]))
+            offset = draw(st.integers(-100, 100))
+            ks = draw(st.lists(st.integers(-1000, 1000), min_size=n, max_size=n))
+            vals = [offset + k * scale for k in ks]
+        else:
+            finite = st.floats(width=32, allow_nan=False, allow_infinity=False)
+            vals = draw(st.lists(finite, min_size=n, max_size=n))
+        missing = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+        users += [u] * n
+        scores += [np.nan if gone else v for v, gone in zip(vals, missing, strict=True)]
+    perm = draw(st.permutations(range(len(users))))
+    return np.array(users), np.array(scores, dtype=np.float32), list(perm)
+
+
+def check_order(users: np.ndarray, s: np.ndarray, out: np.ndarray, strict: bool) -> None:
+    """Within every user: NaN <-> NaN, ties stay ties, increasing stays (strictly) increasing."""
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(s))
+    for u in np.unique(users):
+        sel = (users == u) & ~np.isnan(s)
+        a, b = s[sel], out[sel]
+        lt = a[:, None] < a[None, :]
+        assert (b[:, None] == b[None, :])[a[:, None] == a[None, :]].all(), (a, b)
+        if strict:
+            assert (b[:, None] < b[None, :])[lt].all(), (a, b)
+        else:
+            assert (b[:, None] <= b[None, :])[lt].all(), (a, b)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=60, deadline=None)
+@given(data=grouped_scores(separated=True))
+def test_normalise_keeps_each_users_strict_order(method: str, data: tuple) -> None:
+    users, s, _ = data
+    check_order(users, s, normalise_per_user(users, s, method), strict=True)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=60, deadline=None)
+@given(data=grouped_scores(separated=False))
+def test_normalise_never_inverts_order_for_any_float32(method: str, data: tuple) -> None:
+    users, s, _ = data
+    out = normalise_per_user(users, s, method)
+    check_order(users, s, out, strict=False)
+    assert np.isfinite(out[~np.isnan(s)]).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=60, deadline=None)
+@given(data=st.one_of(grouped_scores(separated=True), grouped_scores(separated=False)))
+def test_normalise_is_invariant_to_row_order(method: str, data: tuple) -> None:
+    users, s, perm = data
+    out = normalise_per_user(users, s, method)
+    # Bit for bit: the blend's outputs must not depend on the order candidates arrive in.
+    np.testing.assert_array_equal(normalise_per_user(users[perm], s[perm], method), out[perm])
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=40, deadline=None)
+@given(value=st.floats(-1e6, 1e6, width=32), n=st.integers(1, 15))
+def test_normalise_constant_user(method: str, value: float, n: int) -> None:
+    out = normalise_per_user(np.zeros(n, int), np.full(n, value, np.float32), method)
+    expected = {"zscore": 0.0, "minmax": 1.0, "rank": 1.0}[method]
+    np.testing.assert_array_equal(out, np.full(n, expected, np.float32))
+
+
+# --------------------------------------------------------------------------- hybrid
+
+
+def hybrid_frame() -> pd.DataFrame:
+    nan = np.nan
+    return pd.DataFrame(
+        {
+            "user_idx": [0, 0, 0, 1, 1],
+            "item_idx": [1, 2, 3, 4, 5],
+            "m_a_norm": np.array([1.0, 0.0, -1.0, 0.2, nan], dtype=np.float32),
+            "m_b_norm": np.array([0.5, nan, -0.5, nan, nan], dtype=np.float32),
+            "m_c_norm": np.array([100.0, 100.0, nan, -5.0, 9.0], dtype=np.float32),
+        }
+    )
+
+
+def test_hybrid_score_by_hand() -> None:
+    df = hybrid_frame()
+    out = hybrid_score(df, {"a": 2.0, "b": 1.0, "c": 0.0})
+    # weights 2/3 and 1/3; a missing b counts as the user's lowest b (user 0: -0.5; user 1
+    # has no b at all: 0); a missing a counts as user 1's lowest a (0.2); c weighs nothing.
+    expected = [
+        2 / 3 * 1.0 + 1 / 3 * 0.5,
+        2 / 3 * 0.0 + 1 / 3 * -0.5,
+        2 / 3 * -1.0 + 1 / 3 * -0.5,
+        2 / 3 * 0.2 + 0.0,
+        2 / 3 * 0.2 + 0.0,
+    ]
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    assert out.dtype == np.float32
+    # Only the ratios of the weights matter.
+    np.testing.assert_allclose(hybrid_score(df, {"a": 0.4, "b": 0.2}), out, rtol=1e-6)
+    np.testing.assert_allclose(hybrid_score(df, {"b": 1.0}), [0.5, -0.5, -0.5, 0, 0])
+
+
+def test_hybrid_score_floor_is_per_user_and_per_model() -> None:
+    df = hybrid_frame()
+    only_a = hybrid_score(df, {"a": 1.0})
+    np.testing.assert_allclose(only_a, [1.0, 0.0, -1.0, 0.2, 0.2], rtol=1e-6)
+    # A missing score never beats a present one of the same user.
+    df.loc[4, "m_a_norm"] = np.nan
+    df.loc[3, "m_a_norm"] = -3.0
+    assert hybrid_score(df, {"a": 1.0})[4] <= hybrid_score(df, {"a": 1.0})[3]
+
+
+# --------------------------------------------------------------------------- rank_by
+
+
+def test_rank_by_orders_breaks_ties_by_item_and_drops_nan() -> None:
+    df = pd.DataFrame({"user_idx": [2, 2, 2, 2, 0, 0, 0, 5], "item_idx": [9, 3, 7, 1, 4, 8, 2, 6]})
+    score = np.array([0.5, 0.5, np.nan, 0.9, 1.0, 1.0, 1.0, np.nan])
+    recs = rank_by(df, score, n=2)
+    assert list(recs.columns) == ["user_idx", "item_idx", "score", "rank"]
+    assert list(zip(recs["user_idx"], recs["item_idx"], recs["rank"], strict=True)) == [
+        (0, 2, 1),
+        (0, 4, 2),
+        (2, 1, 1),
+        (2, 3, 2),
+    ]
+    assert recs["rank"].dtype == np.int32
+    full = rank_by(df, score, n=10)
+    assert full.groupby("user_idx")["rank"].apply(list).to_dict() == {0: [1, 2, 3], 2: [1, 2, 3]}
+    assert full[full["user_idx"] == 2]["item_idx"].tolist() == [1, 3, 9]
+    assert 5 not in set(full["user_idx"])  # a user with only NaN scores gets no list
+    assert full.index.tolist() == list(range(len(full)))
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_blend_config_validation() -> None:
+    assert BlendConfig(weights={"als": 1.0}).normalise == "zscore"
+    assert BlendConfig(search=True).weights == {}
+    with pytest.raises(ValueError, match="normalise must be"):
+        BlendConfig(normalise="softmax", weights={"als": 1.0})
+    with pytest.raises(ValueError, match="weights must be >= 0"):
+        BlendConfig(weights={"als": 1.0, "svd": -0.1})
+    with pytest.raises(ValueError, match="at least one positive weight"):
+        BlendConfig(weights={"als": 0.0})
+    with pytest.raises(ValueError, match="at least one positive weight"):
+        BlendConfig()
+    assert BlendConfig(weights={"als": 0.0}, search=True).search
+    with pytest.raises(ConfigError, match="blend.wieghts: unknown key"):
+        parse({"wieghts": {"als": 1.0}, "search": True}, BlendConfig, "blend")
+
+
+@pytest.mark.parametrize("metric", ["map@10", "ndcg", "ndcg@0", "NDCG@10", "ndcg@x"])
+def test_blend_config_rejects_unsupported_search_metric(metric: str) -> None:
+    with pytest.raises(ValueError, match="search_metric"):
+        BlendConfig(search=True, search_metric=metric)
+
+
+# --------------------------------------------------------------------------- search
+
+
+def random_fold(
+    seed: int, max_cands: int = 25, names: tuple[str, ...] = ("a", "b", "c")
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Random candidates (continuous scores, some missing) and targets for ~40 users.
+
+    Users 0-39 have 1-``max_cands`` candidates; targets cover users 0-49, so some users with
+    relevant targets have no candidates, and some candidate users have no relevant target.
+    Model ``c`` has missing scores (filled with the user's lowest ``c`` in the hybrid).
+    """
+    rng = np.random.default_rng(seed)
+    rows = [
+        (u, int(i))
+        for u in range(40)
+        for i in rng.choice(60, rng.integers(1, max_cands + 1), replace=False)
+    ]
+    df = pd.DataFrame(rows, columns=["user_idx", "item_idx"])
+    df = df.sort_values(["user_idx", "item_idx"], ignore_index=True)
+    users = df["user_idx"].to_numpy()
+    for m in names:
+        s = rng.normal(size=len(df)).astype(np.float32)
+        if m == "c":
+            # Only c misses scores: filled with the user's floor they would tie, so every
+            # hybrid below gives a or b a positive weight (no ties at the cut-off).
+            s[rng.random(len(df)) < 0.2] = np.nan
+        df[f"m_{m}_norm"] = normalise_per_user(users, s, "zscore")
+    # Bias the targets towards candidates so that there are hits at all.
+    picks = df.sample(frac=0.3, random_state=seed)[["user_idx", "item_idx"]]
+    extra = pd.DataFrame(
+        {"user_idx": rng.integers(0, 50, 150), "item_idx": rng.integers(0, 60, 150)}
+    )
+    truth = pd.concat([picks, extra], ignore_index=True).drop_duplicates(ignore_index=True)
+    truth["relevant"] = rng.random(len(truth)) < 0.6
+    truth.loc[truth["user_idx"] == 3, "relevant"] = False  # a candidate user, no relevant
+    return df, truth
+
+
+@pytest.mark.parametrize("seed,max_cands", [(0, 25), (1, 25), (2, 12), (3, 40), (4, 8)])
+def test_trial_scorer_agrees_with_topn_metrics(seed: int, max_cands: int) -> None:
+    df, truth = random_fold(seed, max_cands)
+    rel_users = set(truth.loc[truth["relevant"], "user_idx"])
+    assert rel_users - set(df["user_idx"])  # evaluation users without candidates
+    assert set(df["user_idx"]) - rel_users  # candidate users without relevant targets
+    names = ["a", "b", "c"]
+    scorer = TrialScorer(df, truth, names, k=10)
+    rng = np.random.default_rng(seed)
+    trials = [np.array([1.0, 0, 0]), np.array([0, 0.4, 0.6]), np.array([0.2, 0.5, 0.3])]
+    for w in [*trials, rng.dirichlet(np.ones(3))]:
+        recs = rank_by(df, hybrid_score(df, dict(zip(names, w, strict=True))), n=10)
+        expected = topn_metrics(recs, truth, [10])
+        for metric in TrialScorer.METRICS:
+            got = scorer.value(w, metric)
+            assert got == pytest.approx(expected[f"{metric}@10"], rel=1e-9, abs=1e-12), metric
+
+
+def test_trial_scorer_counts_a_repeated_relevant_pair_once() -> None:
+    df, truth = random_fold(0)
+    twice = pd.concat([truth, truth[truth["relevant"]]], ignore_index=True)
+    names = ["a", "b", "c"]
+    w = np.array([0.2, 0.5, 0.3])
+    recs = rank_by(df, hybrid_score(df, dict(zip(names, w, strict=True))), n=10)
+    expected = topn_metrics(recs, twice, [10])
+    assert expected == topn_metrics(recs, truth, [10])
+    scorer = TrialScorer(df, twice, names, k=10)
+    for metric in TrialScorer.METRICS:
+        assert scorer.value(w, metric) == pytest.approx(expected[f"{metric}@10"]), metric
+
+
+def test_trial_scorer_rejects_unknown_metric() -> None:
+    df, truth = random_fold(0)
+    with pytest.raises(ValueError, match="search_metric"):
+        TrialScorer(df, truth, ["a", "b", "c"], k=10).value(np.ones(3) / 3, "map")
+
+
+@pytest.mark.parametrize("metric", ["ndcg@10", "recall@5", "mrr@10"])
+def test_search_weights_beats_every_single_model_and_the_configured_mix(metric: str) -> None:
+    df, truth = random_fold(7)
+    names = ["a", "b", "c"]
+    cfg = BlendConfig(
+        weights={"a": 0.1, "b": 0.9}, search=True, search_trials=60, search_metric=metric
+    )
+    weights, value = search_weights(df, truth, names, cfg, seed=3)
+    assert list(weights) == names
+    assert sum(weights.values()) == pytest.approx(1.0, abs=1e-3)
+    assert all(w >= 0 for w in weights.values())
+    name, k = metric.split("@")
+    scorer = TrialScorer(df, truth, names, int(k))
+    singles = [scorer.value(w, name) for w in np.eye(3)]
+    configured = scorer.value(np.array([0.1, 0.9, 0.0]), name)
+    assert value >= max(singles) and value >= configured
+    # The reported value is that of the returned (rounded) weights.
+    w = np.array([weights[m] for m in names])
+    assert scorer.value(w / w.sum(), name) == pytest.approx(value, abs=1e-9)
+    assert search_weights(df, truth, names, cfg, seed=3) == (weights, value)
+
+
+def test_search_weights_finds_the_informative_model() -> None:
+    """Known answer: model ``good`` is the label plus noise, ``bad`` is pure noise."""
+    df, truth = random_fold(11, names=("bad",))
+    rel = pd.MultiIndex.from_frame(truth.loc[truth["relevant"], ["user_idx", "item_idx"]])
+    label = pd.MultiIndex.from_frame(df[["user_idx", "item_idx"]]).isin(rel)
+    noise = np.random.default_rng(0).normal(0, 0.3, len(df))
+    good = (label + noise).astype(np.float32)
+    df["m_good_norm"] = normalise_per_user(df["user_idx"].to_numpy(), good, "zscore")
+    cfg = BlendConfig(search=True, search_trials=50)
+    weights, value = search_weights(df, truth, ["bad", "good"], cfg, seed=0)
+    assert weights["good"] > 0.5
+    bad = TrialScorer(df, truth, ["bad", "good"], 10).value(np.array([1.0, 0.0]), "ndcg")
+    assert value > bad + 0.2
+
+
+# --------------------------------------------------------------------------- the stage
+
+ENABLED = ("popularity", "itemknn", "ease")
+SEARCH_TRIALS = 40
+
+
+@dataclass(frozen=True)
+class Project:
+    """A tiny project: prepared tables, split, candidates and fitted models, params."""
+
+    root: Path
+    prepared: Path
+    split: Path
+    candidates: Path
+    models: Path
+    params: Path
+
+
+def write_params(path: Path, blend_block: dict | None = None) -> Path:
+    """A params file with small settings; svd, als and tfidf are disabled."""
+    params = {
+        "seed": 5,
+        "candidates": {
+            "popularity": {"n": 20},
+            "itemknn": {"n": 20, "neighbours": 30},
+            "ease": {"n": 20, "l2": 50.0},
+            "svd": {"enabled": False},
+            "als": {"enabled": False},
+            "tfidf": {"enabled": False},
+        },
+        "blend": blend_block
+        or {
+            "normalise": "zscore",
+            # als is disabled: its weight must be ignored
+            "weights": {"ease": 0.5, "itemknn": 0.3, "als": 0.2},
+            "search": True,
+            "search_trials": SEARCH_TRIALS,
+            "n": 15,
+        },
+        "features": {},
+        "ranker": {"n_estimators": 40, "early_stopping_rounds": 10, "n": 15, "n_threads": 1},
+    }
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def build_project(root: Path) -> Project:
+    """Synthetic data -> temporal split (views are not relevant) -> every model's candidates."""
+    raw = generate(SyntheticConfig(n_users=150, n_items=80, n_events=4000), seed=3)
+    inter, items, users, _ = finalize(raw.interactions, raw.items, raw.users, file="synthetic")
+    p = Project(
+        root,
+        root / "prepared",
+        root / "split",
+        root / "candidates",
+        root / "models",
+        write_params(root / "params.yaml"),
+    )
+    write_many(
+        {
+            p.prepared / "interactions.parquet": inter,
+            p.prepared / "items.parquet": items,
+            p.prepared / "users.parquet": users,
+        }
+    )
+    cfg = TemporalSplit(relevance=Relevance(events=["click", "cart", "purchase"]))
+    s = split(inter, cfg, seed=5)
+    write_many(
+        {
+            p.split / "train.parquet": s.train,
+            p.split / "valid.parquet": s.valid,
+            p.split / "test.parquet": s.test,
+            p.split / "valid_targets.parquet": s.valid_targets,
+            p.split / "test_targets.parquet": s.test_targets,
+        }
+    )
+    for model in MODELS:
+        argv = ["--model", model, "--split", str(p.split), "--prepared", str(p.prepared)]
+        argv += ["--models-dir", str(p.models / model), "--out", str(p.candidates)]
+        assert candidates.main([*argv, "--params", str(p.params)]) == 0
+    return p
+
+
+def blind_split(p: Project) -> Path:
+    """A copy of the split folder without the test targets."""
+    blind = p.root / "split_blind"
+    if not blind.exists():
+        shutil.copytree(p.split, blind)
+        (blind / "test_targets.parquet").unlink()
+    return blind
+
+
+def run_blend(p: Project, out: Path, params: Path | None = None) -> int:
+    """Run the blend stage on the project (always without the test targets)."""
+    return blend.main(
+        [
+            "--split",
+            str(blind_split(p)),
+            "--candidates",
+            str(p.candidates),
+            "--models",
+            str(p.models),
+            "--out",
+            str(out / "blend"),
+            "--summary",
+            str(out / "blend.json"),
+            "--params",
+            str(params or p.params),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    return build_project(tmp_path_factory.mktemp("blend_project"))
+
+
+@pytest.fixture(scope="module")
+def blended(project: Project) -> Path:
+    out = project.root / "run"
+    assert run_blend(project, out) == 0
+    return out
+
+
+def test_blend_stage_writes_well_formed_outputs(project: Project, blended: Path) -> None:
+    summary = json.loads((blended / "blend.json").read_text())
+    assert set(summary["weights"]) == set(ENABLED)
+    assert sum(summary["weights"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert "valid_ndcg@10" in summary
+    for fold in ("valid", "test"):
+        df = pd.read_parquet(blended / "blend" / f"{fold}.parquet")
+        recs = pd.read_parquet(blended / "blend" / f"{fold}_recs.parquet")
+        for m in ENABLED:
+            assert {f"m_{m}_rank", f"m_{m}_score", f"m_{m}_norm"} <= set(df.columns)
+        assert not any(c.startswith(("m_svd", "m_als", "m_tfidf")) for c in df.columns)
+        assert df[["user_idx", "item_idx"]].duplicated().sum() == 0
+        assert df["m_n_models"].between(1, len(ENABLED)).all()
+        n_models = df[[f"m_{m}_rank" for m in ENABLED]].notna().sum(axis=1)
+        assert (df["m_n_models"] == n_models).all()
+        assert df["m_hybrid"].notna().all()
+        # Every enabled model's candidates are in the union.
+        for m in ENABLED:
+            c = pd.read_parquet(project.candidates / fold / f"{m}.parquet")
+            key = pd.MultiIndex.from_frame(df[["user_idx", "item_idx"]])
+            assert pd.MultiIndex.from_frame(c[["user_idx", "item_idx"]]).isin(key).all()
+        # The recs are the hybrid's top 15 of each user's candidates.
+        assert list(recs.columns) == ["user_idx", "item_idx", "score", "rank"]
+        assert not recs[["user_idx", "item_idx"]].duplicated().any()
+        assert (
+            recs.groupby("user_idx")["rank"]
+            .apply(lambda r: r.tolist() == list(range(1, len(r) + 1)))
+            .all()
+        )
+        assert recs.groupby("user_idx").size().max() == 15
+        expected = rank_by(df, df["m_hybrid"].to_numpy(), 15)
+        pd.testing.assert_frame_equal(recs, expected)
+        assert summary[fold]["pairs"] == len(df)
+
+
+def test_blend_stage_applies_the_searched_weights(blended: Path) -> None:
+    summary = json.loads((blended / "blend.json").read_text())
+    for fold in ("valid", "test"):
+        df = pd.read_parquet(blended / "blend" / f"{fold}.parquet")
+        expected = hybrid_score(df, summary["weights"])
+        np.testing.assert_allclose(df["m_hybrid"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_blend_stage_never_reads_test_targets(project: Project, blended: Path) -> None:
+    # The fixture ran blend on a split folder without test_targets.parquet and it succeeded.
+    assert not (blind_split(project) / "test_targets.parquet").exists()
+    assert (blended / "blend" / "test_recs.parquet").exists()
+
+
+def test_blend_stage_fixed_weights_skip_disabled_models(project: Project, tmp_path: Path) -> None:
+    block = {"normalise": "rank", "weights": {"ease": 2.0, "als": 5.0, "itemknn": 2.0}, "n": 10}
+    params = write_params(tmp_path / "params.yaml", block)
+    assert run_blend(project, tmp_path, params) == 0
+    df = pd.read_parquet(tmp_path / "blend" / "test.parquet")
+    expected = hybrid_score(df, {"ease": 0.5, "itemknn": 0.5})
+    np.testing.assert_allclose(df["m_hybrid"], expected, rtol=1e-6)
+    assert not any(c.startswith("m_als") for c in df.columns)
+
+
+def test_blend_stage_refuses_weights_only_on_disabled_models(
+    project: Project, tmp_path: Path
+) -> None:
+    block = {"weights": {"als": 1.0, "svd": 1.0}, "n": 10}
+    params = write_params(tmp_path / "params.yaml", block)
+    rc = run_blend(project, tmp_path, params)
+    if rc == 0:
+        df = pd.read_parquet(tmp_path / "blend" / "test.parquet")
+        assert df.groupby("user_idx")["m_hybrid"].nunique().max() > 1
+    else:
+        assert rc == 2
+
+
+def test_blend_stage_rejects_bad_params(project: Project, tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", {"normalise": "softmax", "search": True})
+    assert run_blend(project, tmp_path, params) == 2
+    assert not (tmp_path / "blend").exists()

@@ -1,0 +1,419 @@
+"""Ranker: feature selection, labels, a planted signal it must find, its knobs, and the
+``features`` + ``rank`` stages on a tiny project (labels only from the valid fold)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+import yaml
+
+# The project builder lives with the blend stage's test (the rank stage needs its outputs).
+from test_blending import Project, build_project, run_blend
+
+from stages import features, rank
+from stages.core.blending import rank_by
+from stages.core.errors import ConfigError
+from stages.core.features import FeaturesConfig
+from stages.core.folds import load_catalogue, load_fold
+from stages.core.metrics import topn_metrics
+from stages.core.ranking import (
+    KEY,
+    RankerConfig,
+    TrainResult,
+    importance,
+    labels,
+    predict,
+    select_features,
+    train,
+)
+
+# --------------------------------------------------------------------------- select_features
+
+COLUMNS = [
+    "user_idx",
+    "item_idx",
+    "m_als_rank",
+    "m_als_score",
+    "m_als_norm",
+    "m_ease_rank",
+    "m_ease_norm",
+    "m_n_models",
+    "m_hybrid",
+    "u_events",
+    "i_users",
+    "p_cat_affinity",
+]
+
+
+def cfg_with(**kw: object) -> RankerConfig:
+    return RankerConfig(**kw)
+
+
+def test_select_features_default_patterns() -> None:
+    chosen = select_features(COLUMNS, RankerConfig())
+    # Raw scores are left out by default; the order is that of the columns.
+    assert chosen == [c for c in COLUMNS[2:] if c != "m_als_score"]
+
+
+def test_select_features_keeps_column_order_not_pattern_order() -> None:
+    cfg = cfg_with(features=["p_*", "u_events", "m_*_rank"])
+    assert select_features(COLUMNS, cfg) == [
+        "m_als_rank",
+        "m_ease_rank",
+        "u_events",
+        "p_cat_affinity",
+    ]
+
+
+def test_select_features_exclude() -> None:
+    cfg = cfg_with(features=["m_*", "p_*"], exclude=["m_ease_*", "m_hybrid"])
+    assert select_features(COLUMNS, cfg) == [
+        "m_als_rank",
+        "m_als_score",
+        "m_als_norm",
+        "m_n_models",
+        "p_cat_affinity",
+    ]
+
+
+def test_select_features_never_picks_the_key() -> None:
+    assert "user_idx" not in select_features(COLUMNS, cfg_with(features=["*"]))
+    with pytest.raises(ConfigError, match="'user_idx'"):
+        select_features(COLUMNS, cfg_with(features=["m_*", "user_idx"]))
+
+
+@pytest.mark.parametrize(
+    "kw,pattern",
+    [
+        ({"features": ["m_*_rank", "x_*"]}, "x_*"),
+        ({"features": ["M_*"]}, "M_*"),  # matching is case-sensitive
+        ({"features": ["m_*"], "exclude": ["m_svd_*"]}, "m_svd_*"),
+    ],
+)
+def test_select_features_pattern_matching_nothing_is_named(kw: dict, pattern: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"pattern {pattern!r} matches no column")):
+        select_features(COLUMNS, cfg_with(**kw))
+
+
+def test_select_features_nothing_left() -> None:
+    with pytest.raises(ConfigError, match="leave no feature"):
+        select_features(COLUMNS, cfg_with(features=["p_*"], exclude=["p_cat_*"]))
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def test_labels() -> None:
+    pairs = pd.DataFrame({"user_idx": [0, 0, 1, 2, 2], "item_idx": [1, 2, 1, 5, 6]})
+    targets = pd.DataFrame(
+        {
+            "user_idx": [0, 1, 2, 3, 2],
+            "item_idx": [2, 1, 5, 3, 7],
+            "relevant": [True, False, True, True, True],
+        }
+    )
+    y = labels(pairs, targets)
+    assert y.dtype == np.float32
+    # (1, 1) is a target but not relevant; (3, 3) and (2, 7) are relevant but no candidate.
+    np.testing.assert_array_equal(y, [0, 1, 0, 1, 0])
+
+
+# --------------------------------------------------------------------------- planted signal
+
+FEATURES = ["m_*", "u_*", "i_*", "p_*"]
+N_CANDS = 30
+
+
+def planted(
+    n_users: int,
+    seed: int,
+    first_user: int = 0,
+    without_positive: int = 0,
+    strength: float = 1.0,
+    noise: float = 0.1,
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    """``n_users`` x 30 candidate pairs, 1-4 positives per user (none for the first
+    ``without_positive`` users). ``p_signal`` = ``strength`` * label + N(0, ``noise``); every
+    other feature is noise. Returns (pairs sorted by user and item, labels, targets)."""
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(first_user, first_user + n_users), N_CANDS)
+    items = np.concatenate(
+        [np.sort(rng.choice(500, N_CANDS, replace=False)) for _ in range(n_users)]
+    )
+    y = np.zeros(len(users), dtype=np.float32)
+    for k in range(without_positive, n_users):
+        y[k * N_CANDS + rng.choice(N_CANDS, rng.integers(1, 5), replace=False)] = 1
+    n = len(users)
+    user_noise = rng.normal(size=first_user + n_users)
+    item_noise = rng.normal(size=500)
+    df = pd.DataFrame(
+        {
+            "user_idx": users,
+            "item_idx": items,
+            "m_a_rank": rng.integers(1, N_CANDS + 1, n).astype(np.float32),
+            "m_a_norm": rng.normal(size=n).astype(np.float32),
+            "u_noise": user_noise[users].astype(np.float32),
+            "i_noise": item_noise[items].astype(np.float32),
+            "p_noise": rng.normal(size=n).astype(np.float32),
+            "p_signal": (strength * y + rng.normal(0, noise, n)).astype(np.float32),
+        }
+    )
+    targets = df[["user_idx", "item_idx"]].assign(relevant=y.astype(bool))
+    return df, y, targets
+
+
+def ndcg_at_10(df: pd.DataFrame, scores: np.ndarray, targets: pd.DataFrame) -> float:
+    return topn_metrics(rank_by(df, scores, 10), targets, [10])["ndcg@10"]
+
+
+# One thread: the results do not depend on it (checked below), and tests run side by side.
+STRONG_CFG = {"features": FEATURES, "n_estimators": 50, "early_stopping_rounds": 10, "n_threads": 1}
+
+
+@pytest.fixture(scope="module")
+def strong() -> dict:
+    """A strong planted signal: training users (20 without a positive), fresh test users,
+    and the ranker trained on them with seed 1."""
+    train_df, y, _ = planted(200, seed=0, without_positive=20)
+    test_df, _, test_targets = planted(100, seed=1, first_user=1000)
+    result = train(train_df, y, RankerConfig(**STRONG_CFG), seed=1)
+    return {"df": train_df, "y": y, "test": test_df, "targets": test_targets, "result": result}
+
+
+def test_ranker_finds_the_planted_signal(strong: dict) -> None:
+    result = strong["result"]
+    assert result.features == ["m_a_rank", "m_a_norm", "u_noise", "i_noise", "p_noise", "p_signal"]
+    ndcg = ndcg_at_10(strong["test"], predict(result, strong["test"]), strong["targets"])
+    assert ndcg >= 0.95
+    blind_cfg = RankerConfig(**STRONG_CFG, exclude=["p_signal"])
+    blind = train(strong["df"], strong["y"], blind_cfg, seed=1)
+    assert "p_signal" not in blind.features
+    blind_ndcg = ndcg_at_10(strong["test"], predict(blind, strong["test"]), strong["targets"])
+    assert blind_ndcg <= 0.5 and blind_ndcg < ndcg - 0.4
+
+
+def test_users_without_positive_are_left_out_and_counted(strong: dict) -> None:
+    result = strong["result"]
+    assert result.users_without_positive == 20
+    assert result.users_used == 180
+    assert 1 <= result.best_iteration <= STRONG_CFG["n_estimators"]
+    assert 0 <= result.holdout_ndcg <= 1
+
+
+def test_train_needs_two_users_with_a_positive() -> None:
+    df, y, _ = planted(5, seed=0, without_positive=4)
+    with pytest.raises(ValueError, match="fewer than 2 users"):
+        train(df, y, RankerConfig(features=FEATURES, n_estimators=5, n_threads=1), seed=0)
+
+
+def test_importance_names_every_feature_and_ranks_the_planted_one_first(strong: dict) -> None:
+    result = strong["result"]
+    gain = importance(result)
+    assert list(gain) == sorted(result.features)
+    assert all(v >= 0 for v in gain.values())
+    assert max(gain, key=gain.get) == "p_signal"
+    assert gain["p_signal"] > 10 * sum(v for k, v in gain.items() if k != "p_signal")
+
+
+def test_ranker_is_deterministic_for_a_seed_and_any_thread_count(strong: dict) -> None:
+    a = predict(strong["result"], strong["test"])
+    again = train(strong["df"], strong["y"], RankerConfig(**STRONG_CFG), seed=1)
+    np.testing.assert_array_equal(predict(again, strong["test"]), a)
+    two = train(strong["df"], strong["y"], RankerConfig(**{**STRONG_CFG, "n_threads": 2}), seed=1)
+    np.testing.assert_array_equal(predict(two, strong["test"]), a)
+    assert a.dtype == np.float32 and len(a) == len(strong["test"])
+
+
+def with_weak_signals(df: pd.DataFrame, y: np.ndarray, seed: int) -> pd.DataFrame:
+    """Add five features that each carry a little of the label: the best score is their sum,
+    which trees build up slowly, so the holdout keeps improving over many rounds."""
+    rng = np.random.default_rng(seed)
+    for j in range(5):
+        df[f"p_weak{j}"] = (0.5 * y + rng.normal(size=len(y))).astype(np.float32)
+    return df
+
+
+WEAK_BASE = {"features": FEATURES, "n_estimators": 30, "early_stopping_rounds": 100, "n_threads": 1}
+
+
+@pytest.fixture(scope="module")
+def weak() -> dict:
+    """A weak, spread-out signal, so more trees keep helping and every knob shows; with the
+    ranker of :data:`WEAK_BASE` trained on it (seed 0) and its test predictions."""
+    train_df, y, _ = planted(300, seed=1, strength=0.5, noise=1.0)
+    test_df, y_test, _ = planted(100, seed=3, first_user=1000, strength=0.5, noise=1.0)
+    out = {
+        "df": with_weak_signals(train_df, y, seed=101),
+        "y": y,
+        "test": with_weak_signals(test_df, y_test, seed=103),
+    }
+    out["result"] = train(out["df"], y, RankerConfig(**WEAK_BASE), seed=0)
+    out["base"] = predict(out["result"], out["test"])
+    return out
+
+
+def weak_train(weak: dict, **overrides: object) -> TrainResult:
+    return train(weak["df"], weak["y"], RankerConfig(**{**WEAK_BASE, **overrides}), seed=0)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # control: the same settings give the same predictions
+        {"max_depth": 2},
+        {"learning_rate": 0.3},
+        {"n_estimators": 5},  # with refit (the default): fewer trees in the final model
+        {"objective": "rank:pairwise"},
+        {"objective": "rank:map"},
+        {"refit": False},
+        {"min_child_weight": 20.0},
+        {"subsample": 0.5},
+        {"reg_lambda": 50.0},
+    ],
+    ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "same",
+)
+def test_each_setting_changes_the_predictions(weak: dict, overrides: dict) -> None:
+    changed = predict(weak_train(weak, **overrides), weak["test"])
+    assert np.array_equal(weak["base"], changed) == (not overrides)
+
+
+def test_n_estimators_caps_the_trees_with_refit(weak: dict) -> None:
+    full, small = weak["result"], weak_train(weak, n_estimators=5)
+    assert small.best_iteration <= 5 < full.best_iteration <= 30
+    for result in (small, full):
+        # The refitted model has exactly the number of trees early stopping found.
+        assert result.model.get_booster().num_boosted_rounds() == result.best_iteration
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def run_rank(
+    p: Project, split_dir: Path, blend_out: Path, out: Path, params: Path | None = None
+) -> int:
+    return rank.main(
+        [
+            "--split",
+            str(split_dir),
+            "--prepared",
+            str(p.prepared),
+            "--blend",
+            str(blend_out / "blend"),
+            "--features",
+            str(p.root / "features"),
+            "--model-dir",
+            str(out / "model"),
+            "--out",
+            str(out / "rank"),
+            "--summary",
+            str(out / "ranker.json"),
+            "--params",
+            str(params or p.params),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def ranked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Path, Path]:
+    """The tiny project through candidates, blend (without test targets), features and rank.
+    Returns (project, blend output folder, rank output folder)."""
+    p = build_project(tmp_path_factory.mktemp("rank_project"))
+    blend_out = p.root / "blend_run"
+    assert run_blend(p, blend_out) == 0
+    argv = ["--split", str(p.split), "--prepared", str(p.prepared)]
+    assert features.main([*argv, "--out", str(p.root / "features"), "--params", str(p.params)]) == 0
+    out = p.root / "rank_run"
+    assert run_rank(p, p.split, blend_out, out) == 0
+    return p, blend_out, out
+
+
+def test_rank_stage_writes_model_importance_recs_and_summary(ranked: tuple) -> None:
+    p, blend_out, out = ranked
+    booster = xgb.Booster()
+    booster.load_model(out / "model" / "model.json")
+    gain = json.loads((out / "model" / "importance.json").read_text())
+    assert booster.feature_names is not None
+    assert sorted(booster.feature_names) == list(gain)
+    assert any(f.startswith("m_") for f in gain) and any(f.startswith("p_") for f in gain)
+    summary = json.loads((out / "ranker.json").read_text())
+    assert summary["features"] == len(gain)
+    assert summary["trees"] == booster.num_boosted_rounds()
+    assert summary["users_trained"] >= 2 and summary["users_without_positive"] > 0
+    assert summary["train_positives"] == summary["users_trained"]  # one valid target per user
+    assert 0 <= summary["holdout_ndcg@10"] <= 1
+
+    recs = pd.read_parquet(out / "rank" / "test_recs.parquet")
+    assert list(recs.columns) == ["user_idx", "item_idx", "score", "rank"]
+    assert not recs[["user_idx", "item_idx"]].duplicated().any()
+    ranks = recs.groupby("user_idx")["rank"].apply(list)
+    assert all(r == list(range(1, len(r) + 1)) for r in ranks)
+    assert ranks.map(len).max() == 15  # ranker.n
+    assert recs.groupby("user_idx")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+    # The ranker re-orders the test fold's blend candidates, nothing else.
+    blend_test = pd.read_parquet(blend_out / "blend" / "test.parquet")
+    key = pd.MultiIndex.from_frame(blend_test[["user_idx", "item_idx"]])
+    assert pd.MultiIndex.from_frame(recs[["user_idx", "item_idx"]]).isin(key).all()
+    assert set(recs["user_idx"]) == set(blend_test["user_idx"])
+    # model.json is the model that ranked: its scores on the test pairs give the same recs.
+    items, _ = load_catalogue(p.prepared)
+    test = load_fold(p.split, "test")
+    pairs = rank.describe(test, blend_out / "blend", p.root / "features", items, FeaturesConfig())
+    scores = booster.predict(xgb.DMatrix(pairs[booster.feature_names].astype(np.float32)))
+    expected = rank_by(pairs, scores, 15)
+    pd.testing.assert_frame_equal(recs[KEY + ["rank"]], expected[KEY + ["rank"]])
+    np.testing.assert_allclose(recs["score"], expected["score"], rtol=1e-5, atol=1e-6)
+
+
+def test_rank_stage_rejects_a_feature_pattern_matching_nothing(
+    ranked: tuple, tmp_path: Path
+) -> None:
+    p, blend_out, _ = ranked
+    params = yaml.safe_load(p.params.read_text())
+    params["ranker"]["features"] = ["m_*_norm", "q_*"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert run_rank(p, p.split, blend_out, tmp_path, path) == 2
+    assert not (tmp_path / "model").exists()
+
+
+def shuffled_split(p: Project, name: str, part: str) -> Path:
+    """A copy of the split whose ``<part>_targets`` have their ``relevant`` column shuffled."""
+    dst = p.root / name
+    shutil.copytree(p.split, dst)
+    path = dst / f"{part}_targets.parquet"
+    targets = pd.read_parquet(path)
+    shuffled = np.random.default_rng(0).permutation(targets["relevant"].to_numpy())
+    assert (shuffled != targets["relevant"].to_numpy()).any()  # the shuffle changes labels
+    targets["relevant"] = shuffled
+    targets.to_parquet(path)
+    return dst
+
+
+def test_rank_stage_does_not_learn_from_test_targets(ranked: tuple) -> None:
+    p, blend_out, out = ranked
+    other = p.root / "rank_shuffled_test"
+    assert run_rank(p, shuffled_split(p, "split_shuffled_test", "test"), blend_out, other) == 0
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(other / "rank" / "test_recs.parquet"),
+        pd.read_parquet(out / "rank" / "test_recs.parquet"),
+    )
+    assert (other / "model" / "model.json").read_bytes() == (
+        out / "model" / "model.json"
+    ).read_bytes()
+
+
+def test_rank_stage_learns_from_valid_targets(ranked: tuple) -> None:
+    """The check above has power: shuffling the valid labels does change the ranker."""
+    p, blend_out, out = ranked
+    other = p.root / "rank_shuffled_valid"
+    assert run_rank(p, shuffled_split(p, "split_shuffled_valid", "valid"), blend_out, other) == 0
+    assert (other / "model" / "model.json").read_bytes() != (
+        out / "model" / "model.json"
+    ).read_bytes()
