@@ -430,6 +430,14 @@ def test_embedding_map_clusters_by_taste() -> None:
     assert len(set(emap.cluster[:19])) == 1 and len(set(emap.cluster[19:])) == 1
 
 
+def test_embedding_map_needs_two_factors() -> None:
+    """Regression: with `candidates.als.factors=1` the 2-D projection crashed the stage."""
+    items = pd.DataFrame({"item_idx": np.arange(5), "categories": [["a"]] * 5})
+    cats, names = item_category_matrix(items)
+    factors = np.arange(1, 6, dtype=float)[:, None]
+    assert embedding_map(factors, np.ones(5, bool), cats, names, 2, seed=0) is None
+
+
 def test_plots_not_produced_by_a_run_are_removed(project: Path, tmp_path: Path) -> None:
     dest = tmp_path / "out"
     assert evaluate.main(argv(project, dest)) == 0

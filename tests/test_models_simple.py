@@ -302,7 +302,7 @@ def test_tfidf_uses_categories_as_tokens_and_leaves_no_history_users_unscored() 
     cats = [["Sci-Fi"], ["Sci-Fi", "Drama"], ["Drama"], ["Children's"]]
     data = make_data([(0, 0, 1)], 2, 4, texts=texts, categories=cats)
     model = TfIdf(TfIdfConfig()).fit(data)
-    vocab = set(model.vectorizer.vocabulary_)
+    vocab = set(model.vocabulary)
     assert {"cat_sci_fi", "cat_drama", "cat_children_s"} <= vocab
     s = all_scores(model)
     assert s[0, 1] > s[0, 2]
@@ -314,6 +314,6 @@ def test_tfidf_vocabulary_ignores_interactions() -> None:
     rows_b = [(0, 0, 1), (1, 2, 2), (1, 3, 3), (0, 3, 4)]
     a = TfIdf(TfIdfConfig()).fit(make_data(rows_a, 2, 6, texts=FRUIT_CAR))
     b = TfIdf(TfIdfConfig()).fit(make_data(rows_b, 2, 6, texts=FRUIT_CAR))
-    assert a.vectorizer.vocabulary_ == b.vectorizer.vocabulary_
+    assert a.vocabulary == b.vocabulary
     assert (a.item_vectors != b.item_vectors).nnz == 0
     assert isinstance(a.item_vectors, sp.csr_matrix)

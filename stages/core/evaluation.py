@@ -690,7 +690,8 @@ def embedding_map(
     n_clusters: int,
     seed: int,
 ) -> EmbeddingMap | None:
-    """PCA (2-D) and K-means of the known items' factors; None with fewer than 3 such items.
+    """PCA (2-D) and K-means of the known items' factors; None with fewer than 3 such items
+    or fewer than 2 factors (nothing to project: e.g. ``candidates.als.factors=1``).
 
     Factors are scaled to unit length first: the length of an implicit-feedback item vector
     mostly tracks popularity, its direction the taste it serves, and the map is meant to show
@@ -702,7 +703,7 @@ def embedding_map(
     from sklearn.decomposition import PCA
 
     items = np.flatnonzero(known)
-    if len(items) < 3:
+    if len(items) < 3 or factors.ndim != 2 or factors.shape[1] < 2:
         return None
     x = factors[items]
     x = x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -135,7 +135,9 @@ class TfIdf(Recommender):
                 f"tfidf: cannot build the item vocabulary ({exc}); check the item metadata "
                 "and candidates.tfidf.min_df / max_df / stop_words"
             ) from exc
-        self.vectorizer = vectorizer
+        # Keep only the vocabulary: the fitted vectorizer also holds the id() of its stop-word
+        # list, which would make the pickled model differ from run to run.
+        self.vocabulary: dict[str, int] = dict(sorted(vectorizer.vocabulary_.items()))
         self.item_vectors = sp.csr_matrix(vectors, dtype=np.float32)
         self._item_vectors_t = sp.csr_matrix(self.item_vectors.T)
         self._described = np.diff(self.item_vectors.indptr) > 0
