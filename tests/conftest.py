@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -41,3 +47,59 @@ def random_log() -> pd.DataFrame:
     )
     inter, _, _, _ = finalize(raw, None, None, file="test")
     return inter
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def e2e_env() -> dict[str, str]:
+    """Environment for real `dvc` runs: stage commands say `python`, so this interpreter's
+    folder (the project's venv) comes first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def sh(cwd: Path, *cmd: str, timeout: float = 600) -> str:
+    """Run a command, fail the test with its output if it fails; returns stdout + stderr."""
+    proc = subprocess.run(
+        list(cmd), cwd=cwd, env=e2e_env(), capture_output=True, text=True, timeout=timeout
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout + proc.stderr
+
+
+def dvc(repo: Path, *args: str) -> str:
+    return sh(repo, str(Path(sys.executable).parent / "dvc"), *args)
+
+
+def git(repo: Path, *args: str) -> str:
+    return sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", *args)
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary git copy of the project (the files a fresh clone would get) with a
+    committed `dvc exp run -S +experiment=tiny` baseline; shared by the end-to-end tests,
+    each of which leaves it as it found it."""
+    dst = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for f in files:
+        if (ROOT / f).is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst / f)
+    git(dst, "init", "-q")
+    git(dst, "add", "-A")
+    git(dst, "commit", "-qm", "copy")
+    dvc(dst, "exp", "run", "-S", "+experiment=tiny")
+    git(dst, "add", "-A")
+    git(dst, "commit", "-qm", "baseline: tiny run")
+    return dst

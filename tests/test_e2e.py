@@ -3,59 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from tests.conftest import dvc
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
 
-def run(cmd: list[str], cwd: Path) -> str:
-    env = dict(os.environ)
-    # Stage commands say `python`: make it this interpreter (the project's venv).
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout + proc.stderr
-
-
-def project_files() -> list[str]:
-    """Files git would hand a fresh clone (tracked, plus new files not ignored)."""
-    out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\n")
-    return [f for f in out if f and (ROOT / f).is_file()]
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dst = tmp_path_factory.mktemp("repo")
-    for f in project_files():
-        (dst / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, dst / f)
-    dvc = str(Path(sys.executable).parent / "dvc")
-    run(["git", "init", "-q"], dst)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], dst)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], dst)
-    run([dvc, "exp", "run", "-S", "+experiment=tiny"], dst)
-    return dst
-
-
-def dvc(repo: Path, *args: str) -> str:
-    return run([str(Path(sys.executable).parent / "dvc"), *args], repo)
+@pytest.fixture
+def repo(tiny_repo: Path) -> Path:
+    return tiny_repo
 
 
 def test_pipeline_writes_every_output(repo: Path) -> None:

@@ -7,9 +7,7 @@ repository in a temporary folder; the e2e tests run the real pipeline (marked ``
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from stages.core.review import (
     render_review,
     summary_line,
 )
+from tests.conftest import dvc, git, sh
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["ndcg@10", "precision@10"]
@@ -310,17 +309,6 @@ def test_fmt_diff_keeps_small_changes_visible() -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return proc.stdout
-
-
 def write_run(repo: Path, df: pd.DataFrame, params: dict) -> None:
     (repo / "reports").mkdir(exist_ok=True)
     df.to_parquet(repo / "reports/per_user.parquet", index=False)
@@ -386,53 +374,13 @@ def test_cli_missing_inputs_exit_1_naming_them(
 # --------------------------------------------------------------------------- end to end
 
 
-def e2e_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # Stage commands say `python`: make it this interpreter (the project's venv).
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    return env
-
-
-def sh(repo: Path, *cmd: str, timeout: float = 600) -> str:
-    proc = subprocess.run(
-        list(cmd), cwd=repo, env=e2e_env(), capture_output=True, text=True, timeout=timeout
-    )
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
-
-
-def dvc(repo: Path, *args: str) -> str:
-    return sh(repo, str(Path(sys.executable).parent / "dvc"), *args)
-
-
 def review_md(repo: Path, *args: str) -> str:
     return sh(repo, sys.executable, "-m", "stages.review", "--base", "HEAD", *args)
 
 
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A temporary git copy of the project with a committed tiny baseline run."""
-    dst = tmp_path_factory.mktemp("review_repo")
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for f in files:
-        if (ROOT / f).is_file():
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
-    git(dst, "init", "-q")
-    git(dst, "add", "-A")
-    git(dst, "commit", "-qm", "copy")
-    dvc(dst, "exp", "run", "-S", "+experiment=tiny")
-    git(dst, "add", "-A")
-    git(dst, "commit", "-qm", "baseline: tiny run")
-    return dst
+@pytest.fixture
+def baseline(tiny_repo: Path) -> Path:
+    return tiny_repo
 
 
 WORSE_ALS = (
