@@ -150,11 +150,17 @@ def test_tfidf_recommends_matching_cold_item(data: TrainData) -> None:
 
 _PICKLE_HASHES = """
 import hashlib, pickle, sys
+import numpy as np
 sys.path.insert(0, "tests")
-from test_models_contract import MODELS, block_data, make
+from test_models_contract import MODELS, TEST_SETTINGS, block_data, model_class
 data = block_data()
 for name in sorted(MODELS):
-    print(name, hashlib.sha256(pickle.dumps(make(name).fit(data), protocol=5)).hexdigest())
+    cls = model_class(name)
+    # every field set explicitly, as when a config comes from params.yaml
+    cfg = cls.config_class(**cls.config_class(**TEST_SETTINGS[name]).model_dump())
+    model = cls(cfg, seed=0).fit(data)
+    model.recommend(np.arange(5), 3)  # builds lazy state such as the faiss index
+    print(name, hashlib.sha256(pickle.dumps(model, protocol=5)).hexdigest())
 """
 
 

@@ -25,6 +25,19 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # pydantic pickles the names of the explicitly set fields as a set, whose order follows
+    # Python's per-process string hashing: a fitted model holding a config would then pickle
+    # to different bytes in identical runs, and DVC would see changed outputs.
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state["__pydantic_fields_set__"] = sorted(state["__pydantic_fields_set__"])
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        state = dict(state)
+        state["__pydantic_fields_set__"] = set(state["__pydantic_fields_set__"])
+        super().__setstate__(state)
+
 
 def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     """Read the whole params file (composed from ``conf/`` by ``dvc exp run``)."""

@@ -112,19 +112,6 @@ class Recommender(ABC):
         self.n_users = 0
         self.n_items = 0
 
-    def __getstate__(self) -> dict:
-        # The config is pickled as a plain dict: a pydantic model pickles its set of explicitly
-        # set fields, whose order follows Python's per-process string hashing, so the saved
-        # model (and DVC's hash of it) would change between identical runs.
-        state = dict(self.__dict__)
-        state["config"] = self.config.model_dump(mode="python")
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        state = dict(state)
-        state["config"] = self.config_class(**state["config"])
-        self.__dict__.update(state)
-
     # -- to implement -----------------------------------------------------------------
     @abstractmethod
     def _fit(self, data: TrainData) -> None:
