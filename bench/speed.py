@@ -1,0 +1,128 @@
+"""Time the whole pipeline on synthetic data: per stage, in total, a no-op `dvc repro`, and the
+re-run after one ALS setting changes.
+
+    python bench/speed.py --sizes 1m --repeats 3 [--workdir /tmp/recpipe-bench-speed]
+
+For each size it copies the project into a scratch git repository, writes params.yaml as
+`dvc exp run` would compose it (with the size overrides), then runs each stage alone with
+`dvc repro --single-item <stage>` in DAG order, timing its wall clock and peak memory (the
+largest resident set of the stage's process tree). Then it times `dvc repro` with nothing to
+do, and `dvc repro` after `candidates.als.factors` changes (ALS, blend, rank and evaluate
+re-run). Prints medians over `--repeats` fresh runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import ROOT, SIZES, composed_params, machine, write_params  # noqa: E402
+
+STAGES = [
+    "ingest",
+    "split",
+    "features",
+    "candidates@popularity",
+    "candidates@itemknn",
+    "candidates@svd",
+    "candidates@als",
+    "candidates@tfidf",
+    "candidates@ease",
+    "blend",
+    "rank",
+    "evaluate",
+]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ, DVC_NO_ANALYTICS="1")
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    return e
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """(seconds, peak MiB of the process tree) of one command; raises on failure."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    out = proc.stdout.read() if proc.stdout else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out}")
+    # ru_maxrss of a reaped child covers its reaped descendants too (Linux, KiB).
+    return seconds, usage.ru_maxrss / 1024.0
+
+
+def fresh_repo(workdir: Path, params: dict) -> Path:
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for f in files:
+        if (ROOT / f).is_file() and not f.startswith("reports/"):
+            (workdir / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, workdir / f)
+    (workdir / "dvc.lock").unlink(missing_ok=True)
+    write_params(workdir, params)
+    git = ["git", "-c", "user.name=b", "-c", "user.email=b@b"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "bench"]):
+        subprocess.run(git + cmd, cwd=workdir, check=True, capture_output=True)
+    return workdir
+
+
+def one_run(size: str, workdir: Path) -> dict[str, tuple[float, float]]:
+    n_events, n_users, n_items = SIZES[size]
+    params = composed_params(
+        f"data.n_events={n_events}", f"data.n_users={n_users}", f"data.n_items={n_items}"
+    )
+    repo = fresh_repo(workdir, params)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    out = {s: timed([dvc, "repro", "--single-item", s], repo) for s in STAGES}
+    out["no-op dvc repro"] = timed([dvc, "repro"], repo)
+    params["candidates"]["als"]["factors"] = params["candidates"]["als"]["factors"] // 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out["rerun after an ALS change"] = timed([dvc, "repro"], repo)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", nargs="+", default=["1m"], choices=list(SIZES))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workdir", default="/tmp/recpipe-bench-speed")
+    args = ap.parse_args()
+    print(f"machine: {machine()}; median of {args.repeats} runs\n")
+    print("| events | step | wall s | peak MiB |")
+    print("|---|---|---:|---:|")
+    for size in args.sizes:
+        runs = [one_run(size, Path(args.workdir) / size) for _ in range(args.repeats)]
+        total = 0.0
+        for step in runs[0]:
+            wall = statistics.median(r[step][0] for r in runs)
+            peak = max(r[step][1] for r in runs)
+            if step in STAGES:
+                total += wall
+            print(f"| {size} | {step} | {wall:.1f} | {peak:.0f} |", flush=True)
+            if step == STAGES[-1]:
+                print(f"| {size} | **all stages** | **{total:.1f}** | |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
