@@ -46,10 +46,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import machine  # noqa: E402
 from stages.core.metrics import rating_errors  # noqa: E402
-from stages.core.models.base import TrainData  # noqa: E402
 from stages.core.models.svd import SVD, SVDConfig  # noqa: E402
 from stages.core.movielens import MovieLensConfig, load_movielens  # noqa: E402
-from stages.core.rating import SIGNALS, HybridRating, HybridRatingConfig, ItemKNN  # noqa: E402
+from stages.core.rating import (  # noqa: E402
+    SIGNALS,
+    HybridRating,
+    HybridRatingConfig,
+    ItemKNN,
+    ratings_train_data,
+)
 from stages.core.schema import finalize  # noqa: E402
 
 #: Surprise's published ML-100k RMSE (5-fold CV, default settings), for the table.
@@ -131,24 +136,6 @@ def make_folds(ratings: pd.DataFrame, n_splits: int, seed: int) -> list[Fold]:
     return folds
 
 
-def train_data(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, n_u: int, n_i: int):
-    inter = pd.DataFrame(
-        {
-            "user_idx": users,
-            "item_idx": items,
-            "rating": ratings,
-            "event": "rating",
-            "weight": 1.0,
-            "timestamp": np.zeros(len(users), dtype=np.int64),
-        }
-    )
-    return TrainData(
-        inter,
-        pd.DataFrame({"item_idx": np.arange(n_i)}),
-        pd.DataFrame({"user_idx": np.arange(n_u)}),
-    )
-
-
 def record(res: Result, pred: np.ndarray, actual: np.ndarray, seconds: float) -> None:
     err = rating_errors(pred, actual)
     res.rmse.append(err["rmse"])
@@ -201,7 +188,7 @@ def tune_svd(fold: Fold, n_u: int, n_i: int, seed: int) -> tuple[SVDConfig, floa
     """Best grid config by RMSE on an inner 20% split of the training fold (test untouched)."""
     u, i, r = fold.train
     held = np.random.default_rng(seed).random(len(r)) < INNER_HOLDOUT
-    data = train_data(u[~held], i[~held], r[~held], n_u, n_i)
+    data = ratings_train_data(u[~held], i[~held], r[~held], n_u, n_i)
     best: tuple[float, SVDConfig] | None = None
     for factors, (lr, epochs), reg in itertools.product(GRID_FACTORS, GRID_LR_EPOCHS, GRID_REG):
         cfg = SVDConfig(factors=factors, epochs=epochs, lr_all=lr, reg_all=reg)
@@ -228,13 +215,13 @@ def run(folds: list[Fold], items: pd.DataFrame, n_u: int, n_i: int, seed: int) -
         record(rows["surprise SVD (defaults)"], pred, tr, s)
 
         start = time.perf_counter()
-        svd = SVD(SVDConfig(), seed=seed).fit(train_data(u, i, r, n_u, n_i))
+        svd = SVD(SVDConfig(), seed=seed).fit(ratings_train_data(u, i, r, n_u, n_i))
         s = time.perf_counter() - start
         record(rows["SVD (pipeline defaults)"], svd.predict_ratings(tu, ti), tr, s)
 
         start = time.perf_counter()
         cfg, inner_rmse = tune_svd(fold, n_u, n_i, seed)
-        svd = SVD(cfg, seed=seed).fit(train_data(u, i, r, n_u, n_i))
+        svd = SVD(cfg, seed=seed).fit(ratings_train_data(u, i, r, n_u, n_i))
         s = time.perf_counter() - start
         record(rows["SVD (tuned on inner split)"], svd.predict_ratings(tu, ti), tr, s)
         chosen.append(

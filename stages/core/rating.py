@@ -407,7 +407,7 @@ class HybridRating:
         svd = knn = content = None
         if "svd" in cfg.signals:
             svd = SVD(cfg.svd, seed=self.seed).fit(
-                _train_data(users, items, ratings, self.n_users, self.n_items)
+                ratings_train_data(users, items, ratings, self.n_users, self.n_items)
             )
         if "knn" in cfg.signals:
             knn = ItemKNN.fit(users, items, residuals, self.n_users, self.n_items, cfg)
@@ -568,7 +568,7 @@ def _ridge_design(feats: pd.DataFrame, signals: tuple[str, ...], support: list[s
     return np.hstack([sig, inter])
 
 
-def _train_data(
+def ratings_train_data(
     users: np.ndarray, items: np.ndarray, ratings: np.ndarray, n_users: int, n_items: int
 ) -> TrainData:
     """Explicit ratings as the minimal :class:`TrainData` :class:`SVD` trains on."""

@@ -26,13 +26,12 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
-from stages.core.models.base import ModelConfig, Recommender, TrainData
-from stages.core.models.retrieval import FactorIndex, RetrievalConfig
+from stages.core.models.base import ModelConfig, TrainData
+from stages.core.models.retrieval import FactorIndex, FactorRecommender, RetrievalConfig
 
 
 class ALSConfig(ModelConfig):
@@ -77,7 +76,7 @@ class ALSConfig(ModelConfig):
     )
 
 
-class ALS(Recommender):
+class ALS(FactorRecommender):
     """Weighted matrix factorisation for implicit feedback, retrieved with faiss."""
 
     name = "als"
@@ -99,16 +98,6 @@ class ALS(Recommender):
             config=cfg.retrieval,
             seed=self.seed,
         )
-
-    def score_users(self, users: np.ndarray) -> np.ndarray:
-        return self.index.score_users(users)
-
-    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Row-wise ``x_u . y_i``; NaN for users/items without interactions."""
-        return self.index.score(users, items)
-
-    def recommend(self, users: np.ndarray, n: int) -> pd.DataFrame:
-        return self.index.recommend(users, n, self.seen)
 
 
 def confidence(x: sp.csr_matrix, alpha: float) -> sp.csr_matrix:

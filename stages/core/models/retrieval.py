@@ -42,7 +42,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from stages.core.config import Config
-from stages.core.models.base import RECS_COLUMNS, concat_recs, top_n
+from stages.core.models.base import RECS_COLUMNS, Recommender, concat_recs, top_n
 
 #: extra items fetched beyond ``n + seen`` so that a near-tie at the cut is detectable
 TIE_MARGIN = 8
@@ -324,3 +324,20 @@ def _mask(mask: np.ndarray | None, size: int) -> np.ndarray:
     if mask.shape != (size,):
         raise ValueError(f"mask of shape {mask.shape}, expected ({size},)")
     return mask
+
+
+class FactorRecommender(Recommender):
+    """A model whose scores are inner products of factor vectors: ``_fit`` sets ``self.index``
+    (a :class:`FactorIndex`), and scoring and retrieval go through it."""
+
+    index: FactorIndex
+
+    def score_users(self, users: np.ndarray) -> np.ndarray:
+        return self.index.score_users(users)
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Row-wise inner products (plus biases/offsets); NaN for unknown users or items."""
+        return self.index.score(users, items)
+
+    def recommend(self, users: np.ndarray, n: int) -> pd.DataFrame:
+        return self.index.recommend(users, n, self.seen)

@@ -35,8 +35,8 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from stages.core.log import get_logger
-from stages.core.models.base import ModelConfig, Recommender, TrainData
-from stages.core.models.retrieval import FactorIndex, RetrievalConfig
+from stages.core.models.base import ModelConfig, TrainData
+from stages.core.models.retrieval import FactorIndex, FactorRecommender, RetrievalConfig
 
 log = get_logger("svd")
 
@@ -84,7 +84,7 @@ class SVDConfig(ModelConfig):
         return self
 
 
-class SVD(Recommender):
+class SVD(FactorRecommender):
     """Funk SVD through surprise, scored with numpy and retrieved with faiss."""
 
     name = "svd"
@@ -125,16 +125,6 @@ class SVD(Recommender):
             config=cfg.retrieval,
             seed=self.seed,
         )
-
-    def score_users(self, users: np.ndarray) -> np.ndarray:
-        return self.index.score_users(users)
-
-    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Row-wise ``mu + b_u + b_i + p_u . q_i`` (unclipped); NaN where unknown."""
-        return self.index.score(users, items)
-
-    def recommend(self, users: np.ndarray, n: int) -> pd.DataFrame:
-        return self.index.recommend(users, n, self.seen)
 
     def predict_ratings(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Predicted ratings of the pairs, clipped to the rating scale; NaN where unknown."""
