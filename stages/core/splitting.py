@@ -5,11 +5,14 @@ Every method partitions each user's events by time (or, for ``random``, by item)
 already had in the history before it are not targets, because recommendations exclude seen
 items and a target the model has already been shown would only measure memory.
 
-- ``temporal`` (default): per user, distinct items are ordered by their first event; the
-  last ``n_test`` items are test targets and the ``n_valid`` before them valid targets. The
-  user's events from the first event of the first valid (test) item on go to ``valid``
-  (``test``). So no history event is later than a target it is used to predict, and funnel
-  events (view, click, cart) of a target item never leak into its history.
+- ``temporal`` (default): per user, distinct items are ordered by their first event (ties
+  in time by item index); the last ``n_test`` items are test targets and the ``n_valid``
+  before them valid targets. The user's events from the first event of the first valid
+  (test) item on go to ``valid`` (``test``); an event in the same second as that first event
+  goes with it only when its item comes at or after it in the order. So no history event is
+  later than a target it is used to predict, funnel events (view, click, cart) of a target
+  item never leak into its history, and every user long enough gets exactly ``n_valid``
+  and ``n_test`` targets even when a rating log stamps many items with one second.
 - ``global_time``: one cut-off time for valid and one for test (quantiles of all timestamps
   or absolute seconds). Users first seen after a cut-off are cold users.
 - ``random``: per user, distinct items are shuffled with the seed and cut at the ratios
@@ -156,17 +159,29 @@ def _temporal_parts(inter: pd.DataFrame, cfg: TemporalSplit) -> np.ndarray:
     pos_from_end = n - 1 - first["pos"].to_numpy()
     first["start_test"] = pos_from_end == n_test - 1
     first["start_valid"] = (pos_from_end == n_test + n_valid - 1) & (n_valid > 0)
-    t_test = first[first["start_test"]].set_index("user_idx")["timestamp"]
-    t_valid = first[first["start_valid"]].set_index("user_idx")["timestamp"]
+    # A period starts at its first target's (timestamp, position in the user's sequence):
+    # items first seen in the same second (common in rating logs) are cut by their position,
+    # so n_test / n_valid count items exactly and a valid period is never empty by a tie.
+    starts_test = first[first["start_test"]].set_index("user_idx")
+    starts_valid = first[first["start_valid"]].set_index("user_idx")
     # Users without test targets keep everything in train (their cut is "never"); users
     # without valid targets have an empty valid period (it starts at their test cut).
     never = np.iinfo(np.int64).max
     users = inter["user_idx"].to_numpy()
-    tt = _lookup(t_test, users, never)
-    tv = _lookup(t_valid, users, never)
-    tv = np.where(tv == never, tt, tv)
+    tt = _lookup(starts_test["timestamp"], users, never)
+    pt = _lookup(starts_test["pos"], users, never)
+    tv = _lookup(starts_valid["timestamp"], users, never)
+    pv = _lookup(starts_valid["pos"], users, never)
+    no_valid = tv == never
+    tv, pv = np.where(no_valid, tt, tv), np.where(no_valid, pt, pv)
+    pair_pos = pd.Series(
+        first["pos"].to_numpy(), index=pd.MultiIndex.from_frame(first[["user_idx", "item_idx"]])
+    )
+    pos = pair_pos.reindex(pd.MultiIndex.from_frame(inter[["user_idx", "item_idx"]])).to_numpy()
     ts = inter["timestamp"].to_numpy()
-    return np.where(ts >= tt, 2, np.where(ts >= tv, 1, 0))
+    in_test = (ts > tt) | ((ts == tt) & (pos >= pt))
+    in_valid = (ts > tv) | ((ts == tv) & (pos >= pv))
+    return np.where(in_test, 2, np.where(in_valid, 1, 0))
 
 
 def _lookup(values: pd.Series, keys: np.ndarray, default: int) -> np.ndarray:
