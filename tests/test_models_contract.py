@@ -17,6 +17,7 @@ TEST_SETTINGS: dict[str, dict] = {
     "als": {"factors": 8, "iterations": 15},
     "tfidf": {},
     "ease": {"l2": 5.0},
+    "seqknn": {"window": 3, "neighbours": 20},
 }
 
 N_USERS, N_ITEMS = 40, 30

@@ -1,4 +1,5 @@
-"""Known answers and hyper-parameter sensitivity of popularity, item-kNN, EASE and TF-IDF."""
+"""Known answers and hyper-parameter sensitivity of popularity, item-kNN, EASE, TF-IDF and
+sequential item-kNN."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from stages.core.models.base import Recommender, TrainData
 from stages.core.models.ease import EASE, EASEConfig
 from stages.core.models.itemknn import ItemKNN, ItemKNNConfig, _keep_top_k
 from stages.core.models.popularity import Popularity, PopularityConfig
+from stages.core.models.seqknn import SeqKNN, SeqKNNConfig, top_k_per_group
 from stages.core.models.tfidf import TfIdf, TfIdfConfig
 
 DAY = 86_400
@@ -94,6 +96,13 @@ SETTING_CASES = [
     (TfIdf, {}, {"sublinear_tf": False}),
     (TfIdf, {}, {"stop_words": "english"}),
     (TfIdf, {}, {"half_life_days": 10.0}),
+    (SeqKNN, {}, {"window": 1}),
+    (SeqKNN, {}, {"gap_decay": 0.3}),
+    (SeqKNN, {}, {"direction": "forward"}),
+    (SeqKNN, {}, {"shrinkage": 0.0}),
+    (SeqKNN, {"neighbours": 0}, {"neighbours": 2}),
+    (SeqKNN, {}, {"history": 1}),
+    (SeqKNN, {}, {"recency_decay": 0.2}),
 ]
 
 
@@ -317,3 +326,46 @@ def test_tfidf_vocabulary_ignores_interactions() -> None:
     assert a.vocabulary == b.vocabulary
     assert (a.item_vectors != b.item_vectors).nnz == 0
     assert isinstance(a.item_vectors, sp.csr_matrix)
+
+
+# -- sequential item-kNN -----------------------------------------------------------------
+
+
+def test_seqknn_follows_the_order_not_the_set() -> None:
+    """Known answer: users 0-3 all take up items 0, 1, 2, 3 (one a day), so 0 and 1 sit
+    together, as do 2 and 3, while 0 and 3 are three places apart. User 4 has seen 0 then 3:
+    the item next to 3 (item 2) must beat the item next to 0 (item 1), because 3 is the more
+    recent. Item-kNN, which sees sets, scores 1 and 2 alike for user 4."""
+    rows = [(u, i, i * DAY) for u in range(4) for i in range(4)]
+    rows += [(4, 0, 0), (4, 3, DAY)]
+    data = make_data(rows, 5, 4)
+    model = SeqKNN(SeqKNNConfig(window=1, shrinkage=0.0, recency_decay=0.5)).fit(data)
+    s = model.score(np.array([4, 4]), np.array([1, 2]))
+    assert s[1] > s[0] > 0
+    # window 1, both ways: C[0,1] = 4; d0 = 4 + 1 (user 4's own 0 -> 3), d1 = 4 + 4. Item 0
+    # is user 4's second most recent, weight 0.5: score(4, 1) = 0.5 * 4 / sqrt(5 * 8).
+    assert s[0] == pytest.approx(0.5 * 4 / np.sqrt(5 * 8), rel=1e-6)
+    knn = ItemKNN(ItemKNNConfig(neighbours=0, shrinkage=0.0)).fit(data)
+    k = knn.score(np.array([4, 4]), np.array([1, 2]))
+    assert k[0] == pytest.approx(k[1])
+    recs = model.recommend(np.array([4]), 2)
+    assert recs["item_idx"].tolist() == [2, 1]
+
+
+def test_seqknn_forward_credits_only_what_came_after() -> None:
+    # Users 0 and 1 go 0 -> 1; user 2 has only item 1. Forward, item 0 never follows item 1,
+    # so it gets no score from it; both ways it does.
+    rows = [(u, i, i * DAY) for u in range(2) for i in range(2)] + [(2, 1, 0)]
+    data = make_data(rows, 3, 2)
+    both = SeqKNN(SeqKNNConfig(window=1)).fit(data).score(np.array([2]), np.array([0]))
+    fwd = SeqKNN(SeqKNNConfig(window=1, direction="forward")).fit(data)
+    assert both[0] > 0 and fwd.score(np.array([2]), np.array([0]))[0] == 0
+
+
+def test_top_k_per_group_ties_go_to_the_lower_key() -> None:
+    group = np.array([0, 0, 0, 1, 1, 1])
+    value = np.array([0.5, 0.9, 0.5, 0.0, 0.2, 0.1])
+    tie = np.array([3, 1, 2, 0, 1, 2])
+    keep = top_k_per_group(group, value, tie, 2)
+    # group 0: 0.9 and the 0.5 with the lower key (2); group 1: zero never kept
+    assert keep.tolist() == [False, True, True, False, True, True]

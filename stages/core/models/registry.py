@@ -18,6 +18,7 @@ MODELS: dict[str, str] = {
     "als": "stages.core.models.als:ALS",
     "tfidf": "stages.core.models.tfidf:TfIdf",
     "ease": "stages.core.models.ease:EASE",
+    "seqknn": "stages.core.models.seqknn:SeqKNN",
 }
 
 
