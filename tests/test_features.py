@@ -196,6 +196,36 @@ def test_pair_features_by_hand() -> None:
     assert f["p_user_item_pop_ratio"] == pytest.approx(1.5)
 
 
+def test_collaborative_recent_similarity_by_hand() -> None:
+    # Binary user sets: i0 {u0}, i1 {u0, u1}, i2 {u0}: cos(i0, i1) = cos(i1, i2) = 1/sqrt(2),
+    # cos(i0, i2) = 1. u0's items by recency: i2 (day 9), i1 (day 8), i0 (day 3).
+    pf = pair_features(_pairs(), _history(), _items(), NOW, CFG)
+    r = 1 / np.sqrt(2)
+    assert np.isnan(pf.loc[10, "p_cf_last1_sim"])  # i3: no history, no collaborative vector
+    assert pf.loc[11, ["p_cf_last1_sim", "p_cf_last3_sim", "p_cf_last10_sim"]].tolist() == (
+        pytest.approx([1.0, (1 + r + 1) / 3, (1 + r + 1) / 3])
+    )
+    assert pf.loc[12, ["p_cf_last1_sim", "p_cf_max_sim"]].tolist() == pytest.approx([r, r])
+    assert pf.loc[13].filter(like="p_cf").isna().all()  # u2: no history
+    assert pf.loc[15, ["p_cf_last1_sim", "p_cf_last3_sim", "p_cf_max_sim"]].tolist() == (
+        pytest.approx([r, (r + 1 + r) / 3, 1.0])
+    )
+    short = pair_features(_pairs(), _history(), _items(), NOW, FeaturesConfig(recent_items=[2]))
+    assert list(short.filter(like="p_cf_last").columns) == ["p_cf_last2_sim"]
+    assert short.loc[15, "p_cf_last2_sim"] == pytest.approx((r + 1) / 2)
+
+
+def test_session_features_by_hand() -> None:
+    # u0's items start at days 0, 8 and 9; u1 has one item; u2 none.
+    uf = user_features(_history(), _users(), _items(), NOW, CFG)
+    assert uf.loc[0, "u_gap_last_days"] == 1.0
+    assert np.isnan(uf.loc[1, "u_gap_last_days"]) and np.isnan(uf.loc[2, "u_gap_last_days"])
+    # a 24-hour pause is still one session (i1, i2); at 12 hours i2 stands alone
+    assert uf["u_last_session_items"].tolist() == [2, 1, 0]
+    short = user_features(_history(), _users(), _items(), NOW, FeaturesConfig(session_gap_hours=12))
+    assert short["u_last_session_items"].tolist() == [1, 1, 0]
+
+
 def test_content_history_limits_to_most_recent_items() -> None:
     pairs = _pairs()
     pf = pair_features(pairs, _history(), _items(), NOW, FeaturesConfig(content_history=1))
@@ -236,10 +266,11 @@ def test_every_column_is_documented() -> None:
     for col in columns:
         assert feature_doc(col), col
     assert feature_doc("u_events_7d") == FEATURE_DOCS["u_events_{w}d"].replace("{w}", "7")
+    assert feature_doc("p_cf_last3_sim") == FEATURE_DOCS["p_cf_last{k}_sim"].replace("{k}", "3")
     with pytest.raises(KeyError):
         feature_doc("u_made_up")
     # every documented template is produced by the tiny data set (no stale docs)
-    produced = {col.replace("_7d", "_{w}d") for col in columns}
+    produced = {col.replace("_7d", "_{w}d").replace("_last3_", "_last{k}_") for col in columns}
     produced |= {"u_attr_{name}", "i_attr_{name}", "i_attr_{name}_days_ago"}
     assert set(FEATURE_DOCS) - produced == {"u_attr_{name}_days_ago"}
 

@@ -35,6 +35,7 @@ Conventions (each column is described in :data:`FEATURE_DOCS`, see :func:`featur
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -85,6 +86,17 @@ class FeaturesConfig(Config):
         description="p_content_*_sim compare a candidate with at most this many of the "
         "user's most recent distinct (describable) history items",
     )
+    recent_items: list[PositiveInt] = Field(
+        [1, 3, 10],
+        description="p_cf_last<k>_sim per k: mean collaborative cosine between a candidate and "
+        "the user's k most recent distinct items (short-term interest)",
+    )
+    session_gap_hours: float = Field(
+        24.0,
+        gt=0,
+        description="u_last_session_items counts the user's items from the last event back "
+        "while consecutive first events are at most this many hours apart",
+    )
     max_attribute_levels: int = Field(
         50,
         ge=2,
@@ -92,11 +104,11 @@ class FeaturesConfig(Config):
         "distinct values become integer codes; more are left out",
     )
 
-    @field_validator("windows_days")
+    @field_validator("windows_days", "recent_items")
     @classmethod
-    def _distinct_windows(cls, value: list[int]) -> list[int]:
+    def _distinct(cls, value: list[int]) -> list[int]:
         if len(set(value)) != len(value):
-            raise ValueError(f"windows_days must be distinct, got {value}")
+            raise ValueError(f"values must be distinct, got {value}")
         return value
 
 
@@ -116,6 +128,10 @@ FEATURE_DOCS: dict[str, str] = {
     "in one or none; NaN: no history)",
     "u_mean_item_pop": "mean popularity share of the user's distinct items (mainstreamness; "
     "NaN: no history)",
+    "u_gap_last_days": "days between the first events of the user's last two distinct items "
+    "(NaN: fewer than two items)",
+    "u_last_session_items": "distinct items in the user's last session: back from the latest "
+    "item while consecutive first events are at most session_gap_hours apart (0: no history)",
     "u_attr_{name}": "user attribute from the users table (number as is, string as sorted "
     "code, -1 missing)",
     "u_attr_{name}_days_ago": "user timestamp attribute as days before now",
@@ -146,11 +162,17 @@ FEATURE_DOCS: dict[str, str] = {
     "p_content_max_sim": "max TF-IDF cosine (title, text, categories) between the item and the "
     "user's content_history most recent items (NaN: undescribed item or user)",
     "p_content_mean_sim": "mean of the same cosines (NaN as p_content_max_sim)",
+    "p_cf_last{k}_sim": "mean collaborative cosine (binary user sets in the history) between "
+    "the item and the user's {k} most recent distinct items (NaN: item or user without "
+    "history)",
+    "p_cf_max_sim": "max collaborative cosine between the item and any of the user's "
+    "content_history most recent items (NaN as p_cf_last<k>_sim)",
     "p_user_item_pop_ratio": "item's popularity / mean popularity of the user's items (NaN: "
     "user without history)",
 }
 
 _WINDOW_NAME = re.compile(r"^(?P<stem>[a-z_]+)_(?P<w>\d+)d$")
+_RECENT_NAME = re.compile(r"^p_cf_last(?P<k>\d+)_sim$")
 
 
 def feature_doc(name: str) -> str:
@@ -166,6 +188,9 @@ def feature_doc(name: str) -> str:
             else:
                 key = prefix + "{name}"
             return FEATURE_DOCS[key].replace("{name}", attr)
+    match = _RECENT_NAME.match(name)
+    if match:
+        return FEATURE_DOCS["p_cf_last{k}_sim"].replace("{k}", match["k"])
     match = _WINDOW_NAME.match(name)
     if match:
         key = f"{match['stem']}_{{w}}d"
@@ -471,10 +496,36 @@ def user_features(
             "u_mean_item_pop": _safe_div(sum_pop, n_items_u),
         }
     )
+    cols.update(_session_features(log, cfg.session_gap_hours))
     cols = {k: v[user_idx] for k, v in cols.items()}
     attrs = _attribute_features(users, "u_attr_", now, cfg.max_attribute_levels)
     _check_no_clash(cols, attrs)
     return _frame(cols | attrs, user_idx, "user_idx")
+
+
+def _session_features(log: _Log, gap_hours: float) -> dict[str, np.ndarray]:
+    """``u_gap_last_days`` and ``u_last_session_items`` from the users' distinct items in
+    order of first event (ties by item_idx)."""
+    n = log.n_users
+    order = np.lexsort((log.pair_item, log.pair_first, log.pair_user))
+    user, first = log.pair_user[order], log.pair_first[order]
+    gap = np.full(n, np.nan)
+    session = np.zeros(n, dtype=np.int64)
+    if len(user) == 0:
+        return {"u_gap_last_days": gap, "u_last_session_items": session}
+    new_user = np.r_[True, user[1:] != user[:-1]]
+    step = np.r_[0, np.diff(first)]
+    # A session starts at a user's first item or after a pause longer than gap_hours.
+    starts = new_user | (step > gap_hours * 3600.0)
+    pos = np.arange(len(user))
+    last_start = _group_extreme(np.maximum, user, np.where(starts, pos, -1), n)
+    count = np.bincount(user, minlength=n)
+    end = np.cumsum(count)  # one past each user's last row
+    has = count > 0
+    session[has] = end[has] - last_start[has]
+    two = count >= 2
+    gap[two] = step[end[two] - 1] / SECONDS_PER_DAY
+    return {"u_gap_last_days": gap, "u_last_session_items": session}
 
 
 # -- items --------------------------------------------------------------------------------
@@ -593,7 +644,9 @@ def pair_features(
         last_touch[with_cats] = np.maximum.reduceat(touched, starts[with_cats])
     days_cat = np.where(last_touch > 0, (now - (last_touch + t0 - 1)) / SECONDS_PER_DAY, np.nan)
 
-    max_sim, mean_sim = _content_similarity(pu, pi, log, items, cfg.content_history)
+    content = _recent_similarity(pu, pi, log, item_vectors(items), cfg.content_history)
+    recent = sorted(cfg.recent_items)
+    cf = _recent_similarity(pu, pi, log, interaction_vectors(log), cfg.content_history, recent)
 
     pop = log.item_users().astype(np.float64)
     n_items_u = np.bincount(log.pair_user, minlength=log.n_users)
@@ -605,8 +658,10 @@ def pair_features(
             "p_cat_affinity": aff,
             "p_cat_max_affinity": aff_max,
             "p_days_since_cat": days_cat,
-            "p_content_max_sim": max_sim,
-            "p_content_mean_sim": mean_sim,
+            "p_content_max_sim": content["max"],
+            "p_content_mean_sim": content["mean"],
+            **{f"p_cf_last{j}_sim": cf[f"mean{j}"] for j in cfg.recent_items},
+            "p_cf_max_sim": cf["max"],
             "p_user_item_pop_ratio": _safe_div(pop[pi], mean_pop_u[pu]),
         },
         index=pairs.index,
@@ -666,26 +721,49 @@ def _recent_items(log: _Log, described: np.ndarray, k: int) -> tuple[np.ndarray,
     return lengths, padded
 
 
-def _content_similarity(
-    pu: np.ndarray, pi: np.ndarray, log: _Log, items: pd.DataFrame, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Max and mean cosine between each pair's item and the user's recent history items.
+def interaction_vectors(log: _Log) -> sp.csr_matrix:
+    """L2-normalised binary item x user vectors of the history, row = ``item_idx`` (items
+    without history get empty rows): their dot products are collaborative cosines."""
+    m = sp.csr_matrix(
+        (np.ones(len(log.pair_item)), (log.pair_item, log.pair_user)),
+        shape=(log.n_items, log.n_users),
+        dtype=np.float64,
+    )
+    counts = np.asarray(m.sum(axis=1)).ravel()
+    inverse = np.zeros(len(counts))
+    inverse[counts > 0] = 1.0 / np.sqrt(counts[counts > 0])
+    return sp.csr_matrix(sp.diags(inverse) @ m)
+
+
+def _recent_similarity(
+    pu: np.ndarray,
+    pi: np.ndarray,
+    log: _Log,
+    vectors: sp.csr_matrix,
+    k: int,
+    prefixes: Sequence[int] = (),
+) -> dict[str, np.ndarray]:
+    """Cosines between each pair's item and the user's ``k`` most recent history items.
+
+    ``vectors`` are L2-normalised item rows (row = ``item_idx``); items with an empty row
+    are undescribed. Returns ``max`` and ``mean`` over the (up to) ``k`` items and, for each
+    ``j`` of ``prefixes``, ``mean<j>``: the mean over the ``j`` most recent of them (NaN
+    where the item or the user's history is undescribed).
 
     Item-item similarities are computed in blocks of candidate items (sparse product, then
     dense), and each pair gathers its row's entries at the user's (padded) history items:
     one item-item block per chunk of the catalogue and dense gathers, no per-pair loop.
     """
     n = len(pu)
-    max_sim = np.full(n, np.nan)
-    mean_sim = np.full(n, np.nan)
-    vectors = item_vectors(items)
+    names = ["max", "mean", *(f"mean{j}" for j in prefixes)]
+    out = {name: np.full(n, np.nan) for name in names}
     if n == 0 or vectors.shape[1] == 0 or len(log.pair_user) == 0:
-        return max_sim, mean_sim
+        return out
     described = np.diff(vectors.indptr) > 0
-    hist_len, hist = _recent_items(log, described, k)
+    hist_len, hist = _recent_items(log, described, max([k, *prefixes]))
     cand = np.flatnonzero(described[pi] & (hist_len[pu] > 0))
     if len(cand) == 0:
-        return max_sim, mean_sim
+        return out
     vectors_t = sp.csr_matrix(vectors.T)
     cand = cand[np.argsort(pi[cand], kind="stable")]
     cand_items = pi[cand]
@@ -704,7 +782,12 @@ def _content_similarity(
             local = np.searchsorted(block_items, pi[rows])
             lengths = hist_len[pu[rows]]
             values = sims[(local * n_items)[:, None] + hist[pu[rows]]]
-            inside = slots < lengths[:, None]
-            max_sim[rows] = np.where(inside, values, -np.inf).max(axis=1)
-            mean_sim[rows] = np.where(inside, values, 0.0).sum(axis=1) / lengths
-    return max_sim, mean_sim
+            used = np.minimum(lengths, k)
+            inside = slots < used[:, None]
+            out["max"][rows] = np.where(inside, values, -np.inf).max(axis=1)
+            out["mean"][rows] = np.where(inside, values, 0.0).sum(axis=1) / used
+            for j in prefixes:
+                used_j = np.minimum(lengths, j)
+                inside_j = slots < used_j[:, None]
+                out[f"mean{j}"][rows] = np.where(inside_j, values, 0.0).sum(axis=1) / used_j
+    return out
