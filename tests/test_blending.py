@@ -398,6 +398,37 @@ def test_trial_scorer_counts_a_repeated_relevant_pair_once() -> None:
         assert scorer.value(w, metric) == pytest.approx(expected[f"{metric}@10"]), metric
 
 
+def test_trial_scorer_scores_a_subset_of_users_like_topn_metrics() -> None:
+    df, truth = random_fold(2, 25)
+    names = ["a", "b", "c"]
+    scorer = TrialScorer(df, truth, names, k=10)
+    rows = np.array([0, 3, 4, 9, 17, 30])
+    users = np.unique(df["user_idx"])[rows]
+    w = np.array([0.2, 0.5, 0.3])
+    recs = rank_by(df, hybrid_score(df, dict(zip(names, w, strict=True))), n=10)
+    sub_truth = truth[truth["user_idx"].isin(users)]
+    expected = topn_metrics(recs[recs["user_idx"].isin(users)], sub_truth, [10])
+    for metric in TrialScorer.METRICS:
+        got = scorer.value(w, metric, rows)
+        assert got == pytest.approx(expected[f"{metric}@10"], rel=1e-9), metric
+
+
+def test_search_bags_average_the_winners_of_halves() -> None:
+    df, truth = random_fold(7)
+    names = ["a", "b", "c"]
+    one = BlendConfig(search=True, search_trials=40)
+    bagged = one.model_copy(update={"search_bags": 6})
+    w1, _ = search_weights(df, truth, names, one, seed=3)
+    wb, vb = search_weights(df, truth, names, bagged, seed=3)
+    assert wb != w1 and sum(wb.values()) == pytest.approx(1.0, abs=1e-3)
+    # an average of several winners spreads weight over more models than one argmax
+    assert sum(v > 0.01 for v in wb.values()) >= sum(v > 0.01 for v in w1.values())
+    assert search_weights(df, truth, names, bagged, seed=3) == (wb, vb)
+    assert search_weights(df, truth, names, bagged, seed=4) != (wb, vb)
+    w = np.array([wb[m] for m in names])
+    assert TrialScorer(df, truth, names, 10).value(w / w.sum(), "ndcg") == pytest.approx(vb)
+
+
 def test_trial_scorer_rejects_unknown_metric() -> None:
     df, truth = random_fold(0)
     with pytest.raises(ValueError, match="search_metric"):
@@ -443,7 +474,7 @@ def test_search_weights_finds_the_informative_model() -> None:
 
 # --------------------------------------------------------------------------- the stage
 
-ENABLED = ("popularity", "itemknn", "ease")
+ENABLED = ("popularity", "itemknn", "ease", "seqknn")
 SEARCH_TRIALS = 40
 
 
@@ -470,6 +501,7 @@ def write_params(path: Path, blend_block: dict | None = None) -> Path:
             "svd": {"enabled": False},
             "als": {"enabled": False},
             "tfidf": {"enabled": False},
+            "seqknn": {"n": 20},
         },
         "blend": blend_block
         or {
