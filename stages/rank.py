@@ -4,9 +4,11 @@ Usage: ``python -m stages.rank --split data/split --prepared data/prepared --ble
 --features data/features --model-dir models/ranker --out data/rank --summary
 reports/ranker.json``. Reads params ``ranker``, ``features`` and ``seed``.
 
-Writes ``<model-dir>/model.json`` (XGBoost), ``<model-dir>/importance.json`` (total gain per
-feature), ``<out>/test_recs.parquet`` (the ranker's top-N of the test fold's candidates) and
-a training summary. Only the valid fold's targets are read (as labels).
+Writes ``<model-dir>/model.json`` (XGBoost), ``<model-dir>/scoring.json`` (the feature
+columns in order and the base-margin column the trees start from, which applying the model
+needs), ``<model-dir>/importance.json`` (total gain per feature), ``<out>/test_recs.parquet``
+(the ranker's top-N of the test fold's candidates) and a training summary.
+Only the valid fold's targets are read (as labels).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from stages.core.ranking import (
     labels,
     predict,
     select_features,
+    top_candidates,
     train,
 )
 
@@ -41,10 +44,18 @@ log = get_logger("rank")
 
 
 def describe(
-    fold: Fold, blend_dir: Path, features_dir: Path, items: pd.DataFrame, cfg: FeaturesConfig
+    fold: Fold,
+    blend_dir: Path,
+    features_dir: Path,
+    items: pd.DataFrame,
+    cfg: FeaturesConfig,
+    rcfg: RankerConfig | None = None,
 ) -> pd.DataFrame:
-    """The fold's candidate pairs with every feature, sorted by user and item."""
+    """The fold's candidate pairs the ranker works on (all, or each user's
+    ``rcfg.rerank_top``) with every feature, sorted by user and item."""
     blend = pd.read_parquet(blend_dir / f"{fold.name}.parquet")
+    if rcfg is not None:
+        blend = top_candidates(blend, rcfg)
     uf = pd.read_parquet(features_dir / fold.name / "users.parquet")
     itf = pd.read_parquet(features_dir / fold.name / "items.parquet")
     pf = pair_features(blend[KEY], fold.history, items, history_now(fold.history), cfg)
@@ -68,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     blend_dir, features_dir = Path(args.blend), Path(args.features)
 
     valid = load_fold(args.split, "valid")
-    train_df = describe(valid, blend_dir, features_dir, items, fcfg)
+    train_df = describe(valid, blend_dir, features_dir, items, fcfg, cfg)
     try:
         select_features(list(train_df.columns), cfg)
     except ConfigError as exc:
@@ -87,13 +98,22 @@ def main(argv: list[str] | None = None) -> int:
     del train_df
 
     test = load_fold(args.split, "test")
-    test_df = describe(test, blend_dir, features_dir, items, fcfg)
+    test_df = describe(test, blend_dir, features_dir, items, fcfg, cfg)
     recs = rank_by(test_df, predict(result, test_df), cfg.n)
 
     model_dir = Path(args.model_dir)
     with atomic_path(model_dir / "model.json") as tmp:
         tmp.write_bytes(bytes(result.model.get_booster().save_raw(raw_format="json")))
     write_json(importance(result), model_dir / "importance.json")
+    # what applying model.json needs besides it: the feature columns and the starting score
+    write_json(
+        {
+            "features": result.features,
+            "base_margin": cfg.base_margin,
+            "base_margin_scale": cfg.base_margin_scale,
+        },
+        model_dir / "scoring.json",
+    )
     write_parquet(recs, Path(args.out) / "test_recs.parquet")
     write_json(
         {

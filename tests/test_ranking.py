@@ -29,8 +29,10 @@ from stages.core.ranking import (
     TrainResult,
     importance,
     labels,
+    margin,
     predict,
     select_features,
+    top_candidates,
     train,
 )
 
@@ -110,6 +112,22 @@ def test_select_features_nothing_left() -> None:
 # --------------------------------------------------------------------------- labels
 
 
+def test_top_candidates_keeps_each_users_best_by_the_hybrid() -> None:
+    df = pd.DataFrame(
+        {
+            "user_idx": [0, 0, 0, 0, 1, 1],
+            "item_idx": [1, 2, 3, 4, 1, 2],
+            "m_hybrid": [0.5, np.nan, 0.9, 0.5, -1.0, 2.0],
+        }
+    )
+    top = top_candidates(df, RankerConfig(rerank_top=2))
+    # u0: 3 (0.9), then 1 beats 4 on the tie (lower item), NaN last; u1 keeps both
+    assert top[KEY].values.tolist() == [[0, 1], [0, 3], [1, 1], [1, 2]]
+    assert top_candidates(df, RankerConfig(rerank_top=None)).equals(df)
+    with pytest.raises(ConfigError, match="rerank_top needs the blend's m_hybrid"):
+        top_candidates(df.drop(columns="m_hybrid"), RankerConfig(rerank_top=2))
+
+
 def test_labels() -> None:
     pairs = pd.DataFrame({"user_idx": [0, 0, 1, 2, 2], "item_idx": [1, 2, 1, 5, 6]})
     targets = pd.DataFrame(
@@ -174,7 +192,14 @@ def ndcg_at_10(df: pd.DataFrame, scores: np.ndarray, targets: pd.DataFrame) -> f
 
 
 # One thread: the results do not depend on it (checked below), and tests run side by side.
-STRONG_CFG = {"features": FEATURES, "n_estimators": 50, "early_stopping_rounds": 10, "n_threads": 1}
+# No blend column in these frames: the trees start from 0 unless a test says otherwise.
+STRONG_CFG = {
+    "features": FEATURES,
+    "n_estimators": 50,
+    "early_stopping_rounds": 10,
+    "n_threads": 1,
+    "base_margin": None,
+}
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +235,47 @@ def test_users_without_positive_are_left_out_and_counted(strong: dict) -> None:
 def test_train_needs_two_users_with_a_positive() -> None:
     df, y, _ = planted(5, seed=0, without_positive=4)
     with pytest.raises(ValueError, match="fewer than 2 users"):
-        train(df, y, RankerConfig(features=FEATURES, n_estimators=5, n_threads=1), seed=0)
+        train(df, y, RankerConfig(**{**STRONG_CFG, "n_estimators": 5}), seed=0)
+
+
+def test_more_folds_than_users_is_a_clear_error() -> None:
+    df, y, _ = planted(6, seed=0, without_positive=2)
+    with pytest.raises(ValueError, match="cannot fill ranker.cv_folds = 5"):
+        train(df, y, RankerConfig(**STRONG_CFG), seed=0)
+    assert train(df, y, RankerConfig(**{**STRONG_CFG, "cv_folds": 4}), seed=0).users_used == 4
+
+
+def test_trees_start_from_the_base_margin(strong: dict) -> None:
+    # The signal only as the starting score (not a feature): one small tree keeps its order.
+    cfg = RankerConfig(
+        **{**STRONG_CFG, "base_margin": "p_signal", "n_estimators": 1, "learning_rate": 0.01},
+        exclude=["p_signal"],
+    )
+    result = train(strong["df"], strong["y"], cfg, seed=1)
+    assert "p_signal" not in result.features
+    scores = predict(result, strong["test"])
+    assert ndcg_at_10(strong["test"], scores, strong["targets"]) >= 0.95
+    # predictions are the margin plus the trees' output
+    no_margin = result.model.predict(strong["test"][result.features], output_margin=True)
+    np.testing.assert_allclose(
+        scores - no_margin, strong["test"]["p_signal"].to_numpy(), rtol=1e-5, atol=1e-5
+    )
+    doubled = predict(
+        train(strong["df"], strong["y"], cfg.model_copy(update={"base_margin_scale": 2.0}), seed=1),
+        strong["test"],
+    )
+    assert not np.array_equal(doubled, scores)
+
+
+def test_missing_base_margin_counts_as_the_users_lowest() -> None:
+    df = pd.DataFrame(
+        {"user_idx": [0, 0, 0, 1, 1], "m_hybrid": [2.0, np.nan, -1.0, np.nan, np.nan]}
+    )
+    got = margin(df, RankerConfig(base_margin_scale=3.0))
+    np.testing.assert_array_equal(got, [6.0, -3.0, -3.0, 0.0, 0.0])
+    assert margin(df, RankerConfig(base_margin=None)) is None
+    with pytest.raises(ConfigError, match="ranker.base_margin: no column 'm_blend'"):
+        margin(df, RankerConfig(base_margin="m_blend"))
 
 
 def test_importance_names_every_feature_and_ranks_the_planted_one_first(strong: dict) -> None:
@@ -219,7 +284,7 @@ def test_importance_names_every_feature_and_ranks_the_planted_one_first(strong: 
     assert list(gain) == sorted(result.features)
     assert all(v >= 0 for v in gain.values())
     assert max(gain, key=gain.get) == "p_signal"
-    assert gain["p_signal"] > 10 * sum(v for k, v in gain.items() if k != "p_signal")
+    assert gain["p_signal"] > 3 * sum(v for k, v in gain.items() if k != "p_signal")
 
 
 def test_ranker_is_deterministic_for_a_seed_and_any_thread_count(strong: dict) -> None:
@@ -240,7 +305,13 @@ def with_weak_signals(df: pd.DataFrame, y: np.ndarray, seed: int) -> pd.DataFram
     return df
 
 
-WEAK_BASE = {"features": FEATURES, "n_estimators": 30, "early_stopping_rounds": 100, "n_threads": 1}
+WEAK_BASE = {
+    "features": FEATURES,
+    "n_estimators": 30,
+    "early_stopping_rounds": 100,
+    "n_threads": 1,
+    "base_margin": None,
+}
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +343,9 @@ def weak_train(weak: dict, **overrides: object) -> TrainResult:
         {"n_estimators": 5},  # with refit (the default): fewer trees in the final model
         {"objective": "rank:pairwise"},
         {"objective": "rank:map"},
-        {"refit": False},
+        {"cv_folds": 1},
+        {"cv_folds": 3},
+        {"base_margin": "p_weak0"},
         {"min_child_weight": 20.0},
         {"subsample": 0.5},
         {"reg_lambda": 50.0},
@@ -282,6 +355,12 @@ def weak_train(weak: dict, **overrides: object) -> TrainResult:
 def test_each_setting_changes_the_predictions(weak: dict, overrides: dict) -> None:
     changed = predict(weak_train(weak, **overrides), weak["test"])
     assert np.array_equal(weak["base"], changed) == (not overrides)
+
+
+def test_refit_matters_with_a_single_holdout(weak: dict) -> None:
+    one = predict(weak_train(weak, cv_folds=1), weak["test"])
+    kept = predict(weak_train(weak, cv_folds=1, refit=False), weak["test"])
+    assert not np.array_equal(one, kept)
 
 
 def test_n_estimators_caps_the_trees_with_refit(weak: dict) -> None:
@@ -361,11 +440,20 @@ def test_rank_stage_writes_model_importance_recs_and_summary(ranked: tuple) -> N
     key = pd.MultiIndex.from_frame(blend_test[["user_idx", "item_idx"]])
     assert pd.MultiIndex.from_frame(recs[["user_idx", "item_idx"]]).isin(key).all()
     assert set(recs["user_idx"]) == set(blend_test["user_idx"])
-    # model.json is the model that ranked: its scores on the test pairs give the same recs.
+    # model.json with scoring.json is the model that ranked: its scores on the test pairs,
+    # started from the base margin it names, give the same recs.
+    scoring = json.loads((out / "model" / "scoring.json").read_text())
+    assert scoring == {
+        "features": booster.feature_names,
+        "base_margin": "m_hybrid",
+        "base_margin_scale": 1.0,
+    }
     items, _ = load_catalogue(p.prepared)
     test = load_fold(p.split, "test")
     pairs = rank.describe(test, blend_out / "blend", p.root / "features", items, FeaturesConfig())
-    scores = booster.predict(xgb.DMatrix(pairs[booster.feature_names].astype(np.float32)))
+    start = margin(pairs, RankerConfig(base_margin=scoring["base_margin"]))
+    matrix = xgb.DMatrix(pairs[scoring["features"]].astype(np.float32), base_margin=start)
+    scores = booster.predict(matrix, output_margin=True)
     expected = rank_by(pairs, scores, 15)
     pd.testing.assert_frame_equal(recs[KEY + ["rank"]], expected[KEY + ["rank"]])
     np.testing.assert_allclose(recs["score"], expected["score"], rtol=1e-5, atol=1e-6)

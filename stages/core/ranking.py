@@ -40,16 +40,36 @@ class RankerConfig(Config):
     reg_lambda: float = Field(5.0, ge=0, description="L2 penalty on leaf weights")
     reg_alpha: float = Field(0.0, ge=0, description="L1 penalty on leaf weights")
     pair_method: Literal["topk", "mean"] = Field(
-        "topk", description="lambdarank_pair_method: how pairs are built per query"
+        "mean",
+        description="lambdarank_pair_method: topk pairs every item with the top "
+        "pairs_per_sample; mean samples pairs_per_sample pairs per item",
     )
     pairs_per_sample: int = Field(8, ge=1, description="lambdarank_num_pair_per_sample")
     eval_at: int = Field(10, ge=1, description="K of the NDCG@K used for early stopping")
     early_stopping_rounds: int = Field(50, ge=1, description="stop after this many flat rounds")
+    cv_folds: int = Field(
+        5,
+        ge=1,
+        description="users with a positive are split into this many folds; a ranker is "
+        "trained with each fold held out, and the number of trees is where the holdout "
+        "NDCG averaged over folds peaks (steadier than one holdout); 1: a single holdout "
+        "of holdout_share",
+    )
     holdout_share: float = Field(
-        0.2, gt=0, lt=1, description="share of valid users held out for early stopping"
+        0.2, gt=0, lt=1, description="with cv_folds 1: share of valid users held out"
     )
     refit: bool = Field(
-        True, description="after early stopping, refit on all valid users with that many trees"
+        True,
+        description="refit on all valid users with the number of trees found (always done "
+        "with cv_folds > 1); false with cv_folds 1: keep the model fitted without the holdout",
+    )
+    base_margin: str | None = Field(
+        "m_hybrid",
+        description="column every pair's score starts from, so the trees learn corrections "
+        "to it (the blend's hybrid by default); null: start from 0",
+    )
+    base_margin_scale: float = Field(
+        1.0, gt=0, description="the base_margin column is multiplied by this"
     )
     n_threads: int = Field(2, ge=1, description="XGBoost threads (results do not depend on it)")
     features: list[str] = Field(
@@ -66,6 +86,13 @@ class RankerConfig(Config):
     )
     exclude: list[str] = Field(
         default_factory=list, description="glob patterns removed from the selected features"
+    )
+    rerank_top: int | None = Field(
+        100,
+        ge=1,
+        description="only each user's top this many candidates by the blend's m_hybrid are "
+        "ranked (trained on and re-ordered): a cascade, faster and trained where the top of "
+        "the list is decided; null: every candidate",
     )
     n: int = Field(100, ge=1, description="length of the ranker's top-N list per user")
 
@@ -103,6 +130,23 @@ def assemble(
     return df.join(pf, on=KEY)
 
 
+def top_candidates(df: pd.DataFrame, cfg: RankerConfig) -> pd.DataFrame:
+    """The pairs the ranker works on: each user's ``cfg.rerank_top`` best by ``m_hybrid``
+    (ties: lower item index), in the order of ``df``; all of them when it is null."""
+    if cfg.rerank_top is None:
+        return df
+    if "m_hybrid" not in df.columns:
+        raise ConfigError("params.yaml: ranker.rerank_top needs the blend's m_hybrid column")
+    score = df["m_hybrid"].astype(np.float64).fillna(-np.inf).to_numpy()
+    order = np.lexsort((df["item_idx"].to_numpy(), -score, df["user_idx"].to_numpy()))
+    users = df["user_idx"].to_numpy()[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1] if len(users) else np.zeros(0, int)
+    rank = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
+    keep = np.zeros(len(df), dtype=bool)
+    keep[order] = rank < cfg.rerank_top
+    return df[keep].reset_index(drop=True)
+
+
 def labels(pairs: pd.DataFrame, targets: pd.DataFrame) -> np.ndarray:
     """1 where the pair is a relevant target of the fold, else 0."""
     rel = targets.loc[targets["relevant"], KEY]
@@ -111,11 +155,29 @@ def labels(pairs: pd.DataFrame, targets: pd.DataFrame) -> np.ndarray:
     )
 
 
+def margin(df: pd.DataFrame, cfg: RankerConfig) -> np.ndarray | None:
+    """The starting score of each pair (``cfg.base_margin`` times its scale), or None.
+
+    A pair without a value starts at its user's lowest one (0 when the user has none), the
+    same reading of "missing" as in the blend: no evidence for the pair.
+    """
+    if cfg.base_margin is None:
+        return None
+    if cfg.base_margin not in df.columns:
+        raise ConfigError(
+            f"params.yaml: ranker.base_margin: no column {cfg.base_margin!r} among the features"
+        )
+    col = df[cfg.base_margin].astype(np.float64)
+    floor = col.groupby(df["user_idx"]).transform("min").fillna(0.0)
+    return (cfg.base_margin_scale * col.fillna(floor)).to_numpy(np.float64)
+
+
 @dataclass
 class TrainResult:
     """The fitted ranker and what happened while fitting it."""
 
     model: xgb.XGBRanker
+    config: RankerConfig
     features: list[str]
     best_iteration: int
     users_used: int
@@ -159,35 +221,73 @@ def train(df: pd.DataFrame, y: np.ndarray, cfg: RankerConfig, seed: int) -> Trai
     if len(keep_users) < 2:
         raise ValueError("fewer than 2 users have a positive among their candidates: cannot train")
     rng = np.random.default_rng(seed)
-    n_hold = max(1, int(round(cfg.holdout_share * len(keep_users))))
-    hold = np.zeros(len(keep_users), dtype=bool)
-    hold[rng.permutation(len(keep_users))[:n_hold]] = True
-    in_keep = np.isin(users, keep_users)
-    in_hold = np.isin(users, keep_users[hold])
-    fit_rows, hold_rows = in_keep & ~in_hold, in_hold
+    # Fold of every kept user: 0..cv_folds-1, or with one fold 1 = the holdout, 0 = fitting.
+    if cfg.cv_folds > 1:
+        if len(keep_users) < cfg.cv_folds:
+            raise ValueError(
+                f"{len(keep_users)} users with a positive cannot fill ranker.cv_folds = "
+                f"{cfg.cv_folds}: lower it"
+            )
+        fold_of = rng.permutation(len(keep_users)) % cfg.cv_folds
+    else:
+        n_hold = max(1, int(round(cfg.holdout_share * len(keep_users))))
+        fold_of = np.zeros(len(keep_users), dtype=np.int64)
+        fold_of[rng.permutation(len(keep_users))[:n_hold]] = 1
+    row_fold = pd.Series(fold_of, index=keep_users).reindex(users).to_numpy()
+    in_keep = ~np.isnan(row_fold)
     # A frame (not an array) so the booster keeps the feature names for importances.
     X = df[feats].astype(np.float32)
+    base = margin(df, cfg)
 
-    model = _ranker(cfg, seed, cfg.n_estimators, early_stop=True)
-    model.fit(
-        X[fit_rows],
-        y[fit_rows],
-        qid=users[fit_rows],
-        eval_set=[(X[hold_rows], y[hold_rows])],
-        eval_qid=[users[hold_rows]],
-        verbose=False,
-    )
-    best = int(model.best_iteration)
-    holdout = float(model.evals_result()["validation_0"][f"ndcg@{cfg.eval_at}"][best])
-    if cfg.refit:
+    def part(rows: np.ndarray) -> np.ndarray | None:
+        return None if base is None else base[rows]
+
+    def fit(rows: np.ndarray, n_trees: int, hold: np.ndarray | None) -> xgb.XGBRanker:
+        model = _ranker(cfg, seed, n_trees, early_stop=hold is not None)
+        evals = {}
+        if hold is not None:
+            evals = {
+                "eval_set": [(X[hold], y[hold])],
+                "eval_qid": [users[hold]],
+                "base_margin_eval_set": None if base is None else [part(hold)],
+            }
+        model.fit(X[rows], y[rows], qid=users[rows], base_margin=part(rows), verbose=False, **evals)
+        return model
+
+    # The holdout NDCG of each round, averaged over folds; a fold that stopped early keeps
+    # its last value for the rounds it did not grow (it was past its best).
+    held_out = [1] if cfg.cv_folds == 1 else range(cfg.cv_folds)
+    curves = np.zeros((len(held_out), cfg.n_estimators))
+    for k, f in enumerate(held_out):
+        model = fit(in_keep & (row_fold != f), cfg.n_estimators, in_keep & (row_fold == f))
+        curve = np.asarray(model.evals_result()["validation_0"][f"ndcg@{cfg.eval_at}"])
+        curves[k] = np.r_[curve, np.full(cfg.n_estimators - len(curve), curve[-1])]
+    mean_curve = curves.mean(axis=0)
+    best = int(np.argmax(mean_curve))
+    if cfg.refit or cfg.cv_folds > 1:
+        model = fit(in_keep, best + 1, None)
+    else:
+        # the holdout model itself, cut to its best round
         model = _ranker(cfg, seed, best + 1, early_stop=False)
-        model.fit(X[in_keep], y[in_keep], qid=users[in_keep], verbose=False)
-    return TrainResult(model, feats, best + 1, int(len(keep_users)), dropped, holdout)
+        model.fit(
+            X[in_keep & (row_fold == 0)],
+            y[in_keep & (row_fold == 0)],
+            qid=users[in_keep & (row_fold == 0)],
+            base_margin=part(in_keep & (row_fold == 0)),
+            verbose=False,
+        )
+    return TrainResult(
+        model, cfg, feats, best + 1, int(len(keep_users)), dropped, float(mean_curve[best])
+    )
 
 
 def predict(result: TrainResult, df: pd.DataFrame) -> np.ndarray:
     """Ranker scores for the pairs of ``df`` (any fold described like the training one)."""
-    return result.model.predict(df[result.features].astype(np.float32)).astype(np.float32)
+    return result.model.predict(
+        df[result.features].astype(np.float32),
+        base_margin=margin(df, result.config),
+        output_margin=True,
+    ).astype(np.float32)
 
 
 def importance(result: TrainResult) -> dict[str, float]:
