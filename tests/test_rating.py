@@ -231,3 +231,96 @@ def test_item_table_without_content_columns() -> None:
     genres, decades = item_content(pd.DataFrame({"title": ["x", "y"]}))
     assert genres.shape[0] == decades.shape[0] == 2
     assert genres.nnz == decades.nnz == 0
+
+
+# --------------------------------------------------------------------------- the rate stage
+
+
+def _stage_project(root, rated: bool) -> tuple:
+    """A split folder and a prepared folder from the planted ratings (or without ratings)."""
+    import yaml
+
+    from stages.core.io import write_many
+
+    data = planted()
+    n = len(data["users"])
+    inter = pd.DataFrame(
+        {
+            "user_id": data["users"].astype(str),
+            "item_id": data["items"].astype(str),
+            "user_idx": data["users"],
+            "item_idx": data["items"],
+            "rating": data["ratings"] if rated else np.nan,
+            "event": "rating" if rated else "view",
+            "weight": 1.0,
+            "timestamp": np.arange(n, dtype=np.int64),
+        }
+    )
+    part = np.random.default_rng(1).choice(3, n, p=[0.6, 0.2, 0.2])
+    items = data["table"].assign(
+        item_idx=np.arange(N_ITEMS), item_id=np.arange(N_ITEMS).astype(str)
+    )
+    users = pd.DataFrame(
+        {"user_idx": np.arange(N_USERS), "user_id": np.arange(N_USERS).astype(str)}
+    )
+    split_dir, prepared = root / "split", root / "prepared"
+    frames = {
+        split_dir / "train.parquet": inter[part == 0],
+        split_dir / "valid.parquet": inter[part == 1],
+        prepared / "items.parquet": items,
+        prepared / "users.parquet": users,
+    }
+    write_many(frames)
+    params = root / "params.yaml"
+    block = {"svd": {"factors": 8, "epochs": 20}, "knn_k": 20}
+    params.write_text(yaml.safe_dump({"seed": 3, "rating": block}))
+    test = inter[part == 2]
+    return split_dir, prepared, params, test
+
+
+def _run_rate(root, split_dir, prepared, params) -> int:
+    from stages import rate
+
+    argv = ["--split", str(split_dir), "--prepared", str(prepared)]
+    return rate.main([*argv, "--model-dir", str(root / "model"), "--params", str(params)])
+
+
+def test_rate_stage_fits_on_train_and_valid_and_predicts_held_out_ratings(tmp_path) -> None:
+    import json
+
+    from stages.candidates import load_model
+
+    split_dir, prepared, params, test = _stage_project(tmp_path, rated=True)
+    assert _run_rate(tmp_path, split_dir, prepared, params) == 0
+    meta = json.loads((tmp_path / "model/meta.json").read_text())
+    assert meta["enabled"] is True
+    assert meta["rated_pairs"] == len(planted()["users"]) - len(test)  # train + valid
+    model = load_model(tmp_path / "model/model.pkl")
+    pred = model.predict_ratings(test["user_idx"].to_numpy(), test["item_idx"].to_numpy())
+    mean_only = rmse(np.full(len(test), test["rating"].mean()), test["rating"].to_numpy())
+    assert rmse(pred, test["rating"].to_numpy()) < 0.8 * mean_only
+
+
+def test_rate_stage_without_ratings_says_so_and_writes_no_model(tmp_path) -> None:
+    import json
+
+    split_dir, prepared, params, _ = _stage_project(tmp_path, rated=False)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model/model.pkl").write_bytes(b"stale")
+    assert _run_rate(tmp_path, split_dir, prepared, params) == 0
+    meta = json.loads((tmp_path / "model/meta.json").read_text())
+    assert meta["enabled"] is False and meta["reason"].startswith("0 rated pairs")
+    assert not (tmp_path / "model/model.pkl").exists()
+
+
+def test_rate_stage_disabled_and_misspelled_keys(tmp_path) -> None:
+    import json
+
+    import yaml
+
+    split_dir, prepared, params, _ = _stage_project(tmp_path, rated=True)
+    params.write_text(yaml.safe_dump({"seed": 3, "rating": {"enabled": False}}))
+    assert _run_rate(tmp_path, split_dir, prepared, params) == 0
+    assert json.loads((tmp_path / "model/meta.json").read_text())["enabled"] is False
+    params.write_text(yaml.safe_dump({"seed": 3, "rating": {"knn_kk": 3}}))
+    assert _run_rate(tmp_path, split_dir, prepared, params) == 2
