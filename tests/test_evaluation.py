@@ -109,6 +109,18 @@ def fixed_list(users: np.ndarray, items: list[int]) -> pd.DataFrame:
     )
 
 
+def blend_stand_in(users: np.ndarray, history: pd.DataFrame) -> pd.DataFrame:
+    """Per user: the first unseen of a fixed order, then the cold item, then four more unseen
+    (a list like the blend's: never an item of the user's history)."""
+    seen = set(zip(history["user_idx"], history["item_idx"], strict=True))
+    order = [3, 20, 1, 16, 7, 2, 22, 4, 18, 5, 25]
+    parts = []
+    for u in users:
+        fresh = [i for i in order if (u, i) not in seen]
+        parts.append(fixed_list(np.array([u]), [fresh[0], COLD_ITEM, *fresh[1:5]]))
+    return pd.concat(parts, ignore_index=True)
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with the stage's inputs: split, prepared, candidates, blend, models, params."""
@@ -141,9 +153,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "models/ease/test").mkdir(parents=True)
     (root / "models/ease/test/meta.json").write_text('{"enabled": false}')
     (root / "blend").mkdir()
-    fixed_list(target_users, [3, COLD_ITEM, 20, 1, 16, 7]).to_parquet(
-        root / "blend/test_recs.parquet", index=False
-    )
+    blend_stand_in(target_users, history).to_parquet(root / "blend/test_recs.parquet", index=False)
     (root / "importance.json").write_text(json.dumps({"m_als_rank": 3.5, "u_events": 1.25}))
     (root / "params.yaml").write_text(yaml.safe_dump({"seed": 7, "eval": EVAL}))
     return root
@@ -369,6 +379,21 @@ def test_bad_ranks_name_the_file(project: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"gaps\.parquet.*gaps") as info:
         evaluate.run(args, parse(EVAL, EvalConfig, "eval"), seed=7)
     assert info.value.column == "rank"
+
+
+def test_a_list_with_a_seen_item_is_an_error_naming_the_row(project: Path, tmp_path: Path) -> None:
+    recs = pd.read_parquet(project / "blend/test_recs.parquet")
+    history = pd.read_parquet(project / "split/train.parquet")
+    u, i = int(history["user_idx"].iloc[0]), int(history["item_idx"].iloc[0])
+    row = int(np.flatnonzero(recs["user_idx"].to_numpy() == u)[3])
+    recs.loc[row, "item_idx"] = i  # the user's own history item, at rank 4
+    bad = tmp_path / "leaky.parquet"
+    recs.to_parquet(bad)
+    args = evaluate.parser().parse_args(argv(project, tmp_path / "o", blend=str(bad)))
+    with pytest.raises(DataError, match=r"leaky\.parquet.*'item_idx'.*already has") as info:
+        evaluate.run(args, parse(EVAL, EvalConfig, "eval"), seed=7)
+    assert info.value.row == row + 1
+    assert f"user_idx {u}, item_idx {i}" in str(info.value)
 
 
 # --------------------------------------------------------------------------- pure parts

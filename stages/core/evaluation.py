@@ -231,6 +231,9 @@ class FoldData:
     """Per item, its popularity bucket: 1 = the most popular 1/bins of the catalogue."""
     item_vectors: sp.csr_matrix
     """Item features for diversity (rows = ``item_idx``; no columns: diversity is NaN)."""
+    seen_keys: np.ndarray
+    """Sorted distinct ``user_idx * n_items + item_idx`` of the history (items a list must
+    not hold: recommendations exclude what the user already has)."""
 
     @property
     def users(self) -> np.ndarray:
@@ -334,6 +337,7 @@ def prepare_fold(
         item_events=item_events,
         popularity_bucket=popularity_buckets(item_users, cfg.popularity_bins),
         item_vectors=sp.csr_matrix(item_vectors),
+        seen_keys=np.sort(pair_key),
     )
 
 
@@ -394,17 +398,37 @@ def popularity_shares(recs: pd.DataFrame, fold: FoldData, k: int, bins: int) -> 
     return counts / counts.sum() if counts.sum() else np.full(bins, np.nan)
 
 
+def _check_unseen(recs: pd.DataFrame, fold: FoldData) -> None:
+    """A list that holds an item of the user's history is an error naming the first row."""
+    keys = recs["user_idx"].to_numpy(np.int64) * fold.n_items + recs["item_idx"].to_numpy(np.int64)
+    if len(fold.seen_keys) == 0 or len(keys) == 0:
+        return
+    pos = np.minimum(np.searchsorted(fold.seen_keys, keys), len(fold.seen_keys) - 1)
+    seen = fold.seen_keys[pos] == keys
+    if seen.any():
+        first = int(np.flatnonzero(seen)[0])
+        raise DataError(
+            f"{int(seen.sum())} recommendations are items the user already has in the history, "
+            f"e.g. user_idx {int(recs['user_idx'].iloc[first])}, "
+            f"item_idx {int(recs['item_idx'].iloc[first])}",
+            column="item_idx",
+            row=first + 1,
+        )
+
+
 def evaluate_model(recs: pd.DataFrame, fold: FoldData, cfg: EvalConfig) -> ModelResult:
     """Score one model's ranked list (``user_idx, item_idx, rank``) on the fold.
 
     Raises :class:`DataError` (naming the column) for malformed lists: missing columns,
-    non-integer or gapped ranks, repeated items, items outside the catalogue.
+    non-integer or gapped ranks, repeated items, items outside the catalogue, and items the
+    user already has in the history (every model is scored on new items only).
     """
     _require(recs, REC_COLUMNS, "recommendations")
     for col in REC_COLUMNS:
         if not pd.api.types.is_integer_dtype(recs[col]):
             raise DataError(f"must be an integer column, got {recs[col].dtype}", column=col)
     _check_index(recs["item_idx"].to_numpy(), fold.n_items, "recommendations", "item_idx")
+    _check_unseen(recs, fold)
 
     ks = sorted(cfg.ks)
     # Every metric reads only the head of the lists; cutting once here saves each metric
