@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -75,8 +76,23 @@ def dvc(repo: Path, *args: str) -> str:
     return sh(repo, str(Path(sys.executable).parent / "dvc"), *args)
 
 
+def dvc_json(repo: Path, *args: str) -> dict:
+    """A `dvc ... --json` command's answer (stdout only: warnings go to stderr)."""
+    cmd = [str(Path(sys.executable).parent / "dvc"), *args, "--json"]
+    proc = subprocess.run(cmd, cwd=repo, env=e2e_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(proc.stdout)
+
+
 def git(repo: Path, *args: str) -> str:
     return sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", *args)
+
+
+def reset(repo: Path) -> None:
+    """Back to the committed baseline: tracked files from git, outputs from DVC's cache."""
+    git(repo, "checkout", "--", ".")
+    dvc(repo, "checkout", "--force")
 
 
 @pytest.fixture(scope="session")

@@ -76,3 +76,66 @@ def test_presets_compose() -> None:
     assert ms["data"]["source"] == "movielens"
     tiny = compose_params("+experiment=tiny")
     assert tiny["data"]["n_events"] < 10_000
+
+
+def _load_params_keys(module_file: Path) -> set[str]:
+    """The params blocks a stage module passes to ``load_params`` (string literals)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(module_file.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "load_params":
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.add(arg.value)
+    return found
+
+
+def test_params_constants_are_what_the_code_loads() -> None:
+    """Guards the PARAMS constants above: a new load_params call must be declared too."""
+    for name in dvc_stages():
+        if name == "candidates":
+            continue
+        module = importlib.import_module(f"stages.{name}")
+        loaded = _load_params_keys(ROOT / "stages" / f"{name}.py")
+        assert loaded == set(module.PARAMS), name
+
+
+def _imported_modules(modules: list[str]) -> dict[str, set[str]]:
+    """For each module, the project files that importing it loads (each in a fresh process,
+    all processes at once)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib, sys; importlib.import_module(sys.argv[1]); "
+        "print('\\n'.join(m.__file__ for n, m in sys.modules.items() "
+        "if n.startswith('stages') and getattr(m, '__file__', None)))"
+    )
+    procs = {
+        m: subprocess.Popen(
+            [sys.executable, "-c", code, m], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for m in modules
+    }
+    out = {}
+    for m, proc in procs.items():
+        stdout, _ = proc.communicate()
+        assert proc.returncode == 0, m
+        files = {Path(line).resolve().relative_to(ROOT).as_posix() for line in stdout.split()}
+        out[m] = {f for f in files if not f.endswith("__init__.py")}
+    return out
+
+
+def test_stages_depend_on_every_module_they_import() -> None:
+    stages = dvc_stages()
+    imported = _imported_modules([f"stages.{name}" for name in stages])
+    for name, stage in stages.items():
+        if name == "candidates":
+            for model in MODELS:
+                deps = {d.replace("${item}", model) for d in stage["do"]["deps"]}
+                missing = imported["stages.candidates"] - deps
+                assert not missing, (name, model, missing)
+            continue
+        missing = imported[f"stages.{name}"] - set(stage["deps"])
+        assert not missing, (name, missing)

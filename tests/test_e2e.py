@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import dvc, git
+from tests.conftest import dvc, e2e_env, reset
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -28,7 +30,7 @@ def test_pipeline_writes_every_output(repo: Path) -> None:
     split = json.loads((repo / "reports/split.json").read_text())
     assert split["test_targets"]["pairs"] > 0 and split["valid_targets"]["pairs"] > 0
     for fold in ("valid", "test"):
-        for model in ("popularity", "itemknn", "svd", "als", "tfidf", "ease"):
+        for model in ("popularity", "itemknn", "svd", "als", "tfidf", "ease", "seqknn"):
             recs = pd.read_parquet(repo / f"data/candidates/{fold}/{model}.parquet")
             assert len(recs) > 0, (fold, model)
             assert (repo / f"models/{model}/{fold}/model.pkl").exists()
@@ -51,12 +53,6 @@ def test_second_repro_runs_nothing(repo: Path) -> None:
     out = dvc(repo, "repro")
     assert "up to date" in out.lower(), out
     assert "Running stage" not in out
-
-
-def reset(repo: Path) -> None:
-    """Back to the committed baseline: tracked files from git, outputs from DVC's cache."""
-    git(repo, "checkout", "--", ".")
-    dvc(repo, "checkout", "--force")
 
 
 def repro_with(repo: Path, edit, *targets: str) -> list[str]:
@@ -87,7 +83,8 @@ def test_split_change_reruns_split_and_later_not_ingest(repo: Path) -> None:
 def test_model_change_reruns_only_that_model(repo: Path) -> None:
     ran = repro_with(repo, lambda p: p["candidates"]["als"].update(factors=4))
     assert ran[0] == "candidates@als"
-    for other in ("ingest", "split", "features", "candidates@svd", "candidates@ease"):
+    others = ["popularity", "itemknn", "svd", "tfidf", "ease", "seqknn"]
+    for other in ["ingest", "split", "features", *(f"candidates@{m}" for m in others)]:
         assert other not in ran, ran
     assert "blend" in ran and "rank" in ran  # downstream of the ALS candidates
 
@@ -95,3 +92,44 @@ def test_model_change_reruns_only_that_model(repo: Path) -> None:
 def test_ranker_change_reruns_only_rank(repo: Path) -> None:
     ran = repro_with(repo, lambda p: p["ranker"].update(exclude=["p_*"]))
     assert ran == ["rank", "evaluate"], ran
+
+
+def test_failed_ingest_under_dvc_keeps_the_previous_outputs(repo: Path) -> None:
+    """`dvc repro` deletes a stage's outputs before it runs unless they persist: a run that
+    stops on bad input must leave the previous prepared tables and summary in place."""
+    watched = [
+        repo / "data/prepared/interactions.parquet",
+        repo / "data/prepared/items.parquet",
+        repo / "data/prepared/users.parquet",
+        repo / "reports/ingest.json",
+    ]
+    before = {p: p.read_bytes() for p in watched}
+    bad = repo / "data/user/bad.csv"
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_text("user_id,item_id,stars,timestamp\nu1,i1,4,100\nu2,i2,good,200\n")
+    params_file = repo / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    with open(ROOT / "conf/data/files.yaml") as f:
+        files_cfg = yaml.safe_load(f)
+    files_cfg.update(interactions="data/user/bad.csv", dep="data/user")
+    files_cfg["columns"]["rating"] = "stars"
+    params["data"] = files_cfg
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc_bin = Path(sys.executable).parent / "dvc"
+    try:
+        proc = subprocess.run(
+            [str(dvc_bin), "repro", "ingest"],
+            cwd=repo,
+            env=e2e_env(),
+            capture_output=True,
+            text=True,
+        )
+        after = {p: p.read_bytes() if p.exists() else None for p in watched}
+    finally:
+        bad.unlink()
+        reset(repo)
+    assert proc.returncode != 0
+    message = proc.stdout + proc.stderr
+    assert "data/user/bad.csv" in message and "'stars'" in message and "row 2" in message, message
+    for path in watched:
+        assert after[path] == before[path], path

@@ -33,7 +33,7 @@ from stages.core.review import (
     render_review,
     summary_line,
 )
-from tests.conftest import dvc, git, sh
+from tests.conftest import dvc, dvc_json, git, reset, sh
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["ndcg@10", "precision@10"]
@@ -400,34 +400,43 @@ def metrics_of(repo: Path) -> dict:
     return json.loads((repo / "reports/metrics.json").read_text())
 
 
-def reset(repo: Path) -> None:
-    """Back to the committed baseline: tracked files from git, outputs from DVC's cache."""
-    git(repo, "checkout", "--", ".")
-    dvc(repo, "checkout", "--force")
-
-
 @pytest.mark.e2e
 def test_e2e_identical_rerun_reviews_as_no_change(baseline: Path) -> None:
-    before = metrics_of(baseline)
+    committed = {
+        f: git(baseline, "show", f"HEAD:reports/{f}").encode()
+        for f in ("metrics.json", "segments.json", "intervals.json", "report.md")
+    }
     try:
         dvc(baseline, "repro", "--force")
+        rerun = {f: (baseline / "reports" / f).read_bytes() for f in committed}
         out = review_md(baseline)
     finally:
         reset(baseline)
-    assert out.splitlines()[2] == "**No significant changes** (48 comparisons).", out
+    # every stage ran again from scratch and wrote the same bytes
+    for name, data in committed.items():
+        assert rerun[name] == data, name
+    assert out.splitlines()[2] == "**No significant changes** (54 comparisons).", out
     assert "No params changed." in out
     # every per-user value is the same: the pipeline is deterministic for a seed
-    assert "<summary>8 models identical to the base:" in out, out
-    assert metrics_of(baseline) == before
+    assert "<summary>9 models identical to the base:" in out, out
 
 
 @pytest.mark.e2e
-def test_e2e_worse_als_is_flagged(baseline: Path) -> None:
+def test_e2e_worse_als_is_flagged(baseline: Path, tmp_path: Path) -> None:
     try:
         dvc(baseline, "exp", "run", *WORSE_ALS)
         out = review_md(baseline)
+        # the same change as two commits, compared the way a pull request is reviewed
+        git(baseline, "commit", "-qam", "worse ALS")
+        metrics_diff = dvc_json(baseline, "metrics", "diff", "HEAD~1", "HEAD")
+        dvc(baseline, "plots", "diff", "HEAD~1", "HEAD", "-o", str(tmp_path / "plots"))
     finally:
+        git(baseline, "reset", "-q", "--hard", "HEAD~1")
         reset(baseline)
+    changed = metrics_diff["reports/metrics.json"]
+    assert changed["als.ndcg@10"]["new"] < changed["als.ndcg@10"]["old"], changed
+    assert "ease.ndcg@10" not in changed  # EASE does not depend on ALS
+    assert (tmp_path / "plots" / "index.html").stat().st_size > 0
     summary = out.splitlines()[2]
     assert "significant change" in summary and "als ndcg@10 worse" in summary, out
     # dvc pads its table's cells: compare the cells, not the spacing
@@ -435,7 +444,7 @@ def test_e2e_worse_als_is_flagged(baseline: Path) -> None:
     assert ("params.yaml", "candidates.als.factors", "8", "2") in rows, out
     assert ("params.yaml", "candidates.als.iterations", "5", "1") in rows, out
     # models the change cannot reach are untouched and folded away
-    assert "identical to the base: popularity, itemknn, svd, tfidf, ease" in out, out
+    assert "identical to the base: popularity, itemknn, svd, tfidf, ease, seqknn" in out, out
     # deterministic for the same inputs
     assert review_md(baseline) == review_md(baseline)
 
