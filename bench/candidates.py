@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import SIZES, composed_params, machine, run_stage, write_params  # noqa: E402
 
-MODELS = ["popularity", "itemknn", "svd", "als", "tfidf", "ease"]
+MODELS = ["popularity", "itemknn", "svd", "als", "tfidf", "ease", "seqknn"]
 
 
 def prepare(size: str, workdir: Path) -> None:

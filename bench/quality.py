@@ -57,6 +57,7 @@ MODEL_ORDER: tuple[str, ...] = (
     "als",
     "tfidf",
     "ease",
+    "seqknn",
     "blend",
     "ranker",
 )

@@ -38,6 +38,8 @@ STAGES = [
     "candidates@als",
     "candidates@tfidf",
     "candidates@ease",
+    "candidates@seqknn",
+    "rate",
     "blend",
     "rank",
     "evaluate",
