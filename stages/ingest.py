@@ -48,6 +48,7 @@ def prepare(raw: RawTables, duplicates: str, missing_items: str = "add"):
         raw.users,
         file=raw.interactions_file,
         items_file=raw.items_file,
+        users_file=raw.users_file,
         missing_items=missing_items,
         duplicates=duplicates,
     )

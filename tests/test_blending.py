@@ -429,6 +429,26 @@ def test_search_bags_average_the_winners_of_halves() -> None:
     assert TrialScorer(df, truth, names, 10).value(w / w.sum(), "ndcg") == pytest.approx(vb)
 
 
+def test_search_users_caps_each_bag(monkeypatch: pytest.MonkeyPatch) -> None:
+    df, truth = random_fold(7)
+    names = ["a", "b", "c"]
+    sizes: list[int] = []
+    original = TrialScorer.value
+
+    def spy(self, weights, metric, rows=None):  # noqa: ANN001
+        if rows is not None:
+            sizes.append(len(rows))
+        return original(self, weights, metric, rows)
+
+    monkeypatch.setattr(TrialScorer, "value", spy)
+    cfg = BlendConfig(search=True, search_trials=5, search_bags=3, search_users=7)
+    search_weights(df, truth, names, cfg, seed=0)
+    assert sizes and set(sizes) == {7}
+    sizes.clear()
+    search_weights(df, truth, names, cfg.model_copy(update={"search_users": 1000}), seed=0)
+    assert set(sizes) == {df["user_idx"].nunique() // 2}
+
+
 def test_trial_scorer_rejects_unknown_metric() -> None:
     df, truth = random_fold(0)
     with pytest.raises(ValueError, match="search_metric"):

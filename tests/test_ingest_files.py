@@ -3,6 +3,7 @@ precisely, with the previous outputs left untouched."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 import yaml
 
 from stages import ingest
+from stages.core.errors import DataError
+from stages.core.schema import finalize
 
 GOOD = (
     "user,item,stars,kind,when\n"
@@ -130,6 +133,16 @@ BAD_INPUTS = [
         r"column 'stars', row 3: rating 9.0 outside the allowed range",
     ),
     (
+        "null item id",
+        "user,item,stars,kind,when\nA,x,5,view,1\nA, ,3,view,2\n",
+        r"column 'item', row 2: null or empty id",
+    ),
+    (
+        "missing timestamp",
+        "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,view,2\nB,x,4,view,\n",
+        r"column 'when', row 3: missing timestamp",
+    ),
+    (
         "unparsable timestamp",
         "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,view,yesterday\n",
         r"column 'when', row 2: unparsable timestamp 'yesterday'",
@@ -162,6 +175,124 @@ def test_bad_input_is_named_and_earlier_outputs_survive(
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left"
 
 
+def assert_rejected_and_outputs_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, data: dict, file: str, message: str
+) -> None:
+    """A good run, then ``data`` fails naming ``file`` and ``message``; the outputs stay."""
+    rc, out = run_ingest(tmp_path, {}, GOOD)
+    assert rc == 0
+    before = snapshot(out)
+    summary_before = (tmp_path / "ingest.json").read_bytes()
+    caplog.clear()
+    rc, _ = run_ingest(tmp_path, data)
+    assert rc == 2
+    text = caplog.text
+    assert f"file {tmp_path / file}" in text, text
+    assert re.search(message, text), text
+    assert snapshot(out) == before
+    assert (tmp_path / "ingest.json").read_bytes() == summary_before
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left"
+
+
+ITEM_COLUMNS = {"item": "id", "title": "name"}
+
+# (case, items or users, file text, message). The items file's id column is `id` and the
+# users file's `uid`, so a message naming the canonical column instead would not match.
+BAD_SIDE_FILES = [
+    (
+        "duplicate item id",
+        "items",
+        "id,name\nx,Ex\ny,Why\nx,Again\n",
+        r"column 'id', row 3: duplicate item id 'x' \(first on row 1\)",
+    ),
+    ("null item id", "items", "id,name\nx,Ex\n,Why\n", r"column 'id', row 2: null or empty id"),
+    ("missing item id column", "items", "name\nEx\n", r"column 'id': missing required column"),
+    ("empty items", "items", "id,name\n", r"items.csv: input is empty: no data rows"),
+    ("empty items file", "items", "", r"items.csv: input is empty"),
+    (
+        "duplicate user id",
+        "users",
+        "uid,age\nA,30\nB,40\nA,50\n",
+        r"column 'uid', row 3: duplicate user id 'A' \(first on row 1\)",
+    ),
+    ("null user id", "users", "uid,age\nA,30\n ,40\n", r"column 'uid', row 2: null or empty id"),
+    ("missing user id column", "users", "age\n30\n", r"column 'uid': missing required column"),
+    ("empty users", "users", "uid,age\n", r"users.csv: input is empty: no data rows"),
+    ("empty users file", "users", "", r"users.csv: input is empty"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "table", "text", "message"), BAD_SIDE_FILES, ids=[c[0] for c in BAD_SIDE_FILES]
+)
+def test_bad_items_or_users_file_is_named_and_earlier_outputs_survive(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str, table: str, text: str, message: str
+) -> None:
+    name = f"{table}.csv"
+    (tmp_path / name).write_text(text)
+    data = {table: str(tmp_path / name), "item_columns": ITEM_COLUMNS, "user_id_column": "uid"}
+    assert_rejected_and_outputs_kept(tmp_path, caplog, data, name, message)
+
+
+# (case, table, column values that replace the good ones, message). Parquet keeps real
+# nulls (None), which CSV cannot hold; an empty string is a null id too.
+BAD_PARQUET = [
+    ("null user id", "interactions", {"user": ["A", None, "B"]}, r"column 'user', row 2: null"),
+    ("null item id", "interactions", {"item": ["x", "y", None]}, r"column 'item', row 3: null"),
+    ("empty item id", "interactions", {"item": ["", "y", "x"]}, r"column 'item', row 1: null"),
+    ("null id in items", "items", {"id": ["x", None]}, r"column 'id', row 2: null or empty id"),
+    ("null id in users", "users", {"uid": [None, "B"]}, r"column 'uid', row 1: null or empty id"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "table", "columns", "message"), BAD_PARQUET, ids=[c[0] for c in BAD_PARQUET]
+)
+def test_null_ids_in_parquet_are_named_and_earlier_outputs_survive(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
+    table: str,
+    columns: dict[str, list[str | None]],
+    message: str,
+) -> None:
+    good = {
+        "interactions": pd.read_csv(io.StringIO(GOOD), dtype=str),
+        "items": pd.DataFrame({"id": ["x", "y"], "name": ["Ex", "Why"]}),
+        "users": pd.DataFrame({"uid": ["A", "B"]}),
+    }
+    frame = good[table].assign(**columns)
+    name = f"{table}.parquet"
+    frame.to_parquet(tmp_path / name)
+    data = {table: str(tmp_path / name), "item_columns": ITEM_COLUMNS, "user_id_column": "uid"}
+    assert_rejected_and_outputs_kept(tmp_path, caplog, data, name, message)
+
+
+def test_finalize_names_the_file_of_a_duplicate_id() -> None:
+    """Sources other than `files` leave the uniqueness check to finalize: it names the file."""
+    inter = pd.DataFrame(
+        {
+            "user_id": ["A"],
+            "item_id": ["x"],
+            "rating": [1.0],
+            "event": ["view"],
+            "weight": [1.0],
+            "timestamp": [1],
+        }
+    )
+    items = pd.DataFrame({"item_id": ["x", "x"]})
+    with pytest.raises(
+        DataError, match=r"^file it.csv, column 'item_id', row 2: duplicate item id 'x'"
+    ):
+        finalize(inter, items, None, file="in.csv", items_file="it.csv")
+    users = pd.DataFrame({"user_id": ["A", "B", "A"]})
+    with pytest.raises(
+        DataError,
+        match=r"^file us.csv, column 'user_id', row 3: duplicate user id 'A' \(first on row 1\)",
+    ):
+        finalize(inter, None, users, file="in.csv", users_file="us.csv")
+
+
 def test_missing_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rc, _ = run_ingest(tmp_path, {"interactions": str(tmp_path / "nope.csv")})
     assert rc == 2 and "nope.csv: file not found" in caplog.text
@@ -177,6 +308,11 @@ def test_items_missing_from_items_file(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, policy: str
 ) -> None:
     items = write_items(tmp_path)
+    if policy == "error":
+        rc, out = run_ingest(tmp_path, {}, GOOD)
+        assert rc == 0
+        before = snapshot(out)
+        summary_before = (tmp_path / "ingest.json").read_bytes()
     rc, out = run_ingest(
         tmp_path,
         {
@@ -188,8 +324,12 @@ def test_items_missing_from_items_file(
     )
     if policy == "error":
         assert rc == 2
-        assert "1 item ids used in" in caplog.text and "first: 'y'" in caplog.text
-        assert "column 'item_id', row 2" in caplog.text
+        text = caplog.text
+        assert f"1 item ids used in {tmp_path / 'inter.csv'} are missing from {items}" in text
+        assert "first: 'y'" in text
+        assert f"file {tmp_path / 'inter.csv'}, column 'item_id', row 2" in text
+        assert snapshot(out) == before
+        assert (tmp_path / "ingest.json").read_bytes() == summary_before
         return
     assert rc == 0
     assert "1 item ids used in" in caplog.text and "(1 interactions" in caplog.text

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 import urllib.error
 import urllib.request
 import zipfile
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from stages import ingest
 from stages.core import movielens
 from stages.core.config import parse
 from stages.core.errors import ConfigError, DataError
@@ -34,6 +36,8 @@ INNER = {
 }
 FAMILY = {v: "100k" if v == "100k" else "dat" if v in ("1m", "10m") else "csv" for v in VARIANTS}
 RATINGS_FILE = {"100k": "u.data", "dat": "ratings.dat", "csv": "ratings.csv"}
+USER_COLUMN = {"100k": "user_id", "dat": "UserID", "csv": "userId"}
+ITEM_COLUMN = {"100k": "item_id", "dat": "MovieID", "csv": "movieId"}
 RATING_COLUMN = {"100k": "rating", "dat": "Rating", "csv": "rating"}
 TIME_COLUMN = {"100k": "timestamp", "dat": "Timestamp", "csv": "timestamp"}
 
@@ -284,7 +288,12 @@ def _bad_rows(variant: str, row: int, column: int, value: str) -> list[tuple[str
     return [tuple(r) for r in rows]
 
 
+# (row, field, value, message, column names): an empty field is a null cell.
 BAD_CASES = {
+    "null user id": (2, 0, "", "null or empty id", USER_COLUMN),
+    "null item id": (3, 1, "", "null or empty id", ITEM_COLUMN),
+    "null rating": (4, 2, "", "missing rating", RATING_COLUMN),
+    "missing timestamp": (5, 3, "", "missing timestamp", TIME_COLUMN),
     "non-numeric rating": (2, 2, "good", "rating is not a number: 'good'", RATING_COLUMN),
     "rating out of range": (3, 2, "7", "outside the allowed range", RATING_COLUMN),
     "unparsable timestamp": (4, 3, "yesterday", "unparsable timestamp 'yesterday'", TIME_COLUMN),
@@ -319,6 +328,76 @@ def test_bad_rating_rows_are_named(
     assert f"{INNER[variant]}/{RATINGS_FILE[FAMILY[variant]]}" in text
     assert f"column '{columns[FAMILY[variant]]}'" in text
     assert f"row {row}:" in text and message in text
+
+
+@pytest.mark.parametrize("as_zip", [False, True], ids=["folder", "zip"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_empty_ratings_file_is_named(tmp_path: Path, variant: str, as_zip: bool) -> None:
+    """No bytes at all, and the file with nothing but its header (CSV) or a blank line."""
+    family = FAMILY[variant]
+    ratings = RATINGS_FILE[family]
+    for index, text in enumerate(("", ratings_text(variant, []) or "\n")):
+        files = fake_files(variant)
+        files[ratings] = text.encode("ascii")
+        path = write_copy(tmp_path / str(index), variant, files, as_zip)
+        with pytest.raises(DataError) as err:
+            load(path, variant)
+        assert str(err.value).endswith(f"{INNER[variant]}/{ratings}: input is empty: no data rows")
+
+
+BAD_1M_RATINGS = [
+    ("null item id", _bad_rows("1m", 3, 1, ""), "column 'MovieID', row 3: null or empty id"),
+    ("null rating", _bad_rows("1m", 4, 2, ""), "column 'Rating', row 4: missing rating"),
+    ("empty ratings file", [], "ratings.dat: input is empty: no data rows"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "rows", "message"), BAD_1M_RATINGS, ids=[c[0] for c in BAD_1M_RATINGS]
+)
+def test_bad_ratings_leave_earlier_ingest_outputs_untouched(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
+    rows: list[tuple[str, ...]],
+    message: str,
+) -> None:
+    def run(path: Path) -> int:
+        params = {"data": {"source": "movielens", "variant": "1m", "path": str(path)}, "seed": 1}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        args = ["--out", str(tmp_path / "prepared"), "--summary", str(tmp_path / "ingest.json")]
+        return ingest.main([*args, "--params", str(tmp_path / "params.yaml")])
+
+    assert run(write_copy(tmp_path / "good", "1m", fake_files("1m"), as_zip=False)) == 0
+    outputs = [*sorted((tmp_path / "prepared").iterdir()), tmp_path / "ingest.json"]
+    before = [p.read_bytes() for p in outputs]
+    assert run(write_copy(tmp_path / "bad", "1m", fake_files("1m", rows), as_zip=False)) == 2
+    text = caplog.text
+    assert f"file {tmp_path / 'bad'}/ml-1m/ratings.dat" in text and message in text, text
+    assert [p.read_bytes() for p in outputs] == before
+    assert sorted((tmp_path / "prepared").iterdir()) == outputs[:-1]
+
+
+@pytest.mark.parametrize("variant", ["100k", "1m", "20m"])
+def test_null_ids_in_items_and_users_files_are_named(tmp_path: Path, variant: str) -> None:
+    """The first field of the second line of the items (and users) file left empty."""
+    family = FAMILY[variant]
+    movies = {"100k": "u.item", "dat": "movies.dat", "csv": "movies.csv"}[family]
+    column = {"100k": "movie id", "dat": "MovieID", "csv": "movieId"}[family]
+    targets = [(movies, column)]
+    if variant != "20m":
+        targets.append(("u.user", "user id") if family == "100k" else ("users.dat", "UserID"))
+    for name, col in targets:
+        files = fake_files(variant)
+        encoding = "utf-8" if family == "csv" else "latin-1"
+        lines = files[name].decode(encoding).splitlines()
+        index = 2 if family == "csv" else 1  # the second data row, after any header
+        lines[index] = re.sub(r"^\d+", "", lines[index])
+        files[name] = ("\n".join(lines) + "\n").encode(encoding)
+        path = write_copy(tmp_path / name, variant, files, as_zip=False)
+        with pytest.raises(DataError) as err:
+            load(path, variant)
+        assert f"{INNER[variant]}/{name}, column '{col}', row 2: null or empty id" in str(err.value)
 
 
 @pytest.mark.parametrize("variant", ["100k", "1m", "25m"])

@@ -41,12 +41,20 @@ class BlendConfig(Config):
     search: bool = Field(
         False, description="pick the weights by random search on the valid fold (its labels)"
     )
-    search_trials: int = Field(300, ge=1, description="random weight vectors tried by search")
+    search_trials: int = Field(
+        300, ge=1, description="random weight vectors tried by search (in every bag)"
+    )
     search_bags: int = Field(
         1,
         ge=1,
         description="with more than 1: search on this many seeded halves of the valid users "
         "and average the winning weights (steadier on a new fold than one noisy argmax)",
+    )
+    search_users: int = Field(
+        1000,
+        ge=1,
+        description="with bags: users per bag at most (half the valid users when fewer); "
+        "bounds the search's cost on large data",
     )
     search_metric: str = Field("ndcg@10", description="valid-fold metric the search maximises")
     n: int = Field(100, ge=1, description="length of the hybrid's top-N list")
@@ -269,7 +277,7 @@ def search_weights(
     fold. The configured weights, each single model and the uniform mix are always tried, so
     with one bag the result is never worse on the valid fold than any of them. With
     ``cfg.search_bags`` > 1 the search runs on that many seeded halves of the candidate
-    users and the winning weights are averaged. Returns (weights, value on the whole fold)."""
+    users (at most ``cfg.search_users`` each) and the winning weights are averaged. Returns (weights, value on the whole fold)."""
     metric, k = cfg.search_metric.split("@")
     scorer = TrialScorer(df, truth, names, int(k))
     rng = np.random.default_rng(seed)
@@ -293,7 +301,7 @@ def search_weights(
     if cfg.search_bags == 1:
         chosen = best_of(None)
     else:
-        half = max(1, scorer.n_rows // 2)
+        half = max(1, min(scorer.n_rows // 2, cfg.search_users))
         bags = [np.sort(rng.permutation(scorer.n_rows)[:half]) for _ in range(cfg.search_bags)]
         chosen = np.mean([best_of(rows) for rows in bags], axis=0)
     weights = {m: round(float(x), 4) for m, x in zip(names, chosen, strict=True)}

@@ -89,6 +89,19 @@ def check_ids(df: pd.DataFrame, column: str, file: str) -> pd.Series:
     return as_str.astype(object).astype(str)
 
 
+def check_unique(ids: pd.Series, column: str, file: str, what: str) -> None:
+    """Ids of an id map (``what``: item or user) must be unique: fail naming the repeated key."""
+    dup = ids.duplicated()
+    if dup.any():
+        key = ids[dup].iloc[0]
+        raise DataError(
+            f"duplicate {what} id {key!r} (first on row {first_bad_row(ids.eq(key))})",
+            file=file,
+            column=column,
+            row=first_bad_row(dup),
+        )
+
+
 def check_ratings(
     df: pd.DataFrame, column: str, file: str, min_rating: float | None, max_rating: float | None
 ) -> pd.Series:
@@ -213,6 +226,7 @@ def finalize(
     *,
     file: str,
     items_file: str = "items",
+    users_file: str = "users",
     missing_items: str = "add",
     duplicates: str = "keep_all",
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
@@ -220,7 +234,8 @@ def finalize(
 
     Returns ``(interactions, items, users, warnings)``. ``missing_items`` decides what
     happens to interactions whose item is absent from a given items table: ``add`` a bare
-    item row (title = id), ``drop`` those interactions, or ``error``.
+    item row (title = id), ``drop`` those interactions, or ``error``. ``file``, ``items_file``
+    and ``users_file`` name the tables' sources in error messages.
     """
     warnings: list[str] = []
     inter = interactions[INTERACTION_COLUMNS].copy()
@@ -239,11 +254,7 @@ def finalize(
     items["categories"] = [
         list(c) if isinstance(c, list | tuple | np.ndarray) else [] for c in items["categories"]
     ]
-    dup_items = items["item_id"].duplicated()
-    if dup_items.any():
-        raise DataError(
-            "duplicate item id", file=items_file, column="item_id", row=first_bad_row(dup_items)
-        )
+    check_unique(items["item_id"], "item_id", items_file, "item")
 
     known = inter["item_id"].isin(items["item_id"])
     if not known.all():
@@ -272,9 +283,7 @@ def finalize(
     if users is None:
         users = pd.DataFrame({"user_id": inter["user_id"].unique()})
     users = users.copy()
-    dup_users = users["user_id"].duplicated()
-    if dup_users.any():
-        raise DataError("duplicate user id", column="user_id", row=first_bad_row(dup_users))
+    check_unique(users["user_id"], "user_id", users_file, "user")
     absent = ~inter["user_id"].isin(users["user_id"])
     if absent.any():
         users = pd.concat(

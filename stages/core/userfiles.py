@@ -20,6 +20,7 @@ from stages.core.schema import (
     check_ids,
     check_not_empty,
     check_ratings,
+    check_unique,
     map_events,
     parse_timestamps,
     require_columns,
@@ -164,6 +165,8 @@ def _load_items(cfg: FilesConfig) -> pd.DataFrame:
     ic = cfg.item_columns
     require_columns(raw, [x for x in (ic.item, ic.title, ic.text, ic.categories) if x], f)
     items = pd.DataFrame({"item_id": check_ids(raw, ic.item, f)})
+    # Checked here as well as in finalize: only here is the file's own column name known.
+    check_unique(items["item_id"], ic.item, f, "item")
     items["title"] = raw[ic.title].fillna("").astype(str) if ic.title else items["item_id"]
     items["text"] = raw[ic.text].fillna("").astype(str) if ic.text else ""
     if ic.categories:
@@ -186,6 +189,9 @@ def _load_users(cfg: FilesConfig) -> pd.DataFrame:
     check_not_empty(raw, f)
     require_columns(raw, [cfg.user_id_column], f)
     users = pd.DataFrame({"user_id": check_ids(raw, cfg.user_id_column, f)})
+    # Here, not only in finalize: the stage does not pass finalize this file's name, and only
+    # here is the file's own column name known.
+    check_unique(users["user_id"], cfg.user_id_column, f, "user")
     for col in raw.columns:
         if col != cfg.user_id_column and col not in users.columns:
             users[col] = _maybe_numeric(raw[col])
