@@ -433,14 +433,13 @@ def test_search_users_caps_each_bag(monkeypatch: pytest.MonkeyPatch) -> None:
     df, truth = random_fold(7)
     names = ["a", "b", "c"]
     sizes: list[int] = []
-    original = TrialScorer.value
+    original = TrialScorer.subset
 
-    def spy(self, weights, metric, rows=None):  # noqa: ANN001
-        if rows is not None:
-            sizes.append(len(rows))
-        return original(self, weights, metric, rows)
+    def spy(self, rows):  # noqa: ANN001
+        sizes.append(len(rows))
+        return original(self, rows)
 
-    monkeypatch.setattr(TrialScorer, "value", spy)
+    monkeypatch.setattr(TrialScorer, "subset", spy)
     cfg = BlendConfig(search=True, search_trials=5, search_bags=3, search_users=7)
     search_weights(df, truth, names, cfg, seed=0)
     assert sizes and set(sizes) == {7}

@@ -357,6 +357,14 @@ def test_each_setting_changes_the_predictions(weak: dict, overrides: dict) -> No
     assert np.array_equal(weak["base"], changed) == (not overrides)
 
 
+def test_many_users_use_one_holdout_instead_of_folds(weak: dict) -> None:
+    one = predict(weak_train(weak, cv_folds=1), weak["test"])
+    capped = predict(weak_train(weak, cv_folds=3, cv_max_users=50), weak["test"])
+    np.testing.assert_array_equal(capped, one)
+    folds = predict(weak_train(weak, cv_folds=3), weak["test"])
+    assert not np.array_equal(folds, one)
+
+
 def test_refit_matters_with_a_single_holdout(weak: dict) -> None:
     one = predict(weak_train(weak, cv_folds=1), weak["test"])
     kept = predict(weak_train(weak, cv_folds=1, refit=False), weak["test"])

@@ -55,8 +55,19 @@ class RankerConfig(Config):
         "NDCG averaged over folds peaks (steadier than one holdout); 1: a single holdout "
         "of holdout_share",
     )
+    cv_max_users: int = Field(
+        2000,
+        ge=2,
+        description="with more users with a positive than this, one holdout of "
+        "holdout_share replaces the folds: it is then large enough to be steady, and the "
+        "folds would multiply the training time",
+    )
     holdout_share: float = Field(
-        0.2, gt=0, lt=1, description="with cv_folds 1: share of valid users held out"
+        0.2,
+        gt=0,
+        lt=1,
+        description="share of valid users held out when one holdout is used (cv_folds 1, or "
+        "more than cv_max_users users)",
     )
     refit: bool = Field(
         True,
@@ -221,14 +232,15 @@ def train(df: pd.DataFrame, y: np.ndarray, cfg: RankerConfig, seed: int) -> Trai
     if len(keep_users) < 2:
         raise ValueError("fewer than 2 users have a positive among their candidates: cannot train")
     rng = np.random.default_rng(seed)
-    # Fold of every kept user: 0..cv_folds-1, or with one fold 1 = the holdout, 0 = fitting.
-    if cfg.cv_folds > 1:
+    n_folds = cfg.cv_folds if len(keep_users) <= cfg.cv_max_users else 1
+    # Fold of every kept user: 0..n_folds-1, or with one fold 1 = the holdout, 0 = fitting.
+    if n_folds > 1:
         if len(keep_users) < cfg.cv_folds:
             raise ValueError(
                 f"{len(keep_users)} users with a positive cannot fill ranker.cv_folds = "
                 f"{cfg.cv_folds}: lower it"
             )
-        fold_of = rng.permutation(len(keep_users)) % cfg.cv_folds
+        fold_of = rng.permutation(len(keep_users)) % n_folds
     else:
         n_hold = max(1, int(round(cfg.holdout_share * len(keep_users))))
         fold_of = np.zeros(len(keep_users), dtype=np.int64)
@@ -256,7 +268,7 @@ def train(df: pd.DataFrame, y: np.ndarray, cfg: RankerConfig, seed: int) -> Trai
 
     # The holdout NDCG of each round, averaged over folds; a fold that stopped early keeps
     # its last value for the rounds it did not grow (it was past its best).
-    held_out = [1] if cfg.cv_folds == 1 else range(cfg.cv_folds)
+    held_out = [1] if n_folds == 1 else range(n_folds)
     curves = np.zeros((len(held_out), cfg.n_estimators))
     for k, f in enumerate(held_out):
         model = fit(in_keep & (row_fold != f), cfg.n_estimators, in_keep & (row_fold == f))
@@ -264,7 +276,7 @@ def train(df: pd.DataFrame, y: np.ndarray, cfg: RankerConfig, seed: int) -> Trai
         curves[k] = np.r_[curve, np.full(cfg.n_estimators - len(curve), curve[-1])]
     mean_curve = curves.mean(axis=0)
     best = int(np.argmax(mean_curve))
-    if cfg.refit or cfg.cv_folds > 1:
+    if cfg.refit or n_folds > 1:
         model = fit(in_keep, best + 1, None)
     else:
         # the holdout model itself, cut to its best round
