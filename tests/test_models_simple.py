@@ -369,3 +369,18 @@ def test_top_k_per_group_ties_go_to_the_lower_key() -> None:
     keep = top_k_per_group(group, value, tie, 2)
     # group 0: 0.9 and the 0.5 with the lower key (2); group 1: zero never kept
     assert keep.tolist() == [False, True, True, False, True, True]
+
+
+def test_seqknn_orders_same_second_items_by_a_seeded_hash_not_by_id() -> None:
+    # Regression: ties in time went by item index, so a sequence model learned how item ids
+    # sort ("next in id order") wherever a log stamps several items with one second.
+    from stages.core.models.seqknn import sequences
+
+    rows = [(u, i, 5) for u in range(200) for i in (1, 2)]
+    data = make_data(rows, 200, 3)
+    user, item, _ = sequences(data, seed=0)
+    first = item[np.r_[True, user[1:] != user[:-1]]]
+    assert 0.35 < np.mean(first == 1) < 0.65
+    again = sequences(data, seed=0)[1]
+    np.testing.assert_array_equal(item, again)
+    assert not np.array_equal(item, sequences(data, seed=1)[1])

@@ -6,9 +6,11 @@ already had in the history before it are not targets, because recommendations ex
 items and a target the model has already been shown would only measure memory.
 
 - ``temporal`` (default): per user, distinct items are ordered by their first event (ties
-  in time by item index); the last ``n_test`` items are test targets and the ``n_valid``
-  before them valid targets. The user's events from the first event of the first valid
-  (test) item on go to ``valid`` (``test``); an event in the same second as that first event
+  in time by a hash of the pair seeded by ``seed``, so which of several items stamped with
+  one second becomes the target is random, not decided by how item ids sort); the last
+  ``n_test`` items are test targets and the ``n_valid`` before them valid targets. The
+  user's events from the first event of the first valid (test) item on go to ``valid``
+  (``test``); an event in the same second as that first event
   goes with it only when its item comes at or after it in the order. So no history event is
   later than a target it is used to predict, funnel events (view, click, cart) of a target
   item never leak into its history, and every user long enough gets exactly ``n_valid``
@@ -33,6 +35,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from stages.core.config import Config
+from stages.core.hashing import tie_key
 
 
 class Relevance(Config):
@@ -137,21 +140,23 @@ def kcore_filter(inter: pd.DataFrame, kc: KCore) -> pd.DataFrame:
     return inter[inter["user_idx"].isin(users) & inter["item_idx"].isin(items)]
 
 
-def _first_events(inter: pd.DataFrame) -> pd.DataFrame:
-    """One row per (user, item) with its first timestamp, ordered within each user."""
+def _first_events(inter: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """One row per (user, item) with its first timestamp, ordered within each user by time,
+    ties in time by a seeded hash of the pair (never by how item ids sort)."""
     first = (
         inter.groupby(["user_idx", "item_idx"], sort=False, observed=True)["timestamp"]
         .min()
         .reset_index()
-        .sort_values(["user_idx", "timestamp", "item_idx"], kind="stable")
     )
+    first["_tie"] = tie_key(first["user_idx"].to_numpy(), first["item_idx"].to_numpy(), seed)
+    first = first.sort_values(["user_idx", "timestamp", "_tie"], kind="stable").drop(columns="_tie")
     first["pos"] = first.groupby("user_idx").cumcount()
     first["n"] = first.groupby("user_idx")["item_idx"].transform("size")
     return first
 
 
-def _temporal_parts(inter: pd.DataFrame, cfg: TemporalSplit) -> np.ndarray:
-    first = _first_events(inter)
+def _temporal_parts(inter: pd.DataFrame, cfg: TemporalSplit, seed: int) -> np.ndarray:
+    first = _first_events(inter, seed)
     # Users too short for both folds still get a test target when they can afford one.
     n = first["n"].to_numpy()
     n_test = np.where(n >= cfg.n_test + cfg.min_history, cfg.n_test, 0)
@@ -174,10 +179,13 @@ def _temporal_parts(inter: pd.DataFrame, cfg: TemporalSplit) -> np.ndarray:
     pv = _lookup(starts_valid["pos"], users, never)
     no_valid = tv == never
     tv, pv = np.where(no_valid, tt, tv), np.where(no_valid, pt, pv)
-    pair_pos = pd.Series(
-        first["pos"].to_numpy(), index=pd.MultiIndex.from_frame(first[["user_idx", "item_idx"]])
-    )
-    pos = pair_pos.reindex(pd.MultiIndex.from_frame(inter[["user_idx", "item_idx"]])).to_numpy()
+    # Each event's pair position, through one int64 key (a MultiIndex reindex of 10M events
+    # takes several times the memory).
+    width = int(inter["item_idx"].max()) + 1 if len(inter) else 1
+    pair_key = first["user_idx"].to_numpy(np.int64) * width + first["item_idx"].to_numpy()
+    order = np.argsort(pair_key)
+    event_key = inter["user_idx"].to_numpy(np.int64) * width + inter["item_idx"].to_numpy()
+    pos = first["pos"].to_numpy()[order][np.searchsorted(pair_key[order], event_key)]
     ts = inter["timestamp"].to_numpy()
     in_test = (ts > tt) | ((ts == tt) & (pos >= pt))
     in_valid = (ts > tv) | ((ts == tv) & (pos >= pv))
@@ -256,7 +264,7 @@ def split(
     """Split canonical interactions by ``cfg``; deterministic for a given ``seed``."""
     inter = kcore_filter(inter, cfg.kcore)
     if isinstance(cfg, TemporalSplit):
-        part = _temporal_parts(inter, cfg)
+        part = _temporal_parts(inter, cfg, seed)
     elif isinstance(cfg, GlobalTimeSplit):
         part = _global_parts(inter, cfg)
     else:

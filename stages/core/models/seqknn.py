@@ -1,14 +1,18 @@
 """Sequential item-kNN: items that users take up close together in time, scored from the
 user's most recent items.
 
-Each user's history is read as a sequence: distinct items ordered by their first event (ties
-by item index, so the order does not depend on row order). Two items ``gap`` places apart in
-one user's sequence (``1 <= gap <= window``) add ``gap_decay ** (gap - 1)`` to their
-co-occurrence ``C[a, b]``; with ``direction: forward`` only the later item is credited
-(``a`` then ``b``), with ``both`` the pair counts both ways. The similarity is the cosine-like
+Each user's history is read as a sequence: distinct items ordered by their first event; items
+first seen in the same second are ordered by a hash of (user, item) seeded by the model's
+seed (:func:`stages.core.hashing.tie_key`), not by item index, so the order never follows
+how item ids sort. Two items ``gap`` places apart in one user's sequence
+(``1 <= gap <= window``) add ``gap_decay ** (gap - 1)`` to their co-occurrence ``C[a, b]``;
+with ``direction: forward`` only the later item is credited (``a`` then ``b``), with
+``both`` the pair counts both ways. The similarity is the cosine-like
 
-    sim(a, b) = C[a, b] / (sqrt(d_a * d_b) + shrinkage),   d_a = sum_b C[a, b]
+    sim(a, b) = C[a, b] / (sqrt(out_a * in_b) + shrinkage),
+    out_a = sum_j C[a, j],   in_b = sum_j C[j, b]
 
+(``out = in`` when ``direction: both``)
 and each target item keeps its ``neighbours`` most similar source items. A user is scored
 from the last ``history`` items of their sequence, the most recent weighted 1, the one
 before ``recency_decay``, then ``recency_decay ** 2`` and so on:
@@ -17,7 +21,8 @@ before ``recency_decay``, then ``recency_decay ** 2`` and so on:
 
 Where item-kNN and EASE see a history as a set, this model sees its order: what a user took
 up last says most about what comes next (a session, a series, a season's releases), and it
-is cheap: sparse products, one pass per gap, no loop over pairs.
+is cheap: sparse products, one pass per gap, no loop over pairs, and the neighbourhoods are
+pruned one block of target items at a time, so memory stays near the size of ``C``.
 
 Users with no history and items absent from the history have no score (NaN).
 """
@@ -30,7 +35,11 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
+from stages.core.hashing import tie_key
 from stages.core.models.base import ModelConfig, Recommender, TrainData
+
+#: stored co-occurrences handled at once while pruning (bounds the temporaries)
+_PRUNE_BLOCK_ENTRIES = 1 << 22
 
 
 class SeqKNNConfig(ModelConfig):
@@ -40,7 +49,7 @@ class SeqKNNConfig(ModelConfig):
         10, ge=1, description="items at most this many places apart in a user's sequence co-occur"
     )
     gap_decay: float = Field(
-        0.8,
+        1.0,
         gt=0,
         le=1,
         description="a pair gap places apart adds gap_decay ** (gap - 1) to the co-occurrence",
@@ -50,7 +59,7 @@ class SeqKNNConfig(ModelConfig):
         description="both: a pair counts for either order; forward: only earlier -> later",
     )
     shrinkage: float = Field(
-        1.0, ge=0, description="added to the similarity denominator (damps rare items)"
+        10.0, ge=0, description="added to the similarity denominator (damps rare items)"
     )
     neighbours: int | None = Field(
         200, ge=0, description="source items kept per target item; 0 or null keeps all"
@@ -66,9 +75,10 @@ class SeqKNNConfig(ModelConfig):
     )
 
 
-def sequences(data: TrainData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every user's distinct items in order of first event: (user, item, position from the
-    end) arrays sorted by user then position in the sequence; position 0 is the latest."""
+def sequences(data: TrainData, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every user's distinct items in order of first event (ties in time by a seeded hash):
+    (user, item, position from the end) arrays sorted by user then position in the sequence;
+    position 0 is the latest."""
     df = data.interactions
     first = (
         df.groupby(["user_idx", "item_idx"], sort=False, observed=True)["timestamp"]
@@ -78,7 +88,7 @@ def sequences(data: TrainData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     user = first["user_idx"].to_numpy(np.int64)
     item = first["item_idx"].to_numpy(np.int64)
     ts = first["timestamp"].to_numpy(np.int64)
-    order = np.lexsort((item, ts, user))
+    order = np.lexsort((tie_key(user, item, seed), ts, user))
     user, item = user[order], item[order]
     counts = np.bincount(user, minlength=data.n_users)
     ends = np.cumsum(counts)
@@ -96,23 +106,18 @@ class SeqKNN(Recommender):
     def _fit(self, data: TrainData) -> None:
         cfg = self.config
         n = data.n_items
-        user, item, from_end = sequences(data)
-        rows, cols, vals = [], [], []
+        user, item, from_end = sequences(data, self.seed)
+        # One gap at a time, summed into the matrix: the pairs of all gaps at once would
+        # take window x 2 x (distinct pairs) entries.
+        co = sp.csr_matrix((n, n), dtype=np.float32)
+        item32 = item.astype(np.int32)
         for gap in range(1, cfg.window + 1):
             same = user[gap:] == user[:-gap]
-            a, b = item[:-gap][same], item[gap:][same]
-            w = np.full(len(a), cfg.gap_decay ** (gap - 1), dtype=np.float64)
-            rows.append(a)
-            cols.append(b)
-            vals.append(w)
+            a, b = item32[:-gap][same], item32[gap:][same]
+            w = np.full(len(a), cfg.gap_decay ** (gap - 1), dtype=np.float32)
+            co = co + sp.csr_matrix((w, (a, b)), shape=(n, n), dtype=np.float32)
             if cfg.direction == "both":
-                rows.append(b)
-                cols.append(a)
-                vals.append(w)
-        co = sp.csr_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
-        )
-        co.sum_duplicates()
+                co = co + sp.csr_matrix((w, (b, a)), shape=(n, n), dtype=np.float32)
         self.similarity = self._similarity(co)
         recent = from_end < cfg.history
         weights = cfg.recency_decay ** from_end[recent].astype(np.float64)
@@ -128,14 +133,31 @@ class SeqKNN(Recommender):
         """Source x target similarities, each target column pruned to its neighbours."""
         cfg = self.config
         n = co.shape[0]
-        out_deg = np.asarray(co.sum(axis=1)).ravel()
-        in_deg = np.asarray(co.sum(axis=0)).ravel()
-        c = co.tocoo()
-        sim = c.data / (np.sqrt(out_deg[c.row] * in_deg[c.col]) + cfg.shrinkage)
+        out_deg = np.asarray(co.sum(axis=1), dtype=np.float64).ravel()
+        in_deg = np.asarray(co.sum(axis=0), dtype=np.float64).ravel()
         k = cfg.neighbours if cfg.neighbours else n
-        keep = top_k_per_group(c.col, sim, c.row, k)
+        by_target = sp.csc_matrix(co)
+        del co
+        rows, cols, vals = [], [], []
+        start = 0
+        while start < n:
+            # as many target columns as keep the block near _PRUNE_BLOCK_ENTRIES entries
+            limit = by_target.indptr[start] + _PRUNE_BLOCK_ENTRIES
+            stop = max(start + 1, int(np.searchsorted(by_target.indptr, limit, "right")) - 1)
+            stop = min(stop, n)
+            lo, hi = by_target.indptr[start], by_target.indptr[stop]
+            src = by_target.indices[lo:hi].astype(np.int64)
+            tgt = np.repeat(np.arange(start, stop), np.diff(by_target.indptr[start : stop + 1]))
+            sim = by_target.data[lo:hi] / (np.sqrt(out_deg[src] * in_deg[tgt]) + cfg.shrinkage)
+            keep = top_k_per_group(tgt, sim, src, k)
+            rows.append(src[keep])
+            cols.append(tgt[keep])
+            vals.append(sim[keep].astype(np.float32))
+            start = stop
+        if not rows:
+            return sp.csr_matrix((n, n), dtype=np.float32)
         return sp.csr_matrix(
-            (sim[keep].astype(np.float32), (c.row[keep], c.col[keep])),
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
             shape=(n, n),
             dtype=np.float32,
         )
