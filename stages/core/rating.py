@@ -32,8 +32,9 @@ the known bias plus, for a cold item and a known user, the user's taste for the 
 genres and decade. Predictions are clipped to ``[min_rating, max_rating]``.
 
 Everything is vectorised: surprise is called once per SVD fit, every prediction is numpy.
-The item similarity is a dense ``items x items`` matrix (about 23 MB for 1,682 items, 1.1 GB
-for 12,000), so the ``knn`` signal is meant for catalogues of up to some ten thousand items.
+The item similarity is a dense float32 ``items x items`` matrix (11 MB for 1,682 items,
+0.6 GB for 12,000; it is computed in blocks of rows, so the temporaries stay small), so the
+``knn`` signal is meant for catalogues of up to some ten thousand items.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ SIGNALS: tuple[Signal, ...] = ("baseline", "svd", "knn", "content")
 
 #: pairs per block when the kNN signal is computed (bounds its ``pairs x items`` arrays)
 KNN_BLOCK = 2048
+#: entries of one block of the kNN similarity computation (float64 temporaries)
+KNN_SIM_BLOCK = 1 << 22
 #: fewest held-out ratings (of known users and items) the combiner may be fit on
 MIN_HOLDOUT = 20
 #: width in years of one release-date bucket of the content signal
@@ -164,17 +167,27 @@ class ItemKNN:
         shape = (n_users, n_items)
         e = sp.csr_matrix((residuals, (users, items)), shape=shape, dtype=np.float64)
         b = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=shape, dtype=np.float64)
-        num = (e.T @ e).toarray()
         sq = e.multiply(e).tocsr()
-        # den[i, j] = sum of e_ui^2 over the users who rated both i and j.
-        den = (sq.T @ b).toarray()
-        n_co = (b.T @ b).toarray()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            corr = num / np.sqrt(den * den.T)
-            shrink = (n_co - 1.0) / (n_co - 1.0 + cfg.knn_shrinkage)
-            sim = np.where((n_co >= 2) & (den > 0) & (den.T > 0), corr * shrink, 0.0)
+        e_t, b_t, sq_t = (sp.csr_matrix(m.T) for m in (e, b, sq))
+        # One block of item rows at a time: the float64 temporaries are block x items, only
+        # the float32 result is items x items.
+        sim = np.zeros((n_items, n_items), dtype=np.float32)
+        step = max(1, KNN_SIM_BLOCK // max(n_items, 1))
+        for start in range(0, n_items, step):
+            rows = slice(start, min(start + step, n_items))
+            num = (e_t[rows] @ e).toarray()
+            # den[i, j] = sum of e_ui^2 over the users who rated both i and j; den.T[i, j]
+            # is the same with e_uj^2.
+            den = (sq_t[rows] @ b).toarray()
+            den_t = (b_t[rows] @ sq).toarray()
+            n_co = (b_t[rows] @ b).toarray()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                corr = num / np.sqrt(den * den_t)
+                shrink = (n_co - 1.0) / (n_co - 1.0 + cfg.knn_shrinkage)
+                ok = (n_co >= 2) & (den > 0) & (den_t > 0)
+                sim[rows] = np.where(ok, corr * shrink, 0.0)
         np.fill_diagonal(sim, 0.0)
-        return cls(sim.astype(np.float32), e, b.astype(np.float32).tocsr(), cfg.knn_k)
+        return cls(sim, e, b.astype(np.float32).tocsr(), cfg.knn_k)
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(offset, support)`` per pair: the weighted mean neighbour residual (0 without a
@@ -357,6 +370,7 @@ class HybridRating:
         self.holdout_features = feats
         self.holdout_ratings = hr[warm]
         self._combiner = _Combiner.fit(feats, hr[warm], cfg, self.seed)
+        del inner  # its items x items similarity: free it before the final fit builds one
         self._bases = self._fit_bases(users, items, ratings)
         return self
 
