@@ -6,7 +6,8 @@ models --out data/blend --summary reports/blend.json``. Reads params ``blend`` a
 Writes ``<out>/<fold>.parquet`` (every candidate pair with every model's score, rank and
 normalised score, and ``m_hybrid``) and ``<out>/<fold>_recs.parquet`` (the hybrid's top-N).
 With ``blend.search`` the weights are picked on the valid fold (its labels) and then applied
-unchanged to the test fold; the test fold's targets are never read here.
+unchanged to the test fold; the test fold's targets are never read here. With search bags,
+the valid fold's own hybrid is out of bag: each user's comes from the bags without the user.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from stages.core.blending import (
     BlendConfig,
     describe_pairs,
     hybrid_score,
+    out_of_bag_hybrid,
     rank_by,
-    search_weights,
+    search,
     union_candidates,
 )
 from stages.core.config import load_params
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cand_dir, models_dir, out = Path(args.candidates), Path(args.models), Path(args.out)
     weights = dict(cfg.weights)
+    searched = None
     summary: dict = {"normalise": cfg.normalise}
     frames: dict[Path, pd.DataFrame] = {}
     for fold_name in FOLDS:
@@ -76,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         df = describe_pairs(union_candidates(cands), models, cfg.normalise)
         if fold_name == "valid" and cfg.search:
             truth = load_fold(args.split, "valid").targets
-            weights, value = search_weights(df, truth, list(cands), cfg, seed)
-            summary[f"valid_{cfg.search_metric}"] = round(value, 4)
-            log.info("searched weights %s (valid %s %.4f)", weights, cfg.search_metric, value)
+            searched = search(df, truth, list(cands), cfg, seed)
+            weights = searched.weights
+            summary[f"valid_{cfg.search_metric}"] = round(searched.value, 4)
+            log.info(
+                "searched weights %s (valid %s %.4f)", weights, cfg.search_metric, searched.value
+            )
         if fold_name == "valid":
             unknown = set(weights) - set(cands)
             if unknown:
@@ -93,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             total = sum(weights.values())
             weights = {m: w / total for m, w in weights.items()}
-        df["m_hybrid"] = hybrid_score(df, weights)
+        if fold_name == "valid" and searched is not None and searched.bags:
+            # The ranker learns from this fold's labels: each user's hybrid comes from the
+            # bags that did not see the user, so those labels never shaped it.
+            df["m_hybrid"] = out_of_bag_hybrid(df, searched)
+        else:
+            df["m_hybrid"] = hybrid_score(df, weights)
         frames[out / f"{fold_name}.parquet"] = df
         frames[out / f"{fold_name}_recs.parquet"] = rank_by(df, df["m_hybrid"].to_numpy(), cfg.n)
         per_user = df.groupby("user_idx").size()

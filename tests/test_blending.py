@@ -19,11 +19,14 @@ from hypothesis import strategies as st
 from stages import blend, candidates
 from stages.core.blending import (
     BlendConfig,
+    SearchResult,
     TrialScorer,
     describe_pairs,
     hybrid_score,
     normalise_per_user,
+    out_of_bag_hybrid,
     rank_by,
+    search,
     search_weights,
     union_candidates,
 )
@@ -445,7 +448,37 @@ def test_search_users_caps_each_bag(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sizes and set(sizes) == {7}
     sizes.clear()
     search_weights(df, truth, names, cfg.model_copy(update={"search_users": 1000}), seed=0)
-    assert set(sizes) == {df["user_idx"].nunique() // 2}
+    # half of the users with a relevant target among their candidates
+    eligible = int((TrialScorer(df, truth, names, 10).row_rel > 0).sum())
+    assert set(sizes) == {eligible // 2}
+
+
+def test_out_of_bag_hybrid_uses_only_the_bags_without_the_user() -> None:
+    df, _ = random_fold(7)
+    wa, wb = {"a": 1.0, "b": 0.0, "c": 0.0}, {"a": 0.0, "b": 1.0, "c": 0.0}
+    mean = {"a": 0.5, "b": 0.5, "c": 0.0}
+    result = SearchResult(mean, 0.0, [(np.array([0, 1]), wa), (np.array([1, 2]), wb)])
+    got = out_of_bag_hybrid(df, result)
+    users = df["user_idx"].to_numpy()
+    for user, weights in [(0, wb), (2, wa), (1, mean), (5, mean)]:
+        # user 0 was only in the first bag: scored by the second's winner; user 1 was in
+        # both: the overall weights; user 5 in none: the mean of both winners (= overall)
+        rows = users == user
+        np.testing.assert_allclose(got[rows], hybrid_score(df[rows], weights), rtol=1e-6)
+    assert np.array_equal(out_of_bag_hybrid(df, SearchResult(mean, 0.0)), hybrid_score(df, mean))
+
+
+def test_search_keeps_each_bag_and_its_users() -> None:
+    df, truth = random_fold(7)
+    cfg = BlendConfig(search=True, search_trials=10, search_bags=4)
+    result = search(df, truth, ["a", "b", "c"], cfg, seed=1)
+    assert len(result.bags) == 4
+    relevant = set(truth.loc[truth["relevant"], "user_idx"])
+    for users, weights in result.bags:
+        assert set(users) <= relevant and len(users) == len(set(users))
+        assert sum(weights.values()) == pytest.approx(1.0, abs=1e-3)
+    mean = np.mean([[w[m] for m in "abc"] for _, w in result.bags], axis=0)
+    np.testing.assert_allclose([result.weights[m] for m in "abc"], mean, atol=1e-4)
 
 
 def test_trial_scorer_rejects_unknown_metric() -> None:

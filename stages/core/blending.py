@@ -19,6 +19,7 @@ neutral zero). The hybrid's top-N is a model in its own right (``blend``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -204,6 +205,7 @@ class TrialScorer:
         # Averages run over every user with a relevant target, candidates or not.
         self.n_eval = len(n_rel)
         uniq, row = np.unique(users, return_inverse=True)
+        self.users = uniq
         self.row, self.n_rows = row, len(uniq)
         order = np.lexsort((df["item_idx"].to_numpy(), row))
         pos = np.empty(len(row), dtype=np.int64)
@@ -236,6 +238,7 @@ class TrialScorer:
         sub.width = int(sub.pos.max()) + 1 if len(sub.pos) else 0
         sub.label = self.label[rows, : sub.width]
         sub.row_rel, sub.idcg = self.row_rel[rows], self.idcg[rows]
+        sub.users = self.users[rows]
         sub.n_eval = int((sub.row_rel > 0).sum())
         return sub
 
@@ -281,6 +284,15 @@ class TrialScorer:
         return float(per_row.sum() / n_eval)
 
 
+@dataclass(frozen=True)
+class SearchResult:
+    """The chosen weights, their value on the whole fold, and each bag's users and winner."""
+
+    weights: dict[str, float]
+    value: float
+    bags: list[tuple[np.ndarray, dict[str, float]]] = field(default_factory=list)
+
+
 def search_weights(
     df: pd.DataFrame,
     truth: pd.DataFrame,
@@ -288,12 +300,25 @@ def search_weights(
     cfg: BlendConfig,
     seed: int,
 ) -> tuple[dict[str, float], float]:
+    """:func:`search` as ``(weights, value on the whole fold)``."""
+    result = search(df, truth, names, cfg, seed)
+    return result.weights, result.value
+
+
+def search(
+    df: pd.DataFrame,
+    truth: pd.DataFrame,
+    names: list[str],
+    cfg: BlendConfig,
+    seed: int,
+) -> SearchResult:
     """Random search over the weight simplex, maximising ``cfg.search_metric`` on the valid
     fold. The configured weights, each single model and the uniform mix are always tried, so
     with one bag the result is never worse on the valid fold than any of them. With
-    ``cfg.search_bags`` > 1 the search runs on that many seeded halves of the candidate
-    users (at most ``cfg.search_users`` each) and the winning weights are averaged.
-    Returns (weights, value on the whole fold)."""
+    ``cfg.search_bags`` > 1 the search runs on that many seeded halves of the users with a
+    relevant target among their candidates (at most ``cfg.search_users`` each), and the
+    winning weights are averaged; each bag's users and winner are kept (see
+    :func:`out_of_bag_hybrid`)."""
     metric, k = cfg.search_metric.split("@")
     scorer = TrialScorer(df, truth, names, int(k))
     rng = np.random.default_rng(seed)
@@ -314,12 +339,44 @@ def search_weights(
                 best_w, best_v = w, value
         return best_w
 
-    if cfg.search_bags == 1:
+    def as_dict(w: np.ndarray) -> dict[str, float]:
+        return {m: round(float(x), 4) for m, x in zip(names, w, strict=True)}
+
+    bags: list[tuple[np.ndarray, dict[str, float]]] = []
+    # A bag of users without a relevant target scores NaN for every trial: draw from the rest.
+    eligible = np.flatnonzero(scorer.row_rel > 0)
+    if cfg.search_bags == 1 or len(eligible) < 2:
         chosen = best_of(scorer)
     else:
-        half = max(1, min(scorer.n_rows // 2, cfg.search_users))
-        bags = [np.sort(rng.permutation(scorer.n_rows)[:half]) for _ in range(cfg.search_bags)]
-        chosen = np.mean([best_of(scorer.subset(rows)) for rows in bags], axis=0)
-    weights = {m: round(float(x), 4) for m, x in zip(names, chosen, strict=True)}
+        half = max(1, min(len(eligible) // 2, cfg.search_users))
+        winners = []
+        for _ in range(cfg.search_bags):
+            rows = np.sort(rng.permutation(eligible)[:half])
+            part = scorer.subset(rows)
+            winners.append(best_of(part))
+            bags.append((part.users, as_dict(winners[-1])))
+        chosen = np.mean(winners, axis=0)
+    weights = as_dict(chosen)
     rounded = np.array([weights[m] for m in names])
-    return weights, scorer.value(rounded / rounded.sum(), metric)
+    return SearchResult(weights, scorer.value(rounded / rounded.sum(), metric), bags)
+
+
+def out_of_bag_hybrid(df: pd.DataFrame, result: SearchResult) -> np.ndarray:
+    """The hybrid of the fold the weights were searched on, each user's pairs scored with
+    the mean of the winners of the bags that did not contain the user, so a user's own
+    labels never shaped the weights of their hybrid (a ranker trained on this fold's labels
+    then starts from an honest score). Users in every bag, or a search without bags, get
+    ``result.weights``."""
+    if not result.bags:
+        return hybrid_score(df, result.weights)
+    users = df["user_idx"].to_numpy()
+    total = np.zeros(len(df), dtype=np.float64)
+    count = np.zeros(len(df), dtype=np.int64)
+    for bag_users, weights in result.bags:
+        outside = ~np.isin(users, bag_users)
+        total[outside] += hybrid_score(df.loc[outside], weights)
+        count[outside] += 1
+    out = hybrid_score(df, result.weights).astype(np.float64)
+    has = count > 0
+    out[has] = total[has] / count[has]
+    return out.astype(np.float32)
