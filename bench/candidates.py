@@ -75,7 +75,7 @@ def main() -> None:
             peak = max(r[1] for r in runs)
             total += wall
             print(f"| {size} | {model} | {wall:.1f} | {peak:.0f} |", flush=True)
-        print(f"| {size} | **all six, both folds** | **{total:.1f}** | |", flush=True)
+        print(f"| {size} | **all {len(MODELS)}, both folds** | **{total:.1f}** | |", flush=True)
 
 
 if __name__ == "__main__":

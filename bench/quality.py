@@ -35,7 +35,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stages.core.metrics import paired_bootstrap  # noqa: E402
 
 PROTOCOLS: tuple[str, ...] = ("ms_benchmark", "temporal")
 """Protocol names, in the order they are run by default."""
@@ -96,6 +101,8 @@ class ProtocolResult:
     users: int | None = None
     """Evaluation users (users with at least one relevant test target)."""
     published: dict[str, dict[str, float]] = field(default_factory=dict)
+    paired: dict[str, dict[str, float | bool]] = field(default_factory=dict)
+    """Reference name -> paired bootstrap of the ranker's NDCG@10 minus the reference's."""
 
 
 # --------------------------------------------------------------------------- scratch repo
@@ -174,6 +181,8 @@ def run_pipeline(repo: Path, data: Path, protocol: str) -> ProtocolResult:
         raise RuntimeError(f"{' '.join(cmd)} failed in {repo}:\n{proc.stdout}\n{proc.stderr}")
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     metrics.pop("candidate_recall", None)
+    # Rating-only entries (RMSE, no ranked list) have no row in a top-N table.
+    metrics = {m: v for m, v in metrics.items() if "ndcg@10" in v}
     intervals = json.loads((repo / "reports/intervals.json").read_text())
     users = {int(m["users"]) for m in metrics.values() if "users" in m}
     return ProtocolResult(
@@ -183,7 +192,27 @@ def run_pipeline(repo: Path, data: Path, protocol: str) -> ProtocolResult:
         seconds=seconds,
         users=users.pop() if len(users) == 1 else None,
         published=PUBLISHED.get(protocol, {}),
+        paired=ranker_against_references(repo, metrics),
     )
+
+
+def ranker_against_references(repo: Path, metrics: dict) -> dict[str, dict[str, float | bool]]:
+    """Paired bootstrap (2,000 resamples of the evaluation users, seed 0) of the ranker's
+    per-user NDCG@10 minus the best single candidate model's and the blend's, from
+    ``reports/per_user.parquet``."""
+    per_user = pd.read_parquet(repo / "reports/per_user.parquet")
+    wide = per_user.pivot(index="user_idx", columns="model", values="ndcg@10")
+    if "ranker" not in wide:
+        return {}
+    singles = [m for m in metrics if m not in ("blend", "ranker") and m in wide]
+    best = max(singles, key=lambda m: metrics[m]["ndcg@10"]) if singles else None
+    refs = {f"best single model ({best})": best} if best else {}
+    if "blend" in wide:
+        refs["blend"] = "blend"
+    return {
+        label: paired_bootstrap(wide["ranker"].to_numpy(), wide[m].to_numpy(), 2000, 0)
+        for label, m in refs.items()
+    }
 
 
 # --------------------------------------------------------------------------- output
@@ -222,6 +251,14 @@ def render(result: ProtocolResult) -> str:
         cells = [_fmt(values.get(m)) for m in METRICS]
         lines.append(f"| {model} | **published** | " + " | ".join(cells) + " |")
     lines.append("")
+    for label, p in result.paired.items():
+        verdict = "beyond noise" if p["significant"] else "within noise"
+        lines.append(
+            f"- ranker − {label}: {p['diff']:+.4f} NDCG@10, 95% paired interval "
+            f"[{p['low']:+.4f}, {p['high']:+.4f}]: {verdict}"
+        )
+    if result.paired:
+        lines.append("")
     users = f"{result.users} evaluation users; " if result.users else ""
     lines.append(
         f"{users}NDCG@10 of ours with its 95% bootstrap interval over users; "
@@ -252,6 +289,7 @@ def as_json(results: list[ProtocolResult]) -> dict:
             "note": NO_PUBLISHED.get(r.protocol) if not r.published else None,
             "users": r.users,
             "dvc_exp_run_seconds": round(r.seconds, 1),
+            "ranker_paired_ndcg@10": r.paired,
         }
     return out
 

@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             "features": result.features,
             "base_margin": cfg.base_margin,
             "base_margin_scale": cfg.base_margin_scale,
+            "rerank_top": cfg.rerank_top,
         },
         model_dir / "scoring.json",
     )

@@ -139,3 +139,61 @@ def test_stages_depend_on_every_module_they_import() -> None:
             continue
         missing = imported[f"stages.{name}"] - set(stage["deps"])
         assert not missing, (name, missing)
+
+
+def _config_fields(cls) -> set[str]:
+    return set(cls.model_fields)
+
+
+def test_every_conf_file_sets_exactly_its_config_fields() -> None:
+    """A field missing from conf/ cannot be overridden with `-S group.key=...` (Hydra wants
+    `+key`) and is absent from params.yaml; an extra key would fail validation."""
+    from stages.core.blending import BlendConfig
+    from stages.core.evaluation import EvalConfig
+    from stages.core.features import FeaturesConfig
+    from stages.core.models.registry import model_class
+    from stages.core.ranking import RankerConfig
+    from stages.rate import RatingConfig
+
+    groups = {
+        "features": FeaturesConfig,
+        "blend": BlendConfig,
+        "ranker": RankerConfig,
+        "rating": RatingConfig,
+        "eval": EvalConfig,
+    }
+    checked = 0
+    for group, cls in groups.items():
+        for path in sorted((ROOT / "conf" / group).glob("*.yaml")):
+            keys = set(yaml.safe_load(path.read_text()) or {})
+            assert keys == _config_fields(cls), (path.name, keys ^ _config_fields(cls))
+            checked += 1
+    for name in MODELS:
+        path = ROOT / "conf/candidates" / f"{name}.yaml"
+        keys = set(yaml.safe_load(path.read_text()))
+        assert keys == _config_fields(model_class(name).config_class), (name, keys)
+        checked += 1
+    assert checked >= len(groups) + len(MODELS)
+
+
+def test_every_registered_model_is_wired_into_blend_and_evaluate() -> None:
+    """blend and evaluate unpickle the models: their modules and folders must be deps, and
+    every model's list must be evaluated and plotted, or a new model leaves them stale."""
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    stages = doc["stages"]
+    for name in MODELS:
+        assert f"stages/core/models/{name}.py" in stages["blend"]["deps"], name
+        assert f"models/{name}" in stages["blend"]["deps"], name
+        assert f"--recs {name}=data/candidates/test/{name}.parquet" in stages["evaluate"]["cmd"]
+    plotted = {}
+    for plot in doc["plots"]:
+        if isinstance(plot, dict):
+            (spec,) = plot.values()
+            for columns in spec["y"].values():
+                plotted.setdefault(tuple(spec["y"]), set()).update(
+                    columns if isinstance(columns, list) else [columns]
+                )
+    model_plots = [cols for cols in plotted.values() if "ease" in cols]
+    assert model_plots
+    for cols in model_plots:
+        assert set(MODELS) <= cols, set(MODELS) - cols

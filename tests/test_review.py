@@ -423,6 +423,7 @@ def test_e2e_identical_rerun_reviews_as_no_change(baseline: Path) -> None:
 
 @pytest.mark.e2e
 def test_e2e_worse_als_is_flagged(baseline: Path, tmp_path: Path) -> None:
+    head = git(baseline, "rev-parse", "HEAD").strip()
     try:
         dvc(baseline, "exp", "run", *WORSE_ALS)
         out = review_md(baseline)
@@ -431,7 +432,7 @@ def test_e2e_worse_als_is_flagged(baseline: Path, tmp_path: Path) -> None:
         metrics_diff = dvc_json(baseline, "metrics", "diff", "HEAD~1", "HEAD")
         dvc(baseline, "plots", "diff", "HEAD~1", "HEAD", "-o", str(tmp_path / "plots"))
     finally:
-        git(baseline, "reset", "-q", "--hard", "HEAD~1")
+        git(baseline, "reset", "-q", "--hard", head)  # the baseline, whatever failed above
         reset(baseline)
     changed = metrics_diff["reports/metrics.json"]
     assert changed["als.ndcg@10"]["new"] < changed["als.ndcg@10"]["old"], changed

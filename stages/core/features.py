@@ -83,8 +83,8 @@ class FeaturesConfig(Config):
     content_history: int = Field(
         50,
         ge=1,
-        description="p_content_*_sim compare a candidate with at most this many of the "
-        "user's most recent distinct (describable) history items",
+        description="p_content_*_sim and p_cf_max_sim compare a candidate with at most this "
+        "many of the user's most recent distinct (describable) history items",
     )
     recent_items: list[PositiveInt] = Field(
         [1, 3, 10],

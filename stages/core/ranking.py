@@ -102,8 +102,9 @@ class RankerConfig(Config):
         100,
         ge=1,
         description="only each user's top this many candidates by the blend's m_hybrid are "
-        "ranked (trained on and re-ordered): a cascade, faster and trained where the top of "
-        "the list is decided; null: every candidate",
+        "ranked (trained on and re-ordered); the rest are dropped, so the ranker's list is at "
+        "most this long: a cascade, faster and trained where the top of the list is decided; "
+        "null: every candidate",
     )
     n: int = Field(100, ge=1, description="length of the ranker's top-N list per user")
 
@@ -221,8 +222,13 @@ def train(df: pd.DataFrame, y: np.ndarray, cfg: RankerConfig, seed: int) -> Trai
     """Fit the ranker on one fold's pairs ``df`` (sorted by user) with labels ``y``.
 
     Users whose candidates hold no positive carry no ranking signal: they are left out and
-    counted. A seeded share of the remaining users is held out for early stopping; with
-    ``refit`` the final model is fitted on all of them with the number of trees found.
+    counted. The remaining users are split (seeded) into ``cfg.cv_folds`` folds; a ranker is
+    trained with each fold held out for early stopping, and the number of trees is where the
+    holdout NDCG averaged over the folds peaks. With one fold, or more than
+    ``cfg.cv_max_users`` users, a single seeded ``holdout_share`` of the users is held out
+    instead. The final model is refit on all users with that many trees (or, with one
+    holdout and ``refit`` false, fitted without the holdout). Every fit starts from the
+    ``cfg.base_margin`` column (see :func:`margin`).
     """
     feats = select_features(list(df.columns), cfg)
     users = df["user_idx"].to_numpy()

@@ -189,8 +189,7 @@ def _load_users(cfg: FilesConfig) -> pd.DataFrame:
     check_not_empty(raw, f)
     require_columns(raw, [cfg.user_id_column], f)
     users = pd.DataFrame({"user_id": check_ids(raw, cfg.user_id_column, f)})
-    # Here, not only in finalize: the stage does not pass finalize this file's name, and only
-    # here is the file's own column name known.
+    # Here, not only in finalize: only here is the file's own column name known.
     check_unique(users["user_id"], cfg.user_id_column, f, "user")
     for col in raw.columns:
         if col != cfg.user_id_column and col not in users.columns:
