@@ -38,7 +38,7 @@ class EASEConfig(ModelConfig):
         "weights)",
     )
     max_items: int = Field(
-        50_000,
+        25_000,
         ge=1,
         description="refuse to fit when more items than this have interactions: the dense "
         "item x item matrices need about 12 * items**2 bytes",
