@@ -725,3 +725,12 @@ def test_blend_stage_rejects_bad_params(project: Project, tmp_path: Path) -> Non
     params = write_params(tmp_path / "params.yaml", {"normalise": "softmax", "search": True})
     assert run_blend(project, tmp_path, params) == 2
     assert not (tmp_path / "blend").exists()
+
+
+@pytest.mark.parametrize("w", [[-0.2, 0.6, 0.6], [0.0, 0.0, 0.0]])
+def test_trial_scorer_refuses_weights_off_the_simplex(w: list[float]) -> None:
+    # Padding slots are only guaranteed to sort last under weights >= 0 with a positive sum.
+    df, truth = random_fold(0)
+    scorer = TrialScorer(df, truth, ["a", "b", "c"], k=10)
+    with pytest.raises(ValueError, match="weights must be >= 0"):
+        scorer.value(np.array(w), "ndcg")

@@ -80,23 +80,23 @@ class BlendConfig(Config):
 def union_candidates(cands: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Distinct (user_idx, item_idx) pairs proposed by any model, sorted, with every model's
     rank (NaN where that model did not propose the pair) and ``m_n_models``."""
-    frames = [c[["user_idx", "item_idx"]] for c in cands.values() if len(c)]
+    frames = {name: c for name, c in cands.items() if len(c)}
     if not frames:
         return pd.DataFrame({"user_idx": np.zeros(0, np.int64), "item_idx": np.zeros(0, np.int64)})
-    pairs = (
-        pd.concat(frames, ignore_index=True)
-        .drop_duplicates()
-        .sort_values(["user_idx", "item_idx"], kind="stable")
-        .reset_index(drop=True)
-    )
-    key = pd.MultiIndex.from_frame(pairs[["user_idx", "item_idx"]])
+
+    def key(c: pd.DataFrame) -> np.ndarray:
+        # One sortable int64 per pair: user in the high half, item in the low one.
+        return (c["user_idx"].to_numpy(np.int64) << 32) | c["item_idx"].to_numpy(np.int64)
+
+    keys = {name: key(c) for name, c in frames.items()}
+    union = np.sort(np.concatenate(list(keys.values())))
+    union = union[np.r_[True, union[1:] != union[:-1]]]  # np.unique hashes: slower here
+    pairs = pd.DataFrame({"user_idx": union >> 32, "item_idx": union & 0xFFFFFFFF})
     n_models = np.zeros(len(pairs), dtype=np.int16)
     for name, c in cands.items():
-        ranks = pd.Series(
-            c["rank"].to_numpy(np.float32),
-            index=pd.MultiIndex.from_frame(c[["user_idx", "item_idx"]]),
-        )
-        col = ranks.reindex(key).to_numpy(np.float32)
+        col = np.full(len(pairs), np.nan, dtype=np.float32)
+        if len(c):
+            col[np.searchsorted(union, keys[name])] = c["rank"].to_numpy(np.float32)
         pairs[f"m_{name}_rank"] = col
         n_models += ~np.isnan(col)
     pairs["m_n_models"] = n_models
@@ -143,9 +143,15 @@ def describe_pairs(
     return out
 
 
-def hybrid_score(df: pd.DataFrame, weights: Mapping[str, float]) -> np.ndarray:
+def hybrid_score(
+    df: pd.DataFrame,
+    weights: Mapping[str, float],
+    filled: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
     """``sum_m w_m * norm_m`` with weights scaled to sum 1; a missing norm counts as the
-    user's lowest normalised value for that model (0 if the user has none)."""
+    user's lowest normalised value for that model (0 if the user has none). ``filled``
+    caches each model's filled column across calls on the same ``df``."""
+    filled = {} if filled is None else filled
     total = sum(w for w in weights.values() if w > 0)
     out = np.zeros(len(df), dtype=np.float64)
     for name, w in weights.items():
@@ -154,9 +160,11 @@ def hybrid_score(df: pd.DataFrame, weights: Mapping[str, float]) -> np.ndarray:
         col = f"m_{name}_norm"
         if col not in df:
             continue
-        norm = df[col]
-        floor = norm.groupby(df["user_idx"]).transform("min").fillna(0.0)
-        out += (w / total) * norm.fillna(floor).to_numpy(np.float64)
+        if name not in filled:
+            norm = df[col]
+            floor = norm.groupby(df["user_idx"]).transform("min").fillna(0.0)
+            filled[name] = norm.fillna(floor).to_numpy(np.float64)
+        out += (w / total) * filled[name]
     return out.astype(np.float32)
 
 
@@ -181,37 +189,40 @@ def rank_by(df: pd.DataFrame, score: np.ndarray, n: int) -> pd.DataFrame:
 class TrialScorer:
     """Scores many hybrid weight vectors on one fold quickly.
 
-    The per-model normalised scores (missing filled as in :func:`hybrid_score`) are stacked
-    once into a pairs x models matrix and laid out as a dense users x candidates grid, so a
-    trial is one matrix-vector product and one ``argpartition`` per row. Metric definitions
+    The per-model normalised scores (missing filled as in :func:`hybrid_score`) are laid out
+    once as dense users x candidates planes, one per model, so a trial is one weighted sum of
+    planes and one ``argpartition`` per row. Metric definitions
     are those of :mod:`stages.core.metrics` (a test checks they agree with ``topn_metrics``);
     ties at the cut-off may be broken differently, which only matters for choosing weights.
     """
 
     METRICS = ("ndcg", "precision", "recall", "hitrate", "mrr")
 
+    # Empty slots of the grid: below any real score once weights (>= 0, sum 1) mix them.
+    PAD = np.float32(-1e30)
+
     def __init__(self, df: pd.DataFrame, truth: pd.DataFrame, names: list[str], k: int) -> None:
         self.k = k
         users = df["user_idx"].to_numpy()
-        cols = []
-        for name in names:
-            norm = df[f"m_{name}_norm"]
-            floor = norm.groupby(df["user_idx"]).transform("min").fillna(0.0)
-            cols.append(norm.fillna(floor).to_numpy(np.float32))
-        self.matrix = np.column_stack(cols)
         # A pair listed twice is one relevant item, as in metrics.topn_metrics.
         rel = truth.loc[truth["relevant"], ["user_idx", "item_idx"]].drop_duplicates()
         n_rel = rel.groupby("user_idx").size()
         # Averages run over every user with a relevant target, candidates or not.
         self.n_eval = len(n_rel)
         uniq, row = np.unique(users, return_inverse=True)
-        self.users = uniq
-        self.row, self.n_rows = row, len(uniq)
+        self.users, self.n_rows = uniq, len(uniq)
         order = np.lexsort((df["item_idx"].to_numpy(), row))
         pos = np.empty(len(row), dtype=np.int64)
         counts = np.bincount(row, minlength=len(uniq))
         pos[order] = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
-        self.pos, self.width = pos, int(counts.max()) if len(counts) else 0
+        self.counts, self.width = counts, int(counts.max()) if len(counts) else 0
+        # models x users x candidates, laid out once: a trial is then one weighted sum of
+        # contiguous planes, not a scatter of every pair.
+        self.grid3 = np.full((len(names), self.n_rows, self.width), self.PAD, dtype=np.float32)
+        for j, name in enumerate(names):
+            norm = df[f"m_{name}_norm"]
+            floor = norm.groupby(df["user_idx"]).transform("min").fillna(0.0)
+            self.grid3[j, row, pos] = norm.fillna(floor).to_numpy(np.float32)
         key = pd.MultiIndex.from_frame(df[["user_idx", "item_idx"]])
         rel_key = pd.MultiIndex.from_frame(rel[["user_idx", "item_idx"]])
         self.label = np.zeros((self.n_rows, self.width), dtype=bool)
@@ -227,15 +238,11 @@ class TrialScorer:
         """A scorer of only the candidate users at sorted positions ``rows`` (in ``user_idx``
         order); its mean runs over those of them with a relevant target."""
         rows = np.asarray(rows, dtype=np.int64)
-        new_row = np.full(self.n_rows, -1, dtype=np.int64)
-        new_row[rows] = np.arange(len(rows))
-        keep = new_row[self.row] >= 0
         sub = object.__new__(TrialScorer)
         sub.k, sub.discounts = self.k, self.discounts
-        sub.matrix = self.matrix[keep]
-        sub.row, sub.pos = new_row[self.row[keep]], self.pos[keep]
-        sub.n_rows = len(rows)
-        sub.width = int(sub.pos.max()) + 1 if len(sub.pos) else 0
+        sub.n_rows, sub.counts = len(rows), self.counts[rows]
+        sub.width = int(sub.counts.max()) if len(rows) else 0
+        sub.grid3 = np.ascontiguousarray(self.grid3[:, rows, : sub.width])
         sub.label = self.label[rows, : sub.width]
         sub.row_rel, sub.idcg = self.row_rel[rows], self.idcg[rows]
         sub.users = self.users[rows]
@@ -254,8 +261,10 @@ class TrialScorer:
             raise ValueError(f"search_metric must be one of {self.METRICS} at some K")
         if self.n_eval == 0:
             return float("nan")
-        grid = np.full((self.n_rows, self.width), -np.inf, dtype=np.float32)
-        grid[self.row, self.pos] = self.matrix @ weights.astype(np.float32)
+        weights = np.asarray(weights, dtype=np.float64)
+        if (weights < 0).any() or not weights.sum() > 0:
+            raise ValueError(f"weights must be >= 0 with a positive sum, got {weights}")
+        grid = np.tensordot((weights / weights.sum()).astype(np.float32), self.grid3, axes=1)
         label, row_rel, idcg, n_eval = self.label, self.row_rel, self.idcg, self.n_eval
         k = min(self.k, self.width)
         top = (
@@ -266,7 +275,8 @@ class TrialScorer:
         vals = np.take_along_axis(grid, top, axis=1)
         order = np.lexsort((top, -vals), axis=-1)
         top, vals = np.take_along_axis(top, order, 1), np.take_along_axis(vals, order, 1)
-        hit = np.take_along_axis(label, top, axis=1) & np.isfinite(vals)
+        # Slots past a user's candidates hold PAD and no label, so they never count as hits.
+        hit = np.take_along_axis(label, top, axis=1)
         n_hit = hit.sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             if metric == "ndcg":
@@ -351,8 +361,7 @@ def search(
         half = max(1, min(len(eligible) // 2, cfg.search_users))
         winners = []
         for _ in range(cfg.search_bags):
-            rows = np.sort(rng.permutation(eligible)[:half])
-            part = scorer.subset(rows)
+            part = scorer.subset(np.sort(rng.permutation(eligible)[:half]))
             winners.append(best_of(part))
             bags.append((part.users, as_dict(winners[-1])))
         chosen = np.mean(winners, axis=0)
@@ -372,11 +381,14 @@ def out_of_bag_hybrid(df: pd.DataFrame, result: SearchResult) -> np.ndarray:
     users = df["user_idx"].to_numpy()
     total = np.zeros(len(df), dtype=np.float64)
     count = np.zeros(len(df), dtype=np.int64)
+    # A user's pairs are all inside a bag or all outside, so the per-user fill of a missing
+    # score is the same on the whole fold: score it whole, keep the outside rows.
+    filled: dict[str, np.ndarray] = {}
     for bag_users, weights in result.bags:
         outside = ~np.isin(users, bag_users)
-        total[outside] += hybrid_score(df.loc[outside], weights)
+        total[outside] += hybrid_score(df, weights, filled)[outside]
         count[outside] += 1
-    out = hybrid_score(df, result.weights).astype(np.float64)
+    out = hybrid_score(df, result.weights, filled).astype(np.float64)
     has = count > 0
     out[has] = total[has] / count[has]
     return out.astype(np.float32)
