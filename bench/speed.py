@@ -98,16 +98,23 @@ def one_run(size: str, workdir: Path, end_to_end: bool) -> dict[str, tuple[float
     repo = fresh_repo(workdir, params)
     dvc = str(Path(sys.executable).parent / "dvc")
     out: dict[str, tuple[float, float]] = {}
+
+    def step(name: str, *args: str) -> None:
+        out[name] = timed([dvc, "repro", *args], repo)
+        # Progress on stderr: a long size is not lost if the run is stopped half-way.
+        print(f"{size}: {name}: {out[name][0]:.1f} s, {out[name][1]:.0f} MiB", file=sys.stderr)
+
     if end_to_end:
         # As a user runs it: one `dvc repro` on a fresh copy.
-        out["end to end (one dvc repro)"] = timed([dvc, "repro"], repo)
+        step("end to end (one dvc repro)")
     # Each stage on its own, for the breakdown (each pays its own dvc start-up).
     force = ["--force"] if end_to_end else []
-    out |= {s: timed([dvc, "repro", *force, "--single-item", s], repo) for s in STAGES}
-    out["no-op dvc repro"] = timed([dvc, "repro"], repo)
+    for stage in STAGES:
+        step(stage, *force, "--single-item", stage)
+    step("no-op dvc repro")
     params["candidates"]["als"]["factors"] = params["candidates"]["als"]["factors"] // 2
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out["rerun after an ALS change"] = timed([dvc, "repro"], repo)
+    step("rerun after an ALS change")
     return out
 
 
