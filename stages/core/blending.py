@@ -143,6 +143,13 @@ def describe_pairs(
     return out
 
 
+def fill_by_user(values: pd.Series, users: pd.Series) -> np.ndarray:
+    """``values`` as float64, each NaN replaced by its user's lowest value (0 when the user
+    has none): a missing score is evidence against the pair, not a neutral zero."""
+    floor = values.groupby(users).transform("min").fillna(0.0)
+    return values.fillna(floor).to_numpy(np.float64)
+
+
 def hybrid_score(
     df: pd.DataFrame,
     weights: Mapping[str, float],
@@ -161,9 +168,7 @@ def hybrid_score(
         if col not in df:
             continue
         if name not in filled:
-            norm = df[col]
-            floor = norm.groupby(df["user_idx"]).transform("min").fillna(0.0)
-            filled[name] = norm.fillna(floor).to_numpy(np.float64)
+            filled[name] = fill_by_user(df[col], df["user_idx"])
         out += (w / total) * filled[name]
     return out.astype(np.float32)
 
@@ -220,9 +225,7 @@ class TrialScorer:
         # contiguous planes, not a scatter of every pair.
         self.grid3 = np.full((len(names), self.n_rows, self.width), self.PAD, dtype=np.float32)
         for j, name in enumerate(names):
-            norm = df[f"m_{name}_norm"]
-            floor = norm.groupby(df["user_idx"]).transform("min").fillna(0.0)
-            self.grid3[j, row, pos] = norm.fillna(floor).to_numpy(np.float32)
+            self.grid3[j, row, pos] = fill_by_user(df[f"m_{name}_norm"], df["user_idx"])
         key = pd.MultiIndex.from_frame(df[["user_idx", "item_idx"]])
         rel_key = pd.MultiIndex.from_frame(rel[["user_idx", "item_idx"]])
         self.label = np.zeros((self.n_rows, self.width), dtype=bool)

@@ -19,6 +19,7 @@ import pandas as pd
 import xgboost as xgb
 from pydantic import Field
 
+from stages.core.blending import fill_by_user
 from stages.core.config import Config
 from stages.core.errors import ConfigError
 
@@ -179,9 +180,9 @@ def margin(df: pd.DataFrame, cfg: RankerConfig) -> np.ndarray | None:
         raise ConfigError(
             f"params.yaml: ranker.base_margin: no column {cfg.base_margin!r} among the features"
         )
-    col = df[cfg.base_margin].astype(np.float64)
-    floor = col.groupby(df["user_idx"]).transform("min").fillna(0.0)
-    return (cfg.base_margin_scale * col.fillna(floor)).to_numpy(np.float64)
+    return cfg.base_margin_scale * fill_by_user(
+        df[cfg.base_margin].astype(np.float64), df["user_idx"]
+    )
 
 
 @dataclass
