@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 repro: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
+# One worker per core, each test file on one worker (the end-to-end tests of a file share
+# one tiny repository; see tests/conftest.py). `--dist loadgroup` would be finer but
+# pytest-xdist 3.8 cannot regroup pytest 9's node ids.
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check stages tests bench

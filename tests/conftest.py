@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from filelock import FileLock
 
 from stages.core.schema import finalize
 
@@ -85,6 +88,16 @@ def dvc_json(repo: Path, *args: str) -> dict:
     return json.loads(proc.stdout)
 
 
+def stages_run(out: str) -> list[str]:
+    """The stages a `dvc repro` / `dvc exp run` ran, in order, from its output."""
+    return [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
+
+
+def review_md(repo: Path, *args: str) -> str:
+    """`python -m stages.review --base HEAD` in `repo`: the markdown a pull request gets."""
+    return sh(repo, sys.executable, "-m", "stages.review", "--base", "HEAD", *args)
+
+
 def git(repo: Path, *args: str) -> str:
     return sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", *args)
 
@@ -95,12 +108,9 @@ def reset(repo: Path) -> None:
     dvc(repo, "checkout", "--force")
 
 
-@pytest.fixture(scope="session")
-def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A temporary git copy of the project (the files a fresh clone would get) with a
-    committed `dvc exp run -S +experiment=tiny` baseline; shared by the end-to-end tests,
-    each of which leaves it as it found it."""
-    dst = tmp_path_factory.mktemp("repo")
+def build_tiny_repo(dst: Path) -> None:
+    """A git copy of the project (the files a fresh clone would get) at `dst` with a
+    committed `dvc exp run -S +experiment=tiny` baseline."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -118,4 +128,72 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dvc(dst, "exp", "run", "-S", "+experiment=tiny")
     git(dst, "add", "-A")
     git(dst, "commit", "-qm", "baseline: tiny run")
+
+
+E2E_ID = "test_e2e"
+"""Every end-to-end test's node id holds this (tests/test_e2e.py, test_review.py's
+`test_e2e_*`): how the xdist controller, which sees only ids, knows that some will run."""
+
+
+def ensure_tiny_baseline(shared: Path) -> None:
+    """Build the baseline at `shared` unless a finished build is there; one builder at a
+    time across processes (a file lock), and a half-built folder is started over."""
+    done = shared / ".built"
+    with FileLock(str(shared) + ".lock"):
+        if not done.exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir(parents=True)
+            build_tiny_repo(shared)
+            done.touch()
+
+
+_prebuild: threading.Thread | None = None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
+    """xdist controller: as soon as a worker has collected an end-to-end test, start the
+    shared baseline in a background thread, so that the build overlaps the unit tests
+    instead of holding up the first worker that reaches an end-to-end file. A failed build
+    is left to the workers' `tiny_repo` fixture, which retries it and reports the error."""
+    global _prebuild
+    if _prebuild is not None or not any(E2E_ID in i for i in ids):
+        return
+    # the controller's base temp folder is the parent of every worker's (xdist itself
+    # hands each worker a sub-folder of it the same way)
+    shared = node.config._tmp_path_factory.getbasetemp() / "tiny-baseline"
+
+    def build() -> None:
+        # on failure the fixture retries and fails the tests with the message
+        with contextlib.suppress(Exception):
+            ensure_tiny_baseline(shared)
+
+    _prebuild = threading.Thread(target=build, name="tiny-baseline", daemon=True)
+    _prebuild.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _prebuild is not None:  # never leave a dvc run behind a finished session
+        _prebuild.join()
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny baseline repository, shared by the end-to-end tests, each of which leaves
+    it as it found it.
+
+    Under pytest-xdist (`make test` runs `-n auto --dist loadfile`) each test file runs on
+    one worker, so the end-to-end tests of test_e2e.py and test_review.py may run at the
+    same time. The baseline is built once per run (the controller starts it in the
+    background, see above; a worker that needs it sooner waits on the lock), and every
+    worker works in its own copy (git history, DVC cache and run cache included), so two
+    files never touch each other's repository."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # plain pytest: no workers to share with
+        dst = tmp_path_factory.mktemp("repo")
+        build_tiny_repo(dst)
+        return dst
+    shared = tmp_path_factory.getbasetemp().parent / "tiny-baseline"
+    ensure_tiny_baseline(shared)
+    dst = tmp_path_factory.mktemp("repo") / "tiny"
+    shutil.copytree(shared, dst, symlinks=True, ignore=shutil.ignore_patterns(".built"))
     return dst

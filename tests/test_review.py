@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ from stages.core.review import (
     render_review,
     summary_line,
 )
-from tests.conftest import dvc, dvc_json, git, reset, sh
+from tests.conftest import dvc, dvc_json, git, reset, review_md, stages_run
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["ndcg@10", "precision@10"]
@@ -374,10 +373,6 @@ def test_cli_missing_inputs_exit_1_naming_them(
 # --------------------------------------------------------------------------- end to end
 
 
-def review_md(repo: Path, *args: str) -> str:
-    return sh(repo, sys.executable, "-m", "stages.review", "--base", "HEAD", *args)
-
-
 @pytest.fixture
 def baseline(tiny_repo: Path) -> Path:
     return tiny_repo
@@ -396,37 +391,18 @@ factors=2 alone is flagged too, but with a narrower margin (ndcg@10 -0.038 [-0.0
 against -0.049 [-0.078, -0.024]); the margin keeps the test stable across BLAS builds."""
 
 
-def metrics_of(repo: Path) -> dict:
-    return json.loads((repo / "reports/metrics.json").read_text())
-
-
-@pytest.mark.e2e
-def test_e2e_identical_rerun_reviews_as_no_change(baseline: Path) -> None:
-    committed = {
-        f: git(baseline, "show", f"HEAD:reports/{f}").encode()
-        for f in ("metrics.json", "segments.json", "intervals.json", "report.md")
-    }
-    try:
-        dvc(baseline, "repro", "--force")
-        rerun = {f: (baseline / "reports" / f).read_bytes() for f in committed}
-        out = review_md(baseline)
-    finally:
-        reset(baseline)
-    # every stage ran again from scratch and wrote the same bytes
-    for name, data in committed.items():
-        assert rerun[name] == data, name
-    assert out.splitlines()[2] == "**No significant changes** (54 comparisons).", out
-    assert "No params changed." in out
-    # every per-user value is the same: the pipeline is deterministic for a seed
-    assert "<summary>9 models identical to the base:" in out, out
+def metrics_of_rev(repo: Path, rev: str) -> dict:
+    return json.loads(git(repo, "show", f"{rev}:reports/metrics.json"))
 
 
 @pytest.mark.e2e
 def test_e2e_worse_als_is_flagged(baseline: Path, tmp_path: Path) -> None:
+    """A worse ALS re-runs only ALS and what is downstream of it, and review flags it."""
     head = git(baseline, "rev-parse", "HEAD").strip()
     try:
-        dvc(baseline, "exp", "run", *WORSE_ALS)
+        ran = stages_run(dvc(baseline, "exp", "run", *WORSE_ALS))
         out = review_md(baseline)
+        again = review_md(baseline)
         # the same change as two commits, compared the way a pull request is reviewed
         git(baseline, "commit", "-qam", "worse ALS")
         metrics_diff = dvc_json(baseline, "metrics", "diff", "HEAD~1", "HEAD")
@@ -434,6 +410,8 @@ def test_e2e_worse_als_is_flagged(baseline: Path, tmp_path: Path) -> None:
     finally:
         git(baseline, "reset", "-q", "--hard", head)  # the baseline, whatever failed above
         reset(baseline)
+    # the one changed model re-ran, then what reads its candidates; nothing upstream or beside
+    assert ran == ["candidates@als", "blend", "rank", "evaluate"], ran
     changed = metrics_diff["reports/metrics.json"]
     assert changed["als.ndcg@10"]["new"] < changed["als.ndcg@10"]["old"], changed
     assert "ease.ndcg@10" not in changed  # EASE does not depend on ALS
@@ -447,31 +425,23 @@ def test_e2e_worse_als_is_flagged(baseline: Path, tmp_path: Path) -> None:
     # models the change cannot reach are untouched and folded away
     assert "identical to the base: popularity, itemknn, svd, tfidf, ease, seqknn" in out, out
     # deterministic for the same inputs
-    assert review_md(baseline) == review_md(baseline)
+    assert again == out
 
 
-SWEEP = {"sweep-f2": ("2", "1"), "sweep-f16": ("16", "5")}
-"""Queued experiments: name -> (ALS factors, iterations). The first one repeats WORSE_ALS,
-so DVC's run cache restores it instead of running it again (keeps the test short)."""
+SWEEP = {
+    "sweep-worse-als": ("candidates.als.factors=2", "candidates.als.iterations=1"),
+    "sweep-shallow-ranker": ("ranker.max_depth=2",),
+}
+"""Queued experiments: name -> overrides on top of the tiny preset. The first repeats
+WORSE_ALS, so after that test DVC's run cache restores its stages instead of running them
+again; the second re-runs only rank and evaluate. Both keep the test short."""
 
 
 @pytest.mark.e2e
 def test_e2e_queued_sweep_runs_both_experiments(baseline: Path) -> None:
-    for name, (factors, iterations) in SWEEP.items():
-        dvc(
-            baseline,
-            "exp",
-            "run",
-            "--queue",
-            "--name",
-            name,
-            "-S",
-            "+experiment=tiny",
-            "-S",
-            f"candidates.als.factors={factors}",
-            "-S",
-            f"candidates.als.iterations={iterations}",
-        )
+    for name, overrides in SWEEP.items():
+        sets = [arg for o in overrides for arg in ("-S", o)]
+        dvc(baseline, "exp", "run", "--queue", "--name", name, "-S", "+experiment=tiny", *sets)
     # Runs the queue in the foreground (the same queue `dvc queue start` hands to workers).
     dvc(baseline, "exp", "run", "--run-all")
     shown = json.loads(dvc(baseline, "exp", "show", "--json"))
@@ -480,9 +450,21 @@ def test_e2e_queued_sweep_runs_both_experiments(baseline: Path) -> None:
         for exp in rev.get("experiments") or []:
             if exp.get("name") in SWEEP:
                 data = exp["revs"][0]["data"]
-                als = data["params"]["params.yaml"]["data"]["candidates"]["als"]
+                params = data["params"]["params.yaml"]["data"]
                 metrics = data["metrics"]["reports/metrics.json"]["data"]
-                found[exp["name"]] = (als["factors"], metrics["als"]["ndcg@10"])
+                found[exp["name"]] = (
+                    params["candidates"]["als"]["factors"],
+                    params["ranker"]["max_depth"],
+                    metrics["als"]["ndcg@10"],
+                    metrics["ranker"]["ndcg@10"],
+                )
     assert set(found) == set(SWEEP), shown
-    assert found["sweep-f2"][0] == 2 and found["sweep-f16"][0] == 16
-    assert found["sweep-f2"][1] != found["sweep-f16"][1]
+    worse, shallow = found["sweep-worse-als"], found["sweep-shallow-ranker"]
+    base_params = yaml.safe_load(git(baseline, "show", "HEAD:params.yaml"))
+    base = metrics_of_rev(baseline, "HEAD")
+    # each experiment carries its own params and the metrics they produce
+    assert worse[:2] == (2, base_params["ranker"]["max_depth"]), found
+    assert shallow[:2] == (base_params["candidates"]["als"]["factors"], 2), found
+    assert worse[2] < base["als"]["ndcg@10"], found  # a worse ALS scores lower
+    assert shallow[2] == base["als"]["ndcg@10"], found  # ALS untouched by a ranker setting
+    assert shallow[3] != base["ranker"]["ndcg@10"], found  # the shallower trees rank anew
