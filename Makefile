@@ -21,7 +21,7 @@ repro: $(STAMP)
 # one tiny repository; see tests/conftest.py). `--dist loadgroup` would be finer but
 # pytest-xdist 3.8 cannot regroup pytest 9's node ids.
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n auto --dist loadfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check stages tests bench

@@ -147,6 +147,14 @@ def ensure_tiny_baseline(shared: Path) -> None:
             done.touch()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Test files that hold end-to-end tests run last (order otherwise kept). With
+    `make test`'s `--dist loadfile --no-loadscope-reorder` the workers first share the unit
+    tests while the baseline builds in the background, then take one end-to-end file each."""
+    e2e_files = {item.path for item in items if item.get_closest_marker("e2e")}
+    items.sort(key=lambda item: item.path in e2e_files)  # a stable sort
+
+
 _prebuild: threading.Thread | None = None
 
 

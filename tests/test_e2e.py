@@ -82,11 +82,6 @@ def test_split_change_reruns_split_and_later_not_ingest(repo: Path) -> None:
     assert "ingest:" not in status, status
 
 
-def test_ranker_change_reruns_only_rank(repo: Path) -> None:
-    ran = repro_with(repo, lambda p: p["ranker"].update(exclude=["p_*"]))
-    assert ran == ["rank", "evaluate"], ran
-
-
 def test_failed_ingest_under_dvc_keeps_the_previous_outputs(repo: Path) -> None:
     """`dvc repro` deletes a stage's outputs before it runs unless they persist: a run that
     stops on bad input must leave the previous prepared tables and summary in place."""

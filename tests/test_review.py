@@ -434,7 +434,8 @@ SWEEP = {
 }
 """Queued experiments: name -> overrides on top of the tiny preset. The first repeats
 WORSE_ALS, so after that test DVC's run cache restores its stages instead of running them
-again; the second re-runs only rank and evaluate. Both keep the test short."""
+again; the second changes a ranker setting, which must re-run rank and evaluate and
+nothing else (tests/test_e2e.py checks the other re-run rules)."""
 
 
 @pytest.mark.e2e
@@ -443,7 +444,11 @@ def test_e2e_queued_sweep_runs_both_experiments(baseline: Path) -> None:
         sets = [arg for o in overrides for arg in ("-S", o)]
         dvc(baseline, "exp", "run", "--queue", "--name", name, "-S", "+experiment=tiny", *sets)
     # Runs the queue in the foreground (the same queue `dvc queue start` hands to workers).
-    dvc(baseline, "exp", "run", "--run-all")
+    log = dvc(baseline, "exp", "run", "--run-all")
+    ran = {
+        part.split("'")[1]: stages_run(part) for part in log.split("Reproducing experiment ")[1:]
+    }
+    assert ran["sweep-shallow-ranker"] == ["rank", "evaluate"], log
     shown = json.loads(dvc(baseline, "exp", "show", "--json"))
     found = {}
     for rev in shown:
