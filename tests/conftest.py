@@ -190,7 +190,7 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny baseline repository, shared by the end-to-end tests, each of which leaves
     it as it found it.
 
-    Under pytest-xdist (`make test` runs `-n auto --dist loadfile`) each test file runs on
+    Under pytest-xdist (`make test`; its flags are in the Makefile) each test file runs on
     one worker, so the end-to-end tests of test_e2e.py and test_review.py may run at the
     same time. The baseline is built once per run (the controller starts it in the
     background, see above; a worker that needs it sooner waits on the lock), and every
