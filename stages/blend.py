@@ -8,6 +8,8 @@ normalised score, and ``m_hybrid``) and ``<out>/<fold>_recs.parquet`` (the hybri
 With ``blend.search`` the weights are picked on the valid fold (its labels) and then applied
 unchanged to the test fold; the test fold's targets are never read here. With search bags,
 the valid fold's own hybrid is out of bag: each user's comes from the bags without the user.
+Extra ranker folds (``split.ranker_folds``) get ``<out>/<fold>.parquet`` only, their hybrid
+from the valid fold's weights.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.candidates import load_model
+from stages.candidates import candidates_file, load_model
 from stages.core.blending import (
     BlendConfig,
     describe_pairs,
@@ -30,7 +32,7 @@ from stages.core.blending import (
 )
 from stages.core.config import load_params
 from stages.core.errors import ConfigError
-from stages.core.folds import FOLDS, load_fold
+from stages.core.folds import FOLDS, fold_names, load_fold
 from stages.core.io import write_json, write_many
 from stages.core.log import get_logger
 from stages.core.models.registry import MODELS
@@ -44,7 +46,7 @@ def enabled_candidates(candidates_dir: Path, fold: str) -> dict[str, pd.DataFram
     """Each registered model's candidates for ``fold``; a disabled model's file is empty."""
     out = {}
     for name in MODELS:
-        df = pd.read_parquet(candidates_dir / fold / f"{name}.parquet")
+        df = pd.read_parquet(candidates_file(candidates_dir, fold, name))
         if len(df):
             out[name] = df
     return out
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     searched = None
     summary: dict = {"normalise": cfg.normalise}
     frames: dict[Path, pd.DataFrame] = {}
-    for fold_name in FOLDS:
+    for fold_name in fold_names(args.split):
         cands = enabled_candidates(cand_dir, fold_name)
         if not cands:
             log.error("no enabled candidate model: enable at least one in candidates.*")
@@ -106,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             df["m_hybrid"] = hybrid_score(df, weights)
         frames[out / f"{fold_name}.parquet"] = df
-        frames[out / f"{fold_name}_recs.parquet"] = rank_by(df, df["m_hybrid"].to_numpy(), cfg.n)
+        if fold_name in FOLDS:  # an extra ranker fold only feeds the ranker
+            frames[out / f"{fold_name}_recs.parquet"] = rank_by(
+                df, df["m_hybrid"].to_numpy(), cfg.n
+            )
         per_user = df.groupby("user_idx").size()
         summary[fold_name] = {
             "pairs": len(df),

@@ -4,9 +4,11 @@ Usage: ``python -m stages.candidates --model als --split data/split --prepared
 data/prepared --models-dir models/als --out data/candidates``. Reads params
 ``candidates.<model>`` and ``seed``.
 
-For each fold the model is fitted on that fold's history (DESIGN.md, "Folds") and
+For each fold (``valid``, ``test`` and any extra ranker folds of ``split.ranker_folds``) the
+model is fitted on that fold's history (DESIGN.md, "Folds") and
 recommends for the fold's target users; it writes ``<out>/<fold>/<model>.parquet``
-(``user_idx, item_idx, score, rank``) and the fitted model ``<models-dir>/<fold>/model.pkl``
+(``user_idx, item_idx, score, rank``; an extra fold's go to
+``<out>/extra/<model>/<fold>.parquet``) and the fitted model ``<models-dir>/<fold>/model.pkl``
 (the blend and the evaluation score arbitrary pairs with it). A disabled model writes empty
 candidates and no model file, so the DAG keeps its shape.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from stages.core.config import load_params
 from stages.core.errors import ConfigError
-from stages.core.folds import FOLDS, load_catalogue, load_fold, train_data
+from stages.core.folds import FOLDS, fold_names, load_catalogue, load_fold, ranker_folds, train_data
 from stages.core.io import atomic_path, write_json, write_parquet
 from stages.core.log import get_logger
 from stages.core.models.base import Recommender, concat_recs
@@ -32,6 +34,20 @@ log = get_logger("candidates")
 def params_for(model: str) -> tuple[str, ...]:
     """The params blocks stage ``candidates@<model>`` reads (mirrored in dvc.yaml)."""
     return (f"candidates.{model}", "seed")
+
+
+EXTRA_DIR = "extra"
+"""Where, under the candidates folder, the extra ranker folds' candidates go:
+``extra/<model>/<fold>.parquet``, one folder per model, so that each ``candidates@<model>``
+stage owns its own folder whatever the number of folds (a DVC output cannot depend on it)."""
+
+
+def candidates_file(out: str | Path, fold: str, model: str) -> Path:
+    """The candidates of ``model`` for ``fold``: ``<out>/<fold>/<model>.parquet`` for
+    ``valid`` and ``test``, ``<out>/extra/<model>/<fold>.parquet`` for an extra ranker fold."""
+    if fold in FOLDS:
+        return Path(out) / fold / f"{model}.parquet"
+    return Path(out) / EXTRA_DIR / model / f"{fold}.parquet"
 
 
 def save_model(model: Recommender, path: Path) -> None:
@@ -63,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     items, users = load_catalogue(args.prepared)
     models_dir, out = Path(args.models_dir), Path(args.out)
-    for fold_name in FOLDS:
+    for fold_name in fold_names(args.split):
         fold = load_fold(args.split, fold_name)
-        target = out / fold_name / f"{args.model}.parquet"
+        target = candidates_file(out, fold_name, args.model)
         meta = {"model": args.model, "fold": fold_name, "enabled": cfg.enabled}
         if not cfg.enabled:
             write_parquet(concat_recs([]), target)
@@ -86,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             meta["users"],
             len(fold.target_users),
         )
+    # The extra folds' folder is this stage's DVC output even when the split made no extra
+    # fold: a small index of what it holds keeps it present.
+    extra = list(ranker_folds(args.split))
+    write_json({"model": args.model, "folds": extra}, out / EXTRA_DIR / args.model / "folds.json")
     return 0
 
 

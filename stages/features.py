@@ -1,7 +1,8 @@
 """DVC stage ``features``: user and item features per fold, from that fold's history only.
 
 Usage: ``python -m stages.features --split data/split --prepared data/prepared --out
-data/features``. Reads params ``features``. Writes ``<out>/<fold>/users.parquet`` and
+data/features``. Reads params ``features``. Writes, for every fold (extra ranker folds
+included), ``<out>/<fold>/users.parquet`` and
 ``<out>/<fold>/items.parquet`` (index columns ``user_idx``/``item_idx``). Pair features
 depend on the candidates and are computed by the rank stage.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 from stages.core.config import load_params
 from stages.core.errors import ConfigError
 from stages.core.features import FeaturesConfig, history_now, item_features, user_features
-from stages.core.folds import FOLDS, load_catalogue, load_fold
+from stages.core.folds import fold_names, load_catalogue, load_fold
 from stages.core.io import write_many
 from stages.core.log import get_logger
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     items, users = load_catalogue(args.prepared)
     frames = {}
-    for fold_name in FOLDS:
+    for fold_name in fold_names(args.split):
         history = load_fold(args.split, fold_name).history
         now = history_now(history)
         uf = user_features(history, users, items, now, cfg)

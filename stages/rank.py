@@ -8,7 +8,9 @@ Writes ``<model-dir>/model.json`` (XGBoost), ``<model-dir>/scoring.json`` (the f
 columns in order and the base-margin column the trees start from, which applying the model
 needs), ``<model-dir>/importance.json`` (total gain per feature), ``<out>/test_recs.parquet``
 (the ranker's top-N of the test fold's candidates) and a training summary.
-Only the valid fold's targets are read (as labels).
+The ranker learns from the valid fold and every extra ranker fold (``split.ranker_folds``):
+each user's candidates in each of them is one list, labelled by that fold's targets. Only
+those folds' targets are read (as labels); the test fold's never.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from stages.core.blending import rank_by
 from stages.core.config import load_params
 from stages.core.errors import ConfigError
 from stages.core.features import FeaturesConfig, history_now, pair_features
-from stages.core.folds import Fold, load_catalogue, load_fold
+from stages.core.folds import Fold, load_catalogue, load_fold, ranker_folds
 from stages.core.io import atomic_path, write_json, write_parquet
 from stages.core.log import get_logger
 from stages.core.ranking import (
@@ -39,6 +42,9 @@ from stages.core.ranking import (
 )
 
 PARAMS = ("ranker", "features", "seed")
+
+LIST_STRIDE = 1 << 40
+"""Distance between the list ids of two training folds (above any user index)."""
 
 log = get_logger("rank")
 
@@ -62,6 +68,39 @@ def describe(
     return assemble(blend, uf, itf, pd.concat([blend[KEY], pf], axis=1))
 
 
+def training_lists(
+    split_dir: str | Path,
+    folds: tuple[str, ...],
+    blend_dir: Path,
+    features_dir: Path,
+    items: pd.DataFrame,
+    cfg: FeaturesConfig,
+    rcfg: RankerConfig,
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The pairs the ranker learns from: every fold of ``folds`` described and labelled with
+    that fold's targets, stacked; with each row's list id (fold number times a stride above
+    every user index, plus the user), so a user's lists of different folds stay apart."""
+    frames, ys, queries = [], [], []
+    for k, name in enumerate(folds):
+        fold = load_fold(split_dir, name)
+        df = describe(fold, blend_dir, features_dir, items, cfg, rcfg)
+        ys.append(labels(df, fold.targets))
+        frames.append(df)
+        queries.append(df["user_idx"].to_numpy(np.int64) + k * LIST_STRIDE)
+    columns = list(frames[0].columns)
+    for name, df in zip(folds, frames, strict=True):
+        if list(df.columns) != columns:
+            raise ValueError(
+                f"fold {name}: its columns differ from the {folds[0]} fold's (models or "
+                "features written by different runs?); rerun the pipeline"
+            )
+    return (
+        pd.concat(frames, ignore_index=True),
+        np.concatenate(ys).astype(np.float32),
+        np.concatenate(queries),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     for name in ("split", "prepared", "blend", "features", "model-dir", "out", "summary"):
@@ -78,19 +117,22 @@ def main(argv: list[str] | None = None) -> int:
     items, _ = load_catalogue(args.prepared)
     blend_dir, features_dir = Path(args.blend), Path(args.features)
 
-    valid = load_fold(args.split, "valid")
-    train_df = describe(valid, blend_dir, features_dir, items, fcfg, cfg)
+    train_folds = ("valid", *ranker_folds(args.split))
+    train_df, y, queries = training_lists(
+        args.split, train_folds, blend_dir, features_dir, items, fcfg, cfg
+    )
     try:
         select_features(list(train_df.columns), cfg)
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    y = labels(train_df, valid.targets)
-    result = train(train_df, y, cfg, seed)
+    result = train(train_df, y, cfg, seed, queries)
     log.info(
-        "trained on %d users (%d without a positive left out), %d trees, holdout ndcg@%d %.4f",
-        result.users_used,
-        result.users_without_positive,
+        "trained on %d lists of %d folds (%d without a positive left out), %d trees, "
+        "holdout ndcg@%d %.4f",
+        result.lists_used,
+        len(train_folds),
+        result.lists_without_positive,
         result.best_iteration,
         cfg.eval_at,
         result.holdout_ndcg,
@@ -120,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         {
             "features": len(result.features),
             "trees": result.best_iteration,
-            "users_trained": result.users_used,
-            "users_without_positive": result.users_without_positive,
+            "train_folds": len(train_folds),
+            "lists_trained": result.lists_used,
+            "lists_without_positive": result.lists_without_positive,
             "train_pairs": int(len(y)),
             "train_positives": int(y.sum()),
             f"holdout_ndcg@{cfg.eval_at}": round(result.holdout_ndcg, 4),

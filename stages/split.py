@@ -10,17 +10,44 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from stages.core.config import load_params
 from stages.core.errors import ConfigError
+from stages.core.folds import RANKER_ROLES, ranker_fold_name
 from stages.core.io import write_json, write_many
 from stages.core.log import get_logger
-from stages.core.splitting import SplitConfig, split, split_summary
+from stages.core.splitting import Split, SplitConfig, split, split_summary
 
 PARAMS = ("split", "seed")
 
 log = get_logger("split")
+
+
+def ranker_roles_frame(s: Split) -> pd.DataFrame:
+    """The extra ranker folds' roles as a table aligned with ``train`` then ``valid``: column
+    ``part`` (0 train, 1 valid, to check the alignment) and one int8 column per fold."""
+    part = np.r_[np.zeros(len(s.train), np.int8), np.ones(len(s.valid), np.int8)]
+    cols = {"part": part}
+    for k in range(s.ranker_roles.shape[1]):
+        cols[ranker_fold_name(k)] = s.ranker_roles[:, k]
+    return pd.DataFrame(cols)
+
+
+def split_files(s: Split, out: Path) -> dict[Path, pd.DataFrame]:
+    """Every file of the split output folder ``out`` and its table."""
+    frames = {
+        out / "train.parquet": s.train,
+        out / "valid.parquet": s.valid,
+        out / "test.parquet": s.test,
+        out / "valid_targets.parquet": s.valid_targets,
+        out / "test_targets.parquet": s.test_targets,
+        out / RANKER_ROLES: ranker_roles_frame(s),
+    }
+    for k, t in enumerate(s.ranker_targets):
+        frames[out / f"{ranker_fold_name(k)}_targets.parquet"] = t
+    return frames
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,15 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     inter = pd.read_parquet(Path(args.prepared) / "interactions.parquet")
     s = split(inter, cfg, seed)
     out = Path(args.out)
-    write_many(
-        {
-            out / "train.parquet": s.train,
-            out / "valid.parquet": s.valid,
-            out / "test.parquet": s.test,
-            out / "valid_targets.parquet": s.valid_targets,
-            out / "test_targets.parquet": s.test_targets,
-        }
-    )
+    frames = split_files(s, out)
+    stale = set(out.glob("extra*_targets.parquet")) - set(frames)
+    write_many(frames)
+    for p in stale:  # a smaller ranker_folds than last time: no fold may outlive its roles
+        p.unlink()
     summ = split_summary(s)
     write_json(summ, args.summary)
     log.info("%s", summ)

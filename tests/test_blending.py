@@ -39,6 +39,7 @@ from stages.core.models.registry import MODELS
 from stages.core.schema import finalize
 from stages.core.splitting import Relevance, TemporalSplit, split
 from stages.core.synthetic import SyntheticConfig, generate
+from stages.split import split_files
 
 METHODS = ("zscore", "minmax", "rank")
 
@@ -571,8 +572,9 @@ def write_params(path: Path, blend_block: dict | None = None) -> Path:
     return path
 
 
-def build_project(root: Path) -> Project:
-    """Synthetic data -> temporal split (views are not relevant) -> every model's candidates."""
+def build_project(root: Path, ranker_folds: int = 0) -> Project:
+    """Synthetic data -> temporal split (views are not relevant; with ``ranker_folds`` extra
+    ranker folds, written as the split stage writes them) -> every model's candidates."""
     raw = generate(SyntheticConfig(n_users=150, n_items=80, n_events=4000), seed=3)
     inter, items, users, _ = finalize(raw.interactions, raw.items, raw.users, file="synthetic")
     p = Project(
@@ -590,17 +592,10 @@ def build_project(root: Path) -> Project:
             p.prepared / "users.parquet": users,
         }
     )
-    cfg = TemporalSplit(relevance=Relevance(events=["click", "cart", "purchase"]))
-    s = split(inter, cfg, seed=5)
-    write_many(
-        {
-            p.split / "train.parquet": s.train,
-            p.split / "valid.parquet": s.valid,
-            p.split / "test.parquet": s.test,
-            p.split / "valid_targets.parquet": s.valid_targets,
-            p.split / "test_targets.parquet": s.test_targets,
-        }
+    cfg = TemporalSplit(
+        relevance=Relevance(events=["click", "cart", "purchase"]), ranker_folds=ranker_folds
     )
+    write_many(split_files(split(inter, cfg, seed=5), p.split))
     for model in MODELS:
         argv = ["--model", model, "--split", str(p.split), "--prepared", str(p.prepared)]
         argv += ["--models-dir", str(p.models / model), "--out", str(p.candidates)]

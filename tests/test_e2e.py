@@ -42,7 +42,7 @@ def test_pipeline_writes_every_output(repo: Path) -> None:
     ranked = pd.read_parquet(repo / "data/rank/test_recs.parquet")
     assert len(ranked) > 0 and ranked["rank"].min() == 1
     ranker = json.loads((repo / "reports/ranker.json").read_text())
-    assert ranker["users_trained"] > 0
+    assert ranker["lists_trained"] > 0
     assert (repo / "models/ranker/model.json").exists()
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     assert {"ranker", "blend", "als", "ease"} <= set(metrics)

@@ -23,7 +23,7 @@ from stages.core.features import (
 )
 from stages.core.folds import Fold
 from stages.core.schema import finalize
-from stages.core.splitting import TemporalSplit, split
+from stages.core.splitting import Split, TemporalSplit, split
 from stages.core.synthetic import SyntheticConfig, generate
 
 DAY = 86_400
@@ -302,28 +302,28 @@ def _fold_features(fold: Fold, items: pd.DataFrame, users: pd.DataFrame, pairs: 
     )
 
 
-@pytest.mark.parametrize("fold_name", ["valid", "test"])
+def _history_and_targets(s: Split, fold_name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if fold_name == "valid":
+        return s.train, s.valid_targets
+    hist = pd.concat([s.train, s.valid], ignore_index=True)
+    if fold_name == "test":
+        return hist, s.test_targets
+    k = int(fold_name.removeprefix("extra")) - 1  # an extra ranker fold
+    return hist[s.ranker_roles[:, k] == 0], s.ranker_targets[k]
+
+
+@pytest.mark.parametrize("fold_name", ["valid", "test", "extra1", "extra2"])
 def test_no_leakage_from_targets(fold_name: str) -> None:
     inter, items, users = _log()
-    cfg = TemporalSplit(n_valid=2, n_test=2)
-    first = split(inter, cfg, seed=0)
-    if fold_name == "valid":
-        hist, targets = first.train, first.valid_targets
-    else:
-        hist = pd.concat([first.train, first.valid], ignore_index=True)
-        targets = first.test_targets
+    cfg = TemporalSplit(n_valid=2, n_test=2, ranker_folds=2)
+    hist, targets = _history_and_targets(split(inter, cfg, seed=0), fold_name)
     # Move every event after the fold's history a month later and change its rating.
     later = ~inter["row_id"].isin(hist["row_id"])
     mutated = inter.copy()
     mutated.loc[later, "timestamp"] += 30 * DAY
     mutated.loc[later, "rating"] = np.where(mutated.loc[later, "rating"].isna(), 5.0, 1.0)
-    second = split(mutated, cfg, seed=0)
-    if fold_name == "valid":
-        hist2, targets2 = second.train, second.valid_targets
-    else:
-        hist2 = pd.concat([second.train, second.valid], ignore_index=True)
-        targets2 = second.test_targets
-    assert not targets["timestamp"].equals(targets2["timestamp"])
+    hist2, targets2 = _history_and_targets(split(mutated, cfg, seed=0), fold_name)
+    assert len(targets) and not targets["timestamp"].equals(targets2["timestamp"])
     pairs = targets[["user_idx", "item_idx"]]
     one = _fold_features(Fold(fold_name, hist, targets), items, users, pairs)
     two = _fold_features(Fold(fold_name, hist2, targets2), items, users, pairs)

@@ -18,10 +18,10 @@ import yaml
 from test_blending import Project, build_project, run_blend
 
 from stages import features, rank
-from stages.core.blending import rank_by
+from stages.core.blending import hybrid_score, rank_by
 from stages.core.errors import ConfigError
 from stages.core.features import FeaturesConfig
-from stages.core.folds import load_catalogue, load_fold
+from stages.core.folds import load_catalogue, load_fold, ranker_folds
 from stages.core.metrics import topn_metrics
 from stages.core.ranking import (
     KEY,
@@ -224,10 +224,10 @@ def test_ranker_finds_the_planted_signal(strong: dict) -> None:
     assert blind_ndcg <= 0.5 and blind_ndcg < ndcg - 0.4
 
 
-def test_users_without_positive_are_left_out_and_counted(strong: dict) -> None:
+def test_lists_without_positive_are_left_out_and_counted(strong: dict) -> None:
     result = strong["result"]
-    assert result.users_without_positive == 20
-    assert result.users_used == 180
+    assert result.lists_without_positive == 20
+    assert result.lists_used == 180
     assert 1 <= result.best_iteration <= STRONG_CFG["n_estimators"]
     assert 0 <= result.holdout_ndcg <= 1
 
@@ -242,7 +242,7 @@ def test_more_folds_than_users_is_a_clear_error() -> None:
     df, y, _ = planted(6, seed=0, without_positive=2)
     with pytest.raises(ValueError, match="cannot fill ranker.cv_folds = 5"):
         train(df, y, RankerConfig(**STRONG_CFG), seed=0)
-    assert train(df, y, RankerConfig(**{**STRONG_CFG, "cv_folds": 4}), seed=0).users_used == 4
+    assert train(df, y, RankerConfig(**{**STRONG_CFG, "cv_folds": 4}), seed=0).lists_used == 4
 
 
 def test_trees_start_from_the_base_margin(strong: dict) -> None:
@@ -432,8 +432,8 @@ def test_rank_stage_writes_model_importance_recs_and_summary(ranked: tuple) -> N
     summary = json.loads((out / "ranker.json").read_text())
     assert summary["features"] == len(gain)
     assert summary["trees"] == booster.num_boosted_rounds()
-    assert summary["users_trained"] >= 2 and summary["users_without_positive"] > 0
-    assert summary["train_positives"] == summary["users_trained"]  # one valid target per user
+    assert summary["lists_trained"] >= 2 and summary["lists_without_positive"] > 0
+    assert summary["train_positives"] == summary["lists_trained"]  # one valid target per user
     assert 0 <= summary["holdout_ndcg@10"] <= 1
 
     recs = pd.read_parquet(out / "rank" / "test_recs.parquet")
@@ -514,3 +514,125 @@ def test_rank_stage_learns_from_valid_targets(ranked: tuple) -> None:
     assert (other / "model" / "model.json").read_bytes() != (
         out / "model" / "model.json"
     ).read_bytes()
+
+
+# --------------------------------------------------------------------------- extra ranker folds
+
+
+def test_one_list_per_user_is_the_default_queries(strong: dict) -> None:
+    cfg = RankerConfig(**STRONG_CFG)
+    users = strong["df"]["user_idx"].to_numpy()
+    given = train(strong["df"], strong["y"], cfg, seed=1, queries=users * 7 + 3)
+    np.testing.assert_array_equal(
+        predict(given, strong["test"]), predict(strong["result"], strong["test"])
+    )
+    with pytest.raises(ValueError, match="ascending order"):
+        train(strong["df"], strong["y"], cfg, seed=1, queries=users[::-1].copy())
+
+
+def test_a_users_lists_from_several_folds_are_held_out_together() -> None:
+    # Pure noise, the same users in two "folds" with the same rows: a holdout that kept one
+    # copy of a user for fitting and the other for early stopping would reward memorising.
+    df, y, _ = planted(120, seed=4, strength=0.0)
+    two = pd.concat([df, df], ignore_index=True)
+    y2 = np.r_[y, y]
+    lists = np.r_[df["user_idx"].to_numpy(), df["user_idx"].to_numpy() + 10_000]
+    cfg = RankerConfig(
+        **{
+            **STRONG_CFG,
+            "features": ["p_noise", "i_noise"],
+            "max_depth": 8,
+            "n_estimators": 30,
+            "early_stopping_rounds": 30,
+        },
+        min_child_weight=0.0,
+        reg_lambda=0.0,
+        subsample=1.0,
+        colsample_bytree=1.0,
+        cv_folds=1,
+        holdout_share=0.3,
+    )
+    grouped = train(two, y2, cfg, seed=0, queries=lists)
+    # the same frame with every copy posing as another user: the copies get split apart
+    leaky = train(two.assign(user_idx=lists), y2, cfg, seed=0)
+    assert grouped.lists_used == leaky.lists_used == 240
+    assert leaky.holdout_ndcg > grouped.holdout_ndcg + 0.2
+    assert grouped.holdout_ndcg < 0.6
+
+
+@pytest.fixture(scope="module")
+def ranked_extra(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Path, Path]:
+    """The tiny project with two extra ranker folds, through blend, features and rank."""
+    p = build_project(tmp_path_factory.mktemp("rank_extra"), ranker_folds=2)
+    blend_out = p.root / "blend_run"
+    assert run_blend(p, blend_out) == 0
+    argv = ["--split", str(p.split), "--prepared", str(p.prepared)]
+    assert features.main([*argv, "--out", str(p.root / "features"), "--params", str(p.params)]) == 0
+    out = p.root / "rank_run"
+    assert run_rank(p, p.split, blend_out, out) == 0
+    return p, blend_out, out
+
+
+def test_extra_ranker_folds_flow_through_candidates_blend_and_features(ranked_extra) -> None:
+    p, blend_out, _ = ranked_extra
+    assert ranker_folds(p.split) == ("extra1", "extra2")
+    for model in ("itemknn", "ease"):  # (als is off in this project)
+        index = json.loads((p.candidates / "extra" / model / "folds.json").read_text())
+        assert index == {"model": model, "folds": ["extra1", "extra2"]}
+        for fold in ("extra1", "extra2"):
+            recs = pd.read_parquet(p.candidates / "extra" / model / f"{fold}.parquet")
+            target_users = set(load_fold(p.split, fold).targets["user_idx"])
+            assert len(recs) and set(recs["user_idx"]) <= target_users
+            assert (p.models / model / fold / "model.pkl").exists()
+    summary = json.loads((blend_out / "blend.json").read_text())
+    for fold in ("extra1", "extra2"):
+        frame = pd.read_parquet(blend_out / "blend" / f"{fold}.parquet")
+        # the extra folds' hybrid uses the weights searched on the valid fold
+        expected = hybrid_score(frame, summary["weights"])
+        np.testing.assert_allclose(frame["m_hybrid"], expected, rtol=1e-6)
+        assert not (blend_out / "blend" / f"{fold}_recs.parquet").exists()
+        assert (p.root / "features" / fold / "users.parquet").exists()
+
+
+def test_rank_stage_learns_from_every_ranker_fold(ranked: tuple, ranked_extra) -> None:
+    _, _, plain = ranked
+    p, blend_out, out = ranked_extra
+    one = json.loads((plain / "ranker.json").read_text())
+    three = json.loads((out / "ranker.json").read_text())
+    assert one["train_folds"] == 1 and three["train_folds"] == 3
+    # the valid fold is the same in both projects: the extra folds add their own lists
+    assert three["lists_trained"] > one["lists_trained"]
+    items, _ = load_catalogue(p.prepared)
+    folds = ("valid", "extra1", "extra2")
+    df, y, lists = rank.training_lists(
+        p.split,
+        folds,
+        blend_out / "blend",
+        p.root / "features",
+        items,
+        FeaturesConfig(),
+        RankerConfig(rerank_top=100),
+    )
+    assert three["train_pairs"] == len(df) and three["train_positives"] == int(y.sum())
+    # one list per (fold, user): a user's rows of different folds never share a list
+    per_list = pd.DataFrame({"list": lists, "user": df["user_idx"]}).groupby("list")["user"]
+    assert (per_list.nunique() == 1).all()
+    assert len(np.unique(lists)) > df["user_idx"].nunique()
+    # the extra folds' labels do matter: shuffle one fold's and the model changes
+    other = p.root / "rank_shuffled_extra"
+    assert run_rank(p, shuffled_split(p, "split_shuffled_extra", "extra2"), blend_out, other) == 0
+    assert (other / "model" / "model.json").read_bytes() != (
+        out / "model" / "model.json"
+    ).read_bytes()
+
+
+def test_misaligned_ranker_roles_are_a_clear_error(ranked_extra) -> None:
+    p, _, _ = ranked_extra
+    broken = p.root / "split_misaligned"
+    shutil.copytree(p.split, broken)
+    roles = pd.read_parquet(broken / "ranker_folds.parquet")
+    roles.iloc[:-1].to_parquet(broken / "ranker_folds.parquet")
+    with pytest.raises(ValueError, match=r"ranker_folds\.parquet: its rows do not line up"):
+        load_fold(broken, "extra1")
+    with pytest.raises(ValueError, match="unknown fold 'extra3'"):
+        load_fold(p.split, "extra3")

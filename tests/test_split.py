@@ -168,3 +168,77 @@ def test_kcore_iterates_to_a_fixed_point() -> None:
     assert (pairs >= 2).all()
     assert (out.groupby("item_idx")["user_idx"].nunique() >= 2).all()
     assert np.array_equal(kcore_filter(inter, KCore()).index, inter.index)
+
+
+# --------------------------------------------------------------------------- ranker folds
+
+RANKER_CONFIGS = [c.model_copy(update={"ranker_folds": 3}) for c in CONFIGS]
+
+
+def extra_fold(s, k: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(history, target period, hidden events) of extra ranker fold ``k`` (0-based)."""
+    hist = pd.concat([s.train, s.valid], ignore_index=True)
+    role = s.ranker_roles[:, k]
+    return hist[role == 0], hist[role == 1], hist[role == 2]
+
+
+def pairs(df: pd.DataFrame) -> set[tuple]:
+    return set(zip(df["user_idx"], df["item_idx"], strict=True))
+
+
+@pytest.mark.parametrize("cfg", RANKER_CONFIGS, ids=lambda c: c.method)
+def test_ranker_folds_are_valid_like_folds_inside_the_test_history(random_log, cfg) -> None:
+    s = split(random_log, cfg, seed=3)
+    n_hist = len(s.train) + len(s.valid)
+    assert s.ranker_roles.shape == (n_hist, 3) and s.ranker_roles.dtype == np.int8
+    assert len(s.ranker_targets) == 3
+    for k in range(3):
+        history, period, hidden = extra_fold(s, k)
+        targets = s.ranker_targets[k]
+        assert len(targets) and len(history)
+        # targets are the period's pairs new to the fold's history, and only those
+        assert pairs(targets) == pairs(period) - pairs(history)
+        assert set(targets.columns) == set(s.valid_targets.columns)
+        if cfg.method == "random":
+            assert hidden.empty  # no time order: everything is history or target
+        else:
+            # nothing of the valid period is seen, and no history event follows a target
+            assert key(s.valid) <= key(hidden)
+            first_target = period.groupby("user_idx")["timestamp"].min()
+            last_hist = history.groupby("user_idx")["timestamp"].max()
+            both = first_target.index.intersection(last_hist.index)
+            assert (last_hist[both] <= first_target[both]).all()
+            if cfg.method == "global_time":
+                assert period["timestamp"].max() < s.valid["timestamp"].min()
+
+
+def test_temporal_ranker_folds_step_back_one_valid_target_at_a_time() -> None:
+    # one user, six items in time order a..f: valid = e, test = f, extra folds d, c, b
+    inter = make_interactions([(1, i, t) for t, i in enumerate("abcdef", start=1)])
+    s = split(inter, TemporalSplit(n_valid=1, n_test=1, ranker_folds=3), seed=0)
+    items = dict(zip(inter["item_idx"], inter["item_id"], strict=True))
+    got = [[items[i] for i in t["item_idx"]] for t in s.ranker_targets]
+    assert got == [["d"], ["c"], ["b"]]
+    history, _, _ = extra_fold(s, 2)
+    assert [items[i] for i in history["item_idx"]] == ["a"]
+    # a fold too deep for the user's history has no target for the user
+    deep = split(inter, TemporalSplit(n_valid=1, n_test=1, ranker_folds=5), seed=0)
+    assert [len(t) for t in deep.ranker_targets] == [1, 1, 1, 0, 0]
+
+
+def test_random_ranker_folds_draw_the_valid_share_with_their_own_seeds(random_log) -> None:
+    cfg = RandomSplit(ratios=(0.6, 0.15, 0.25), ranker_folds=2)
+    s = split(random_log, cfg, seed=3)
+    hist = pd.concat([s.train, s.valid], ignore_index=True)
+    n_items = hist.groupby("user_idx")["item_idx"].nunique()
+    for t in s.ranker_targets:
+        share = t.groupby("user_idx").size().reindex(n_items.index, fill_value=0) / n_items
+        assert 0.15 < share.mean() < 0.25  # 0.15 / 0.75 = 0.2 of the test fold's history
+    assert pairs(s.ranker_targets[0]) != pairs(s.ranker_targets[1])
+    again = split(random_log, cfg, seed=3)
+    np.testing.assert_array_equal(s.ranker_roles, again.ranker_roles)
+    # the valid and test folds do not depend on how many extra folds are drawn
+    plain = split(random_log, cfg.model_copy(update={"ranker_folds": 0}), seed=3)
+    pd.testing.assert_frame_equal(plain.test_targets, s.test_targets)
+    pd.testing.assert_frame_equal(plain.valid_targets, s.valid_targets)
+    assert plain.ranker_roles.shape == (len(hist), 0) and plain.ranker_targets == ()

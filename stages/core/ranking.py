@@ -1,9 +1,11 @@
 """Learning to rank: XGBoost on the blend's candidate pairs, grouped by user.
 
-Training data is the ``valid`` fold: its candidate pairs (from models fitted on ``train``)
-described by the model columns of the blend, the fold's user and item features and the
-pair features, labelled 1 when the pair is a relevant valid target. The trained ranker then
-orders the ``test`` fold's candidates, described the same way from the test fold's history.
+Training data is the ``valid`` fold, and the extra ranker folds shaped like it when the
+split makes them (each user's candidates in one fold are one list): its candidate pairs
+(from models fitted on ``train``) described by the model columns of the blend, the fold's
+user and item features and the pair features, labelled 1 when the pair is a relevant
+target of that fold. The trained ranker then orders the ``test`` fold's candidates,
+described the same way from the test fold's history.
 Model columns enter as per-user ranks and normalised scores by default, because raw scores
 change scale between folds (the models are refitted on a longer history).
 """
@@ -168,11 +170,14 @@ def labels(pairs: pd.DataFrame, targets: pd.DataFrame) -> np.ndarray:
     )
 
 
-def margin(df: pd.DataFrame, cfg: RankerConfig) -> np.ndarray | None:
+def margin(
+    df: pd.DataFrame, cfg: RankerConfig, queries: np.ndarray | None = None
+) -> np.ndarray | None:
     """The starting score of each pair (``cfg.base_margin`` times its scale), or None.
 
-    A pair without a value starts at its user's lowest one (0 when the user has none), the
-    same reading of "missing" as in the blend: no evidence for the pair.
+    A pair without a value starts at the lowest one of its list (its user's, or its
+    ``queries`` group: a user in one training fold), 0 when the list has none: the same
+    reading of "missing" as in the blend, no evidence for the pair.
     """
     if cfg.base_margin is None:
         return None
@@ -180,9 +185,8 @@ def margin(df: pd.DataFrame, cfg: RankerConfig) -> np.ndarray | None:
         raise ConfigError(
             f"params.yaml: ranker.base_margin: no column {cfg.base_margin!r} among the features"
         )
-    return cfg.base_margin_scale * fill_by_user(
-        df[cfg.base_margin].astype(np.float64), df["user_idx"]
-    )
+    groups = df["user_idx"] if queries is None else pd.Series(queries, index=df.index)
+    return cfg.base_margin_scale * fill_by_user(df[cfg.base_margin].astype(np.float64), groups)
 
 
 @dataclass
@@ -193,8 +197,8 @@ class TrainResult:
     config: RankerConfig
     features: list[str]
     best_iteration: int
-    users_used: int
-    users_without_positive: int
+    lists_used: int  # a list: one user's candidates in one training fold
+    lists_without_positive: int
     holdout_ndcg: float
 
 
@@ -219,27 +223,43 @@ def _ranker(cfg: RankerConfig, seed: int, n_estimators: int, early_stop: bool) -
     )
 
 
-def train(df: pd.DataFrame, y: np.ndarray, cfg: RankerConfig, seed: int) -> TrainResult:
-    """Fit the ranker on one fold's pairs ``df`` (sorted by user) with labels ``y``.
+def train(
+    df: pd.DataFrame,
+    y: np.ndarray,
+    cfg: RankerConfig,
+    seed: int,
+    queries: np.ndarray | None = None,
+) -> TrainResult:
+    """Fit the ranker on the pairs ``df`` with labels ``y``.
 
-    Users whose candidates hold no positive carry no ranking signal: they are left out and
-    counted. The remaining users are split (seeded) into ``cfg.cv_folds`` folds; a ranker is
-    trained with each fold held out for early stopping, and the number of trees is where the
-    holdout NDCG averaged over the folds peaks. With one fold, or more than
-    ``cfg.cv_max_users`` users, a single seeded ``holdout_share`` of the users is held out
-    instead. The final model is refit on all users with that many trees (or, with one
+    Each list the ranker learns to order is one user's candidates in one fold: ``queries``
+    gives every row's list (rows sorted by it), by default its ``user_idx`` (one fold).
+    Lists holding no positive carry no ranking signal: they are left out and counted. The
+    users of the remaining lists are split (seeded) into ``cfg.cv_folds`` folds, so all the
+    lists of one user (from several training folds) fall on the same side; a ranker is
+    trained with each fold held out for early stopping, and the number of trees is where
+    the holdout NDCG averaged over the folds peaks. With one fold, or more than
+    ``cfg.cv_max_users`` lists, a single seeded ``holdout_share`` of the users is held out
+    instead. The final model is refit on all lists with that many trees (or, with one
     holdout and ``refit`` false, fitted without the holdout). Every fit starts from the
     ``cfg.base_margin`` column (see :func:`margin`).
     """
     feats = select_features(list(df.columns), cfg)
     users = df["user_idx"].to_numpy()
-    pos_per_user = pd.Series(y).groupby(users).sum()
-    keep_users = pos_per_user.index[pos_per_user.to_numpy() > 0].to_numpy()
-    dropped = int((pos_per_user.to_numpy() == 0).sum())
-    if len(keep_users) < 2:
+    qid = users if queries is None else np.asarray(queries)
+    if len(qid) != len(df) or (len(qid) and np.any(np.diff(qid) < 0)):
+        raise ValueError("queries must give one list id per row, in ascending order")
+    # XGBoost keeps query ids in 32 bits: renumber the lists 0, 1, ... (order kept).
+    qid = np.unique(qid, return_inverse=True)[1].astype(np.int64)
+    pos_per_list = pd.Series(y).groupby(qid).sum()
+    keep_lists = pos_per_list.index[pos_per_list.to_numpy() > 0].to_numpy()
+    dropped = int((pos_per_list.to_numpy() == 0).sum())
+    if len(keep_lists) < 2:
         raise ValueError("fewer than 2 users have a positive among their candidates: cannot train")
+    in_keep = np.isin(qid, keep_lists)
+    keep_users = np.unique(users[in_keep])
     rng = np.random.default_rng(seed)
-    n_folds = cfg.cv_folds if len(keep_users) <= cfg.cv_max_users else 1
+    n_folds = cfg.cv_folds if len(keep_lists) <= cfg.cv_max_users else 1
     # Fold of every kept user: 0..n_folds-1, or with one fold 1 = the holdout, 0 = fitting.
     if n_folds > 1:
         if len(keep_users) < cfg.cv_folds:
@@ -252,11 +272,12 @@ def train(df: pd.DataFrame, y: np.ndarray, cfg: RankerConfig, seed: int) -> Trai
         n_hold = max(1, int(round(cfg.holdout_share * len(keep_users))))
         fold_of = np.zeros(len(keep_users), dtype=np.int64)
         fold_of[rng.permutation(len(keep_users))[:n_hold]] = 1
-    row_fold = pd.Series(fold_of, index=keep_users).reindex(users).to_numpy()
-    in_keep = ~np.isnan(row_fold)
+    row_fold = np.where(
+        in_keep, fold_of[np.searchsorted(keep_users, users).clip(0, len(keep_users) - 1)], -1
+    )
     # A frame (not an array) so the booster keeps the feature names for importances.
     X = df[feats].astype(np.float32)
-    base = margin(df, cfg)
+    base = margin(df, cfg, qid)
 
     def part(rows: np.ndarray) -> np.ndarray | None:
         return None if base is None else base[rows]
@@ -267,10 +288,10 @@ def train(df: pd.DataFrame, y: np.ndarray, cfg: RankerConfig, seed: int) -> Trai
         if hold is not None:
             evals = {
                 "eval_set": [(X[hold], y[hold])],
-                "eval_qid": [users[hold]],
+                "eval_qid": [qid[hold]],
                 "base_margin_eval_set": None if base is None else [part(hold)],
             }
-        model.fit(X[rows], y[rows], qid=users[rows], base_margin=part(rows), verbose=False, **evals)
+        model.fit(X[rows], y[rows], qid=qid[rows], base_margin=part(rows), verbose=False, **evals)
         return model
 
     # The holdout NDCG of each round, averaged over folds; a fold that stopped early keeps
@@ -291,12 +312,12 @@ def train(df: pd.DataFrame, y: np.ndarray, cfg: RankerConfig, seed: int) -> Trai
         model.fit(
             X[in_keep & (row_fold == 0)],
             y[in_keep & (row_fold == 0)],
-            qid=users[in_keep & (row_fold == 0)],
+            qid=qid[in_keep & (row_fold == 0)],
             base_margin=part(in_keep & (row_fold == 0)),
             verbose=False,
         )
     return TrainResult(
-        model, cfg, feats, best + 1, int(len(keep_users)), dropped, float(mean_curve[best])
+        model, cfg, feats, best + 1, int(len(keep_lists)), dropped, float(mean_curve[best])
     )
 
 

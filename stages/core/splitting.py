@@ -22,12 +22,15 @@ items and a target the model has already been shown would only measure memory.
   compare with published tables that use random per-user splits.
 
 Folds (DESIGN.md): the valid fold learns from ``train`` and predicts valid targets; the test
-fold learns from ``train + valid`` and predicts test targets.
+fold learns from ``train + valid`` and predicts test targets. With ``ranker_folds`` > 0 the
+split also carves that many extra folds out of the test fold's history (see
+:func:`ranker_fold_roles`): each is a history and targets shaped like the valid fold, so
+the ranker can learn from several folds' labels instead of one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import numpy as np
@@ -59,6 +62,15 @@ class KCore(Config):
 class _SplitBase(Config):
     kcore: KCore = KCore()
     relevance: Relevance = Relevance()
+    ranker_folds: int = Field(
+        0,
+        ge=0,
+        description="extra folds the ranker also learns from, carved from the test fold's "
+        "history the way valid is carved from the whole log (random: other seeded draws of "
+        "the valid share; temporal and global_time: earlier cut-offs, each fold predicting "
+        "the period just before the next one's); more labelled lists for the ranker at the "
+        "cost of fitting every candidate model once more per fold",
+    )
 
 
 class TemporalSplit(_SplitBase):
@@ -104,6 +116,8 @@ class RandomSplit(_SplitBase):
     def _sum_to_one(self) -> RandomSplit:
         if any(r < 0 for r in self.ratios) or abs(sum(self.ratios) - 1) > 1e-9:
             raise ValueError(f"ratios must be >= 0 and sum to 1, got {self.ratios}")
+        if self.ranker_folds and (self.ratios[0] <= 0 or self.ratios[1] + self.ratios[2] <= 0):
+            raise ValueError("ranker_folds needs a train ratio > 0 and a valid or test ratio > 0")
         return self
 
 
@@ -114,13 +128,21 @@ SplitConfig = Annotated[
 
 @dataclass(frozen=True)
 class Split:
-    """The three event partitions and the targets of the two folds."""
+    """The three event partitions, the targets of the two folds, and the extra ranker folds.
+
+    ``ranker_roles`` has one row per event of ``train`` then ``valid`` (the test fold's
+    history, in that order) and one column per extra ranker fold: 0 where the event is in
+    that fold's history, 1 in its target period, 2 hidden from it (later than its period).
+    ``ranker_targets[k]`` are the targets of extra fold ``k`` (like ``valid_targets``).
+    """
 
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
     valid_targets: pd.DataFrame
     test_targets: pd.DataFrame
+    ranker_roles: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int8))
+    ranker_targets: tuple[pd.DataFrame, ...] = ()
 
 
 def kcore_filter(inter: pd.DataFrame, kc: KCore) -> pd.DataFrame:
@@ -201,12 +223,18 @@ def _lookup(values: pd.Series, keys: np.ndarray, default: int) -> np.ndarray:
     return out
 
 
+def _global_cutoffs(inter: pd.DataFrame, cfg: GlobalTimeSplit) -> tuple[int, int]:
+    """The valid and test start times in seconds."""
+    if cfg.cutoff == "quantile":
+        ts = inter["timestamp"].to_numpy()
+        tv, tt = np.quantile(ts, [cfg.valid_start, cfg.test_start], method="higher")
+        return int(tv), int(tt)
+    return int(cfg.valid_start), int(cfg.test_start)
+
+
 def _global_parts(inter: pd.DataFrame, cfg: GlobalTimeSplit) -> np.ndarray:
     ts = inter["timestamp"].to_numpy()
-    if cfg.cutoff == "quantile":
-        tv, tt = np.quantile(ts, [cfg.valid_start, cfg.test_start], method="higher")
-    else:
-        tv, tt = int(cfg.valid_start), int(cfg.test_start)
+    tv, tt = _global_cutoffs(inter, cfg)
     return np.where(ts >= tt, 2, np.where(ts >= tv, 1, 0))
 
 
@@ -258,25 +286,94 @@ def targets(history: pd.DataFrame, period: pd.DataFrame, rel: Relevance) -> pd.D
     return out.drop(columns="_rel_event")
 
 
+def ranker_fold_roles(
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    cfg: TemporalSplit | GlobalTimeSplit | RandomSplit,
+    seed: int,
+    cutoffs: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """The role of every event of ``train`` then ``valid`` in each of ``cfg.ranker_folds``
+    extra ranker folds (see :class:`Split`), int8 of shape (events, folds).
+
+    - ``random``: fold ``k`` draws the valid share of every user's items again from the
+      test fold's history (seed ``seed + 1 + k``), so it has the valid fold's proportions
+      (e.g. 60% history, 15% targets of the whole log); draws overlap, like bootstrap bags.
+    - ``temporal``: fold 1 splits the valid fold's history (``train``) the way valid was
+      split off, its last ``n_valid`` items per user (``n_test`` when ``n_valid`` is 0)
+      becoming targets; fold ``k + 1`` splits fold ``k``'s history again. ``valid`` events,
+      and each fold's later periods, are hidden from it.
+    - ``global_time``: fold ``k`` is the window of the valid period's length that ends
+      where fold ``k - 1``'s (for fold 1, the valid period) starts. ``cutoffs`` are the
+      valid and test start times.
+
+    No fold's history or targets contain any event of the valid fold's targets' period or
+    later, except under ``random``, where there is no time order to respect and the valid
+    items may be drawn into an extra fold's targets or history.
+    """
+    n_folds = cfg.ranker_folds
+    history = pd.concat([train, valid], ignore_index=True)
+    roles = np.zeros((len(history), n_folds), dtype=np.int8)
+    if isinstance(cfg, RandomSplit):
+        r_train, r_valid, r_test = cfg.ratios
+        share = r_valid if r_valid > 0 else r_test
+        draw = RandomSplit(
+            ratios=(r_train / (r_train + share), 0.0, share / (r_train + share)),
+            min_history=cfg.min_history,
+        )
+        for k in range(n_folds):
+            roles[:, k] = np.where(_random_parts(history, draw, seed + 1 + k) == 2, 1, 0)
+        return roles
+    if isinstance(cfg, TemporalSplit):
+        step = TemporalSplit(
+            n_valid=0, n_test=cfg.n_valid or cfg.n_test, min_history=cfg.min_history
+        )
+        active = np.r_[np.ones(len(train), bool), np.zeros(len(valid), bool)]
+        for k in range(n_folds):
+            roles[:, k] = 2
+            part = _temporal_parts(history[active], step, seed)
+            roles[active, k] = np.where(part == 2, 1, 0)
+            active &= roles[:, k] == 0
+        return roles
+    if cutoffs is None:
+        raise ValueError("global_time ranker folds need the valid and test cut-offs")
+    tv, tt = cutoffs
+    width = max(tt - tv, 1)
+    ts = history["timestamp"].to_numpy()
+    for k in range(n_folds):
+        start, end = tv - (k + 1) * width, tv - k * width
+        roles[:, k] = np.where(ts >= end, 2, np.where(ts >= start, 1, 0))
+    return roles
+
+
 def split(
     inter: pd.DataFrame, cfg: TemporalSplit | GlobalTimeSplit | RandomSplit, seed: int
 ) -> Split:
     """Split canonical interactions by ``cfg``; deterministic for a given ``seed``."""
     inter = kcore_filter(inter, cfg.kcore)
+    cutoffs = None
     if isinstance(cfg, TemporalSplit):
         part = _temporal_parts(inter, cfg, seed)
     elif isinstance(cfg, GlobalTimeSplit):
         part = _global_parts(inter, cfg)
+        cutoffs = _global_cutoffs(inter, cfg)
     else:
         part = _random_parts(inter, cfg, seed)
     train, valid, test = (inter[part == p].reset_index(drop=True) for p in (0, 1, 2))
     history_test = pd.concat([train, valid], ignore_index=True)
+    roles = ranker_fold_roles(train, valid, cfg, seed, cutoffs)
+    extra = tuple(
+        targets(history_test[roles[:, k] == 0], history_test[roles[:, k] == 1], cfg.relevance)
+        for k in range(roles.shape[1])
+    )
     return Split(
         train=train,
         valid=valid,
         test=test,
         valid_targets=targets(train, valid, cfg.relevance),
         test_targets=targets(history_test, test, cfg.relevance),
+        ranker_roles=roles,
+        ranker_targets=extra,
     )
 
 
@@ -299,4 +396,5 @@ def split_summary(s: Split) -> dict:
         "test": part(s.test),
         "valid_targets": tgt(s.valid_targets),
         "test_targets": tgt(s.test_targets),
+        "ranker_folds": [tgt(t) for t in s.ranker_targets],
     }
