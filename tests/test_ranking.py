@@ -407,11 +407,11 @@ def run_rank(
     )
 
 
-@pytest.fixture(scope="module")
-def ranked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Path, Path]:
-    """The tiny project through candidates, blend (without test targets), features and rank.
-    Returns (project, blend output folder, rank output folder)."""
-    p = build_project(tmp_path_factory.mktemp("rank_project"))
+def run_all(root: Path, ranker_folds: int = 0) -> tuple[Project, Path, Path]:
+    """The tiny project (with ``ranker_folds`` extra ranker folds) through candidates, blend
+    (without test targets), features and rank. Returns (project, blend output folder, rank
+    output folder)."""
+    p = build_project(root, ranker_folds=ranker_folds)
     blend_out = p.root / "blend_run"
     assert run_blend(p, blend_out) == 0
     argv = ["--split", str(p.split), "--prepared", str(p.prepared)]
@@ -419,6 +419,12 @@ def ranked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Path, Pat
     out = p.root / "rank_run"
     assert run_rank(p, p.split, blend_out, out) == 0
     return p, blend_out, out
+
+
+@pytest.fixture(scope="module")
+def ranked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Path, Path]:
+    """The tiny project through rank, valid fold only (see :func:`run_all`)."""
+    return run_all(tmp_path_factory.mktemp("rank_project"))
 
 
 def test_rank_stage_writes_model_importance_recs_and_summary(ranked: tuple) -> None:
@@ -562,15 +568,8 @@ def test_a_users_lists_from_several_folds_are_held_out_together() -> None:
 
 @pytest.fixture(scope="module")
 def ranked_extra(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Path, Path]:
-    """The tiny project with two extra ranker folds, through blend, features and rank."""
-    p = build_project(tmp_path_factory.mktemp("rank_extra"), ranker_folds=2)
-    blend_out = p.root / "blend_run"
-    assert run_blend(p, blend_out) == 0
-    argv = ["--split", str(p.split), "--prepared", str(p.prepared)]
-    assert features.main([*argv, "--out", str(p.root / "features"), "--params", str(p.params)]) == 0
-    out = p.root / "rank_run"
-    assert run_rank(p, p.split, blend_out, out) == 0
-    return p, blend_out, out
+    """The tiny project with two extra ranker folds, through rank (see :func:`run_all`)."""
+    return run_all(tmp_path_factory.mktemp("rank_extra"), ranker_folds=2)
 
 
 def test_extra_ranker_folds_flow_through_candidates_blend_and_features(ranked_extra) -> None:
