@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
+import sys
 from pathlib import Path
 
 import yaml
@@ -101,30 +103,86 @@ def test_params_constants_are_what_the_code_loads() -> None:
         assert loaded == set(module.PARAMS), name
 
 
-def _imported_modules(modules: list[str]) -> dict[str, set[str]]:
-    """For each module, the project files that importing it loads (each in a fresh process,
-    all processes at once)."""
-    import subprocess
-    import sys
+def _module_file(name: str) -> Path | None:
+    """The project file of module ``name`` (``stages.x.y``), or None if it is not ours."""
+    base = ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
 
-    code = (
-        "import importlib, sys; importlib.import_module(sys.argv[1]); "
-        "print('\\n'.join(m.__file__ for n, m in sys.modules.items() "
-        "if n.startswith('stages') and getattr(m, '__file__', None)))"
-    )
-    procs = {
-        m: subprocess.Popen(
-            [sys.executable, "-c", code, m], cwd=ROOT, stdout=subprocess.PIPE, text=True
-        )
-        for m in modules
-    }
+
+def _direct_imports(name: str, path: Path) -> set[str]:
+    """Project modules named by any import statement of one file, at any depth (an import
+    inside a function is a dependency too); parent packages included."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                parent = ".".join(parts[: len(parts) - node.level + 1])
+                mod = f"{parent}.{node.module}" if node.module else parent
+            else:
+                mod = node.module or ""
+            # `from pkg import sub` imports the submodule when there is one
+            targets = [mod] + [f"{mod}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            parts = target.split(".")
+            found |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    return {m for m in found if m.split(".")[0] == "stages" and _module_file(m)}
+
+
+def _imported_modules(modules: list[str]) -> dict[str, set[str]]:
+    """For each module, the project files (other than ``__init__.py``) that importing it
+    can load: the closure of its import statements, read from the source."""
     out = {}
-    for m, proc in procs.items():
-        stdout, _ = proc.communicate()
-        assert proc.returncode == 0, m
-        files = {Path(line).resolve().relative_to(ROOT).as_posix() for line in stdout.split()}
-        out[m] = {f for f in files if not f.endswith("__init__.py")}
+    for root in modules:
+        seen: set[str] = set()
+        todo = [root]
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            parts = name.split(".")
+            todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+            todo += sorted(_direct_imports(name, _module_file(name)) - seen)
+        files = {_module_file(m).relative_to(ROOT).as_posix() for m in seen}
+        out[root] = {f for f in files if not f.endswith("__init__.py")}
     return out
+
+
+def test_import_closure_follows_every_kind_of_import(tmp_path: Path, monkeypatch) -> None:
+    """The closure the dependency check uses: absolute, relative, `from pkg import module`
+    and function-level imports, through packages; third-party modules and names that are
+    not modules are left out."""
+    files = {
+        "stages/__init__.py": "",
+        "stages/top.py": "import numpy\nfrom stages.core import a\n",
+        "stages/core/__init__.py": "from stages.core import pkg_dep\n",
+        "stages/core/pkg_dep.py": "",
+        "stages/core/a.py": "from .b import thing\nfrom stages.core.a import helper\n",
+        "stages/core/b.py": "def f():\n    from stages.core.lazy import g\n",
+        "stages/core/lazy.py": "",
+        "stages/core/unused.py": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    found = _imported_modules(["stages.top"])["stages.top"]
+    assert found == {
+        "stages/top.py",
+        "stages/core/a.py",
+        "stages/core/b.py",
+        "stages/core/lazy.py",
+        "stages/core/pkg_dep.py",
+    }
 
 
 def test_stages_depend_on_every_module_they_import() -> None:
