@@ -175,17 +175,17 @@ def test_pickled_models_are_identical_across_processes() -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    outs = []
-    for hash_seed in ("1", "2"):
-        env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(root))
-        proc = subprocess.run(
+    procs = [  # both at once: each spends most of its time importing every model library
+        subprocess.Popen(
             [sys.executable, "-c", _PICKLE_HASHES],
             cwd=root,
-            env=env,
-            capture_output=True,
+            env=dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(root)),
+            stdout=subprocess.PIPE,
             text=True,
-            check=True,
         )
-        outs.append(proc.stdout)
+        for hash_seed in ("1", "2")
+    ]
+    outs = [proc.communicate()[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0]
     assert outs[0] == outs[1]
     assert len(outs[0].splitlines()) == len(MODELS)
