@@ -433,9 +433,11 @@ SWEEP = {
     "sweep-shallow-ranker": ("ranker.max_depth=2",),
 }
 """Queued experiments: name -> overrides on top of the tiny preset. The first repeats
-WORSE_ALS, so after that test DVC's run cache restores its stages instead of running them
-again; the second changes a ranker setting, which must re-run rank and evaluate and
-nothing else (tests/test_e2e.py checks the other re-run rules)."""
+WORSE_ALS, so after that test DVC's run cache restores candidates@als, blend and rank instead
+of running them again (evaluate runs again: DVC keeps no run cache for a stage with uncached
+outputs other than metrics and plots, and evaluate's report files are such); the second
+changes a ranker setting, which must re-run rank and evaluate and nothing else
+(tests/test_e2e.py checks the other re-run rules)."""
 
 
 @pytest.mark.e2e
