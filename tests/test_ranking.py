@@ -461,7 +461,7 @@ def test_rank_stage_writes_model_importance_recs_and_summary(ranked: tuple) -> N
         "features": booster.feature_names,
         "base_margin": "m_hybrid",
         "base_margin_scale": 1.0,
-        "rerank_top": 100,
+        "rerank_top": RankerConfig().rerank_top,  # the default: the fixture sets none
     }
     items, _ = load_catalogue(p.prepared)
     test = load_fold(p.split, "test")

@@ -102,7 +102,7 @@ class RankerConfig(Config):
         default_factory=list, description="glob patterns removed from the selected features"
     )
     rerank_top: int | None = Field(
-        100,
+        200,
         ge=1,
         description="only each user's top this many candidates by the blend's m_hybrid are "
         "ranked (trained on and re-ordered); the rest are dropped, so the ranker's list is at "
