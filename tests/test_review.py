@@ -373,22 +373,34 @@ def test_cli_missing_inputs_exit_1_naming_them(
 # --------------------------------------------------------------------------- end to end
 
 
-@pytest.fixture
-def baseline(tiny_repo: Path) -> Path:
-    return tiny_repo
+SWEEP = {
+    "sweep-worse-als": ("candidates.als.factors=2", "candidates.als.iterations=1"),
+    "sweep-shallow-ranker": ("ranker.max_depth=2",),
+}
+"""Queued experiments: name -> overrides on top of the tiny preset.
+
+The first is a deliberately worse ALS than the tiny preset's 8 factors x 5 iterations: on
+tiny data factors=2 alone is flagged too, but with a narrower margin (ndcg@10 -0.038
+[-0.064, -0.015] against -0.049 [-0.078, -0.024]); the margin keeps the test stable across
+BLAS builds. It must re-run ALS and what reads its candidates, and nothing else. The second
+changes a ranker setting, which must re-run rank and evaluate and nothing else
+(tests/test_e2e.py checks the other re-run rules). One sweep serves both tests below, so
+the pipeline runs each experiment once."""
 
 
-WORSE_ALS = (
-    "-S",
-    "+experiment=tiny",
-    "-S",
-    "candidates.als.factors=2",
-    "-S",
-    "candidates.als.iterations=1",
-)
-"""A deliberately worse ALS than the tiny preset's 8 factors x 5 iterations: on tiny data
-factors=2 alone is flagged too, but with a narrower margin (ndcg@10 -0.038 [-0.064, -0.015]
-against -0.049 [-0.078, -0.024]); the margin keeps the test stable across BLAS builds."""
+@pytest.fixture(scope="module")
+def swept(tiny_repo: Path) -> tuple[Path, dict[str, list[str]], dict]:
+    """The tiny baseline after queueing SWEEP and running the queue in the foreground (the
+    queue `dvc queue start` hands to workers): the repository, the stages each experiment
+    ran, and `dvc exp show --json`. The workspace stays at the baseline."""
+    for name, overrides in SWEEP.items():
+        sets = [arg for o in overrides for arg in ("-S", o)]
+        dvc(tiny_repo, "exp", "run", "--queue", "--name", name, "-S", "+experiment=tiny", *sets)
+    log = dvc(tiny_repo, "exp", "run", "--run-all")
+    ran = {
+        part.split("'")[1]: stages_run(part) for part in log.split("Reproducing experiment ")[1:]
+    }
+    return tiny_repo, ran, json.loads(dvc(tiny_repo, "exp", "show", "--json"))
 
 
 def metrics_of_rev(repo: Path, rev: str) -> dict:
@@ -396,11 +408,12 @@ def metrics_of_rev(repo: Path, rev: str) -> dict:
 
 
 @pytest.mark.e2e
-def test_e2e_worse_als_is_flagged(baseline: Path, tmp_path: Path) -> None:
+def test_e2e_worse_als_is_flagged(swept: tuple, tmp_path: Path) -> None:
     """A worse ALS re-runs only ALS and what is downstream of it, and review flags it."""
+    baseline, ran, _ = swept
     head = git(baseline, "rev-parse", "HEAD").strip()
     try:
-        ran = stages_run(dvc(baseline, "exp", "run", *WORSE_ALS))
+        dvc(baseline, "exp", "apply", "sweep-worse-als")
         out = review_md(baseline)
         again = review_md(baseline)
         # the same change as two commits, compared the way a pull request is reviewed
@@ -411,7 +424,7 @@ def test_e2e_worse_als_is_flagged(baseline: Path, tmp_path: Path) -> None:
         git(baseline, "reset", "-q", "--hard", head)  # the baseline, whatever failed above
         reset(baseline)
     # the one changed model re-ran, then what reads its candidates; nothing upstream or beside
-    assert ran == ["candidates@als", "blend", "rank", "evaluate"], ran
+    assert ran["sweep-worse-als"] == ["candidates@als", "blend", "rank", "evaluate"], ran
     changed = metrics_diff["reports/metrics.json"]
     assert changed["als.ndcg@10"]["new"] < changed["als.ndcg@10"]["old"], changed
     assert "ease.ndcg@10" not in changed  # EASE does not depend on ALS
@@ -428,30 +441,10 @@ def test_e2e_worse_als_is_flagged(baseline: Path, tmp_path: Path) -> None:
     assert again == out
 
 
-SWEEP = {
-    "sweep-worse-als": ("candidates.als.factors=2", "candidates.als.iterations=1"),
-    "sweep-shallow-ranker": ("ranker.max_depth=2",),
-}
-"""Queued experiments: name -> overrides on top of the tiny preset. The first repeats
-WORSE_ALS, so after that test DVC's run cache restores candidates@als, blend and rank instead
-of running them again (evaluate runs again: DVC keeps no run cache for a stage with uncached
-outputs other than metrics and plots, and evaluate's report files are such); the second
-changes a ranker setting, which must re-run rank and evaluate and nothing else
-(tests/test_e2e.py checks the other re-run rules)."""
-
-
 @pytest.mark.e2e
-def test_e2e_queued_sweep_runs_both_experiments(baseline: Path) -> None:
-    for name, overrides in SWEEP.items():
-        sets = [arg for o in overrides for arg in ("-S", o)]
-        dvc(baseline, "exp", "run", "--queue", "--name", name, "-S", "+experiment=tiny", *sets)
-    # Runs the queue in the foreground (the same queue `dvc queue start` hands to workers).
-    log = dvc(baseline, "exp", "run", "--run-all")
-    ran = {
-        part.split("'")[1]: stages_run(part) for part in log.split("Reproducing experiment ")[1:]
-    }
-    assert ran["sweep-shallow-ranker"] == ["rank", "evaluate"], log
-    shown = json.loads(dvc(baseline, "exp", "show", "--json"))
+def test_e2e_queued_sweep_runs_both_experiments(swept: tuple) -> None:
+    baseline, ran, shown = swept
+    assert ran["sweep-shallow-ranker"] == ["rank", "evaluate"], ran
     found = {}
     for rev in shown:
         for exp in rev.get("experiments") or []:
