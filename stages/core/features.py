@@ -41,7 +41,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field, PositiveInt, field_validator
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from stages.core.config import Config
 from stages.core.models.tfidf import item_documents
@@ -674,6 +673,9 @@ def item_vectors(items: pd.DataFrame) -> sp.csr_matrix:
     Documents are those of the TF-IDF candidate model (title, text, ``cat_<name>`` tokens),
     fitted on item metadata only. An empty vocabulary gives a matrix with no columns.
     """
+    # imported here: scikit-learn costs ~1 s to import, and the features stage never needs it
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     items = _by_index(items)
     vectorizer = TfidfVectorizer(sublinear_tf=True, norm="l2", dtype=np.float64)
     try:

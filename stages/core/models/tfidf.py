@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from stages.core.models.base import ModelConfig, Recommender, TrainData
 
@@ -116,6 +115,10 @@ class TfIdf(Recommender):
     config: TfIdfConfig
 
     def _fit(self, data: TrainData) -> None:
+        # imported here: scikit-learn costs ~1 s to import, and the stages that only read
+        # item_documents (features) never fit a vectorizer
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         cfg = self.config
         vectorizer = TfidfVectorizer(
             min_df=cfg.min_df,
