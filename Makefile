@@ -24,8 +24,8 @@ test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
-	$(BIN)/ruff check stages tests bench
-	$(BIN)/ruff format --check stages tests bench
+	$(BIN)/ruff check recpipe stages tests bench
+	$(BIN)/ruff format --check recpipe stages tests bench
 
 clean-venv:
 	rm -rf $(VENV)

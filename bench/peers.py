@@ -11,9 +11,9 @@ scratch copy of the project (as ``bench/quality.py`` does), then, on that run's 
 
 - fits cornac's ``MostPop``, ``ItemKNN`` (cosine), ``BPR`` (seeded) and ``EASE`` on the
   history, recommends the top 10 unseen items to every test user and scores the lists with
-  our :func:`stages.core.metrics.topn_metrics`;
+  our :func:`recpipe.evaluation.metrics.topn_metrics`;
 - fits our matching models (popularity, itemknn, als, ease) directly through
-  :func:`stages.core.models.registry.model_class` with the run's ``params.yaml`` on the same
+  :func:`recpipe.models.registry.model_class` with the run's ``params.yaml`` on the same
   history, recommends the top 10 and scores them the same way (checked against the run's
   ``reports/metrics.json``);
 - times fit + recommend of each (median of ``--repeats``; cornac's includes building its
@@ -47,10 +47,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.quality import check_data, fresh_repo, machine, run_pipeline, scratch_dir  # noqa: E402
-from stages.core.config import load_params  # noqa: E402
-from stages.core.folds import Fold, load_catalogue, load_fold, train_data  # noqa: E402
-from stages.core.metrics import topn_metrics  # noqa: E402
-from stages.core.models.registry import model_class  # noqa: E402
+from recpipe.config import load_params  # noqa: E402
+from recpipe.folds import Fold, load_catalogue, load_fold, train_data  # noqa: E402
+from recpipe.evaluation.metrics import topn_metrics  # noqa: E402
+from recpipe.models.registry import model_class  # noqa: E402
 
 K = 10
 """List length and metric cut-off."""

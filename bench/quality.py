@@ -40,7 +40,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages.core.metrics import paired_bootstrap  # noqa: E402
+from recpipe.evaluation.metrics import paired_bootstrap  # noqa: E402
 
 PROTOCOLS: tuple[str, ...] = ("ms_benchmark", "temporal")
 """Protocol names, in the order they are run by default."""

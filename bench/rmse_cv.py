@@ -9,14 +9,14 @@ tunes or stacks, it does on an inner split of the training fold, never on the te
 Rows:
 
 - ``surprise SVD (defaults)``: the published reference, run here through surprise's API;
-- ``SVD (pipeline defaults)``: :class:`stages.core.models.svd.SVD` with ``SVDConfig()``;
+- ``SVD (pipeline defaults)``: :class:`recpipe.models.svd.SVD` with ``SVDConfig()``;
 - ``SVD (tuned on inner split)``: a small grid of factors, epochs, learning rate and
   regularisation, each fit on 80% of the training fold and scored on the other 20%; the best
   is refit on the whole training fold;
 - ``surprise KNNBaseline``: item-based, pearson-baseline similarity, fit by surprise and
   scored with numpy from its baselines and similarity matrix (checked on the first fold
   against surprise's own ``predict``);
-- ``hybrid``: :class:`stages.core.rating.HybridRating` (signals blended by a combiner fit on
+- ``hybrid``: :class:`recpipe.rating.HybridRating` (signals blended by a combiner fit on
   an inner held-out split), its base signals alone, and ablations (combiner refit on fewer
   signals, sharing the fitted base models, so their fit time is the combiner's only).
 
@@ -45,17 +45,17 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import machine  # noqa: E402
-from stages.core.metrics import rating_errors  # noqa: E402
-from stages.core.models.svd import SVD, SVDConfig  # noqa: E402
-from stages.core.movielens import MovieLensConfig, load_movielens  # noqa: E402
-from stages.core.rating import (  # noqa: E402
+from recpipe.evaluation.metrics import rating_errors  # noqa: E402
+from recpipe.models.svd import SVD, SVDConfig  # noqa: E402
+from recpipe.sources.movielens import MovieLensConfig, load_movielens  # noqa: E402
+from recpipe.rating import (  # noqa: E402
     SIGNALS,
     HybridRating,
     HybridRatingConfig,
     ItemKNN,
     ratings_train_data,
 )
-from stages.core.schema import finalize  # noqa: E402
+from recpipe.schema import finalize  # noqa: E402
 
 #: Surprise's published ML-100k RMSE (5-fold CV, default settings), for the table.
 PUBLISHED = {"surprise SVD (defaults)": 0.934, "surprise KNNBaseline": 0.931, "SVD++": 0.919}

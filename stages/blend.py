@@ -20,22 +20,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.candidates import candidates_file, load_model
-from stages.core.blending import (
+from recpipe.artifacts import candidates_file, load_model, model_dir
+from recpipe.blending import (
     BlendConfig,
+    choose_weights,
     describe_pairs,
+    fold_hybrid,
     hybrid_score,
-    out_of_bag_hybrid,
     rank_by,
-    search,
     union_candidates,
 )
-from stages.core.config import load_params
-from stages.core.errors import ConfigError
-from stages.core.folds import FOLDS, fold_names, load_fold
-from stages.core.io import write_json, write_many
-from stages.core.log import get_logger
-from stages.core.models.registry import MODELS
+from recpipe.config import load_params
+from recpipe.errors import ConfigError
+from recpipe.folds import FOLDS, fold_names, load_fold
+from recpipe.io import write_json, write_many
+from recpipe.log import get_logger
+from recpipe.models.registry import MODELS
+from recpipe.stage import run_stage
 
 PARAMS = ("blend", "seed")
 
@@ -52,59 +53,31 @@ def enabled_candidates(candidates_dir: Path, fold: str) -> dict[str, pd.DataFram
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--split", required=True)
-    ap.add_argument("--candidates", required=True)
-    ap.add_argument("--models", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--summary", required=True)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_params("blend", BlendConfig, args.params)
-        seed = load_params("seed", int, args.params)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    cand_dir, models_dir, out = Path(args.candidates), Path(args.models), Path(args.out)
-    weights = dict(cfg.weights)
-    searched = None
+def run(args: argparse.Namespace) -> None:
+    cfg = load_params("blend", BlendConfig, args.params)
+    seed = load_params("seed", int, args.params)
+    cand_dir, out = Path(args.candidates), Path(args.out)
+    weights: dict[str, float] = {}
     summary: dict = {"normalise": cfg.normalise}
     frames: dict[Path, pd.DataFrame] = {}
-    for fold_name in fold_names(args.split):
+    for fold_name in fold_names(args.split):  # valid first: it fixes the weights
         cands = enabled_candidates(cand_dir, fold_name)
         if not cands:
-            log.error("no enabled candidate model: enable at least one in candidates.*")
-            return 2
-        models = {m: load_model(models_dir / m / fold_name / "model.pkl") for m in cands}
+            raise ConfigError("no enabled candidate model: enable at least one in candidates.*")
+        models = {m: load_model(model_dir(args.models, m, fold_name)) for m in cands}
         df = describe_pairs(union_candidates(cands), models, cfg.normalise)
-        if fold_name == "valid" and cfg.search:
-            truth = load_fold(args.split, "valid").targets
-            searched = search(df, truth, list(cands), cfg, seed)
-            weights = searched.weights
-            summary[f"valid_{cfg.search_metric}"] = round(searched.value, 4)
-            log.info(
-                "searched weights %s (valid %s %.4f)", weights, cfg.search_metric, searched.value
-            )
         if fold_name == "valid":
-            unknown = set(weights) - set(cands)
-            if unknown:
-                log.warning("weights for models that are off or unknown are ignored: %s", unknown)
-            # Every enabled model is reported, with weight 0 where the blend ignores it.
-            weights = {m: float(weights.get(m, 0.0)) for m in cands}
-            if not any(w > 0 for w in weights.values()):
-                log.error(
-                    "blend.weights: no positive weight on an enabled model (enabled: %s)",
-                    ", ".join(cands),
+            truth = load_fold(args.split, "valid").targets if cfg.search else None
+            weights, searched = choose_weights(df, list(cands), cfg, seed, truth)
+            if searched is not None:
+                summary[f"valid_{cfg.search_metric}"] = round(searched.value, 4)
+                log.info(
+                    "searched weights %s (valid %s %.4f)",
+                    searched.weights,
+                    cfg.search_metric,
+                    searched.value,
                 )
-                return 2
-            total = sum(weights.values())
-            weights = {m: w / total for m, w in weights.items()}
-        if fold_name == "valid" and searched is not None and searched.bags:
-            # The ranker learns from this fold's labels: each user's hybrid comes from the
-            # bags that did not see the user, so those labels never shaped it.
-            df["m_hybrid"] = out_of_bag_hybrid(df, searched)
+            df["m_hybrid"] = fold_hybrid(df, weights, searched)
         else:
             df["m_hybrid"] = hybrid_score(df, weights)
         frames[out / f"{fold_name}.parquet"] = df
@@ -122,7 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     summary["weights"] = {m: round(float(w), 4) for m, w in sorted(weights.items())}
     write_many(frames)
     write_json(summary, args.summary)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(
+        run,
+        argv,
+        name="blend",
+        doc=__doc__,
+        paths=("split", "candidates", "models", "out", "summary"),
+    )
 
 
 if __name__ == "__main__":

@@ -4,16 +4,16 @@ Usage::
 
     python -m stages.evaluate --split data/split --prepared data/prepared \\
         --recs als=data/candidates/test/als.parquet --recs ranker=data/rank/test_recs.parquet \\
-        --candidates-dir data/candidates/test --rating-model svd=models/svd/test/model.pkl \\
-        --embedding-model models/als/test/model.pkl --importance models/ranker/importance.json \\
+        --candidates-dir data/candidates/test --rating-model svd=models/svd/test \\
+        --embedding-model models/als/test --importance models/ranker/importance.json \\
         --metrics reports/metrics.json --segments reports/segments.json \\
         --intervals reports/intervals.json --per-user reports/per_user.parquet \\
         --plots reports/plots --report reports/report.md
 
 Reads params ``eval`` and ``seed``. Every ``--recs NAME=PATH`` is a ranked list of the test
 fold (``user_idx, item_idx, score, rank``); an empty file is a disabled model and is skipped.
-``--rating-model``, ``--embedding-model`` and ``--importance`` are optional; a model file that
-is missing because its model is disabled (its ``meta.json`` says so) is skipped too.
+``--rating-model``, ``--embedding-model`` and ``--importance`` are optional; a model folder
+without a model because its model is disabled (its ``meta.json`` says so) is skipped too.
 
 All outputs are computed in memory first and then replaced together, so bad input (e.g. a
 list without its ``rank`` column) fails with a message naming the file and column and leaves
@@ -27,7 +27,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -37,11 +36,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from stages.candidates import load_model
-from stages.core import plots
-from stages.core.config import load_params
-from stages.core.errors import ConfigError, DataError
-from stages.core.evaluation import (
+from recpipe.artifacts import load_optional_model
+from recpipe.config import load_params
+from recpipe.errors import ConfigError, DataError
+from recpipe.evaluation import plots
+from recpipe.evaluation.evaluation import (
     RESERVED_NAMES,
     SEGMENTS,
     EvalConfig,
@@ -66,10 +65,12 @@ from stages.core.evaluation import (
     rating_metrics,
     render_report,
 )
-from stages.core.features import item_category_matrix, item_vectors
-from stages.core.folds import load_catalogue, load_fold
-from stages.core.log import get_logger
-from stages.core.metrics import REC_COLUMNS, TOPN_METRICS
+from recpipe.evaluation.metrics import REC_COLUMNS, TOPN_METRICS
+from recpipe.features import item_category_matrix, item_vectors
+from recpipe.folds import load_catalogue, load_fold
+from recpipe.io import write_many
+from recpipe.log import get_logger
+from recpipe.stage import run_stage
 
 PARAMS = ("eval", "seed")
 
@@ -129,22 +130,6 @@ def in_file(exc: DataError, path: Path) -> DataError:
     return err
 
 
-def load_optional_model(path: Path) -> object | None:
-    """A fitted model, or None when its stage ran with the model disabled.
-
-    The candidates stage writes ``meta.json`` beside every model folder; only a model that
-    says ``"enabled": false`` may lack its pickle, anything else missing is an error.
-    """
-    if path.exists():
-        return load_model(path)
-    meta = path.parent / "meta.json"
-    if meta.exists() and json.loads(meta.read_text()).get("enabled") is False:
-        return None
-    raise DataError(
-        "model file not found (and its meta.json does not say disabled)", file=str(path)
-    )
-
-
 def read_importance(path: Path) -> dict[str, float]:
     """``{feature: gain}`` from the ranker's importance file."""
     if not path.exists():
@@ -174,28 +159,6 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
     return buf.getvalue()
-
-
-def commit(files: Mapping[Path, bytes]) -> None:
-    """Write every file to a temporary beside its target, then rename them all into place.
-
-    Renames happen only after every write succeeded, so a failure while writing (disk full)
-    leaves all previous outputs untouched.
-    """
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for target, data in files.items():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            staged.append((Path(tmp), target))
-        for tmp, target in staged:
-            os.replace(tmp, target)
-    finally:
-        for tmp, _ in staged:
-            if tmp.exists():
-                tmp.unlink()
 
 
 # --------------------------------------------------------------------------- the stage
@@ -373,37 +336,34 @@ def run(args: argparse.Namespace, cfg: EvalConfig, seed: int) -> dict[Path, byte
     return files
 
 
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def configure(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--split", required=True, help="split folder (test fold: train+valid, test)")
     ap.add_argument("--prepared", required=True, help="prepared folder (items, users)")
     ap.add_argument("--recs", action="append", default=[], help="NAME=PATH of a ranked list")
     ap.add_argument("--candidates-dir", help="folder of the candidate models' test lists")
-    ap.add_argument("--rating-model", action="append", default=[], help="NAME=PATH (pickle)")
-    ap.add_argument("--embedding-model", help="factor model pickle for the embedding map")
+    ap.add_argument(
+        "--rating-model", action="append", default=[], help="NAME=FOLDER of a saved model"
+    )
+    ap.add_argument("--embedding-model", help="folder of a saved factor model (embedding map)")
     ap.add_argument("--importance", help="ranker importance JSON {feature: gain}")
     for name in ("metrics", "segments", "intervals", "per-user", "plots", "report"):
         ap.add_argument(f"--{name}", required=True)
-    ap.add_argument("--params", default="params.yaml")
-    return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        cfg = load_params("eval", EvalConfig, args.params)
-        seed = load_params("seed", int, args.params)
-        files = run(args, cfg, seed)
-    except (ConfigError, DataError) as exc:
-        log.error("%s", exc)
-        return 2
-    commit(files)
+def stage(args: argparse.Namespace) -> None:
+    cfg = load_params("eval", EvalConfig, args.params)
+    seed = load_params("seed", int, args.params)
+    files = run(args, cfg, seed)
+    write_many(files)
     for name in PLOT_FILES:
         stale = Path(args.plots) / name
         if stale not in files and stale.exists():
             stale.unlink()
     log.info("wrote %d files", len(files))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(stage, argv, name="evaluate", doc=__doc__, configure=configure)
 
 
 if __name__ == "__main__":

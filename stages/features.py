@@ -13,30 +13,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.core.config import load_params
-from stages.core.errors import ConfigError
-from stages.core.features import FeaturesConfig, history_now, item_features, user_features
-from stages.core.folds import fold_names, load_catalogue, load_fold
-from stages.core.io import write_many
-from stages.core.log import get_logger
+from recpipe.config import load_params
+from recpipe.features import FeaturesConfig, history_now, item_features, user_features
+from recpipe.folds import fold_names, load_catalogue, load_fold
+from recpipe.io import write_many
+from recpipe.log import get_logger
+from recpipe.stage import run_stage
 
 PARAMS = ("features",)
 
 log = get_logger("features")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--split", required=True)
-    ap.add_argument("--prepared", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_params("features", FeaturesConfig, args.params)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
+def run(args: argparse.Namespace) -> None:
+    cfg = load_params("features", FeaturesConfig, args.params)
     items, users = load_catalogue(args.prepared)
     frames = {}
     for fold_name in fold_names(args.split):
@@ -48,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         frames[Path(args.out) / fold_name / "items.parquet"] = itf.reset_index()
         log.info("%s: %d user and %d item features", fold_name, uf.shape[1], itf.shape[1])
     write_many(frames)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(run, argv, name="features", doc=__doc__, paths=("split", "prepared", "out"))
 
 
 if __name__ == "__main__":

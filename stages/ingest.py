@@ -13,14 +13,14 @@ from typing import Annotated
 
 from pydantic import Field
 
-from stages.core.config import load_params
-from stages.core.errors import ConfigError, DataError
-from stages.core.io import write_json, write_many
-from stages.core.log import get_logger
-from stages.core.movielens import MovieLensConfig, load_movielens
-from stages.core.schema import RawTables, finalize
-from stages.core.synthetic import SyntheticConfig, generate
-from stages.core.userfiles import FilesConfig, load_files
+from recpipe.config import load_params
+from recpipe.io import write_json, write_many
+from recpipe.log import get_logger
+from recpipe.schema import RawTables, finalize
+from recpipe.sources.movielens import MovieLensConfig, load_movielens
+from recpipe.sources.synthetic import SyntheticConfig, generate
+from recpipe.sources.userfiles import FilesConfig, load_files
+from recpipe.stage import run_stage
 
 PARAMS = ("data", "seed")
 
@@ -70,23 +70,13 @@ def summary(interactions, items, users, warnings: list[str]) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", required=True, help="folder for the prepared tables")
-    ap.add_argument("--raw-dir", default="data/raw", help="where downloads are kept")
-    ap.add_argument("--summary", required=True, help="JSON summary of the prepared data")
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_params("data", DataConfig, args.params)
-        seed = load_params("seed", int, args.params)
-        raw = load_source(cfg, seed, Path(args.raw_dir))
-        missing = getattr(cfg, "missing_items", "add")
-        duplicates = getattr(cfg, "duplicates", "keep_all")
-        inter, items, users, warnings = prepare(raw, duplicates, missing)
-    except (DataError, ConfigError) as exc:
-        log.error("%s", exc)
-        return 2
+def run(args: argparse.Namespace) -> None:
+    cfg = load_params("data", DataConfig, args.params)
+    seed = load_params("seed", int, args.params)
+    raw = load_source(cfg, seed, Path(args.raw_dir))
+    missing = getattr(cfg, "missing_items", "add")
+    duplicates = getattr(cfg, "duplicates", "keep_all")
+    inter, items, users, warnings = prepare(raw, duplicates, missing)
     for w in warnings:
         log.warning("%s", w)
     out = Path(args.out)
@@ -99,7 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     write_json(summary(inter, items, users, warnings), args.summary)
     log.info("%d users, %d items, %d interactions", len(users), len(items), len(inter))
-    return 0
+
+
+def configure(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--out", required=True, help="folder for the prepared tables")
+    ap.add_argument("--raw-dir", default="data/raw", help="where downloads are kept")
+    ap.add_argument("--summary", required=True, help="JSON summary of the prepared data")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(run, argv, name="ingest", doc=__doc__, configure=configure)
 
 
 if __name__ == "__main__":

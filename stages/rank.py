@@ -22,14 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.core.blending import rank_by
-from stages.core.config import load_params
-from stages.core.errors import ConfigError
-from stages.core.features import FeaturesConfig, history_now, pair_features
-from stages.core.folds import Fold, load_catalogue, load_fold, ranker_folds
-from stages.core.io import atomic_path, write_json, write_parquet
-from stages.core.log import get_logger
-from stages.core.ranking import (
+from recpipe.blending import rank_by
+from recpipe.config import load_params
+from recpipe.features import FeaturesConfig, history_now, pair_features
+from recpipe.folds import Fold, load_catalogue, load_fold, ranker_folds
+from recpipe.io import atomic_path, write_json, write_parquet
+from recpipe.log import get_logger
+from recpipe.ranking import (
     KEY,
     RankerConfig,
     assemble,
@@ -40,6 +39,7 @@ from stages.core.ranking import (
     top_candidates,
     train,
 )
+from recpipe.stage import run_stage
 
 PARAMS = ("ranker", "features", "seed")
 
@@ -101,19 +101,10 @@ def training_lists(
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    for name in ("split", "prepared", "blend", "features", "model-dir", "out", "summary"):
-        ap.add_argument(f"--{name}", required=True)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_params("ranker", RankerConfig, args.params)
-        fcfg = load_params("features", FeaturesConfig, args.params)
-        seed = load_params("seed", int, args.params)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
+def run(args: argparse.Namespace) -> None:
+    cfg = load_params("ranker", RankerConfig, args.params)
+    fcfg = load_params("features", FeaturesConfig, args.params)
+    seed = load_params("seed", int, args.params)
     items, _ = load_catalogue(args.prepared)
     blend_dir, features_dir = Path(args.blend), Path(args.features)
 
@@ -121,11 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     train_df, y, queries = training_lists(
         args.split, train_folds, blend_dir, features_dir, items, fcfg, cfg
     )
-    try:
-        select_features(list(train_df.columns), cfg)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
+    select_features(list(train_df.columns), cfg)
     result = train(train_df, y, cfg, seed, queries)
     log.info(
         "trained on %d lists of %d folds (%d without a positive left out), %d trees, "
@@ -171,7 +158,16 @@ def main(argv: list[str] | None = None) -> int:
         },
         args.summary,
     )
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(
+        run,
+        argv,
+        name="rank",
+        doc=__doc__,
+        paths=("split", "prepared", "blend", "features", "model-dir", "out", "summary"),
+    )
 
 
 if __name__ == "__main__":

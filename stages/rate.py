@@ -3,12 +3,13 @@
 Usage: ``python -m stages.rate --split data/split --prepared data/prepared --model-dir
 models/rating``. Reads params ``rating`` and ``seed``.
 
-The predictor is :class:`stages.core.rating.HybridRating` (baseline, SVD, item-kNN and content
+The predictor is :class:`recpipe.rating.HybridRating` (baseline, SVD, item-kNN and content
 signals blended by a combiner fit on an inner held-out share of the history), fitted on the
 latest rating of every rated (user, item) pair in ``train + valid``; the evaluate stage scores
-it on the test fold's rated targets (RMSE, MAE). Writes ``<model-dir>/model.pkl`` and
-``<model-dir>/meta.json``. With ``rating.enabled: false``, or a history without enough
-ratings (implicit data), it writes only ``meta.json`` saying so, and evaluation skips it.
+it on the test fold's rated targets (RMSE, MAE). Writes the model into ``<model-dir>`` (see
+:mod:`recpipe.artifacts`) and ``<model-dir>/meta.json``. With ``rating.enabled: false``, or a
+history without enough ratings (implicit data), it writes only ``meta.json`` saying so, and
+evaluation skips it.
 """
 
 from __future__ import annotations
@@ -17,81 +18,53 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from pydantic import Field
 
-from stages.candidates import save_model
-from stages.core.config import load_params
-from stages.core.errors import ConfigError
-from stages.core.folds import load_catalogue
-from stages.core.io import write_json
-from stages.core.log import get_logger
-from stages.core.models.base import TrainData
-from stages.core.rating import HybridRating, HybridRatingConfig
+from recpipe.artifacts import remove_model, save_model
+from recpipe.config import load_params
+from recpipe.folds import load_catalogue
+from recpipe.io import write_json
+from recpipe.log import get_logger
+from recpipe.rating import RatingConfig, fit_on_history
+from recpipe.stage import run_stage
 
 PARAMS = ("rating", "seed")
 
 log = get_logger("rate")
 
 
-class RatingConfig(HybridRatingConfig):
-    """The rating predictor of the pipeline (``rating``)."""
-
-    enabled: bool = Field(True, description="false: no rating model is fitted or scored")
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    for name in ("split", "prepared", "model-dir"):
-        ap.add_argument(f"--{name}", required=True)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_params("rating", RatingConfig, args.params)
-        seed = load_params("seed", int, args.params)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
+def run(args: argparse.Namespace) -> None:
+    cfg = load_params("rating", RatingConfig, args.params)
+    seed = load_params("seed", int, args.params)
     model_dir = Path(args.model_dir)
     meta: dict = {"model": "rating", "enabled": cfg.enabled}
     if not cfg.enabled:
+        remove_model(model_dir)
         write_json(meta, model_dir / "meta.json")
-        (model_dir / "model.pkl").unlink(missing_ok=True)
         log.info("rating model disabled")
-        return 0
+        return
     items, users = load_catalogue(args.prepared)
     # The test fold's history; its targets are never read here.
     history = pd.concat(
         [pd.read_parquet(Path(args.split) / f"{part}.parquet") for part in ("train", "valid")],
         ignore_index=True,
     )
-    rated = TrainData(history, items, users).matrix("rating").tocoo()
-    table = items.sort_values("item_idx", kind="stable").reset_index(drop=True)
-    model = HybridRating(HybridRatingConfig(**cfg.model_dump(exclude={"enabled"})), seed)
-    try:
-        model.fit(
-            rated.row.astype(np.int64),
-            rated.col.astype(np.int64),
-            rated.data.astype(np.float64),
-            n_users=len(users),
-            n_items=len(items),
-            item_table=table,
-        )
-    except ValueError as exc:
-        if rated.nnz and "held-out ratings" not in str(exc):
-            raise
+    model, rated, reason = fit_on_history(history, items, users, cfg.model_config_only(), seed)
+    if model is None:
         # Implicit data (or nearly): there is no rating scale to predict. Say so, skip.
-        log.warning("no rating model: %d rated pairs in the history (%s)", rated.nnz, exc)
-        meta.update(enabled=False, reason=f"{rated.nnz} rated pairs: too few to fit")
+        log.warning("no rating model: %s", reason)
+        meta.update(enabled=False, reason=f"{rated} rated pairs: too few to fit")
+        remove_model(model_dir)
         write_json(meta, model_dir / "meta.json")
-        (model_dir / "model.pkl").unlink(missing_ok=True)
-        return 0
-    save_model(model, model_dir / "model.pkl")
-    meta.update(rated_pairs=int(rated.nnz))
+        return
+    save_model(model, model_dir)
+    meta.update(rated_pairs=rated)
     write_json(meta, model_dir / "meta.json")
-    log.info("fitted on %d rated pairs", rated.nnz)
-    return 0
+    log.info("fitted on %d rated pairs", rated)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(run, argv, name="rate", doc=__doc__, paths=("split", "prepared", "model-dir"))
 
 
 if __name__ == "__main__":

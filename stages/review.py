@@ -29,9 +29,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from stages.core.errors import DataError
-from stages.core.log import get_logger
-from stages.core.review import compare_runs, diff_params, render_params_table, render_review
+from recpipe.errors import DataError
+from recpipe.evaluation.review import compare_runs, diff_params, render_params_table, render_review
+from recpipe.log import get_logger
 
 WORKSPACE = "workspace"
 """``--head`` value meaning the files on disk rather than a commit."""

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.core.config import load_params
-from stages.core.errors import ConfigError
-from stages.core.folds import RANKER_ROLES, ranker_fold_name
-from stages.core.io import write_json, write_many
-from stages.core.log import get_logger
-from stages.core.splitting import Split, SplitConfig, split, split_summary
+from recpipe.config import load_params
+from recpipe.folds import RANKER_ROLES, ranker_fold_name
+from recpipe.io import write_json, write_many
+from recpipe.log import get_logger
+from recpipe.splitting import Split, SplitConfig, split, split_summary
+from recpipe.stage import run_stage
 
 PARAMS = ("split", "seed")
 
@@ -50,19 +50,9 @@ def split_files(s: Split, out: Path) -> dict[Path, pd.DataFrame]:
     return frames
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--prepared", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--summary", required=True)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_params("split", SplitConfig, args.params)
-        seed = load_params("seed", int, args.params)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
+def run(args: argparse.Namespace) -> None:
+    cfg = load_params("split", SplitConfig, args.params)
+    seed = load_params("seed", int, args.params)
     inter = pd.read_parquet(Path(args.prepared) / "interactions.parquet")
     s = split(inter, cfg, seed)
     out = Path(args.out)
@@ -74,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     summ = split_summary(s)
     write_json(summ, args.summary)
     log.info("%s", summ)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(run, argv, name="split", doc=__doc__, paths=("prepared", "out", "summary"))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from filelock import FileLock
 
-from stages.core.schema import finalize
+from recpipe.schema import finalize
 
 
 def make_interactions(rows: list[tuple], with_rating: bool = False) -> pd.DataFrame:

@@ -16,8 +16,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages import blend, candidates
-from stages.core.blending import (
+from recpipe.blending import (
     BlendConfig,
     SearchResult,
     TrialScorer,
@@ -30,15 +29,16 @@ from stages.core.blending import (
     search_weights,
     union_candidates,
 )
-from stages.core.config import parse
-from stages.core.errors import ConfigError
-from stages.core.io import write_many
-from stages.core.metrics import topn_metrics
-from stages.core.models.base import Recommender, TrainData
-from stages.core.models.registry import MODELS
-from stages.core.schema import finalize
-from stages.core.splitting import Relevance, TemporalSplit, split
-from stages.core.synthetic import SyntheticConfig, generate
+from recpipe.config import parse
+from recpipe.errors import ConfigError
+from recpipe.evaluation.metrics import topn_metrics
+from recpipe.io import write_many
+from recpipe.models.base import Recommender, TrainData
+from recpipe.models.registry import MODELS
+from recpipe.schema import finalize
+from recpipe.sources.synthetic import SyntheticConfig, generate
+from recpipe.splitting import Relevance, TemporalSplit, split
+from stages import blend, candidates
 from stages.split import split_files
 
 METHODS = ("zscore", "minmax", "rank")

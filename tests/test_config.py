@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from stages.core.config import load_params, parse
-from stages.core.errors import ConfigError
-from stages.core.splitting import RandomSplit, SplitConfig, TemporalSplit
+from recpipe.config import load_params, parse
+from recpipe.errors import ConfigError
+from recpipe.splitting import RandomSplit, SplitConfig, TemporalSplit
 
 
 def test_unknown_key_is_named() -> None:

@@ -10,11 +10,13 @@ from pathlib import Path
 import yaml
 from hydra import compose, initialize_config_dir
 
+from recpipe.models.registry import MODELS
 from stages import ingest, split
 from stages.candidates import params_for
-from stages.core.models.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("stages", "recpipe")
+"""The project's own top-level packages: imports of these are dependencies to declare."""
 
 
 def dvc_stages() -> dict:
@@ -40,9 +42,9 @@ def test_declared_params_match_what_stages_read() -> None:
 
 def test_candidate_stages_depend_on_their_own_module_only() -> None:
     deps = dvc_stages()["candidates"]["do"]["deps"]
-    models = [d for d in deps if d.startswith("stages/core/models/")]
-    assert "stages/core/models/${item}.py" in models
-    others = {f"stages/core/models/{m}.py" for m in MODELS}
+    models = [d for d in deps if d.startswith("recpipe/models/")]
+    assert "recpipe/models/${item}.py" in models
+    others = {f"recpipe/models/{m}.py" for m in MODELS}
     assert not others & set(models)
 
 
@@ -104,7 +106,7 @@ def test_params_constants_are_what_the_code_loads() -> None:
 
 
 def _module_file(name: str) -> Path | None:
-    """The project file of module ``name`` (``stages.x.y``), or None if it is not ours."""
+    """The project file of module ``name`` (``recpipe.x.y``), or None if it is not ours."""
     base = ROOT.joinpath(*name.split("."))
     for path in (base.with_suffix(".py"), base / "__init__.py"):
         if path.is_file():
@@ -134,7 +136,7 @@ def _direct_imports(name: str, path: Path) -> set[str]:
         for target in targets:
             parts = target.split(".")
             found |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
-    return {m for m in found if m.split(".")[0] == "stages" and _module_file(m)}
+    return {m for m in found if m.split(".")[0] in PACKAGES and _module_file(m)}
 
 
 def _imported_modules(modules: list[str]) -> dict[str, set[str]]:
@@ -163,13 +165,14 @@ def test_import_closure_follows_every_kind_of_import(tmp_path: Path, monkeypatch
     not modules are left out."""
     files = {
         "stages/__init__.py": "",
-        "stages/top.py": "import numpy\nfrom stages.core import a\n",
-        "stages/core/__init__.py": "from stages.core import pkg_dep\n",
-        "stages/core/pkg_dep.py": "",
-        "stages/core/a.py": "from .b import thing\nfrom stages.core.a import helper\n",
-        "stages/core/b.py": "def f():\n    from stages.core.lazy import g\n",
-        "stages/core/lazy.py": "",
-        "stages/core/unused.py": "",
+        "stages/top.py": "import numpy\nfrom recpipe.sub import a\n",
+        "recpipe/__init__.py": "",
+        "recpipe/sub/__init__.py": "from recpipe.sub import pkg_dep\n",
+        "recpipe/sub/pkg_dep.py": "",
+        "recpipe/sub/a.py": "from .b import thing\nfrom recpipe.sub.a import helper\n",
+        "recpipe/sub/b.py": "def f():\n    from recpipe.lazy import g\n",
+        "recpipe/lazy.py": "",
+        "recpipe/unused.py": "",
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -178,10 +181,10 @@ def test_import_closure_follows_every_kind_of_import(tmp_path: Path, monkeypatch
     found = _imported_modules(["stages.top"])["stages.top"]
     assert found == {
         "stages/top.py",
-        "stages/core/a.py",
-        "stages/core/b.py",
-        "stages/core/lazy.py",
-        "stages/core/pkg_dep.py",
+        "recpipe/sub/a.py",
+        "recpipe/sub/b.py",
+        "recpipe/lazy.py",
+        "recpipe/sub/pkg_dep.py",
     }
 
 
@@ -206,12 +209,12 @@ def _config_fields(cls) -> set[str]:
 def test_every_conf_file_sets_exactly_its_config_fields() -> None:
     """A field missing from conf/ cannot be overridden with `-S group.key=...` (Hydra wants
     `+key`) and is absent from params.yaml; an extra key would fail validation."""
-    from stages.core.blending import BlendConfig
-    from stages.core.evaluation import EvalConfig
-    from stages.core.features import FeaturesConfig
-    from stages.core.models.registry import model_class
-    from stages.core.ranking import RankerConfig
-    from stages.rate import RatingConfig
+    from recpipe.blending import BlendConfig
+    from recpipe.evaluation.evaluation import EvalConfig
+    from recpipe.features import FeaturesConfig
+    from recpipe.models.registry import model_class
+    from recpipe.ranking import RankerConfig
+    from recpipe.rating import RatingConfig
 
     groups = {
         "features": FeaturesConfig,
@@ -240,7 +243,7 @@ def test_every_registered_model_is_wired_into_blend_and_evaluate() -> None:
     doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     stages = doc["stages"]
     for name in MODELS:
-        assert f"stages/core/models/{name}.py" in stages["blend"]["deps"], name
+        assert f"recpipe/models/{name}.py" in stages["blend"]["deps"], name
         assert f"models/{name}" in stages["blend"]["deps"], name
         assert f"--recs {name}=data/candidates/test/{name}.parquet" in stages["evaluate"]["cmd"]
     plotted = {}
@@ -255,3 +258,32 @@ def test_every_registered_model_is_wired_into_blend_and_evaluate() -> None:
     assert model_plots
     for cols in model_plots:
         assert set(MODELS) <= cols, set(MODELS) - cols
+
+
+LOADED_BY_NAME = {
+    "candidates": ["recpipe.models.${item}"],
+    "blend": [f"recpipe.models.{m}" for m in MODELS],
+    "evaluate": ["recpipe.models.svd", "recpipe.models.als", "recpipe.rating"],
+}
+"""Modules a stage imports by name rather than with an import statement (the model
+registry, the rating model behind ``recpipe.artifacts.load_model``)."""
+
+
+def test_stages_declare_no_module_they_do_not_use() -> None:
+    """The other half of exact dependencies: a declared module that the stage neither
+    imports nor loads by name would re-run the stage for nothing when it changes."""
+    stages = dvc_stages()
+    for name, stage in stages.items():
+        deps = stage["do"]["deps"] if name == "candidates" else stage["deps"]
+        declared = {d for d in deps if d.endswith(".py")}
+        used = set(_imported_modules([f"stages.{name}"])[f"stages.{name}"])
+        for module in LOADED_BY_NAME.get(name, []):
+            if "${item}" in module:
+                # each model's stage: its own module and whatever model modules import
+                used.add("recpipe/models/${item}.py")
+                for model in MODELS:
+                    closure = _imported_modules([f"recpipe.models.{model}"])
+                    used |= closure[f"recpipe.models.{model}"] - {f"recpipe/models/{model}.py"}
+            else:
+                used |= _imported_modules([module])[module]
+        assert declared <= used, (name, declared - used)

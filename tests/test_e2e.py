@@ -35,7 +35,7 @@ def test_pipeline_writes_every_output(repo: Path) -> None:
         for model in ("popularity", "itemknn", "svd", "als", "tfidf", "ease", "seqknn"):
             recs = pd.read_parquet(repo / f"data/candidates/{fold}/{model}.parquet")
             assert len(recs) > 0, (fold, model)
-            assert (repo / f"models/{model}/{fold}/model.pkl").exists()
+            assert (repo / f"models/{model}/{fold}/model.json").exists()
         assert (repo / f"data/features/{fold}/users.parquet").exists()
         blend = pd.read_parquet(repo / f"data/blend/{fold}.parquet")
         assert {"m_hybrid", "m_als_norm", "m_ease_rank"} <= set(blend.columns)

@@ -11,12 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages import evaluate
-from stages.candidates import load_model, save_model
-from stages.core import metrics
-from stages.core.config import parse
-from stages.core.errors import ConfigError, DataError
-from stages.core.evaluation import (
+from recpipe.artifacts import load_model, save_model
+from recpipe.config import parse
+from recpipe.errors import ConfigError, DataError
+from recpipe.evaluation import metrics
+from recpipe.evaluation.evaluation import (
     EvalConfig,
     candidate_ranks,
     candidate_recall,
@@ -25,9 +24,11 @@ from stages.core.evaluation import (
     popularity_buckets,
     relevant_pairs,
 )
-from stages.core.features import item_category_matrix
-from stages.core.models.base import TrainData, concat_recs
-from stages.core.models.registry import model_class
+from recpipe.features import item_category_matrix
+from recpipe.models.base import TrainData, concat_recs
+from recpipe.models.registry import model_class
+from recpipe.stage import stage_parser
+from stages import evaluate
 
 N_USERS, N_ITEMS = 40, 30
 COLD_ITEM = N_ITEMS - 1  # in the catalogue, no history event
@@ -148,7 +149,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cls = model_class(name)
         model = cls(cls.config_class(**extra), seed=1).fit(data)
         model.recommend(target_users, 10).to_parquet(cand / f"{name}.parquet", index=False)
-        save_model(model, root / f"models/{name}/test/model.pkl")
+        save_model(model, root / f"models/{name}/test")
     concat_recs([]).to_parquet(cand / "ease.parquet", index=False)
     (root / "models/ease/test").mkdir(parents=True)
     (root / "models/ease/test/meta.json").write_text('{"enabled": false}')
@@ -157,6 +158,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "importance.json").write_text(json.dumps({"m_als_rank": 3.5, "u_events": 1.25}))
     (root / "params.yaml").write_text(yaml.safe_dump({"seed": 7, "eval": EVAL}))
     return root
+
+
+def evaluate_args(argv: list[str]):
+    ap = stage_parser(evaluate.__doc__)
+    evaluate.configure(ap)
+    return ap.parse_args(argv)
 
 
 def argv(root: Path, out: Path, **replace: str) -> list[str]:
@@ -168,9 +175,9 @@ def argv(root: Path, out: Path, **replace: str) -> list[str]:
         args += ["--recs", f"{name}={path}"]
     args += [
         "--candidates-dir", str(root / "candidates/test"),
-        "--rating-model", f"svd={root / 'models/svd/test/model.pkl'}",
-        "--rating-model", f"ease={root / 'models/ease/test/model.pkl'}",
-        "--embedding-model", str(root / "models/als/test/model.pkl"),
+        "--rating-model", f"svd={root / 'models/svd/test'}",
+        "--rating-model", f"ease={root / 'models/ease/test'}",
+        "--embedding-model", str(root / "models/als/test"),
         "--importance", str(root / "importance.json"),
         "--metrics", str(out / "metrics.json"),
         "--segments", str(out / "segments.json"),
@@ -307,7 +314,7 @@ def test_rating_metrics_for_svd(project: Path, out: Path) -> None:
     svd = read_json(out / "metrics.json")["svd"]
     targets = pd.read_parquet(project / "split/test_targets.parquet")
     rated = targets[targets["rating"].notna()]
-    model = load_model(project / "models/svd/test/model.pkl")
+    model = load_model(project / "models/svd/test")
     pred = model.predict_ratings(rated["user_idx"].to_numpy(), rated["item_idx"].to_numpy())
     expected = metrics.rating_errors(pred, rated["rating"].to_numpy())
     assert svd["rated_pairs"] == len(rated) == 20
@@ -361,7 +368,7 @@ def test_bad_input_names_file_and_column_and_keeps_outputs(project: Path, tmp_pa
     before = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
     bad = tmp_path / "bad.parquet"
     pd.read_parquet(project / "blend/test_recs.parquet").drop(columns="rank").to_parquet(bad)
-    args = evaluate.parser().parse_args(argv(project, dest, blend=str(bad)))
+    args = evaluate_args(argv(project, dest, blend=str(bad)))
     cfg = parse(EVAL, EvalConfig, "eval")
     with pytest.raises(DataError, match=r"bad\.parquet.*'rank'") as info:
         evaluate.run(args, cfg, seed=7)
@@ -375,7 +382,7 @@ def test_bad_ranks_name_the_file(project: Path, tmp_path: Path) -> None:
     bad = tmp_path / "gaps.parquet"
     recs = pd.read_parquet(project / "blend/test_recs.parquet")
     recs.assign(rank=recs["rank"] * 2).to_parquet(bad)
-    args = evaluate.parser().parse_args(argv(project, tmp_path / "o", blend=str(bad)))
+    args = evaluate_args(argv(project, tmp_path / "o", blend=str(bad)))
     with pytest.raises(DataError, match=r"gaps\.parquet.*gaps") as info:
         evaluate.run(args, parse(EVAL, EvalConfig, "eval"), seed=7)
     assert info.value.column == "rank"
@@ -389,7 +396,7 @@ def test_a_list_with_a_seen_item_is_an_error_naming_the_row(project: Path, tmp_p
     recs.loc[row, "item_idx"] = i  # the user's own history item, at rank 4
     bad = tmp_path / "leaky.parquet"
     recs.to_parquet(bad)
-    args = evaluate.parser().parse_args(argv(project, tmp_path / "o", blend=str(bad)))
+    args = evaluate_args(argv(project, tmp_path / "o", blend=str(bad)))
     with pytest.raises(DataError, match=r"leaky\.parquet.*'item_idx'.*already has") as info:
         evaluate.run(args, parse(EVAL, EvalConfig, "eval"), seed=7)
     assert info.value.row == row + 1

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages.core.config import parse
-from stages.core.errors import ConfigError
-from stages.core.features import (
+from recpipe.config import parse
+from recpipe.errors import ConfigError
+from recpipe.features import (
     FEATURE_DOCS,
     FeaturesConfig,
     feature_doc,
@@ -21,10 +21,10 @@ from stages.core.features import (
     pair_features,
     user_features,
 )
-from stages.core.folds import Fold
-from stages.core.schema import finalize
-from stages.core.splitting import Split, TemporalSplit, split
-from stages.core.synthetic import SyntheticConfig, generate
+from recpipe.folds import Fold
+from recpipe.schema import finalize
+from recpipe.sources.synthetic import SyntheticConfig, generate
+from recpipe.splitting import Split, TemporalSplit, split
 
 DAY = 86_400
 T0 = 1_000 * DAY

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from recpipe.errors import DataError
+from recpipe.schema import finalize
 from stages import ingest
-from stages.core.errors import DataError
-from stages.core.schema import finalize
 
 GOOD = (
     "user,item,stars,kind,when\n"

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from sklearn.metrics import ndcg_score
 from sklearn.metrics.pairwise import cosine_distances
 
-from stages.core.errors import DataError
-from stages.core.metrics import (
+from recpipe.errors import DataError
+from recpipe.evaluation.metrics import (
     TOPN_METRICS,
     average_popularity,
     bootstrap_interval,

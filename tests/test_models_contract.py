@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from stages.core.models.base import Recommender, TrainData
-from stages.core.models.registry import MODELS, model_class
+from recpipe.models.base import Recommender, TrainData
+from recpipe.models.registry import MODELS, model_class
 
 # Small settings so the contract runs in seconds; defaults are for real data.
 TEST_SETTINGS: dict[str, dict] = {
@@ -149,43 +154,111 @@ def test_tfidf_recommends_matching_cold_item(data: TrainData) -> None:
     assert share >= 0.9
 
 
-_PICKLE_HASHES = """
-import hashlib, pickle, sys
+_FIT_AND_SAVE = """
+import sys
 import numpy as np
 sys.path.insert(0, "tests")
-from test_models_contract import MODELS, TEST_SETTINGS, block_data, model_class
-data = block_data()
-for name in sorted(MODELS):
-    cls = model_class(name)
-    # every field set explicitly, as when a config comes from params.yaml
-    cfg = cls.config_class(**cls.config_class(**TEST_SETTINGS[name]).model_dump())
-    model = cls(cfg, seed=0).fit(data)
-    model.recommend(np.arange(5), 3)  # builds lazy state such as the faiss index
-    print(name, hashlib.sha256(pickle.dumps(model, protocol=5)).hexdigest())
+from test_models_contract import fit_all, scores_of
+from recpipe.artifacts import save_model
+out = sys.argv[1]
+for name, model in fit_all().items():
+    save_model(model, f"{out}/{name}")
+    np.savez(f"{out}/{name}.expected.npz", **scores_of(model))
+"""
+
+_LOAD_AND_SCORE = """
+import sys
+import numpy as np
+sys.path.insert(0, "tests")
+from test_models_contract import saved_names, scores_of
+from recpipe.artifacts import load_model
+out = sys.argv[1]
+for name in saved_names():
+    model = load_model(f"{out}/{name}")
+    assert type(model).__module__.startswith("recpipe."), type(model)
+    np.savez(f"{out}/{name}.loaded.npz", **scores_of(model))
 """
 
 
-def test_pickled_models_are_identical_across_processes() -> None:
-    """Regression: pickles differed between identical runs (pydantic's fields-set and the
-    TF-IDF vectorizer's id() of its stop words follow per-process hashing), so DVC saw new
-    model files after every `dvc repro --force`."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+def saved_names() -> list[str]:
+    """Every registered model, and the rating model with each combiner."""
+    return sorted(MODELS) + ["rating-ridge", "rating-gbm"]
 
-    root = Path(__file__).resolve().parents[1]
-    procs = [  # both at once: each spends most of its time importing every model library
-        subprocess.Popen(
-            [sys.executable, "-c", _PICKLE_HASHES],
-            cwd=root,
-            env=dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(root)),
-            stdout=subprocess.PIPE,
-            text=True,
+
+def fit_all() -> dict:
+    """Each of :func:`saved_names` fitted on :func:`block_data`, every config field set
+    explicitly (as when a config comes from params.yaml)."""
+    from recpipe.rating import HybridRating, HybridRatingConfig
+
+    data = block_data()
+    out = {}
+    for name in sorted(MODELS):
+        cls = model_class(name)
+        cfg = cls.config_class(**cls.config_class(**TEST_SETTINGS[name]).model_dump())
+        model = cls(cfg, seed=0).fit(data)
+        model.recommend(np.arange(5), 3)  # builds lazy state such as the faiss index
+        out[name] = model
+    rated = data.matrix("rating").tocoo()
+    for combiner in ("ridge", "gbm"):
+        cfg = HybridRatingConfig(
+            combiner=combiner, gbm_trees=20, svd={"factors": 4, "epochs": 5}, knn_k=5
         )
-        for hash_seed in ("1", "2")
-    ]
-    outs = [proc.communicate()[0] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0]
-    assert outs[0] == outs[1]
-    assert len(outs[0].splitlines()) == len(MODELS)
+        model = HybridRating(cfg, seed=0)
+        model.fit(
+            rated.row.astype(np.int64),
+            rated.col.astype(np.int64),
+            rated.data.astype(np.float64),
+            n_users=data.n_users,
+            n_items=data.n_items,
+            item_table=data.items,
+        )
+        out[f"rating-{combiner}"] = model
+    return out
+
+
+def scores_of(model) -> dict[str, np.ndarray]:
+    """What a model answers: every pair's score and each user's top 5 (candidate models),
+    or every pair's predicted rating (the rating model)."""
+    users, items = np.divmod(np.arange(N_USERS * N_ITEMS), N_ITEMS)
+    if isinstance(model, Recommender):
+        recs = model.recommend(np.arange(N_USERS), 5)
+        return {
+            "score": model.score(users, items),
+            **{f"recs_{c}": recs[c].to_numpy() for c in recs.columns},
+        }
+    return {"rating": model.predict_ratings(users, items)}
+
+
+def _run(script: str, out: Path, hash_seed: str) -> subprocess.Popen:
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.Popen(
+        [sys.executable, "-c", script, str(out)],
+        cwd=root,
+        env=dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(root)),
+    )
+
+
+def test_saved_models_are_identical_across_processes_and_load_in_a_fresh_one(
+    tmp_path: Path,
+) -> None:
+    """Every registered model (and the rating model) saved without pickle, in two processes
+    with different string hashing: byte-identical files (DVC sees an unchanged model as
+    unchanged; pickles once differed through pydantic's fields-set and the TF-IDF
+    vectorizer's id() of its stop words). Loaded in a third, fresh process that never fitted
+    anything: identical scores, lists and predicted ratings."""
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    procs = [_run(_FIT_AND_SAVE, d, seed) for d, seed in zip(dirs, ("1", "2"), strict=True)]
+    assert [proc.wait() for proc in procs] == [0, 0]
+    files = sorted(p.relative_to(dirs[0]) for p in dirs[0].rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(dirs[1]) for p in dirs[1].rglob("*") if p.is_file())
+    assert not [f for f in files if f.suffix == ".pkl"]
+    for f in files:
+        assert (dirs[0] / f).read_bytes() == (dirs[1] / f).read_bytes(), f
+    assert _run(_LOAD_AND_SCORE, dirs[0], "3").wait() == 0
+    for name in saved_names():
+        assert (dirs[0] / name / "model.json").is_file(), name
+        expected = np.load(dirs[0] / f"{name}.expected.npz")
+        loaded = np.load(dirs[0] / f"{name}.loaded.npz")
+        assert sorted(expected.files) == sorted(loaded.files)
+        for key in expected.files:
+            np.testing.assert_array_equal(loaded[key], expected[key], err_msg=f"{name} {key}")

@@ -9,12 +9,12 @@ import pytest
 import scipy.sparse as sp
 from pydantic import ValidationError
 
-from stages.core.models.base import Recommender, TrainData
-from stages.core.models.ease import EASE, EASEConfig
-from stages.core.models.itemknn import ItemKNN, ItemKNNConfig, _keep_top_k
-from stages.core.models.popularity import Popularity, PopularityConfig
-from stages.core.models.seqknn import SeqKNN, SeqKNNConfig, top_k_per_group
-from stages.core.models.tfidf import TfIdf, TfIdfConfig
+from recpipe.models.base import Recommender, TrainData
+from recpipe.models.ease import EASE, EASEConfig
+from recpipe.models.itemknn import ItemKNN, ItemKNNConfig, _keep_top_k
+from recpipe.models.popularity import Popularity, PopularityConfig
+from recpipe.models.seqknn import SeqKNN, SeqKNNConfig, top_k_per_group
+from recpipe.models.tfidf import TfIdf, TfIdfConfig
 
 DAY = 86_400
 
@@ -374,7 +374,7 @@ def test_top_k_per_group_ties_go_to_the_lower_key() -> None:
 def test_seqknn_orders_same_second_items_by_a_seeded_hash_not_by_id() -> None:
     # Regression: ties in time went by item index, so a sequence model learned how item ids
     # sort ("next in id order") wherever a log stamps several items with one second.
-    from stages.core.models.seqknn import sequences
+    from recpipe.models.seqknn import sequences
 
     rows = [(u, i, 5) for u in range(200) for i in (1, 2)]
     data = make_data(rows, 200, 3)

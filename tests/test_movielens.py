@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from recpipe.config import parse
+from recpipe.errors import ConfigError, DataError
+from recpipe.schema import finalize
+from recpipe.sources import movielens
+from recpipe.sources.movielens import Checksum, MovieLensConfig, load_movielens
 from stages import ingest
-from stages.core import movielens
-from stages.core.config import parse
-from stages.core.errors import ConfigError, DataError
-from stages.core.movielens import Checksum, MovieLensConfig, load_movielens
-from stages.core.schema import finalize
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ["100k", "1m", "10m", "20m", "25m", "latest-small"]

@@ -17,13 +17,12 @@ import yaml
 # The project builder lives with the blend stage's test (the rank stage needs its outputs).
 from test_blending import Project, build_project, run_blend
 
-from stages import features, rank
-from stages.core.blending import hybrid_score, rank_by
-from stages.core.errors import ConfigError
-from stages.core.features import FeaturesConfig
-from stages.core.folds import load_catalogue, load_fold, ranker_folds
-from stages.core.metrics import topn_metrics
-from stages.core.ranking import (
+from recpipe.blending import hybrid_score, rank_by
+from recpipe.errors import ConfigError
+from recpipe.evaluation.metrics import topn_metrics
+from recpipe.features import FeaturesConfig
+from recpipe.folds import load_catalogue, load_fold, ranker_folds
+from recpipe.ranking import (
     KEY,
     RankerConfig,
     TrainResult,
@@ -35,6 +34,7 @@ from stages.core.ranking import (
     top_candidates,
     train,
 )
+from stages import features, rank
 
 # --------------------------------------------------------------------------- select_features
 
@@ -582,7 +582,7 @@ def test_extra_ranker_folds_flow_through_candidates_blend_and_features(ranked_ex
             recs = pd.read_parquet(p.candidates / "extra" / model / f"{fold}.parquet")
             target_users = set(load_fold(p.split, fold).targets["user_idx"])
             assert len(recs) and set(recs["user_idx"]) <= target_users
-            assert (p.models / model / fold / "model.pkl").exists()
+            assert (p.models / model / fold / "model.json").exists()
     summary = json.loads((blend_out / "blend.json").read_text())
     for fold in ("extra1", "extra2"):
         frame = pd.read_parquet(blend_out / "blend" / f"{fold}.parquet")

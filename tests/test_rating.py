@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from stages.core.models.svd import SVDConfig
-from stages.core.rating import SIGNALS, HybridRating, HybridRatingConfig, item_content
+from recpipe.models.svd import SVDConfig
+from recpipe.rating import SIGNALS, HybridRating, HybridRatingConfig, item_content
 
 N_USERS, N_ITEMS, N_GENRES = 240, 160, 6
 
@@ -240,7 +240,7 @@ def _stage_project(root, rated: bool) -> tuple:
     """A split folder and a prepared folder from the planted ratings (or without ratings)."""
     import yaml
 
-    from stages.core.io import write_many
+    from recpipe.io import write_many
 
     data = planted()
     n = len(data["users"])
@@ -288,14 +288,14 @@ def _run_rate(root, split_dir, prepared, params) -> int:
 def test_rate_stage_fits_on_train_and_valid_and_predicts_held_out_ratings(tmp_path) -> None:
     import json
 
-    from stages.candidates import load_model
+    from recpipe.artifacts import load_model
 
     split_dir, prepared, params, test = _stage_project(tmp_path, rated=True)
     assert _run_rate(tmp_path, split_dir, prepared, params) == 0
     meta = json.loads((tmp_path / "model/meta.json").read_text())
     assert meta["enabled"] is True
     assert meta["rated_pairs"] == len(planted()["users"]) - len(test)  # train + valid
-    model = load_model(tmp_path / "model/model.pkl")
+    model = load_model(tmp_path / "model")
     pred = model.predict_ratings(test["user_idx"].to_numpy(), test["item_idx"].to_numpy())
     mean_only = rmse(np.full(len(test), test["rating"].mean()), test["rating"].to_numpy())
     assert rmse(pred, test["rating"].to_numpy()) < 0.8 * mean_only
@@ -306,11 +306,13 @@ def test_rate_stage_without_ratings_says_so_and_writes_no_model(tmp_path) -> Non
 
     split_dir, prepared, params, _ = _stage_project(tmp_path, rated=False)
     (tmp_path / "model").mkdir()
-    (tmp_path / "model/model.pkl").write_bytes(b"stale")
+    (tmp_path / "model/model.json").write_bytes(b"stale")
+    (tmp_path / "model/model.npz").write_bytes(b"stale")
     assert _run_rate(tmp_path, split_dir, prepared, params) == 0
     meta = json.loads((tmp_path / "model/meta.json").read_text())
     assert meta["enabled"] is False and meta["reason"].startswith("0 rated pairs")
-    assert not (tmp_path / "model/model.pkl").exists()
+    assert not (tmp_path / "model/model.json").exists()
+    assert not (tmp_path / "model/model.npz").exists()
 
 
 def test_rate_stage_disabled_and_misspelled_keys(tmp_path) -> None:

@@ -15,9 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages import review as cli
-from stages.core.errors import DataError
-from stages.core.review import (
+from recpipe.errors import DataError
+from recpipe.evaluation.review import (
     BETTER,
     MISSING,
     NO_CHANGE_IDENTICAL,
@@ -32,6 +31,7 @@ from stages.core.review import (
     render_review,
     summary_line,
 )
+from stages import review as cli
 from tests.conftest import dvc, dvc_json, git, reset, review_md, stages_run
 
 ROOT = Path(__file__).resolve().parents[1]

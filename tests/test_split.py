@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.core.splitting import (
+from recpipe.splitting import (
     GlobalTimeSplit,
     KCore,
     RandomSplit,

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages.core.config import parse
-from stages.core.errors import ConfigError
-from stages.core.schema import INTERACTION_COLUMNS, RawTables, finalize
-from stages.core.synthetic import EVENT_WEIGHTS, EVENTS, SyntheticConfig, generate
+from recpipe.config import parse
+from recpipe.errors import ConfigError
+from recpipe.schema import INTERACTION_COLUMNS, RawTables, finalize
+from recpipe.sources.synthetic import EVENT_WEIGHTS, EVENTS, SyntheticConfig, generate
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data" / "synthetic.yaml"
 SMALL = SyntheticConfig(n_users=150, n_items=120, n_events=4000)

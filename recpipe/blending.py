@@ -1,0 +1,455 @@
+"""Blend: the union of every model's candidates, each pair described by every model, and a
+weighted hybrid score.
+
+For each fold, the candidate pairs are the union of the enabled models' top-N lists. Every
+pair gets, for every model ``m``:
+
+- ``m_<m>_score``: the model's own score (from ``score``, so a pair proposed by ALS still gets
+  its SVD and TF-IDF scores); NaN where the model cannot score it;
+- ``m_<m>_rank``: its rank in ``m``'s own top-N list, NaN when ``m`` did not propose it;
+- ``m_<m>_norm``: the score normalised within the user's candidates (``zscore``, ``minmax``
+  or ``rank``), because raw scores change scale between models and between folds.
+
+``m_n_models`` counts the models that proposed the pair, and ``m_hybrid`` is the weighted
+hybrid ``sum_m w_m * norm_m`` where a model's missing score counts as the lowest normalised
+value that user has for that model (a missing score is evidence against the pair, not a
+neutral zero). The hybrid's top-N is a model in its own right (``blend``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from recpipe.config import Config
+from recpipe.errors import ConfigError
+from recpipe.log import get_logger
+from recpipe.models.base import Recommender
+
+
+class BlendConfig(Config):
+    """How candidates are merged, normalised and weighted into the hybrid."""
+
+    normalise: str = Field(
+        "zscore", description="per-user score normalisation: zscore, minmax or rank"
+    )
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="hybrid weight per model (models not listed weigh 0); normalised to sum 1",
+    )
+    search: bool = Field(
+        False, description="pick the weights by random search on the valid fold (its labels)"
+    )
+    search_trials: int = Field(
+        300, ge=1, description="random weight vectors tried by search (in every bag)"
+    )
+    search_bags: int = Field(
+        1,
+        ge=1,
+        description="with more than 1: search on this many seeded halves of the valid users "
+        "and average the winning weights (steadier on a new fold than one noisy argmax)",
+    )
+    search_users: int = Field(
+        1000,
+        ge=1,
+        description="with bags: users per bag at most (half the valid users when fewer); "
+        "bounds the search's cost on large data",
+    )
+    search_metric: str = Field("ndcg@10", description="valid-fold metric the search maximises")
+    n: int = Field(100, ge=1, description="length of the hybrid's top-N list")
+
+    @model_validator(mode="after")
+    def _check(self) -> BlendConfig:
+        if self.normalise not in ("zscore", "minmax", "rank"):
+            raise ValueError(f"normalise must be zscore, minmax or rank, got {self.normalise!r}")
+        if any(w < 0 for w in self.weights.values()):
+            raise ValueError("weights must be >= 0")
+        if not self.search and not any(w > 0 for w in self.weights.values()):
+            raise ValueError("give at least one positive weight, or set search: true")
+        metric, _, k = self.search_metric.partition("@")
+        if metric not in TrialScorer.METRICS or not k.isdigit() or int(k) < 1:
+            raise ValueError(
+                f"search_metric must be <metric>@<K> with metric in {TrialScorer.METRICS} and "
+                f"K >= 1, got {self.search_metric!r}"
+            )
+        return self
+
+
+def union_candidates(cands: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Distinct (user_idx, item_idx) pairs proposed by any model, sorted, with every model's
+    rank (NaN where that model did not propose the pair) and ``m_n_models``."""
+    frames = {name: c for name, c in cands.items() if len(c)}
+    if not frames:
+        return pd.DataFrame({"user_idx": np.zeros(0, np.int64), "item_idx": np.zeros(0, np.int64)})
+
+    def key(c: pd.DataFrame) -> np.ndarray:
+        # One sortable int64 per pair: user in the high half, item in the low one.
+        return (c["user_idx"].to_numpy(np.int64) << 32) | c["item_idx"].to_numpy(np.int64)
+
+    keys = {name: key(c) for name, c in frames.items()}
+    union = np.sort(np.concatenate(list(keys.values())))
+    union = union[np.r_[True, union[1:] != union[:-1]]]  # np.unique hashes: slower here
+    pairs = pd.DataFrame({"user_idx": union >> 32, "item_idx": union & 0xFFFFFFFF})
+    n_models = np.zeros(len(pairs), dtype=np.int16)
+    for name, c in cands.items():
+        col = np.full(len(pairs), np.nan, dtype=np.float32)
+        if len(c):
+            col[np.searchsorted(union, keys[name])] = c["rank"].to_numpy(np.float32)
+        pairs[f"m_{name}_rank"] = col
+        n_models += ~np.isnan(col)
+    pairs["m_n_models"] = n_models
+    return pairs
+
+
+def normalise_per_user(users: np.ndarray, scores: np.ndarray, method: str) -> np.ndarray:
+    """Normalise ``scores`` within each user's group; NaN stays NaN. Order within a user is
+    preserved (ties stay ties) for every method.
+
+    - ``zscore``: (s - mean) / std over the user's scored pairs (std 0 -> 0);
+    - ``minmax``: (s - min) / (max - min) (a constant user -> 1);
+    - ``rank``: percentile of the score among the user's scored pairs, in (0, 1], ties share
+      the highest percentile of their group.
+    """
+    df = pd.DataFrame({"u": users, "s": scores.astype(np.float64)})
+    g = df.groupby("u")["s"]
+    if method == "zscore":
+        mean, std = g.transform("mean"), g.transform("std", ddof=0)
+        out = (df["s"] - mean) / std.where(std > 0)
+        out = out.where(~(std.eq(0) & df["s"].notna()), 0.0)
+    elif method == "minmax":
+        lo, hi = g.transform("min"), g.transform("max")
+        span = hi - lo
+        out = ((df["s"] - lo) / span.where(span > 0)).where(span > 0, 1.0)
+        out = out.where(df["s"].notna())
+    elif method == "rank":
+        out = g.rank(method="max", pct=True)
+    else:
+        raise ValueError(f"unknown normalisation {method!r}")
+    return out.to_numpy(np.float32)
+
+
+def describe_pairs(
+    pairs: pd.DataFrame, models: Mapping[str, Recommender], method: str
+) -> pd.DataFrame:
+    """Add every model's score and normalised score to the union ``pairs``."""
+    out = pairs.copy()
+    u, i = out["user_idx"].to_numpy(), out["item_idx"].to_numpy()
+    for name, model in models.items():
+        s = model.score(u, i).astype(np.float32)
+        out[f"m_{name}_score"] = s
+        out[f"m_{name}_norm"] = normalise_per_user(u, s, method)
+    return out
+
+
+def fill_by_user(values: pd.Series, users: pd.Series) -> np.ndarray:
+    """``values`` as float64, each NaN replaced by its user's lowest value (0 when the user
+    has none): a missing score is evidence against the pair, not a neutral zero."""
+    floor = values.groupby(users).transform("min").fillna(0.0)
+    return values.fillna(floor).to_numpy(np.float64)
+
+
+def hybrid_score(
+    df: pd.DataFrame,
+    weights: Mapping[str, float],
+    filled: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """``sum_m w_m * norm_m`` with weights scaled to sum 1; a missing norm counts as the
+    user's lowest normalised value for that model (0 if the user has none). ``filled``
+    caches each model's filled column across calls on the same ``df``."""
+    filled = {} if filled is None else filled
+    total = sum(w for w in weights.values() if w > 0)
+    out = np.zeros(len(df), dtype=np.float64)
+    for name, w in weights.items():
+        if w <= 0:
+            continue
+        col = f"m_{name}_norm"
+        if col not in df:
+            continue
+        if name not in filled:
+            filled[name] = fill_by_user(df[col], df["user_idx"])
+        out += (w / total) * filled[name]
+    return out.astype(np.float32)
+
+
+def rank_by(df: pd.DataFrame, score: np.ndarray, n: int) -> pd.DataFrame:
+    """Each user's top-``n`` pairs by ``score`` (ties: lower item index first) as a
+    ``user_idx, item_idx, score, rank`` frame."""
+    recs = pd.DataFrame(
+        {
+            "user_idx": df["user_idx"].to_numpy(),
+            "item_idx": df["item_idx"].to_numpy(),
+            "score": np.asarray(score, dtype=np.float32),
+        }
+    )
+    recs = recs[np.isfinite(recs["score"])]
+    recs = recs.sort_values(
+        ["user_idx", "score", "item_idx"], ascending=[True, False, True], kind="stable"
+    )
+    recs["rank"] = recs.groupby("user_idx").cumcount().astype(np.int32) + 1
+    return recs[recs["rank"] <= n].reset_index(drop=True)
+
+
+class TrialScorer:
+    """Scores many hybrid weight vectors on one fold quickly.
+
+    The per-model normalised scores (missing filled as in :func:`hybrid_score`) are laid out
+    once as dense users x candidates planes, one per model, so a trial is one weighted sum of
+    planes and one ``argpartition`` per row. Metric definitions
+    are those of :mod:`recpipe.evaluation.metrics` (a test checks they agree with ``topn_metrics``);
+    ties at the cut-off may be broken differently, which only matters for choosing weights.
+    """
+
+    METRICS = ("ndcg", "precision", "recall", "hitrate", "mrr")
+
+    # Empty slots of the grid: below any real score once weights (>= 0, sum 1) mix them.
+    PAD = np.float32(-1e30)
+
+    def __init__(self, df: pd.DataFrame, truth: pd.DataFrame, names: list[str], k: int) -> None:
+        self.k = k
+        users = df["user_idx"].to_numpy()
+        # A pair listed twice is one relevant item, as in metrics.topn_metrics.
+        rel = truth.loc[truth["relevant"], ["user_idx", "item_idx"]].drop_duplicates()
+        n_rel = rel.groupby("user_idx").size()
+        # Averages run over every user with a relevant target, candidates or not.
+        self.n_eval = len(n_rel)
+        uniq, row = np.unique(users, return_inverse=True)
+        self.users, self.n_rows = uniq, len(uniq)
+        order = np.lexsort((df["item_idx"].to_numpy(), row))
+        pos = np.empty(len(row), dtype=np.int64)
+        counts = np.bincount(row, minlength=len(uniq))
+        pos[order] = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
+        self.counts, self.width = counts, int(counts.max()) if len(counts) else 0
+        # models x users x candidates, laid out once: a trial is then one weighted sum of
+        # contiguous planes, not a scatter of every pair.
+        self.grid3 = np.full((len(names), self.n_rows, self.width), self.PAD, dtype=np.float32)
+        for j, name in enumerate(names):
+            self.grid3[j, row, pos] = fill_by_user(df[f"m_{name}_norm"], df["user_idx"])
+        key = pd.MultiIndex.from_frame(df[["user_idx", "item_idx"]])
+        rel_key = pd.MultiIndex.from_frame(rel[["user_idx", "item_idx"]])
+        self.label = np.zeros((self.n_rows, self.width), dtype=bool)
+        self.label[row, pos] = key.isin(rel_key)
+        self.row_rel = n_rel.reindex(uniq).fillna(0).to_numpy()
+        discounts = 1.0 / np.log2(np.arange(2, k + 2))
+        self.discounts = discounts
+        self.idcg = np.concatenate([[np.inf], np.cumsum(discounts)])[
+            np.minimum(self.row_rel, k).astype(int)
+        ]
+
+    def subset(self, rows: np.ndarray) -> TrialScorer:
+        """A scorer of only the candidate users at sorted positions ``rows`` (in ``user_idx``
+        order); its mean runs over those of them with a relevant target."""
+        rows = np.asarray(rows, dtype=np.int64)
+        sub = object.__new__(TrialScorer)
+        sub.k, sub.discounts = self.k, self.discounts
+        sub.n_rows, sub.counts = len(rows), self.counts[rows]
+        sub.width = int(sub.counts.max()) if len(rows) else 0
+        sub.grid3 = np.ascontiguousarray(self.grid3[:, rows, : sub.width])
+        sub.label = self.label[rows, : sub.width]
+        sub.row_rel, sub.idcg = self.row_rel[rows], self.idcg[rows]
+        sub.users = self.users[rows]
+        sub.n_eval = int((sub.row_rel > 0).sum())
+        return sub
+
+    def value(self, weights: np.ndarray, metric: str, rows: np.ndarray | None = None) -> float:
+        """Mean ``metric@k`` over users with relevant targets for the hybrid of ``weights``.
+
+        ``rows``: optional sorted positions of the candidate users (in ``user_idx`` order) to
+        score alone, as :meth:`subset` (which is faster when one subset is scored often).
+        """
+        if rows is not None:
+            return self.subset(rows).value(weights, metric)
+        if metric not in self.METRICS:
+            raise ValueError(f"search_metric must be one of {self.METRICS} at some K")
+        if self.n_eval == 0:
+            return float("nan")
+        weights = np.asarray(weights, dtype=np.float64)
+        if (weights < 0).any() or not weights.sum() > 0:
+            raise ValueError(f"weights must be >= 0 with a positive sum, got {weights}")
+        grid = np.tensordot((weights / weights.sum()).astype(np.float32), self.grid3, axes=1)
+        label, row_rel, idcg, n_eval = self.label, self.row_rel, self.idcg, self.n_eval
+        k = min(self.k, self.width)
+        top = (
+            np.argpartition(-grid, k - 1, axis=1)[:, :k]
+            if k < self.width
+            else np.tile(np.arange(self.width), (len(grid), 1))
+        )
+        vals = np.take_along_axis(grid, top, axis=1)
+        order = np.lexsort((top, -vals), axis=-1)
+        top, vals = np.take_along_axis(top, order, 1), np.take_along_axis(vals, order, 1)
+        # Slots past a user's candidates hold PAD and no label, so they never count as hits.
+        hit = np.take_along_axis(label, top, axis=1)
+        n_hit = hit.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if metric == "ndcg":
+                per_row = (hit * self.discounts[: hit.shape[1]]).sum(axis=1) / idcg
+            elif metric == "precision":
+                per_row = n_hit / self.k
+            elif metric == "recall":
+                per_row = n_hit / row_rel
+            elif metric == "hitrate":
+                per_row = (n_hit > 0).astype(float)
+            else:
+                first = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, np.inf)
+                per_row = 1.0 / first
+        per_row = np.where(row_rel > 0, per_row, 0.0)
+        return float(per_row.sum() / n_eval)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The chosen weights, their value on the whole fold, and each bag's users and winner."""
+
+    weights: dict[str, float]
+    value: float
+    bags: list[tuple[np.ndarray, dict[str, float]]] = field(default_factory=list)
+
+
+def search_weights(
+    df: pd.DataFrame,
+    truth: pd.DataFrame,
+    names: list[str],
+    cfg: BlendConfig,
+    seed: int,
+) -> tuple[dict[str, float], float]:
+    """:func:`search` as ``(weights, value on the whole fold)``."""
+    result = search(df, truth, names, cfg, seed)
+    return result.weights, result.value
+
+
+def search(
+    df: pd.DataFrame,
+    truth: pd.DataFrame,
+    names: list[str],
+    cfg: BlendConfig,
+    seed: int,
+) -> SearchResult:
+    """Random search over the weight simplex, maximising ``cfg.search_metric`` on the valid
+    fold. The configured weights, each single model and the uniform mix are always tried, so
+    with one bag the result is never worse on the valid fold than any of them. With
+    ``cfg.search_bags`` > 1 the search runs on that many seeded halves of the users with a
+    relevant target among their candidates (at most ``cfg.search_users`` each), and the
+    winning weights are averaged; each bag's users and winner are kept (see
+    :func:`out_of_bag_hybrid`)."""
+    metric, k = cfg.search_metric.split("@")
+    scorer = TrialScorer(df, truth, names, int(k))
+    rng = np.random.default_rng(seed)
+    trials: list[np.ndarray] = []
+    if cfg.weights:
+        trials.append(np.array([cfg.weights.get(m, 0.0) for m in names], dtype=float))
+    trials += list(np.eye(len(names)))
+    trials.append(np.full(len(names), 1.0 / len(names)))
+    # Sparse Dirichlet draws: good blends usually rest on a few models.
+    trials += list(rng.dirichlet(np.full(len(names), 0.5), size=cfg.search_trials))
+    trials = [w / w.sum() for w in trials if w.sum() > 0]
+
+    def best_of(part: TrialScorer) -> np.ndarray:
+        best_w, best_v = trials[0], -np.inf
+        for w in trials:
+            value = part.value(w, metric)
+            if value > best_v + 1e-12:
+                best_w, best_v = w, value
+        return best_w
+
+    def as_dict(w: np.ndarray) -> dict[str, float]:
+        return {m: round(float(x), 4) for m, x in zip(names, w, strict=True)}
+
+    bags: list[tuple[np.ndarray, dict[str, float]]] = []
+    # A bag of users without a relevant target scores NaN for every trial: draw from the rest.
+    eligible = np.flatnonzero(scorer.row_rel > 0)
+    if cfg.search_bags == 1 or len(eligible) < 2:
+        chosen = best_of(scorer)
+    else:
+        half = max(1, min(len(eligible) // 2, cfg.search_users))
+        winners = []
+        for _ in range(cfg.search_bags):
+            part = scorer.subset(np.sort(rng.permutation(eligible)[:half]))
+            winners.append(best_of(part))
+            bags.append((part.users, as_dict(winners[-1])))
+        chosen = np.mean(winners, axis=0)
+    weights = as_dict(chosen)
+    rounded = np.array([weights[m] for m in names])
+    return SearchResult(weights, scorer.value(rounded / rounded.sum(), metric), bags)
+
+
+def out_of_bag_hybrid(df: pd.DataFrame, result: SearchResult) -> np.ndarray:
+    """The hybrid of the fold the weights were searched on, each user's pairs scored with
+    the mean of the winners of the bags that did not contain the user, so a user's own
+    labels never shaped the weights of their hybrid (a ranker trained on this fold's labels
+    then starts from an honest score). Users in every bag, or a search without bags, get
+    ``result.weights``."""
+    if not result.bags:
+        return hybrid_score(df, result.weights)
+    users = df["user_idx"].to_numpy()
+    total = np.zeros(len(df), dtype=np.float64)
+    count = np.zeros(len(df), dtype=np.int64)
+    # A user's pairs are all inside a bag or all outside, so the per-user fill of a missing
+    # score is the same on the whole fold: score it whole, keep the outside rows.
+    filled: dict[str, np.ndarray] = {}
+    for bag_users, weights in result.bags:
+        outside = ~np.isin(users, bag_users)
+        total[outside] += hybrid_score(df, weights, filled)[outside]
+        count[outside] += 1
+    out = hybrid_score(df, result.weights, filled).astype(np.float64)
+    has = count > 0
+    out[has] = total[has] / count[has]
+    return out.astype(np.float32)
+
+
+log = get_logger("blend")
+
+
+def resolve_weights(weights: Mapping[str, float], enabled: Sequence[str]) -> dict[str, float]:
+    """The weights the blend applies: one per enabled model (0 for a model the weights do
+    not name), scaled to sum 1. Weights of models that are off or unknown are ignored with a
+    warning; :class:`ConfigError` when no enabled model keeps a positive weight (the blend
+    would otherwise fall back, silently, to a meaningless uniform mix)."""
+    unknown = sorted(set(weights) - set(enabled))
+    if unknown:
+        log.warning(
+            "blend.weights: weights for models that are off or unknown are ignored: %s",
+            ", ".join(unknown),
+        )
+    # Every enabled model is reported, with weight 0 where the blend ignores it.
+    chosen = {m: float(weights.get(m, 0.0)) for m in enabled}
+    if not any(w > 0 for w in chosen.values()):
+        raise ConfigError(
+            "blend.weights: no positive weight on an enabled model (enabled: "
+            f"{', '.join(enabled)}; weighted: {', '.join(sorted(weights)) or 'none'})"
+        )
+    total = sum(chosen.values())
+    return {m: w / total for m, w in chosen.items()}
+
+
+def choose_weights(
+    df: pd.DataFrame,
+    enabled: Sequence[str],
+    cfg: BlendConfig,
+    seed: int,
+    truth: pd.DataFrame | None = None,
+) -> tuple[dict[str, float], SearchResult | None]:
+    """The blend's weights, fixed on the valid fold's pairs ``df``: searched against its
+    ``truth`` when ``cfg.search`` (which then needs it), the configured ones otherwise; then
+    :func:`resolve_weights`. Also returns the search (None without one)."""
+    searched = None
+    weights: Mapping[str, float] = cfg.weights
+    if cfg.search:
+        if truth is None:
+            raise ValueError("blend.search needs the valid fold's targets")
+        searched = search(df, truth, list(enabled), cfg, seed)
+        weights = searched.weights
+    return resolve_weights(weights, enabled), searched
+
+
+def fold_hybrid(
+    df: pd.DataFrame, weights: Mapping[str, float], searched: SearchResult | None = None
+) -> np.ndarray:
+    """The hybrid score of a fold's pairs. On the fold the weights were searched on (pass
+    its ``searched``), with bags, each user's comes from the bags that did not see the user:
+    the ranker learns from that fold's labels, so they must not have shaped its input."""
+    if searched is not None and searched.bags:
+        return out_of_bag_hybrid(df, searched)
+    return hybrid_score(df, weights)

@@ -1,0 +1,1 @@
+"""Candidate models: one module each behind :class:`recpipe.models.base.Recommender`."""

@@ -1,0 +1,113 @@
+"""Item-kNN: item-item cosine similarity on the user x item matrix.
+
+``sim(i, j) = (x_i . x_j) / (|x_i| |x_j| + shrinkage)`` where ``x_i`` is item ``i``'s column
+of the user x item matrix. Each target item ``i`` keeps only its ``neighbours`` most similar
+items, ``N(i)``, and ``score(u, i) = sum_{j in history(u) & N(i)} R[u, j] * sim(j, i)``: in
+matrix form ``R @ S`` with ``S[j, i] = sim(j, i)`` for ``j in N(i)``, else 0, so each column
+of ``S`` holds one target's neighbourhood. (Pruning per target rather than per source item
+ranks better: on ML-100k, NDCG@10 0.43 against 0.37 at 100-200 neighbours.)
+
+The similarity is computed from sparse products ``X[:, block].T @ X`` one block of items at
+a time, so peak memory is a dense ``block x n_items`` array, not ``n_items**2``.
+
+Users with no history and items absent from the history have no score (NaN).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+
+from recpipe.models.base import ModelConfig, Recommender, TrainData
+
+
+class ItemKNNConfig(ModelConfig):
+    """Settings of :class:`ItemKNN` (``candidates.itemknn``)."""
+
+    value: Literal["binary", "weight"] = Field(
+        "binary",
+        description="matrix entries used for similarity and scoring: binary (1 per "
+        "user-item pair) or weight (summed event weights)",
+    )
+    neighbours: int | None = Field(
+        200,
+        ge=0,
+        description="neighbourhood size: each item is scored only from its this many most "
+        "similar items (the k of kNN); 0 or null keeps them all",
+    )
+    shrinkage: float = Field(
+        10.0,
+        ge=0,
+        description="added to the cosine denominator, damping similarities that rest on "
+        "few common users: dot / (norm_i * norm_j + shrinkage)",
+    )
+
+
+class ItemKNN(Recommender):
+    """Neighbourhood model over item-item cosine similarities."""
+
+    name = "itemknn"
+    config_class = ItemKNNConfig
+    config: ItemKNNConfig
+    #: items per dense block while building the similarity matrix
+    sim_block_size: int = 1024
+
+    def _fit(self, data: TrainData) -> None:
+        x = data.matrix(self.config.value)
+        self._x = x
+        self._known_items = np.asarray((x != 0).sum(axis=0)).ravel() > 0
+        self._known_users = np.diff(x.indptr) > 0
+        self.similarity = self._similarity(x)
+
+    def _similarity(self, x: sp.csr_matrix) -> sp.csr_matrix:
+        """``S``: source x target item similarities, each column pruned to its neighbours."""
+        cfg = self.config
+        n = x.shape[1]
+        xc = x.tocsc()
+        norms = np.sqrt(np.asarray(xc.multiply(xc).sum(axis=0)).ravel()).astype(np.float32)
+        k = cfg.neighbours if cfg.neighbours else n
+        xt = sp.csr_matrix(xc.T)
+        blocks = []
+        for start in range(0, n, self.sim_block_size):
+            stop = min(start + self.sim_block_size, n)
+            dots = (xt[start:stop] @ xc).toarray()
+            denom = norms[start:stop, None] * norms[None, :] + np.float32(cfg.shrinkage)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sim = np.where(denom > 0, dots / denom, 0.0).astype(np.float32)
+            # An item is not its own neighbour: it would only vouch for itself, and a seen item
+            # is never recommended anyway.
+            sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
+            blocks.append(_keep_top_k(sim, k))
+        if not blocks:
+            return sp.csr_matrix((n, n), dtype=np.float32)
+        # Rows so far are targets; scoring multiplies histories (sources) from the left.
+        return sp.csr_matrix(sp.vstack(blocks, format="csr").T, dtype=np.float32)
+
+    def score_users(self, users: np.ndarray) -> np.ndarray:
+        scores = (self._x[users] @ self.similarity).toarray().astype(np.float32, copy=False)
+        scores[:, ~self._known_items] = np.nan
+        scores[~self._known_users[users]] = np.nan
+        return scores
+
+
+def _keep_top_k(sim: np.ndarray, k: int) -> sp.csr_matrix:
+    """CSR of the ``k`` largest positive entries of each row of ``sim`` (others dropped).
+
+    Ties at the k-th value go to the lower column index, so the neighbourhoods do not depend
+    on the platform's partial-sort order.
+    """
+    n = sim.shape[1]
+    if k >= n:
+        keep = sim > 0
+    else:
+        kth = np.partition(sim, n - k, axis=1)[:, n - k, None]
+        above = sim > kth
+        tie = sim == kth
+        need = k - above.sum(axis=1, keepdims=True)
+        keep = above | (tie & (np.cumsum(tie, axis=1, dtype=np.int32) <= need))
+        keep &= sim > 0
+    rows, cols = np.nonzero(keep)
+    return sp.csr_matrix((sim[rows, cols], (rows, cols)), shape=sim.shape, dtype=np.float32)

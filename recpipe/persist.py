@@ -1,0 +1,327 @@
+"""Saving fitted objects without pickle: a JSON manifest beside plain array files.
+
+Loading a pickle runs code chosen by whoever wrote the file, so an artefact pulled from a
+shared DVC remote (or loaded by the service) must never be a pickle. Instead a fitted
+object is written as
+
+- ``<stem>.json``: the manifest: format name and version, the object's type, and its
+  state as a tree in which every leaf is either a JSON value or a reference to data below;
+- ``<stem>.npz``: every numpy array of the state (sparse matrices as their component
+  arrays), read back with ``allow_pickle=False``;
+- ``<stem>.<key>.parquet`` for a pandas table and ``<stem>.<key>.xgb.json`` for an XGBoost
+  model (its own JSON format), when the state holds one.
+
+Only types that declare themselves persistent can appear in a manifest: subclasses of
+:class:`Persistent` and of :class:`recpipe.config.Config` register under ``module:name``
+when their module is imported, and loading looks a type up in that table, never imports
+what a file names. The state of a :class:`Persistent` object is its ``__dict__`` less its
+``transient`` attributes (derived data such as a faiss index, rebuilt on demand); the
+manifest records the shape and dtype of every array, and loading checks them, so a
+truncated or mismatched file fails with a message naming the file and the key.
+
+Bytes are deterministic: equal states give equal files (the npz members carry a fixed
+date), so DVC sees an unchanged output as unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recpipe.config import Config, config_type
+from recpipe.errors import DataError
+from recpipe.io import atomic_path
+
+FORMAT = "recpipe-object"
+FORMAT_VERSION = 1
+"""Bumped whenever the layout of the manifest or of a persisted class changes; files of
+another version are refused with a message that says to rerun the stage."""
+
+_TYPES: dict[str, type] = {}
+"""``module:qualname`` -> class, filled as persistent classes are defined."""
+
+_SPARSE = {
+    "csr_matrix": sp.csr_matrix,
+    "csc_matrix": sp.csc_matrix,
+    "csr_array": sp.csr_array,
+    "csc_array": sp.csc_array,
+}
+
+#: members of an npz carry this date so that equal arrays give equal bytes
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+class ArtifactError(DataError):
+    """A saved object cannot be read: missing, another format version, or inconsistent."""
+
+
+def type_key(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+class Persistent:
+    """Mixin of objects that :func:`save` can write: their ``__dict__`` is their state.
+
+    ``transient`` names attributes that are not saved (derived data); they are set to
+    ``None`` on load, so the class must rebuild them on demand. ``_check_state`` runs after
+    loading and raises :class:`ArtifactError` when the parts do not fit together.
+    """
+
+    transient: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _TYPES[type_key(cls)] = cls
+
+    def _check_state(self) -> None:
+        """Raise :class:`ArtifactError` if the loaded state is inconsistent (default: no check)."""
+
+
+def register(cls: type) -> type:
+    """Declare a class (for example a dataclass) persistent without the mixin."""
+    _TYPES[type_key(cls)] = cls
+    return cls
+
+
+class _Writer:
+    """Collects the arrays and side files of one object while its state is encoded."""
+
+    def __init__(self, stem: Path) -> None:
+        self.stem = stem
+        self.arrays: dict[str, np.ndarray] = {}
+        self.files: dict[Path, bytes] = {}
+
+    def array(self, key: str, value: np.ndarray) -> dict[str, Any]:
+        if value.dtype == object:
+            raise TypeError(f"{key}: object arrays cannot be saved without pickle")
+        self.arrays[key] = np.ascontiguousarray(value)
+        return {"array": key, "dtype": value.dtype.str, "shape": list(value.shape)}
+
+    def encode(self, value: Any, key: str) -> Any:
+        # numpy first: np.float64 is a float and np.bool_ is not a bool
+        if isinstance(value, np.ndarray | np.generic):
+            return self.array(key, np.asarray(value)) | {"scalar": isinstance(value, np.generic)}
+        if value is None or isinstance(value, bool | int | str):
+            return value
+        if isinstance(value, float):
+            return {"float": repr(value)}  # exact, and NaN/inf survive strict JSON
+        if sp.issparse(value):
+            kind = type(value).__name__
+            if kind not in _SPARSE:
+                value, kind = sp.csr_matrix(value), "csr_matrix"
+            return {
+                "sparse": kind,
+                "shape": list(value.shape),
+                "data": self.array(f"{key}.data", value.data),
+                "indices": self.array(f"{key}.indices", value.indices),
+                "indptr": self.array(f"{key}.indptr", value.indptr),
+            }
+        if isinstance(value, Config):
+            return {"config": type_key(type(value)), "value": value.model_dump(mode="json")}
+        if isinstance(value, pd.DataFrame):
+            path = self.stem.with_name(f"{self.stem.name}.{key}.parquet")
+            buf = io.BytesIO()
+            value.to_parquet(buf)
+            self.files[path] = buf.getvalue()
+            return {"table": path.name, "rows": len(value)}
+        if _is_xgboost(value):
+            path = self.stem.with_name(f"{self.stem.name}.{key}.xgb.json")
+            self.files[path] = bytes(value.get_booster().save_raw(raw_format="json"))
+            return {"xgboost": type(value).__name__, "file": path.name}
+        if isinstance(value, list | tuple):
+            items = [self.encode(v, f"{key}.{i}") for i, v in enumerate(value)]
+            return {"tuple" if isinstance(value, tuple) else "list": items}
+        if isinstance(value, dict):
+            if not all(isinstance(k, str) for k in value):
+                raise TypeError(f"{key}: only dicts with string keys can be saved")
+            return {"dict": {k: self.encode(v, f"{key}.{k}") for k, v in value.items()}}
+        cls = type(value)
+        if _TYPES.get(type_key(cls)) is cls:
+            skip = set(getattr(cls, "transient", ()))
+            state = {k: v for k, v in vars(value).items() if k not in skip}
+            return {
+                "object": type_key(cls),
+                "state": {k: self.encode(v, f"{key}.{k}") for k, v in state.items()},
+            }
+        raise TypeError(f"{key}: cannot save a {type_key(cls)} (not declared persistent)")
+
+
+class _Reader:
+    """Decodes a manifest's state tree against its arrays and side files."""
+
+    def __init__(self, manifest: Path, arrays: Any) -> None:
+        self.manifest = manifest
+        self.arrays = arrays
+
+    def fail(self, key: str, message: str) -> ArtifactError:
+        return ArtifactError(f"{self.manifest}: key {key}: {message}")
+
+    def array(self, node: dict[str, Any]) -> np.ndarray:
+        key = node["array"]
+        if self.arrays is None or key not in self.arrays.files:
+            raise self.fail(key, "array missing from the .npz file")
+        value = self.arrays[key]
+        if list(value.shape) != node["shape"] or value.dtype.str != node["dtype"]:
+            raise self.fail(
+                key,
+                f"array of shape {list(value.shape)} and dtype {value.dtype.str}, the manifest "
+                f"says {node['shape']} and {node['dtype']}",
+            )
+        return value
+
+    def lookup(self, name: str, key: str, base: type) -> type:
+        cls = _TYPES.get(name) if base is not Config else config_type(name)
+        if cls is None or not issubclass(cls, base):
+            raise self.fail(key, f"unknown type {name!r} (not a persistent recpipe type)")
+        return cls
+
+    def decode(self, node: Any, key: str) -> Any:
+        if node is None or isinstance(node, bool | int | str):
+            return node
+        if not isinstance(node, dict) or not node:
+            raise self.fail(key, f"unreadable value {node!r}")
+        if "float" in node:
+            return float(node["float"])
+        if "array" in node:
+            value = self.array(node)
+            return value[()] if node.get("scalar") else value
+        if "sparse" in node:
+            cls = _SPARSE.get(node["sparse"])
+            if cls is None:
+                raise self.fail(key, f"unknown sparse format {node['sparse']!r}")
+            parts = (self.array(node[p]) for p in ("data", "indices", "indptr"))
+            try:
+                return cls(tuple(parts), shape=tuple(node["shape"]))
+            except ValueError as exc:
+                raise self.fail(key, f"inconsistent sparse matrix ({exc})") from None
+        if "config" in node:
+            return self.lookup(node["config"], key, Config).model_validate(node["value"])
+        if "table" in node:
+            return pd.read_parquet(self.side_file(node["table"], key))
+        if "xgboost" in node:
+            return _load_xgboost(node["xgboost"], self.side_file(node["file"], key))
+        if "list" in node:
+            return [self.decode(v, f"{key}.{i}") for i, v in enumerate(node["list"])]
+        if "tuple" in node:
+            return tuple(self.decode(v, f"{key}.{i}") for i, v in enumerate(node["tuple"]))
+        if "dict" in node:
+            return {k: self.decode(v, f"{key}.{k}") for k, v in node["dict"].items()}
+        if "object" in node:
+            cls = self.lookup(node["object"], key, object)
+            obj = cls.__new__(cls)
+            obj.__dict__.update(dict.fromkeys(getattr(cls, "transient", ())))
+            obj.__dict__.update({k: self.decode(v, f"{key}.{k}") for k, v in node["state"].items()})
+            if isinstance(obj, Persistent):
+                obj._check_state()
+            return obj
+        raise self.fail(key, f"unreadable value {node!r}")
+
+    def side_file(self, name: str, key: str) -> Path:
+        path = self.manifest.with_name(name)
+        if not path.is_file():
+            raise self.fail(key, f"file {path} missing")
+        return path
+
+
+def _is_xgboost(value: Any) -> bool:
+    return type(value).__module__.startswith("xgboost.") and hasattr(value, "get_booster")
+
+
+def _load_xgboost(kind: str, path: Path) -> Any:
+    import xgboost
+
+    if kind not in ("XGBRegressor", "XGBRanker", "XGBClassifier"):
+        raise ArtifactError(f"{path}: unknown XGBoost model kind {kind!r}")
+    model = getattr(xgboost, kind)()
+    model.load_model(bytearray(path.read_bytes()))
+    return model
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An ``.npz`` (numpy's zip of ``.npy`` members) whose bytes depend only on the arrays."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for key in sorted(arrays):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, arrays[key], allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, member.getvalue())
+    return buf.getvalue()
+
+
+def files_of(stem: Path) -> Iterator[Path]:
+    """Every file an object saved at ``stem`` consists of (manifest first)."""
+    yield stem.with_suffix(".json")
+    yield stem.with_suffix(".npz")
+    yield from sorted(stem.parent.glob(f"{stem.name}.*.parquet"))
+    yield from sorted(stem.parent.glob(f"{stem.name}.*.xgb.json"))
+
+
+def save(obj: Any, stem: str | os.PathLike[str], kind: str) -> None:
+    """Write ``obj`` as ``<stem>.json`` + ``<stem>.npz`` (+ side files), atomically each.
+
+    ``kind`` names what the object is (``model:als``, ``rating``); :func:`load` checks it.
+    Side files of an earlier save at the same stem that this one does not write are removed.
+    """
+    stem = Path(stem)
+    writer = _Writer(stem)
+    state = writer.encode(obj, "root")
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "root": state}
+    files = dict(writer.files)
+    files[stem.with_suffix(".npz")] = _npz_bytes(writer.arrays)
+    # the manifest last: a reader never sees a manifest newer than its arrays
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    files[stem.with_suffix(".json")] = text.encode()
+    for path in set(files_of(stem)) - set(files):
+        path.unlink()
+    for path, data in files.items():
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+
+
+def read_manifest(stem: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of an object saved at ``stem``, its format and version checked;
+    :class:`ArtifactError` naming the file when it is missing or of another version."""
+    path = Path(stem).with_suffix(".json")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: saved model not found")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: not a readable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: not a {FORMAT} manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: format version {version}, this recpipe reads version {FORMAT_VERSION}; "
+            "rerun the stage that wrote it (dvc repro)"
+        )
+    return manifest
+
+
+def load(stem: str | os.PathLike[str], kind: str | None = None) -> Any:
+    """Read an object written by :func:`save`; :class:`ArtifactError` naming the file if the
+    manifest is missing, of another format version or kind, or disagrees with its arrays.
+
+    The types the manifest names must already be registered (their modules imported)."""
+    stem = Path(stem)
+    manifest = read_manifest(stem)
+    path = stem.with_suffix(".json")
+    if kind is not None and manifest.get("kind") != kind:
+        raise ArtifactError(f"{path}: holds {manifest.get('kind')!r}, expected {kind!r}")
+    npz = stem.with_suffix(".npz")
+    with ExitStack() as stack:
+        arrays = stack.enter_context(np.load(npz, allow_pickle=False)) if npz.is_file() else None
+        return _Reader(path, arrays).decode(manifest["root"], "root")

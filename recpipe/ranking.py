@@ -1,0 +1,336 @@
+"""Learning to rank: XGBoost on the blend's candidate pairs, grouped by user.
+
+Training data is the ``valid`` fold, and the extra ranker folds shaped like it when the
+split makes them (each user's candidates in one fold are one list): its candidate pairs
+(from models fitted on ``train``) described by the model columns of the blend, the fold's
+user and item features and the pair features, labelled 1 when the pair is a relevant
+target of that fold. The trained ranker then orders the ``test`` fold's candidates,
+described the same way from the test fold's history.
+Model columns enter as per-user ranks and normalised scores by default, because raw scores
+change scale between folds (the models are refitted on a longer history).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from pydantic import Field
+
+from recpipe.blending import fill_by_user
+from recpipe.config import Config
+from recpipe.errors import ConfigError
+
+KEY = ["user_idx", "item_idx"]
+
+
+class RankerConfig(Config):
+    """XGBoost ranker settings and the feature list (``ranker``)."""
+
+    objective: Literal["rank:ndcg", "rank:pairwise", "rank:map"] = Field(
+        "rank:ndcg", description="XGBoost learning-to-rank objective"
+    )
+    n_estimators: int = Field(400, ge=1, description="maximum number of trees")
+    learning_rate: float = Field(0.05, gt=0, description="shrinkage per tree")
+    max_depth: int = Field(4, ge=1, description="depth of each tree (shallow: less overfit)")
+    min_child_weight: float = Field(5.0, ge=0, description="minimum hessian per leaf")
+    subsample: float = Field(0.8, gt=0, le=1, description="row share sampled per tree")
+    colsample_bytree: float = Field(0.8, gt=0, le=1, description="feature share per tree")
+    reg_lambda: float = Field(5.0, ge=0, description="L2 penalty on leaf weights")
+    reg_alpha: float = Field(0.0, ge=0, description="L1 penalty on leaf weights")
+    pair_method: Literal["topk", "mean"] = Field(
+        "mean",
+        description="lambdarank_pair_method: topk pairs every item with the top "
+        "pairs_per_sample; mean samples pairs_per_sample pairs per item",
+    )
+    pairs_per_sample: int = Field(8, ge=1, description="lambdarank_num_pair_per_sample")
+    eval_at: int = Field(10, ge=1, description="K of the NDCG@K used for early stopping")
+    early_stopping_rounds: int = Field(50, ge=1, description="stop after this many flat rounds")
+    cv_folds: int = Field(
+        5,
+        ge=1,
+        description="users with a positive are split into this many folds; a ranker is "
+        "trained with each fold held out, and the number of trees is where the holdout "
+        "NDCG averaged over folds peaks (steadier than one holdout); 1: a single holdout "
+        "of holdout_share",
+    )
+    cv_max_users: int = Field(
+        2000,
+        ge=2,
+        description="with more users with a positive than this, one holdout of "
+        "holdout_share replaces the folds: it is then large enough to be steady, and the "
+        "folds would multiply the training time",
+    )
+    holdout_share: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="share of valid users held out when one holdout is used (cv_folds 1, or "
+        "more than cv_max_users users)",
+    )
+    refit: bool = Field(
+        True,
+        description="refit on all valid users with the number of trees found (always done "
+        "with cv_folds > 1); false with cv_folds 1: keep the model fitted without the holdout",
+    )
+    base_margin: str | None = Field(
+        "m_hybrid",
+        description="column every pair's score starts from, so the trees learn corrections "
+        "to it (the blend's hybrid by default); null: start from 0",
+    )
+    base_margin_scale: float = Field(
+        1.0, gt=0, description="the base_margin column is multiplied by this"
+    )
+    n_threads: int = Field(2, ge=1, description="XGBoost threads (results do not depend on it)")
+    features: list[str] = Field(
+        default_factory=lambda: [
+            "m_*_rank",
+            "m_*_norm",
+            "m_n_models",
+            "m_hybrid",
+            "u_*",
+            "i_*",
+            "p_*",
+        ],
+        description="feature columns to use, as glob patterns (ablate with -S ranker.features)",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="glob patterns removed from the selected features"
+    )
+    rerank_top: int | None = Field(
+        200,
+        ge=1,
+        description="only each user's top this many candidates by the blend's m_hybrid are "
+        "ranked (trained on and re-ordered); the rest are dropped, so the ranker's list is at "
+        "most this long: a cascade, faster and trained where the top of the list is decided; "
+        "null: every candidate",
+    )
+    n: int = Field(100, ge=1, description="length of the ranker's top-N list per user")
+
+
+def select_features(columns: list[str], cfg: RankerConfig) -> list[str]:
+    """Columns matching ``cfg.features`` minus ``cfg.exclude``, in the order of ``columns``.
+
+    A pattern that matches nothing is an error naming it (a typo would silently ablate).
+    """
+    candidates = [c for c in columns if c not in KEY]
+    for pattern in cfg.features + cfg.exclude:
+        if not any(fnmatch.fnmatchcase(c, pattern) for c in candidates):
+            raise ConfigError(
+                f"params.yaml: ranker.features: pattern {pattern!r} matches no column"
+            )
+    chosen = [c for c in candidates if any(fnmatch.fnmatchcase(c, p) for p in cfg.features)]
+    chosen = [c for c in chosen if not any(fnmatch.fnmatchcase(c, p) for p in cfg.exclude)]
+    if not chosen:
+        raise ConfigError("params.yaml: ranker.features/exclude leave no feature")
+    return chosen
+
+
+def assemble(
+    blend: pd.DataFrame,
+    user_feats: pd.DataFrame,
+    item_feats: pd.DataFrame,
+    pair_feats: pd.DataFrame,
+) -> pd.DataFrame:
+    """One row per candidate pair (sorted by user, item): blend columns, user, item and pair
+    features side by side."""
+    df = blend.sort_values(KEY, kind="stable").reset_index(drop=True)
+    df = df.join(user_feats.set_index("user_idx"), on="user_idx")
+    df = df.join(item_feats.set_index("item_idx"), on="item_idx")
+    pf = pair_feats.set_index(KEY)
+    return df.join(pf, on=KEY)
+
+
+def top_candidates(df: pd.DataFrame, cfg: RankerConfig) -> pd.DataFrame:
+    """The pairs the ranker works on: each user's ``cfg.rerank_top`` best by ``m_hybrid``
+    (ties: lower item index), in the order of ``df``; all of them when it is null."""
+    if cfg.rerank_top is None:
+        return df
+    if "m_hybrid" not in df.columns:
+        raise ConfigError("params.yaml: ranker.rerank_top needs the blend's m_hybrid column")
+    score = df["m_hybrid"].astype(np.float64).fillna(-np.inf).to_numpy()
+    order = np.lexsort((df["item_idx"].to_numpy(), -score, df["user_idx"].to_numpy()))
+    users = df["user_idx"].to_numpy()[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1] if len(users) else np.zeros(0, int)
+    rank = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
+    keep = np.zeros(len(df), dtype=bool)
+    keep[order] = rank < cfg.rerank_top
+    return df[keep].reset_index(drop=True)
+
+
+def labels(pairs: pd.DataFrame, targets: pd.DataFrame) -> np.ndarray:
+    """1 where the pair is a relevant target of the fold, else 0."""
+    rel = targets.loc[targets["relevant"], KEY]
+    return (
+        pd.MultiIndex.from_frame(pairs[KEY]).isin(pd.MultiIndex.from_frame(rel)).astype(np.float32)
+    )
+
+
+def margin(
+    df: pd.DataFrame, cfg: RankerConfig, queries: np.ndarray | None = None
+) -> np.ndarray | None:
+    """The starting score of each pair (``cfg.base_margin`` times its scale), or None.
+
+    A pair without a value starts at the lowest one of its list (its user's, or its
+    ``queries`` group: a user in one training fold), 0 when the list has none: the same
+    reading of "missing" as in the blend, no evidence for the pair.
+    """
+    if cfg.base_margin is None:
+        return None
+    if cfg.base_margin not in df.columns:
+        raise ConfigError(
+            f"params.yaml: ranker.base_margin: no column {cfg.base_margin!r} among the features"
+        )
+    groups = df["user_idx"] if queries is None else pd.Series(queries, index=df.index)
+    return cfg.base_margin_scale * fill_by_user(df[cfg.base_margin].astype(np.float64), groups)
+
+
+@dataclass
+class TrainResult:
+    """The fitted ranker and what happened while fitting it."""
+
+    model: xgb.XGBRanker
+    config: RankerConfig
+    features: list[str]
+    best_iteration: int
+    lists_used: int  # a list: one user's candidates in one training fold
+    lists_without_positive: int
+    holdout_ndcg: float
+
+
+def _ranker(cfg: RankerConfig, seed: int, n_estimators: int, early_stop: bool) -> xgb.XGBRanker:
+    return xgb.XGBRanker(
+        objective=cfg.objective,
+        n_estimators=n_estimators,
+        learning_rate=cfg.learning_rate,
+        max_depth=cfg.max_depth,
+        min_child_weight=cfg.min_child_weight,
+        subsample=cfg.subsample,
+        colsample_bytree=cfg.colsample_bytree,
+        reg_lambda=cfg.reg_lambda,
+        reg_alpha=cfg.reg_alpha,
+        tree_method="hist",
+        lambdarank_pair_method=cfg.pair_method,
+        lambdarank_num_pair_per_sample=cfg.pairs_per_sample,
+        eval_metric=f"ndcg@{cfg.eval_at}",
+        early_stopping_rounds=cfg.early_stopping_rounds if early_stop else None,
+        random_state=seed,
+        n_jobs=cfg.n_threads,
+    )
+
+
+def train(
+    df: pd.DataFrame,
+    y: np.ndarray,
+    cfg: RankerConfig,
+    seed: int,
+    queries: np.ndarray | None = None,
+) -> TrainResult:
+    """Fit the ranker on the pairs ``df`` with labels ``y``.
+
+    Each list the ranker learns to order is one user's candidates in one fold: ``queries``
+    gives every row's list (rows sorted by it), by default its ``user_idx`` (one fold).
+    Lists holding no positive carry no ranking signal: they are left out and counted. The
+    users of the remaining lists are split (seeded) into ``cfg.cv_folds`` folds, so all the
+    lists of one user (from several training folds) fall on the same side; a ranker is
+    trained with each fold held out for early stopping, and the number of trees is where
+    the holdout NDCG averaged over the folds peaks. With one fold, or more than
+    ``cfg.cv_max_users`` lists, a single seeded ``holdout_share`` of the users is held out
+    instead. The final model is refit on all lists with that many trees (or, with one
+    holdout and ``refit`` false, fitted without the holdout). Every fit starts from the
+    ``cfg.base_margin`` column (see :func:`margin`).
+    """
+    feats = select_features(list(df.columns), cfg)
+    users = df["user_idx"].to_numpy()
+    qid = users if queries is None else np.asarray(queries)
+    if len(qid) != len(df) or (len(qid) and np.any(np.diff(qid) < 0)):
+        raise ValueError("queries must give one list id per row, in ascending order")
+    # XGBoost keeps query ids in 32 bits: renumber the lists 0, 1, ... (order kept).
+    qid = np.unique(qid, return_inverse=True)[1].astype(np.int64)
+    pos_per_list = pd.Series(y).groupby(qid).sum()
+    keep_lists = pos_per_list.index[pos_per_list.to_numpy() > 0].to_numpy()
+    dropped = int((pos_per_list.to_numpy() == 0).sum())
+    if len(keep_lists) < 2:
+        raise ValueError("fewer than 2 users have a positive among their candidates: cannot train")
+    in_keep = np.isin(qid, keep_lists)
+    keep_users = np.unique(users[in_keep])
+    rng = np.random.default_rng(seed)
+    n_folds = cfg.cv_folds if len(keep_lists) <= cfg.cv_max_users else 1
+    # Fold of every kept user: 0..n_folds-1, or with one fold 1 = the holdout, 0 = fitting.
+    if n_folds > 1:
+        if len(keep_users) < cfg.cv_folds:
+            raise ValueError(
+                f"{len(keep_users)} users with a positive cannot fill ranker.cv_folds = "
+                f"{cfg.cv_folds}: lower it"
+            )
+        fold_of = rng.permutation(len(keep_users)) % n_folds
+    else:
+        n_hold = max(1, int(round(cfg.holdout_share * len(keep_users))))
+        fold_of = np.zeros(len(keep_users), dtype=np.int64)
+        fold_of[rng.permutation(len(keep_users))[:n_hold]] = 1
+    row_fold = np.where(
+        in_keep, fold_of[np.searchsorted(keep_users, users).clip(0, len(keep_users) - 1)], -1
+    )
+    # A frame (not an array) so the booster keeps the feature names for importances.
+    X = df[feats].astype(np.float32)
+    base = margin(df, cfg, qid)
+
+    def part(rows: np.ndarray) -> np.ndarray | None:
+        return None if base is None else base[rows]
+
+    def fit(rows: np.ndarray, n_trees: int, hold: np.ndarray | None) -> xgb.XGBRanker:
+        model = _ranker(cfg, seed, n_trees, early_stop=hold is not None)
+        evals = {}
+        if hold is not None:
+            evals = {
+                "eval_set": [(X[hold], y[hold])],
+                "eval_qid": [qid[hold]],
+                "base_margin_eval_set": None if base is None else [part(hold)],
+            }
+        model.fit(X[rows], y[rows], qid=qid[rows], base_margin=part(rows), verbose=False, **evals)
+        return model
+
+    # The holdout NDCG of each round, averaged over folds; a fold that stopped early keeps
+    # its last value for the rounds it did not grow (it was past its best).
+    held_out = [1] if n_folds == 1 else range(n_folds)
+    curves = np.zeros((len(held_out), cfg.n_estimators))
+    for k, f in enumerate(held_out):
+        model = fit(in_keep & (row_fold != f), cfg.n_estimators, in_keep & (row_fold == f))
+        curve = np.asarray(model.evals_result()["validation_0"][f"ndcg@{cfg.eval_at}"])
+        curves[k] = np.r_[curve, np.full(cfg.n_estimators - len(curve), curve[-1])]
+    mean_curve = curves.mean(axis=0)
+    best = int(np.argmax(mean_curve))
+    if cfg.refit or n_folds > 1:
+        model = fit(in_keep, best + 1, None)
+    else:
+        # the holdout model itself, cut to its best round
+        model = _ranker(cfg, seed, best + 1, early_stop=False)
+        model.fit(
+            X[in_keep & (row_fold == 0)],
+            y[in_keep & (row_fold == 0)],
+            qid=qid[in_keep & (row_fold == 0)],
+            base_margin=part(in_keep & (row_fold == 0)),
+            verbose=False,
+        )
+    return TrainResult(
+        model, cfg, feats, best + 1, int(len(keep_lists)), dropped, float(mean_curve[best])
+    )
+
+
+def predict(result: TrainResult, df: pd.DataFrame) -> np.ndarray:
+    """Ranker scores for the pairs of ``df`` (any fold described like the training one)."""
+    return result.model.predict(
+        df[result.features].astype(np.float32),
+        base_margin=margin(df, result.config),
+        output_margin=True,
+    ).astype(np.float32)
+
+
+def importance(result: TrainResult) -> dict[str, float]:
+    """Total gain per feature (0 for features no split used), rounded, sorted by name."""
+    gain = result.model.get_booster().get_score(importance_type="total_gain")
+    return {f: round(float(gain.get(f, 0.0)), 4) for f in sorted(result.features)}

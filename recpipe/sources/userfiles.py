@@ -1,0 +1,203 @@
+"""The ``files`` source: a user's own interactions (and optional items/users) as CSV or Parquet.
+
+A column mapping in config says which of the user's columns hold the user, the item, the
+rating, the event type and the timestamp, and how event types map to weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from recpipe.config import Config
+from recpipe.errors import DataError
+from recpipe.schema import (
+    RawTables,
+    check_ids,
+    check_not_empty,
+    check_ratings,
+    check_unique,
+    map_events,
+    parse_timestamps,
+    require_columns,
+)
+
+
+class InteractionColumns(Config):
+    """Which column of the user's interactions file holds each canonical field."""
+
+    user: str = Field("user_id", description="user id column")
+    item: str = Field("item_id", description="item id column")
+    rating: str | None = Field(None, description="explicit rating column, if any")
+    event: str | None = Field(None, description="event type column, if any")
+    timestamp: str = Field("timestamp", description="event time column")
+
+
+class ItemColumns(Config):
+    """Which column of the items file holds each item field."""
+
+    item: str = Field("item_id", description="item id column")
+    title: str | None = Field("title", description="title column (the id when absent)")
+    text: str | None = Field(None, description="free-text description column")
+    categories: str | None = Field(None, description="categories column (separated string)")
+    categories_sep: str = Field("|", description="separator inside the categories column")
+
+
+class FilesConfig(Config):
+    """A user's own data. Paths are relative to the project root."""
+
+    source: Literal["files"] = "files"
+    dep: str = Field(
+        "data/user", description="file or folder DVC tracks as ingest's input (holds the files)"
+    )
+    interactions: str = Field(description="interactions file (.csv, .tsv or .parquet)")
+    items: str | None = Field(None, description="optional items file")
+    users: str | None = Field(None, description="optional users file (user id column: `user_id`)")
+    columns: InteractionColumns = InteractionColumns()
+    item_columns: ItemColumns = ItemColumns()
+    user_id_column: str = Field("user_id", description="user id column of the users file")
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {"view": 1.0, "click": 2.0, "cart": 4.0, "purchase": 8.0},
+        description="weight of each event type; an event not listed here is an error",
+    )
+    default_event: str = Field(
+        "interaction", description="event name when there is no event column"
+    )
+    rating_weight: Literal["one", "rating"] = Field(
+        "one", description="weight of rows without an event column: 1.0, or the rating"
+    )
+    min_rating: float | None = Field(None, description="lowest valid rating")
+    max_rating: float | None = Field(None, description="highest valid rating")
+    timestamp_format: Literal["auto", "unix", "unix_ms", "iso"] = "auto"
+    missing_items: Literal["add", "drop", "error"] = Field(
+        "add", description="interactions whose item is not in the items file: add/drop/error"
+    )
+    duplicates: Literal["keep_all", "keep_last", "keep_first", "sum"] = Field(
+        "keep_all",
+        description="repeated (user, item, event) rows: see schema.apply_duplicate_policy",
+    )
+
+    @model_validator(mode="after")
+    def _weights_positive(self) -> FilesConfig:
+        for name, w in self.event_weights.items():
+            if not w > 0:
+                raise ValueError(f"event_weights.{name} must be > 0, got {w}")
+        return self
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read CSV/TSV (all columns as strings, so ids stay exactly as written) or Parquet."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("file not found", file=str(path))
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if suffix in (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt"):
+            sep = "\t" if ".tsv" in suffix else ","
+            return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
+        if isinstance(exc, pd.errors.EmptyDataError):
+            raise DataError("input is empty: no header and no data rows", file=str(path)) from None
+        raise DataError(f"cannot parse file: {exc}", file=str(path)) from None
+    raise DataError(
+        f"unsupported file type {suffix!r} (use .csv, .tsv or .parquet)", file=str(path)
+    )
+
+
+def load_files(cfg: FilesConfig) -> RawTables:
+    """Read and validate the user's files into :class:`RawTables`."""
+    f = cfg.interactions
+    raw = read_table(f)
+    check_not_empty(raw, f)
+    c = cfg.columns
+    needed = [c.user, c.item, c.timestamp] + [x for x in (c.rating, c.event) if x]
+    require_columns(raw, needed, f)
+
+    inter = pd.DataFrame(index=raw.index)
+    inter["user_id"] = check_ids(raw, c.user, f)
+    inter["item_id"] = check_ids(raw, c.item, f)
+    if c.rating:
+        inter["rating"] = check_ratings(raw, c.rating, f, cfg.min_rating, cfg.max_rating)
+    else:
+        inter["rating"] = np.nan
+    if c.event:
+        inter["event"], inter["weight"] = map_events(raw[c.event], c.event, f, cfg.event_weights)
+    else:
+        inter["event"] = cfg.default_event
+        if cfg.rating_weight == "rating":
+            if not c.rating:
+                raise DataError("rating_weight=rating needs a rating column", file=f)
+            if not (inter["rating"] > 0).all():
+                bad = ~(inter["rating"] > 0)
+                raise DataError(
+                    "rating_weight=rating needs a positive rating on every row",
+                    file=f,
+                    column=c.rating,
+                    row=int(bad[bad].index[0]) + 1,
+                )
+            inter["weight"] = inter["rating"]
+        else:
+            inter["weight"] = 1.0
+    inter["timestamp"] = parse_timestamps(raw[c.timestamp], c.timestamp, f, cfg.timestamp_format)
+
+    items = _load_items(cfg) if cfg.items else None
+    users = _load_users(cfg) if cfg.users else None
+    return RawTables(
+        inter,
+        items,
+        users,
+        interactions_file=f,
+        items_file=cfg.items or "items",
+        users_file=cfg.users or "users",
+    )
+
+
+def _load_items(cfg: FilesConfig) -> pd.DataFrame:
+    f = str(cfg.items)
+    raw = read_table(f)
+    check_not_empty(raw, f)
+    ic = cfg.item_columns
+    require_columns(raw, [x for x in (ic.item, ic.title, ic.text, ic.categories) if x], f)
+    items = pd.DataFrame({"item_id": check_ids(raw, ic.item, f)})
+    # Checked here as well as in finalize: only here is the file's own column name known.
+    check_unique(items["item_id"], ic.item, f, "item")
+    items["title"] = raw[ic.title].fillna("").astype(str) if ic.title else items["item_id"]
+    items["text"] = raw[ic.text].fillna("").astype(str) if ic.text else ""
+    if ic.categories:
+        items["categories"] = [
+            [p.strip() for p in str(v).split(ic.categories_sep) if p.strip()] if v == v else []
+            for v in raw[ic.categories]
+        ]
+    else:
+        items["categories"] = [[] for _ in range(len(items))]
+    used = {ic.item, ic.title, ic.text, ic.categories}
+    for col in raw.columns:
+        if col not in used and col not in items.columns:
+            items[col] = _maybe_numeric(raw[col])
+    return items
+
+
+def _load_users(cfg: FilesConfig) -> pd.DataFrame:
+    f = str(cfg.users)
+    raw = read_table(f)
+    check_not_empty(raw, f)
+    require_columns(raw, [cfg.user_id_column], f)
+    users = pd.DataFrame({"user_id": check_ids(raw, cfg.user_id_column, f)})
+    # Here, not only in finalize: only here is the file's own column name known.
+    check_unique(users["user_id"], cfg.user_id_column, f, "user")
+    for col in raw.columns:
+        if col != cfg.user_id_column and col not in users.columns:
+            users[col] = _maybe_numeric(raw[col])
+    return users
+
+
+def _maybe_numeric(col: pd.Series) -> pd.Series:
+    """Attribute columns read as text become numbers when every value parses as one."""
+    num = pd.to_numeric(col, errors="coerce")
+    return num if num.notna().sum() == col.notna().sum() else col.astype("string")

@@ -1,1 +1,0 @@
-"""Candidate models: one module each behind :class:`stages.core.models.base.Recommender`."""
