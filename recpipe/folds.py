@@ -1,4 +1,4 @@
-"""The two folds of DESIGN.md, assembled from the split parts.
+"""The folds (docs/architecture.md, "Folds"), assembled from the split parts.
 
 - ``valid``: history = ``train``; targets = ``valid_targets``.
 - ``test``: history = ``train + valid``; targets = ``test_targets``.

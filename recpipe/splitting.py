@@ -21,7 +21,7 @@ items and a target the model has already been shown would only measure memory.
   (e.g. 0.6/0.15/0.25); all events of a (user, item) pair go to the same part. Used to
   compare with published tables that use random per-user splits.
 
-Folds (DESIGN.md): the valid fold learns from ``train`` and predicts valid targets; the test
+Folds (docs/architecture.md): the valid fold learns from ``train`` and predicts valid targets; the test
 fold learns from ``train + valid`` and predicts test targets. With ``ranker_folds`` > 0 the
 split also carves that many extra folds out of the test fold's history (see
 :func:`ranker_fold_roles`): each is a history and targets shaped like the valid fold, so

@@ -20,11 +20,14 @@ from recpipe.blending import (
     BlendConfig,
     SearchResult,
     TrialScorer,
+    choose_weights,
     describe_pairs,
+    fold_hybrid,
     hybrid_score,
     normalise_per_user,
     out_of_bag_hybrid,
     rank_by,
+    resolve_weights,
     search,
     search_weights,
     union_candidates,
@@ -704,16 +707,65 @@ def test_blend_stage_fixed_weights_skip_disabled_models(project: Project, tmp_pa
 
 
 def test_blend_stage_refuses_weights_only_on_disabled_models(
-    project: Project, tmp_path: Path
+    project: Project, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Regression: weights naming only disabled models must not fall back to a silent
+    uniform blend; the stage stops, names the key and writes nothing."""
     block = {"weights": {"als": 1.0, "svd": 1.0}, "n": 10}
     params = write_params(tmp_path / "params.yaml", block)
-    rc = run_blend(project, tmp_path, params)
-    if rc == 0:
-        df = pd.read_parquet(tmp_path / "blend" / "test.parquet")
-        assert df.groupby("user_idx")["m_hybrid"].nunique().max() > 1
-    else:
-        assert rc == 2
+    assert run_blend(project, tmp_path, params) == 2
+    assert "blend.weights: no positive weight on an enabled model" in caplog.text
+    assert not (tmp_path / "blend").exists()
+    assert not (tmp_path / "blend.json").exists()
+
+
+def test_resolve_weights_keeps_enabled_models_and_scales_to_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    got = resolve_weights({"ease": 3.0, "als": 5.0, "itemknn": 1.0}, ["itemknn", "ease", "pop"])
+    assert got == {"itemknn": 0.25, "ease": 0.75, "pop": 0.0}
+    assert list(got) == ["itemknn", "ease", "pop"]  # the enabled models' order
+    assert "ignored: als" in caplog.text
+
+
+@pytest.mark.parametrize("weights", [{}, {"als": 1.0}, {"ease": 0.0, "als": 2.0}])
+def test_resolve_weights_without_a_positive_enabled_weight_is_a_config_error(
+    weights: dict[str, float],
+) -> None:
+    with pytest.raises(ConfigError, match="blend.weights: no positive weight.*enabled: ease"):
+        resolve_weights(weights, ["ease", "itemknn"])
+
+
+def test_choose_weights_searches_on_valid_or_takes_the_configured_ones() -> None:
+    df, truth = random_fold(3)
+    names = ["a", "b", "c"]
+    fixed = parse({"weights": {"a": 1.0, "c": 3.0}}, BlendConfig, "blend")
+    weights, searched = choose_weights(df, names, fixed, seed=0)
+    assert searched is None and weights == {"a": 0.25, "b": 0.0, "c": 0.75}
+    cfg = parse({"search": True, "search_trials": 20}, BlendConfig, "blend")
+    with pytest.raises(ValueError, match="needs the valid fold's targets"):
+        choose_weights(df, names, cfg, seed=0)
+    weights, searched = choose_weights(df, names, cfg, seed=0, truth=truth)
+    assert searched is not None
+    total = sum(searched.weights.values())
+    assert weights == pytest.approx({m: w / total for m, w in searched.weights.items()})
+    # the searched blend is at least as good on valid as any single model
+    scorer = TrialScorer(df, truth, names, k=10)
+    best_single = max(scorer.value(np.eye(3)[j], "ndcg") for j in range(3))
+    assert scorer.value(np.array([weights[m] for m in names]), "ndcg") >= best_single - 1e-3
+
+
+def test_fold_hybrid_is_out_of_bag_only_with_bags() -> None:
+    df, truth = random_fold(4)
+    names = ["a", "b", "c"]
+    bagged = parse({"search": True, "search_trials": 10, "search_bags": 4}, BlendConfig, "blend")
+    weights, searched = choose_weights(df, names, bagged, seed=1, truth=truth)
+    assert searched is not None and searched.bags
+    np.testing.assert_array_equal(
+        fold_hybrid(df, weights, searched), out_of_bag_hybrid(df, searched)
+    )
+    assert not np.array_equal(fold_hybrid(df, weights, searched), hybrid_score(df, weights))
+    np.testing.assert_array_equal(fold_hybrid(df, weights), hybrid_score(df, weights))
 
 
 def test_blend_stage_rejects_bad_params(project: Project, tmp_path: Path) -> None:

@@ -326,3 +326,89 @@ def test_rate_stage_disabled_and_misspelled_keys(tmp_path) -> None:
     assert json.loads((tmp_path / "model/meta.json").read_text())["enabled"] is False
     params.write_text(yaml.safe_dump({"seed": 3, "rating": {"knn_kk": 3}}))
     assert _run_rate(tmp_path, split_dir, prepared, params) == 2
+
+
+# -- agreement with surprise's own algorithms ---------------------------------------------
+def _surprise_fit(algo_cls, ratings: pd.DataFrame, **options):
+    """Fit a surprise algorithm on (user_idx, item_idx, rating); returns (algo, trainset)."""
+    from surprise import Dataset, Reader
+
+    reader = Reader(rating_scale=(1.0, 5.0))
+    trainset = Dataset.load_from_df(ratings, reader).build_full_trainset()
+    algo = algo_cls(verbose=False, **options)
+    algo.fit(trainset)
+    return algo, trainset
+
+
+def _small_ratings(seed: int = 3) -> pd.DataFrame:
+    """About 300 random ratings of 25 users over 18 items (every pair at most once)."""
+    rng = np.random.default_rng(seed)
+    pairs = rng.choice(25 * 18, size=300, replace=False)
+    users, items = np.divmod(pairs, 18)
+    taste = rng.normal(size=25)[users] + rng.normal(size=18)[items]
+    ratings = np.clip(np.round(3 + taste + rng.normal(scale=0.7, size=300)), 1, 5)
+    return pd.DataFrame({"user_idx": users, "item_idx": items, "rating": ratings})
+
+
+BSL = {"method": "als", "reg_u": 7.0, "reg_i": 4.0, "n_epochs": 6}
+
+
+def _our_baseline(df: pd.DataFrame, cfg: HybridRatingConfig):
+    from recpipe.rating import Baseline
+
+    u, i, r = (df[c].to_numpy() for c in ("user_idx", "item_idx", "rating"))
+    return Baseline.fit(u, i, r.astype(np.float64), 25, 18, cfg), u, i, r
+
+
+def test_baseline_equals_surprise_baseline_only() -> None:
+    """The baseline claims to be surprise's BaselineOnly (ALS): same biases, pair by pair.
+    Changing its regularisation, its epochs or its update order fails this test."""
+    from surprise import BaselineOnly
+
+    df = _small_ratings()
+    cfg = HybridRatingConfig(reg_user=7.0, reg_item=4.0, baseline_epochs=6)
+    ours, u, i, _ = _our_baseline(df, cfg)
+    algo, ts = _surprise_fit(BaselineOnly, df, bsl_options=BSL)
+    inner_u = np.array([ts.to_inner_uid(x) for x in u])
+    inner_i = np.array([ts.to_inner_iid(x) for x in i])
+    assert ours.mu == pytest.approx(ts.global_mean, abs=1e-12)
+    np.testing.assert_allclose(ours.user_bias[u], algo.bu[inner_u], atol=1e-10)
+    np.testing.assert_allclose(ours.item_bias[i], algo.bi[inner_i], atol=1e-10)
+
+
+def test_item_knn_equals_surprise_knn_baseline() -> None:
+    """The kNN signal claims surprise's KNNBaseline with the pearson-baseline similarity
+    (item-based, shrunk): same similarities and, added to the baseline, the same estimate
+    for every (user, item) pair. Changing the shrinkage, the normaliser, k or the
+    neighbour selection fails this test."""
+    from surprise import KNNBaseline
+
+    from recpipe.rating import ItemKNN
+
+    df = _small_ratings()
+    cfg = HybridRatingConfig(
+        reg_user=7.0, reg_item=4.0, baseline_epochs=6, knn_k=5, knn_shrinkage=30.0
+    )
+    base, u, i, r = _our_baseline(df, cfg)
+    knn = ItemKNN.fit(u, i, r - base.predict(u, i), 25, 18, cfg)
+    sim_options = {"name": "pearson_baseline", "user_based": False, "shrinkage": 30}
+    algo, ts = _surprise_fit(KNNBaseline, df, k=5, sim_options=sim_options, bsl_options=BSL)
+    raw_items = np.array([ts.to_raw_iid(j) for j in range(ts.n_items)])
+    theirs = algo.sim.copy()
+    np.fill_diagonal(theirs, 0.0)  # surprise puts 1 on the diagonal; we never use it
+    np.testing.assert_allclose(knn.sim[np.ix_(raw_items, raw_items)], theirs, atol=1e-6)
+
+    # Pairs the user has not rated (the ones ever predicted): on a rated pair surprise also
+    # counts the pair's own rating, as its own neighbour with similarity 1.
+    users, items = np.divmod(np.arange(25 * 18), 18)
+    unrated = ~np.isin(users * 18 + items, u * 18 + i)
+    users, items = users[unrated], items[unrated]
+    assert len(users) == 25 * 18 - 300
+    offset, _ = knn.predict(users, items)
+    ours = base.predict(users, items) + offset
+    # estimate() answers (estimate, details); every user and item of the data is known
+    expected = [
+        algo.estimate(ts.to_inner_uid(x), ts.to_inner_iid(y))[0]
+        for x, y in zip(users, items, strict=True)
+    ]
+    np.testing.assert_allclose(ours, np.array(expected, dtype=float), atol=1e-5)

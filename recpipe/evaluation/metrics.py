@@ -1,7 +1,8 @@
 """Evaluation metrics: top-N accuracy, beyond-accuracy, rating error and bootstrap intervals.
 
-One definition per metric (DESIGN.md, "Metrics"); every function here is pure and vectorised
-over users (the only Python loops run over the few cut-offs K or over fixed-size chunks).
+One definition per metric, explained in README's "Evaluation and what every metric means";
+every function here is pure and vectorised over users (the only Python loops run over
+the few cut-offs K or over fixed-size chunks).
 
 Inputs
 ------
