@@ -101,10 +101,15 @@ class _Writer:
         self.arrays: dict[str, np.ndarray] = {}
         self.files: dict[Path, bytes] = {}
 
+    def side_file(self, key: str, suffix: str) -> Path:
+        """``<stem>.<key><suffix>``, the key without the ``root.`` every key starts with."""
+        return self.stem.with_name(f"{self.stem.name}.{key.removeprefix('root.')}{suffix}")
+
     def array(self, key: str, value: np.ndarray) -> dict[str, Any]:
         if value.dtype == object:
             raise TypeError(f"{key}: object arrays cannot be saved without pickle")
-        self.arrays[key] = np.ascontiguousarray(value)
+        # (not ascontiguousarray: it turns a 0-d array into a 1-d one)
+        self.arrays[key] = value if value.flags.c_contiguous else np.array(value, order="C")
         return {"array": key, "dtype": value.dtype.str, "shape": list(value.shape)}
 
     def encode(self, value: Any, key: str) -> Any:
@@ -129,13 +134,13 @@ class _Writer:
         if isinstance(value, Config):
             return {"config": type_key(type(value)), "value": value.model_dump(mode="json")}
         if isinstance(value, pd.DataFrame):
-            path = self.stem.with_name(f"{self.stem.name}.{key}.parquet")
+            path = self.side_file(key, ".parquet")
             buf = io.BytesIO()
             value.to_parquet(buf)
             self.files[path] = buf.getvalue()
             return {"table": path.name, "rows": len(value)}
         if _is_xgboost(value):
-            path = self.stem.with_name(f"{self.stem.name}.{key}.xgb.json")
+            path = self.side_file(key, ".xgb.json")
             self.files[path] = bytes(value.get_booster().save_raw(raw_format="json"))
             return {"xgboost": type(value).__name__, "file": path.name}
         if isinstance(value, list | tuple):
@@ -144,7 +149,8 @@ class _Writer:
         if isinstance(value, dict):
             if not all(isinstance(k, str) for k in value):
                 raise TypeError(f"{key}: only dicts with string keys can be saved")
-            return {"dict": {k: self.encode(v, f"{key}.{k}") for k, v in value.items()}}
+            # pairs, not an object: the manifest's keys are sorted, a dict keeps its order
+            return {"dict": [[k, self.encode(v, f"{key}.{k}")] for k, v in value.items()]}
         cls = type(value)
         if _TYPES.get(type_key(cls)) is cls:
             skip = set(getattr(cls, "transient", ()))
@@ -199,9 +205,9 @@ class _Reader:
             cls = _SPARSE.get(node["sparse"])
             if cls is None:
                 raise self.fail(key, f"unknown sparse format {node['sparse']!r}")
-            parts = (self.array(node[p]) for p in ("data", "indices", "indptr"))
+            parts = tuple(self.array(node[p]) for p in ("data", "indices", "indptr"))
             try:
-                return cls(tuple(parts), shape=tuple(node["shape"]))
+                return cls(parts, shape=tuple(node["shape"]))
             except ValueError as exc:
                 raise self.fail(key, f"inconsistent sparse matrix ({exc})") from None
         if "config" in node:
@@ -215,7 +221,7 @@ class _Reader:
         if "tuple" in node:
             return tuple(self.decode(v, f"{key}.{i}") for i, v in enumerate(node["tuple"]))
         if "dict" in node:
-            return {k: self.decode(v, f"{key}.{k}") for k, v in node["dict"].items()}
+            return {k: self.decode(v, f"{key}.{k}") for k, v in node["dict"]}
         if "object" in node:
             cls = self.lookup(node["object"], key, object)
             obj = cls.__new__(cls)
