@@ -48,8 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.quality import check_data, fresh_repo, machine, run_pipeline, scratch_dir  # noqa: E402
 from recpipe.config import load_params  # noqa: E402
-from recpipe.folds import Fold, load_catalogue, load_fold, train_data  # noqa: E402
 from recpipe.evaluation.metrics import topn_metrics  # noqa: E402
+from recpipe.folds import Fold, load_catalogue, load_fold, train_data  # noqa: E402
 from recpipe.models.registry import model_class  # noqa: E402
 
 K = 10

@@ -47,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import machine  # noqa: E402
 from recpipe.evaluation.metrics import rating_errors  # noqa: E402
 from recpipe.models.svd import SVD, SVDConfig  # noqa: E402
-from recpipe.sources.movielens import MovieLensConfig, load_movielens  # noqa: E402
 from recpipe.rating import (  # noqa: E402
     SIGNALS,
     HybridRating,
@@ -56,6 +55,7 @@ from recpipe.rating import (  # noqa: E402
     ratings_train_data,
 )
 from recpipe.schema import finalize  # noqa: E402
+from recpipe.sources.movielens.loader import MovieLensConfig, load_movielens  # noqa: E402
 
 #: Surprise's published ML-100k RMSE (5-fold CV, default settings), for the table.
 PUBLISHED = {"surprise SVD (defaults)": 0.934, "surprise KNNBaseline": 0.931, "SVD++": 0.919}

@@ -21,11 +21,11 @@ items and a target the model has already been shown would only measure memory.
   (e.g. 0.6/0.15/0.25); all events of a (user, item) pair go to the same part. Used to
   compare with published tables that use random per-user splits.
 
-Folds (docs/architecture.md): the valid fold learns from ``train`` and predicts valid targets; the test
-fold learns from ``train + valid`` and predicts test targets. With ``ranker_folds`` > 0 the
-split also carves that many extra folds out of the test fold's history (see
-:func:`ranker_fold_roles`): each is a history and targets shaped like the valid fold, so
-the ranker can learn from several folds' labels instead of one.
+Folds (docs/architecture.md): the valid fold learns from ``train`` and predicts valid
+targets; the test fold learns from ``train + valid`` and predicts test targets. With
+``ranker_folds`` > 0 the split also carves that many extra folds out of the test fold's
+history (see :func:`ranker_fold_roles`): each is a history and targets shaped like the
+valid fold, so the ranker can learn from several folds' labels instead of one.
 """
 
 from __future__ import annotations

@@ -40,33 +40,31 @@ from recpipe.artifacts import load_optional_model
 from recpipe.config import load_params
 from recpipe.errors import ConfigError, DataError
 from recpipe.evaluation import plots
-from recpipe.evaluation.evaluation import (
+from recpipe.evaluation.embedding import embedding_map, item_factors_of
+from recpipe.evaluation.metrics import REC_COLUMNS, TOPN_METRICS
+from recpipe.evaluation.report import ReportData, render_report
+from recpipe.evaluation.scoring import (
     RESERVED_NAMES,
     SEGMENTS,
     EvalConfig,
     FoldData,
     ModelResult,
-    ReportData,
     candidate_ranks,
     candidate_recall,
     candidate_recall_table,
     curve_wide,
     curves_table,
-    embedding_map,
     evaluate_model,
     importance_table,
     intervals,
-    item_factors_of,
     json_ready,
     latest_ratings,
     per_user_table,
     popularity_table,
     prepare_fold,
     rating_metrics,
-    render_report,
 )
-from recpipe.evaluation.metrics import REC_COLUMNS, TOPN_METRICS
-from recpipe.features import item_category_matrix, item_vectors
+from recpipe.features.metadata import item_category_matrix, item_vectors
 from recpipe.folds import load_catalogue, load_fold
 from recpipe.io import write_many
 from recpipe.log import get_logger

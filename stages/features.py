@@ -14,7 +14,10 @@ import sys
 from pathlib import Path
 
 from recpipe.config import load_params
-from recpipe.features import FeaturesConfig, history_now, item_features, user_features
+from recpipe.features.config import FeaturesConfig
+from recpipe.features.history import history_now
+from recpipe.features.items import item_features
+from recpipe.features.users import user_features
 from recpipe.folds import fold_names, load_catalogue, load_fold
 from recpipe.io import write_many
 from recpipe.log import get_logger

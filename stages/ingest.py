@@ -17,7 +17,7 @@ from recpipe.config import load_params
 from recpipe.io import write_json, write_many
 from recpipe.log import get_logger
 from recpipe.schema import RawTables, finalize
-from recpipe.sources.movielens import MovieLensConfig, load_movielens
+from recpipe.sources.movielens.loader import MovieLensConfig, load_movielens
 from recpipe.sources.synthetic import SyntheticConfig, generate
 from recpipe.sources.userfiles import FilesConfig, load_files
 from recpipe.stage import run_stage

@@ -24,7 +24,9 @@ import pandas as pd
 
 from recpipe.blending import rank_by
 from recpipe.config import load_params
-from recpipe.features import FeaturesConfig, history_now, pair_features
+from recpipe.features.config import FeaturesConfig
+from recpipe.features.history import history_now
+from recpipe.features.pairs import pair_features
 from recpipe.folds import Fold, load_catalogue, load_fold, ranker_folds
 from recpipe.io import atomic_path, write_json, write_parquet
 from recpipe.log import get_logger

@@ -210,8 +210,8 @@ def test_every_conf_file_sets_exactly_its_config_fields() -> None:
     """A field missing from conf/ cannot be overridden with `-S group.key=...` (Hydra wants
     `+key`) and is absent from params.yaml; an extra key would fail validation."""
     from recpipe.blending import BlendConfig
-    from recpipe.evaluation.evaluation import EvalConfig
-    from recpipe.features import FeaturesConfig
+    from recpipe.evaluation.scoring import EvalConfig
+    from recpipe.features.config import FeaturesConfig
     from recpipe.models.registry import model_class
     from recpipe.ranking import RankerConfig
     from recpipe.rating import RatingConfig

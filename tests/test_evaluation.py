@@ -15,16 +15,16 @@ from recpipe.artifacts import load_model, save_model
 from recpipe.config import parse
 from recpipe.errors import ConfigError, DataError
 from recpipe.evaluation import metrics
-from recpipe.evaluation.evaluation import (
+from recpipe.evaluation.embedding import embedding_map
+from recpipe.evaluation.scoring import (
     EvalConfig,
     candidate_ranks,
     candidate_recall,
-    embedding_map,
     json_ready,
     popularity_buckets,
     relevant_pairs,
 )
-from recpipe.features import item_category_matrix
+from recpipe.features.metadata import item_category_matrix
 from recpipe.models.base import TrainData, concat_recs
 from recpipe.models.registry import model_class
 from recpipe.stage import stage_parser

@@ -11,16 +11,13 @@ import yaml
 
 from recpipe.config import parse
 from recpipe.errors import ConfigError
-from recpipe.features import (
-    FEATURE_DOCS,
-    FeaturesConfig,
-    feature_doc,
-    history_now,
-    item_features,
-    item_vectors,
-    pair_features,
-    user_features,
-)
+from recpipe.features.config import FeaturesConfig
+from recpipe.features.docs import FEATURE_DOCS, feature_doc
+from recpipe.features.history import history_now
+from recpipe.features.items import item_features
+from recpipe.features.metadata import item_vectors
+from recpipe.features.pairs import pair_features
+from recpipe.features.users import user_features
 from recpipe.folds import Fold
 from recpipe.schema import finalize
 from recpipe.sources.synthetic import SyntheticConfig, generate

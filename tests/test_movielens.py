@@ -19,9 +19,12 @@ import yaml
 
 from recpipe.config import parse
 from recpipe.errors import ConfigError, DataError
-from recpipe.schema import finalize
-from recpipe.sources import movielens
-from recpipe.sources.movielens import Checksum, MovieLensConfig, load_movielens
+from recpipe.schema import RawTables, finalize
+from recpipe.sources.movielens import ratings as ml_ratings
+from recpipe.sources.movielens.download import CHECKSUMS, Checksum
+from recpipe.sources.movielens.items import GENRES_100K
+from recpipe.sources.movielens.loader import MovieLensConfig, load_movielens, rating_range
+from recpipe.sources.movielens.variants import LAYOUTS
 from stages import ingest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +61,6 @@ RATINGS = {
         ("3", "40", "2.5", "1112484580"),
     ],
 }
-GENRES_100K = list(movielens.GENRES_100K)
 
 
 def _flags(*names: str) -> str:
@@ -147,7 +149,7 @@ def write_copy(tmp: Path, variant: str, files: dict[str, bytes], as_zip: bool) -
     inner = INNER[variant]
     tmp.mkdir(parents=True, exist_ok=True)
     if as_zip:
-        target = tmp / f"{movielens.LAYOUTS[variant].name}.zip"
+        target = tmp / f"{LAYOUTS[variant].name}.zip"
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(f"{inner}/", "")
             for name, data in files.items():
@@ -160,7 +162,7 @@ def write_copy(tmp: Path, variant: str, files: dict[str, bytes], as_zip: bool) -
     return folder
 
 
-def load(path: Path, variant: str, **cfg: object) -> movielens.RawTables:
+def load(path: Path, variant: str, **cfg: object) -> RawTables:
     return load_movielens(MovieLensConfig(variant=variant, path=str(path), **cfg), path.parent)
 
 
@@ -260,8 +262,8 @@ def test_fast_and_checked_readers_agree(
     whether a chunk converts directly or goes through the schema helpers ("5.0" ids)."""
     path = write_copy(tmp_path, variant, fake_files(variant), as_zip=False)
     fast = load(path, variant).interactions
-    monkeypatch.setattr(movielens, "_ratings_fast", lambda *a: None)
-    monkeypatch.setattr(movielens, "_CHUNK_ROWS", 2)
+    monkeypatch.setattr(ml_ratings, "_ratings_fast", lambda *a: None)
+    monkeypatch.setattr(ml_ratings, "_CHUNK_ROWS", 2)
     pd.testing.assert_frame_equal(fast, load(path, variant).interactions)
     rows = [
         (u, i + ".0", r, t)
@@ -318,7 +320,7 @@ def test_bad_rating_rows_are_named(
     """Row numbers are the file's own (data rows, header not counted), also when the text is
     checked in chunks."""
     if chunk_rows:
-        monkeypatch.setattr(movielens, "_CHUNK_ROWS", chunk_rows)
+        monkeypatch.setattr(ml_ratings, "_CHUNK_ROWS", chunk_rows)
     row, column, value, message, columns = BAD_CASES[case]
     files = fake_files(variant, _bad_rows(variant, row, column, value))
     path = write_copy(tmp_path, variant, files, as_zip)
@@ -486,7 +488,7 @@ def _pin(monkeypatch: pytest.MonkeyPatch, data: bytes, md5: str | None = None) -
     checksum = Checksum(
         len(data), md5 or hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest()
     )
-    monkeypatch.setitem(movielens.CHECKSUMS, "100k", checksum)
+    monkeypatch.setitem(CHECKSUMS, "100k", checksum)
 
 
 def _serve(monkeypatch: pytest.MonkeyPatch, data: bytes) -> list[str]:
@@ -575,6 +577,6 @@ def test_config_rejects_unknown_keys_and_bad_values() -> None:
         parse({"variant": "50k"}, MovieLensConfig, "data")
     with pytest.raises(ConfigError, match="min_rating 4.0 is above max_rating 2.0"):
         parse({"min_rating": 4, "max_rating": 2}, MovieLensConfig, "data")
-    assert movielens.rating_range(MovieLensConfig(variant="1m")) == (1.0, 5.0)
-    assert movielens.rating_range(MovieLensConfig(variant="25m")) == (0.5, 5.0)
-    assert movielens.rating_range(MovieLensConfig(min_rating=0)) == (0.0, 5.0)
+    assert rating_range(MovieLensConfig(variant="1m")) == (1.0, 5.0)
+    assert rating_range(MovieLensConfig(variant="25m")) == (0.5, 5.0)
+    assert rating_range(MovieLensConfig(min_rating=0)) == (0.0, 5.0)

@@ -20,7 +20,7 @@ from test_blending import Project, build_project, run_blend
 from recpipe.blending import hybrid_score, rank_by
 from recpipe.errors import ConfigError
 from recpipe.evaluation.metrics import topn_metrics
-from recpipe.features import FeaturesConfig
+from recpipe.features.config import FeaturesConfig
 from recpipe.folds import load_catalogue, load_fold, ranker_folds
 from recpipe.ranking import (
     KEY,

@@ -1,1 +1,2 @@
-"""Evaluation: metrics, scoring a fold's lists, the report, plots and the paired review."""
+"""Evaluation: metrics, scoring a fold's lists, the report, the embedding map, plots and the
+paired review."""

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
-from recpipe.evaluation.evaluation import EmbeddingMap
+from recpipe.evaluation.embedding import EmbeddingMap
 
 PNG_METADATA: dict[str, str | None] = {"Software": None}
 """PNG text chunks: None drops matplotlib's version stamp, so bytes depend on data only."""

@@ -3,7 +3,9 @@
 The metric definitions live in :mod:`recpipe.evaluation.metrics`; this module decides *what* is
 evaluated (which users, which segments, which cut-offs) and shapes the results for the
 ``evaluate`` stage's outputs. Everything here is pure: frames and arrays in, dicts and frames
-out; reading files and drawing figures happen elsewhere.
+out; reading files and drawing figures happen elsewhere. The Markdown report is rendered in
+:mod:`recpipe.evaluation.report`, the item embedding map computed in
+:mod:`recpipe.evaluation.embedding`.
 
 Who is evaluated
 ----------------
@@ -31,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -65,29 +67,6 @@ RESERVED_NAMES: frozenset[str] = frozenset({"candidate_recall", "union"})
 
 ROUND_DIGITS = 4
 """Decimals of every float written to the outputs."""
-
-METRIC_DEFINITIONS: dict[str, str] = {
-    "precision@K": "hits in the top K / K (a list shorter than K is not forgiven)",
-    "recall@K": "hits in the top K / the user's relevant test items",
-    "ndcg@K": "DCG@K with binary gain and discount 1/log2(rank+1), divided by the best DCG a "
-    "K-list could reach (min(relevant, K) hits at the top)",
-    "map@K": "sum of precision@i over the ranks i <= K that hold a hit, divided by "
-    "min(relevant, K)",
-    "mrr@K": "1 / rank of the first hit if it is within the top K, else 0",
-    "hitrate@K": "1 if any of the top K items is relevant, else 0",
-    "coverage@K": "share of the catalogue's items in at least one user's top K",
-    "diversity@K": "mean over users of the mean pairwise cosine distance between the top-K "
-    "items' feature vectors (item categories or TF-IDF, see eval.diversity)",
-    "novelty@K": "mean over users of the mean self-information -log2(p) of their top-K items, "
-    "p = share of history users who interacted with the item (at least one user)",
-    "arp@K": "average recommendation popularity: mean over users of the mean number of history "
-    "users of their top-K items",
-    "rmse / mae": "root mean squared / mean absolute error of the predicted ratings on the "
-    "rated test pairs the model can score (unpredicted pairs are counted, not scored)",
-    "candidate recall@N": "share of the relevant test (user, item) pairs found in a model's "
-    "top N (union: in any enabled candidate model's top N)",
-}
-"""One line per metric for the report (the definitions of :mod:`recpipe.evaluation.metrics`)."""
 
 
 # --------------------------------------------------------------------------- config
@@ -646,117 +625,7 @@ def importance_table(importance: Mapping[str, float]) -> pd.DataFrame:
     return df.sort_values(["gain", "feature"], ascending=[False, True], ignore_index=True)
 
 
-# --------------------------------------------------------------------------- embedding map
-
-
-@dataclass(frozen=True)
-class EmbeddingMap:
-    """Item factors projected to 2-D and clustered (clusters numbered by size, 1 = largest)."""
-
-    items: np.ndarray
-    """``item_idx`` of the mapped items."""
-    coords: np.ndarray
-    """``(n, 2)`` PCA coordinates."""
-    cluster: np.ndarray
-    """Cluster 1..C of each item."""
-    labels: list[str]
-    """Legend text of each cluster: its number, size and dominant categories."""
-    explained: tuple[float, float] = field(default=(float("nan"), float("nan")))
-    """Share of the variance each principal component explains."""
-
-
-def item_factors_of(model: Any) -> tuple[np.ndarray, np.ndarray]:
-    """A factor model's item factors and which items have real factors.
-
-    Factor models give every catalogue item a row, also items without history (random or
-    zero); their retrieval index knows which are real (``index.known_items``). Without an
-    index, rows that are all zero or not finite count as unknown.
-    """
-    factors = getattr(model, "item_factors", None)
-    if factors is None:
-        raise DataError(f"{type(model).__name__} has no item_factors: not a factor model")
-    factors = np.asarray(factors, dtype=np.float64)
-    known = np.isfinite(factors).all(axis=1) & (np.abs(factors).sum(axis=1) > 0)
-    index = getattr(model, "index", None)
-    if index is not None and getattr(index, "known_items", None) is not None:
-        known &= np.asarray(index.known_items, dtype=bool)
-    return factors, known
-
-
-def _cluster_label(
-    number: int, members: np.ndarray, item_cats: sp.csr_matrix, names: Sequence[str], base
-) -> str:
-    """``"3: shoes 62%, outdoor 40% (n=57)"``: the cluster's most typical categories.
-
-    Categories are ranked by their share among the cluster's items, keeping only those more
-    common in the cluster than among all mapped items (a category every item has says
-    nothing about a cluster); with none over-represented the plain most common are shown.
-    """
-    n = len(members)
-    if not len(names):
-        return f"{number}: n={n}"
-    share = np.asarray(item_cats[members].sum(axis=0)).ravel() / n
-    order = np.lexsort((np.arange(len(names)), -share))
-    order = order[share[order] > 0]
-    over = order[share[order] > base[order]]
-    pick = (over if len(over) else order)[:3]
-    if not len(pick):
-        return f"{number}: no categories (n={n})"
-    parts = ", ".join(f"{names[c]} {share[c]:.0%}" for c in pick)
-    return f"{number}: {parts} (n={n})"
-
-
-def embedding_map(
-    factors: np.ndarray,
-    known: np.ndarray,
-    item_cats: sp.csr_matrix,
-    category_names: Sequence[str],
-    n_clusters: int,
-    seed: int,
-) -> EmbeddingMap | None:
-    """PCA (2-D) and K-means of the known items' factors; None with fewer than 3 such items
-    or fewer than 2 factors (nothing to project: e.g. ``candidates.als.factors=1``).
-
-    Factors are scaled to unit length first: the length of an implicit-feedback item vector
-    mostly tracks popularity, its direction the taste it serves, and the map is meant to show
-    tastes. K-means runs on the full unit vectors (the 2-D view only displays them), with a
-    fixed ``n_init`` and ``random_state=seed``; PCA uses the exact solver, so the map is a
-    function of the factors and the seed.
-    """
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
-
-    items = np.flatnonzero(known)
-    if len(items) < 3 or factors.ndim != 2 or factors.shape[1] < 2:
-        return None
-    x = factors[items]
-    x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    pca = PCA(n_components=2, svd_solver="full", random_state=seed)
-    coords = pca.fit_transform(x)
-    # PCA's sign is arbitrary; fix it so the largest-|loading| coordinate is positive.
-    flip = np.sign(coords[np.abs(coords).argmax(axis=0), [0, 1]])
-    coords = coords * np.where(flip == 0, 1.0, flip)
-    k = min(n_clusters, len(items))
-    raw = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
-    # Number clusters by size (largest first, ties by first member) so labels are stable.
-    sizes = np.bincount(raw, minlength=k)
-    first = np.array([np.flatnonzero(raw == c)[0] for c in range(k)])
-    order = np.lexsort((first, -sizes))
-    renumber = np.empty(k, dtype=np.int64)
-    renumber[order] = np.arange(1, k + 1)
-    cluster = renumber[raw]
-
-    cats = sp.csr_matrix(item_cats)[items]
-    base = np.asarray(cats.sum(axis=0)).ravel() / len(items)
-    labels = [
-        _cluster_label(c, np.flatnonzero(cluster == c), cats, category_names, base)
-        for c in range(1, k + 1)
-    ]
-    ratio = pca.explained_variance_ratio_
-    return EmbeddingMap(items, coords, cluster, labels, (float(ratio[0]), float(ratio[1])))
-
-
-# --------------------------------------------------------------------------- JSON and report
+# --------------------------------------------------------------------------- JSON
 
 
 def json_ready(obj: Any, digits: int = ROUND_DIGITS) -> Any:
@@ -773,130 +642,3 @@ def json_ready(obj: Any, digits: int = ROUND_DIGITS) -> Any:
         value = float(obj)
         return round(value, digits) + 0.0 if math.isfinite(value) else None  # + 0.0: no -0.0
     return obj
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
-
-
-@dataclass(frozen=True)
-class ReportData:
-    """What the Markdown report shows (already computed; models in display order)."""
-
-    models: Sequence[str]
-    """The models whose lists were evaluated, in display order."""
-    metrics: Mapping[str, Mapping[str, float]]
-    intervals: Mapping[str, Mapping[str, Mapping[str, float]]]
-    segments: Mapping[str, Mapping[str, Mapping[str, float]]]
-    candidate_recall: Mapping[str, float]
-    candidate_models: Sequence[str]
-    ratings: Mapping[str, Mapping[str, float]]
-    skipped: Sequence[str]
-    fold: FoldData
-    seed: int
-
-
-def render_report(data: ReportData, cfg: EvalConfig) -> str:
-    """The Markdown summary: headline table with intervals, beyond accuracy, ratings,
-    candidate recall, segments and metric definitions. No dates, so reruns are identical."""
-    topn_models = list(data.models)
-    fold = data.fold
-    lines = ["# Evaluation report", ""]
-    lines.append(
-        f"Test fold: {len(fold.users)} users with a relevant target "
-        f"({len(fold.truth)} relevant pairs), catalogue of {fold.n_items} items. "
-        f"Intervals: {cfg.level:.0%} percentile bootstrap over users "
-        f"({cfg.n_boot} resamples, seed {data.seed}, the same resamples for every model)."
-    )
-    if data.skipped:
-        lines += ["", f"Skipped (disabled, empty lists): {', '.join(data.skipped)}."]
-
-    lines += ["", "## Top-N accuracy", ""]
-    best = {}
-    for name in cfg.headline:
-        values = [round(data.metrics[m].get(name, float("nan")), 4) for m in topn_models]
-        finite = [v for v in values if math.isfinite(v)]
-        best[name] = max(finite) if finite else None
-    rows = []
-    for m in topn_models:
-        row = [m]
-        for name in cfg.headline:
-            iv = data.intervals.get(m, {}).get(name, {})
-            mean = data.metrics[m].get(name, float("nan"))
-            cell = _fmt(mean)
-            if best[name] is not None and math.isfinite(mean) and round(mean, 4) == best[name]:
-                cell = f"**{cell}**"
-            if iv and iv.get("low") is not None and math.isfinite(iv["low"]):
-                cell += f" [{_fmt(iv['low'], 3)}, {_fmt(iv['high'], 3)}]"
-            row.append(cell)
-        row.append(str(data.metrics[m]["users"]))
-        rows.append(row)
-    lines += _table(["model", *cfg.headline, "users"], rows)
-    lines += ["", "Best value per column in **bold**."]
-
-    k = cfg.beyond_k
-    lines += ["", f"## Beyond accuracy (top {k})", ""]
-    beyond = [metric_name(b, k) for b in BEYOND_ACCURACY]
-    rows = [[m, *[_fmt(data.metrics[m].get(b)) for b in beyond]] for m in topn_models]
-    lines += _table(["model", *beyond], rows)
-
-    if data.ratings:
-        lines += ["", "## Rating error", ""]
-        for m, r in data.ratings.items():
-            if r["rated_pairs"] == 0:
-                lines.append(f"- {m}: no rated test pairs (the data has no explicit ratings).")
-                continue
-            lines.append(
-                f"- {m}: RMSE {_fmt(r['rmse'])}, MAE {_fmt(r['mae'])} over "
-                f"{r['rated_pairs'] - r['unpredicted']} of {r['rated_pairs']} rated test pairs "
-                f"({r['unpredicted']} unpredicted)."
-            )
-
-    rec = data.candidate_recall
-    if data.candidate_models:
-        lines += ["", "## Candidate recall", ""]
-        ns = sorted(cfg.recall_ns)
-        union = ", ".join(f"@{n} {_fmt(rec.get(f'union@{n}'))}" for n in ns)
-        lines.append(
-            f"Share of the {rec.get('relevant_pairs', 0)} relevant test pairs in the union of "
-            f"the candidate models' top N: {union}."
-        )
-        n_max = ns[-1]
-        per_model = ", ".join(f"{m} {_fmt(rec.get(f'{m}@{n_max}'))}" for m in data.candidate_models)
-        lines.append(f"Per model at N={n_max}: {per_model}.")
-
-    first = cfg.headline[0]
-    lines += ["", f"## Segments ({first})", ""]
-    seg_desc = {
-        "all": "every evaluation user",
-        "cold_users": f"at most {cfg.cold_user_max_events} history events",
-        "heavy_users": f"at least {_fmt(fold.heavy_threshold, 0)} history events "
-        f"(quantile {cfg.heavy_user_quantile:g})",
-        "cold_items": "relevant targets on items without history only",
-    }
-    rows = []
-    for seg in SEGMENTS:
-        per_model = data.segments.get(seg, {})
-        n_users = len(fold.segment_users[seg])
-        rows.append(
-            [seg, seg_desc[seg], str(n_users)]
-            + [_fmt(per_model.get(m, {}).get(first)) for m in topn_models]
-        )
-    lines += _table(["segment", "definition", "users", *topn_models], rows)
-
-    lines += ["", "## Metrics", ""]
-    lines.append(
-        "Top-N metrics average over the users with at least one relevant test target; a user "
-        "without a list scores 0. Beyond-accuracy metrics average over the users with a list."
-    )
-    lines.append("")
-    lines += [f"- **{name}**: {text}" for name, text in METRIC_DEFINITIONS.items()]
-    return "\n".join(lines) + "\n"

@@ -1,0 +1,204 @@
+"""Pair features (``p_*``) of candidate ``(user_idx, item_idx)`` pairs, from a fold's history.
+
+Category affinity and recency, content (TF-IDF) and collaborative similarity between the
+candidate and the user's recent items, and the item's popularity relative to the user's
+items. They depend on the candidates, so the rank stage computes them (the features stage
+writes the user and item features).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recpipe.features.arrays import _expand_rows, _group_starts, _safe_div, _take
+from recpipe.features.config import FeaturesConfig
+from recpipe.features.history import SECONDS_PER_DAY, _Log, _UserCategories
+from recpipe.features.metadata import _by_index, item_category_matrix, item_vectors
+
+# Entries of one dense block of item-item similarities (float64): bounds peak memory of
+# the content features to ~32 MB per block whatever the catalogue size.
+_SIM_BLOCK_ENTRIES = 1 << 22
+
+
+def pair_features(
+    pairs: pd.DataFrame,
+    history: pd.DataFrame,
+    items: pd.DataFrame,
+    now: int,
+    cfg: FeaturesConfig,
+) -> pd.DataFrame:
+    """Features of candidate ``(user_idx, item_idx)`` pairs from ``history`` seen at ``now``.
+
+    Same row order and index as ``pairs``; columns ``p_*`` of
+    :data:`~recpipe.features.docs.FEATURE_DOCS`. Items must be catalogue items; users without
+    history get NaN.
+    """
+    items = _by_index(items)
+    n_items = len(items)
+    pu = pairs["user_idx"].to_numpy(np.int64)
+    pi = pairs["item_idx"].to_numpy(np.int64)
+    if len(pi) and (pi.min() < 0 or pi.max() >= n_items):
+        raise ValueError("pairs refer to item_idx outside the items table")
+    n_users = int(pu.max()) + 1 if len(pu) else 0
+    log = _Log(history, n_users, n_items, now)
+    n = len(pairs)
+
+    events = log.user_events()
+    item_cats, _ = item_category_matrix(items)
+    uc = _UserCategories(log, item_cats)
+    pos, cat = _expand_rows(item_cats, pi)
+    hit = uc.lookup(pu[pos], cat)
+    share = _take(uc.events, hit, 0) / np.maximum(events[pu[pos]], 1)
+    # Last touch stored as seconds after the log's start + 1, so 0 means "never".
+    t0 = int(log.ts.min()) if len(log.ts) else now
+    touched = np.where(hit >= 0, _take(uc.last, hit, 0) - t0 + 1, 0)
+    n_cats = np.diff(item_cats.indptr)[pi]
+    starts = np.cumsum(n_cats) - n_cats
+    with_cats = n_cats > 0
+    cat_ok = with_cats & (events[pu] > 0)
+
+    aff = np.full(n, np.nan)
+    aff_max = np.full(n, np.nan)
+    last_touch = np.zeros(n)
+    if len(share):
+        sums = np.bincount(pos, weights=share, minlength=n)
+        aff[cat_ok] = sums[cat_ok] / n_cats[cat_ok]
+        aff_max[cat_ok] = np.maximum.reduceat(share, starts[with_cats])[cat_ok[with_cats]]
+        last_touch[with_cats] = np.maximum.reduceat(touched, starts[with_cats])
+    days_cat = np.where(last_touch > 0, (now - (last_touch + t0 - 1)) / SECONDS_PER_DAY, np.nan)
+
+    content = _recent_similarity(pu, pi, log, item_vectors(items), cfg.content_history)
+    recent = sorted(cfg.recent_items)
+    cf = _recent_similarity(pu, pi, log, interaction_vectors(log), cfg.content_history, recent)
+
+    pop = log.item_users().astype(np.float64)
+    n_items_u = np.bincount(log.pair_user, minlength=log.n_users)
+    mean_pop_u = _safe_div(
+        np.bincount(log.pair_user, weights=pop[log.pair_item], minlength=log.n_users), n_items_u
+    )
+    return pd.DataFrame(
+        {
+            "p_cat_affinity": aff,
+            "p_cat_max_affinity": aff_max,
+            "p_days_since_cat": days_cat,
+            "p_content_max_sim": content["max"],
+            "p_content_mean_sim": content["mean"],
+            **{f"p_cf_last{j}_sim": cf[f"mean{j}"] for j in cfg.recent_items},
+            "p_cf_max_sim": cf["max"],
+            "p_user_item_pop_ratio": _safe_div(pop[pi], mean_pop_u[pu]),
+        },
+        index=pairs.index,
+    )
+
+
+def _recency_order(
+    user: np.ndarray, item: np.ndarray, last: np.ndarray, n_items: int
+) -> np.ndarray:
+    """Order of pairs by user, then most recent first, then item_idx.
+
+    One int64 key sorts several times faster than ``np.lexsort`` on three keys; the key is
+    (user, rank of -last, item) in mixed radix, used when it cannot overflow.
+    """
+    if len(user) == 0:
+        return np.array([], dtype=np.int64)
+    times, rank = np.unique(-last, return_inverse=True)
+    n_users = int(user.max()) + 1
+    if n_users * len(times) * max(n_items, 1) < np.iinfo(np.int64).max // 2:
+        return np.argsort((user * len(times) + rank) * max(n_items, 1) + item)
+    return np.lexsort((item, rank, user))
+
+
+def _recent_items(log: _Log, described: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's ``k`` most recent distinct described items, as (lengths, padded matrix).
+
+    Row ``u`` of the ``(n_users, <= k)`` matrix holds the user's items, most recent first,
+    padded with 0 after ``lengths[u]`` entries. Recency = the pair's last event; ties go to
+    the smaller item_idx, so the result does not depend on the row order of the history.
+    """
+    keep = described[log.pair_item]
+    user, item, last = log.pair_user[keep], log.pair_item[keep], log.pair_last[keep]
+    order = _recency_order(user, item, last, log.n_items)
+    user, item = user[order], item[order]
+    starts = _group_starts(user)
+    rank = np.arange(len(user)) - np.repeat(starts, np.diff(np.r_[starts, len(user)]))
+    top = rank < k
+    lengths = np.bincount(user[top], minlength=log.n_users)
+    padded = np.zeros((log.n_users, int(lengths.max(initial=0))), dtype=np.int64)
+    padded[user[top], rank[top]] = item[top]
+    return lengths, padded
+
+
+def interaction_vectors(log: _Log) -> sp.csr_matrix:
+    """L2-normalised binary item x user vectors of the history, row = ``item_idx`` (items
+    without history get empty rows): their dot products are collaborative cosines."""
+    m = sp.csr_matrix(
+        (np.ones(len(log.pair_item)), (log.pair_item, log.pair_user)),
+        shape=(log.n_items, log.n_users),
+        dtype=np.float64,
+    )
+    counts = np.asarray(m.sum(axis=1)).ravel()
+    inverse = np.zeros(len(counts))
+    inverse[counts > 0] = 1.0 / np.sqrt(counts[counts > 0])
+    return sp.csr_matrix(sp.diags(inverse) @ m)
+
+
+def _recent_similarity(
+    pu: np.ndarray,
+    pi: np.ndarray,
+    log: _Log,
+    vectors: sp.csr_matrix,
+    k: int,
+    prefixes: Sequence[int] = (),
+) -> dict[str, np.ndarray]:
+    """Cosines between each pair's item and the user's ``k`` most recent history items.
+
+    ``vectors`` are L2-normalised item rows (row = ``item_idx``); items with an empty row
+    are undescribed. Returns ``max`` and ``mean`` over the (up to) ``k`` items and, for each
+    ``j`` of ``prefixes``, ``mean<j>``: the mean over the ``j`` most recent of them (NaN
+    where the item or the user's history is undescribed).
+
+    Item-item similarities are computed in blocks of candidate items (sparse product, then
+    dense), and each pair gathers its row's entries at the user's (padded) history items:
+    one item-item block per chunk of the catalogue and dense gathers, no per-pair loop.
+    """
+    n = len(pu)
+    names = ["max", "mean", *(f"mean{j}" for j in prefixes)]
+    out = {name: np.full(n, np.nan) for name in names}
+    if n == 0 or vectors.shape[1] == 0 or len(log.pair_user) == 0:
+        return out
+    described = np.diff(vectors.indptr) > 0
+    hist_len, hist = _recent_items(log, described, max([k, *prefixes]))
+    cand = np.flatnonzero(described[pi] & (hist_len[pu] > 0))
+    if len(cand) == 0:
+        return out
+    vectors_t = sp.csr_matrix(vectors.T)
+    cand = cand[np.argsort(pi[cand], kind="stable")]
+    cand_items = pi[cand]
+    distinct = np.unique(cand_items)
+    n_items = vectors.shape[0]
+    block = max(1, _SIM_BLOCK_ENTRIES // n_items)
+    slots = np.arange(hist.shape[1])
+    # pairs gathered at once: bounds the (pairs x history) temporaries like the block above
+    step = max(1, _SIM_BLOCK_ENTRIES // max(hist.shape[1], 1))
+    for b in range(0, len(distinct), block):
+        block_items = distinct[b : b + block]
+        lo, hi = np.searchsorted(cand_items, [block_items[0], block_items[-1] + 1])
+        sims = (vectors[block_items] @ vectors_t).toarray().ravel()
+        for r in range(lo, hi, step):
+            rows = cand[r : min(r + step, hi)]
+            local = np.searchsorted(block_items, pi[rows])
+            lengths = hist_len[pu[rows]]
+            values = sims[(local * n_items)[:, None] + hist[pu[rows]]]
+            used = np.minimum(lengths, k)
+            inside = slots < used[:, None]
+            out["max"][rows] = np.where(inside, values, -np.inf).max(axis=1)
+            out["mean"][rows] = np.where(inside, values, 0.0).sum(axis=1) / used
+            for j in prefixes:
+                used_j = np.minimum(lengths, j)
+                inside_j = slots < used_j[:, None]
+                out[f"mean{j}"][rows] = np.where(inside_j, values, 0.0).sum(axis=1) / used_j
+    return out
