@@ -1,7 +1,8 @@
 """Accuracy of the whole pipeline on MovieLens-100k, beside published figures.
 
     python bench/quality.py --data ../shared/data/ml-100k \\
-        [--protocol ms_benchmark temporal] [--json out.json] [--workdir /tmp/recpipe-quality]
+        [--protocol ms_benchmark temporal] [--json out.json] [--workdir /tmp/recpipe-quality] \\
+        [--set ranker.train_negatives=50] [--per-user DIR]
 
 For each protocol it runs the real pipeline through ``dvc exp run`` in a scratch git copy of
 the project (the files a fresh clone would get, MovieLens read from ``--data`` and never copied
@@ -164,7 +165,9 @@ def overrides(data: Path, protocol: str) -> list[str]:
     return out
 
 
-def run_pipeline(repo: Path, data: Path, protocol: str) -> ProtocolResult:
+def run_pipeline(
+    repo: Path, data: Path, protocol: str, extra: tuple[str, ...] = ()
+) -> ProtocolResult:
     """``dvc exp run`` the whole pipeline in ``repo`` for ``protocol``; read its reports.
 
     The results stay in ``repo``'s workspace (``data/split``, ``params.yaml`` ...), so a
@@ -172,7 +175,7 @@ def run_pipeline(repo: Path, data: Path, protocol: str) -> ProtocolResult:
     """
     dvc = str(Path(sys.executable).parent / "dvc")
     cmd = [dvc, "exp", "run"]
-    for o in overrides(data, protocol):
+    for o in [*overrides(data, protocol), *extra]:
         cmd += ["-S", o]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=repo, env=dvc_env(), capture_output=True, text=True)
@@ -324,6 +327,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--protocol", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("--workdir", help="keep the scratch repository under this folder")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra `dvc exp run -S` override, e.g. ranker.train_negatives=50 (repeatable)",
+    )
+    ap.add_argument(
+        "--per-user",
+        type=Path,
+        help="folder to copy each protocol's reports/per_user.parquet into "
+        "(<protocol>.parquet), for paired comparisons between settings",
+    )
     args = ap.parse_args(argv)
     data = check_data(args.data)
     repo, cleanup = scratch_dir(args.workdir, "recpipe-quality-")
@@ -332,8 +348,13 @@ def main(argv: list[str] | None = None) -> int:
         fresh_repo(repo)
         results = []
         for protocol in args.protocol:
-            result = run_pipeline(repo, data, protocol)
+            result = run_pipeline(repo, data, protocol, tuple(args.set))
             results.append(result)
+            if args.per_user:
+                args.per_user.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(
+                    repo / "reports/per_user.parquet", args.per_user / f"{protocol}.parquet"
+                )
             print(render(result) + "\n", flush=True)
     finally:
         if cleanup:

@@ -1,7 +1,8 @@
 """Time the whole pipeline on synthetic data: per stage, in total, a no-op `dvc repro`, and the
 re-run after one ALS setting changes.
 
-    python bench/speed.py --sizes 1m --repeats 3 [--workdir /tmp/recpipe-bench-speed]
+    python bench/speed.py --sizes 1m --repeats 3 [--workdir /tmp/recpipe-bench-speed] \\
+        [--set ranker.train_negatives=50]
 
 For each size it copies the project into a scratch git repository, writes params.yaml as
 `dvc exp run` would compose it (with the size overrides), times one `dvc repro` of the whole
@@ -90,10 +91,15 @@ def fresh_repo(workdir: Path, params: dict) -> Path:
     return workdir
 
 
-def one_run(size: str, workdir: Path, end_to_end: bool) -> dict[str, tuple[float, float]]:
+def one_run(
+    size: str, workdir: Path, end_to_end: bool, extra: tuple[str, ...] = ()
+) -> dict[str, tuple[float, float]]:
     n_events, n_users, n_items = SIZES[size]
     params = composed_params(
-        f"data.n_events={n_events}", f"data.n_users={n_users}", f"data.n_items={n_items}"
+        f"data.n_events={n_events}",
+        f"data.n_users={n_users}",
+        f"data.n_items={n_items}",
+        *extra,
     )
     repo = fresh_repo(workdir, params)
     dvc = str(Path(sys.executable).parent / "dvc")
@@ -129,13 +135,20 @@ def main() -> None:
         help="skip the one-command run (on large data it doubles the time; the stages run "
         "alone add up to about the same)",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra params override, as with `dvc exp run -S` (repeatable)",
+    )
     args = ap.parse_args()
-    print(f"machine: {machine()}; median of {args.repeats} runs\n")
+    print(f"machine: {machine()}; median of {args.repeats} runs; overrides {args.set}\n")
     print("| events | step | wall s | peak MiB |")
     print("|---|---|---:|---:|")
     for size in args.sizes:
         runs = [
-            one_run(size, Path(args.workdir) / size, not args.no_end_to_end)
+            one_run(size, Path(args.workdir) / size, not args.no_end_to_end, tuple(args.set))
             for _ in range(args.repeats)
         ]
         total = 0.0

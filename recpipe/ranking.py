@@ -24,6 +24,7 @@ from pydantic import Field
 from recpipe.blending import fill_by_user
 from recpipe.config import Config
 from recpipe.errors import ConfigError
+from recpipe.hashing import tie_key
 
 KEY = ["user_idx", "item_idx"]
 
@@ -109,6 +110,14 @@ class RankerConfig(Config):
         "most this long: a cascade, faster and trained where the top of the list is decided; "
         "null: every candidate",
     )
+    train_negatives: int | None = Field(
+        None,
+        ge=1,
+        description="learn from every positive of a training list and at most this many of "
+        "its negatives (drawn by a seeded hash of user and item), bounding the training "
+        "rows by lists x (positives + train_negatives) instead of lists x rerank_top; null: "
+        "every negative",
+    )
     n: int = Field(100, ge=1, description="length of the ranker's top-N list per user")
 
 
@@ -160,6 +169,39 @@ def top_candidates(df: pd.DataFrame, cfg: RankerConfig) -> pd.DataFrame:
     keep = np.zeros(len(df), dtype=bool)
     keep[order] = rank < cfg.rerank_top
     return df[keep].reset_index(drop=True)
+
+
+def training_rows(
+    pairs: pd.DataFrame, y: np.ndarray, negatives: int | None, seed: int
+) -> tuple[np.ndarray, int]:
+    """The rows of one training fold's ``pairs`` (labels ``y``) the ranker learns from, as a
+    mask, and the number of lists (users) left out for having no positive.
+
+    A list without a positive carries no ranking signal and is left out whole. Of the other
+    lists every positive is kept and, with ``negatives``, that many negatives per list: those
+    with the smallest seeded hash of (user, item), so the draw is the same whatever the
+    order or the blocks the pairs come in.
+    """
+    users = pairs["user_idx"].to_numpy(np.int64)
+    y = np.asarray(y)
+    if len(users) == 0:
+        return np.zeros(0, dtype=bool), 0
+    uniq, inv = np.unique(users, return_inverse=True)
+    positives = np.bincount(inv, weights=(y > 0).astype(np.float64), minlength=len(uniq))
+    keep = positives[inv] > 0
+    dropped = int((positives == 0).sum())
+    if negatives is None:
+        return keep, dropped
+    negative = keep & (y <= 0)
+    rows = np.flatnonzero(negative)
+    key = tie_key(users[rows], pairs["item_idx"].to_numpy(np.int64)[rows], seed)
+    order = rows[np.lexsort((key, users[rows]))]
+    # position of each negative within its list, in hash order
+    lists = users[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(lists)) + 1] if len(lists) else np.zeros(0, int)
+    position = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    keep[order[position >= negatives]] = False
+    return keep, dropped
 
 
 def labels(pairs: pd.DataFrame, targets: pd.DataFrame) -> np.ndarray:

@@ -40,6 +40,7 @@ from recpipe.ranking import (
     select_features,
     top_candidates,
     train,
+    training_rows,
 )
 from recpipe.stage import run_stage
 
@@ -51,19 +52,21 @@ LIST_STRIDE = 1 << 40
 log = get_logger("rank")
 
 
+def candidates(fold: Fold, blend_dir: Path, rcfg: RankerConfig) -> pd.DataFrame:
+    """The fold's candidate pairs the ranker works on: each user's ``rcfg.rerank_top`` by
+    the blend (all with null), with the blend's columns."""
+    return top_candidates(pd.read_parquet(blend_dir / f"{fold.name}.parquet"), rcfg)
+
+
 def describe(
     fold: Fold,
-    blend_dir: Path,
+    blend: pd.DataFrame,
     features_dir: Path,
     items: pd.DataFrame,
     cfg: FeaturesConfig,
-    rcfg: RankerConfig | None = None,
 ) -> pd.DataFrame:
-    """The fold's candidate pairs the ranker works on (all, or each user's
-    ``rcfg.rerank_top``) with every feature, sorted by user and item."""
-    blend = pd.read_parquet(blend_dir / f"{fold.name}.parquet")
-    if rcfg is not None:
-        blend = top_candidates(blend, rcfg)
+    """The pairs of ``blend`` (candidates of ``fold``) with every feature, sorted by user
+    and item."""
     uf = pd.read_parquet(features_dir / fold.name / "users.parquet")
     itf = pd.read_parquet(features_dir / fold.name / "items.parquet")
     pf = pair_features(blend[KEY], fold.history, items, history_now(fold.history), cfg)
@@ -78,14 +81,24 @@ def training_lists(
     items: pd.DataFrame,
     cfg: FeaturesConfig,
     rcfg: RankerConfig,
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """The pairs the ranker learns from: every fold of ``folds`` described and labelled with
-    that fold's targets, stacked; with each row's list id (fold number times a stride above
-    every user index, plus the user), so a user's lists of different folds stay apart."""
+    seed: int,
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, int]:
+    """The pairs the ranker learns from: of every fold of ``folds``, the lists with a
+    positive (and of those the rows :func:`recpipe.ranking.training_rows` keeps), described
+    and labelled with that fold's targets, stacked; with each row's list id (fold number
+    times a stride above every user index, plus the user), so a user's lists of different
+    folds stay apart; and how many lists were left out for having no positive."""
     frames, ys, queries = [], [], []
+    dropped = 0
     for k, name in enumerate(folds):
         fold = load_fold(split_dir, name)
-        df = describe(fold, blend_dir, features_dir, items, cfg, rcfg)
+        pairs = candidates(fold, blend_dir, rcfg)
+        keep, without = training_rows(
+            pairs, labels(pairs, fold.targets), rcfg.train_negatives, seed + k
+        )
+        dropped += without
+        # features only for the rows learnt from: they are most of the stage's cost
+        df = describe(fold, pairs[keep].reset_index(drop=True), features_dir, items, cfg)
         ys.append(labels(df, fold.targets))
         frames.append(df)
         queries.append(df["user_idx"].to_numpy(np.int64) + k * LIST_STRIDE)
@@ -100,6 +113,7 @@ def training_lists(
         pd.concat(frames, ignore_index=True),
         np.concatenate(ys).astype(np.float32),
         np.concatenate(queries),
+        dropped,
     )
 
 
@@ -111,8 +125,8 @@ def run(args: argparse.Namespace) -> None:
     blend_dir, features_dir = Path(args.blend), Path(args.features)
 
     train_folds = ("valid", *ranker_folds(args.split))
-    train_df, y, queries = training_lists(
-        args.split, train_folds, blend_dir, features_dir, items, fcfg, cfg
+    train_df, y, queries, dropped = training_lists(
+        args.split, train_folds, blend_dir, features_dir, items, fcfg, cfg, seed
     )
     select_features(list(train_df.columns), cfg)
     result = train(train_df, y, cfg, seed, queries)
@@ -121,7 +135,7 @@ def run(args: argparse.Namespace) -> None:
         "holdout ndcg@%d %.4f",
         result.lists_used,
         len(train_folds),
-        result.lists_without_positive,
+        dropped + result.lists_without_positive,
         result.best_iteration,
         cfg.eval_at,
         result.holdout_ndcg,
@@ -129,7 +143,7 @@ def run(args: argparse.Namespace) -> None:
     del train_df
 
     test = load_fold(args.split, "test")
-    test_df = describe(test, blend_dir, features_dir, items, fcfg, cfg)
+    test_df = describe(test, candidates(test, blend_dir, cfg), features_dir, items, fcfg)
     recs = rank_by(test_df, predict(result, test_df), cfg.n)
 
     model_dir = Path(args.model_dir)
@@ -153,7 +167,7 @@ def run(args: argparse.Namespace) -> None:
             "trees": result.best_iteration,
             "train_folds": len(train_folds),
             "lists_trained": result.lists_used,
-            "lists_without_positive": result.lists_without_positive,
+            "lists_without_positive": dropped + result.lists_without_positive,
             "train_pairs": int(len(y)),
             "train_positives": int(y.sum()),
             f"holdout_ndcg@{cfg.eval_at}": round(result.holdout_ndcg, 4),

@@ -33,6 +33,7 @@ from recpipe.ranking import (
     select_features,
     top_candidates,
     train,
+    training_rows,
 )
 from stages import features, rank
 
@@ -465,7 +466,8 @@ def test_rank_stage_writes_model_importance_recs_and_summary(ranked: tuple) -> N
     }
     items, _ = load_catalogue(p.prepared)
     test = load_fold(p.split, "test")
-    pairs = rank.describe(test, blend_out / "blend", p.root / "features", items, FeaturesConfig())
+    every = pd.read_parquet(blend_out / "blend" / "test.parquet")
+    pairs = rank.describe(test, every, p.root / "features", items, FeaturesConfig())
     start = margin(pairs, RankerConfig(base_margin=scoring["base_margin"]))
     matrix = xgb.DMatrix(pairs[scoring["features"]].astype(np.float32), base_margin=start)
     scores = booster.predict(matrix, output_margin=True)
@@ -603,7 +605,7 @@ def test_rank_stage_learns_from_every_ranker_fold(ranked: tuple, ranked_extra) -
     assert three["lists_trained"] > one["lists_trained"]
     items, _ = load_catalogue(p.prepared)
     folds = ("valid", "extra1", "extra2")
-    df, y, lists = rank.training_lists(
+    df, y, lists, dropped = rank.training_lists(
         p.split,
         folds,
         blend_out / "blend",
@@ -611,8 +613,12 @@ def test_rank_stage_learns_from_every_ranker_fold(ranked: tuple, ranked_extra) -
         items,
         FeaturesConfig(),
         RankerConfig(rerank_top=100),
+        seed=0,
     )
     assert three["train_pairs"] == len(df) and three["train_positives"] == int(y.sum())
+    assert three["lists_without_positive"] == dropped > 0
+    # only lists with a positive are described (the others would be left out by train)
+    assert (pd.Series(y).groupby(lists).sum() > 0).all()
     # one list per (fold, user): a user's rows of different folds never share a list
     per_list = pd.DataFrame({"list": lists, "user": df["user_idx"]}).groupby("list")["user"]
     assert (per_list.nunique() == 1).all()
@@ -635,3 +641,60 @@ def test_misaligned_ranker_roles_are_a_clear_error(ranked_extra) -> None:
         load_fold(broken, "extra1")
     with pytest.raises(ValueError, match="unknown fold 'extra3'"):
         load_fold(p.split, "extra3")
+
+
+def _lists(n_users: int = 30, per_user: int = 40, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(n_users), per_user)
+    items = np.tile(np.arange(per_user), n_users) + 7 * users
+    y = (rng.random(len(users)) < 0.05).astype(np.float32)
+    y[users == 3] = 0  # a list without a positive
+    return pd.DataFrame({"user_idx": users, "item_idx": items}), y
+
+
+def test_training_rows_leave_out_lists_without_a_positive() -> None:
+    pairs, y = _lists()
+    keep, dropped = training_rows(pairs, y, None, seed=0)
+    has = pd.Series(y).groupby(pairs["user_idx"]).sum() > 0
+    assert dropped == int((~has).sum()) >= 1
+    np.testing.assert_array_equal(keep, has.loc[pairs["user_idx"]].to_numpy())
+
+
+@pytest.mark.parametrize("negatives", [1, 5, 100])
+def test_training_rows_keep_every_positive_and_at_most_n_negatives(negatives: int) -> None:
+    pairs, y = _lists()
+    keep, _ = training_rows(pairs, y, negatives, seed=0)
+    full, _ = training_rows(pairs, y, None, seed=0)
+    assert (keep <= full).all()
+    assert keep[(y > 0)].all()  # every positive
+    kept = pd.DataFrame({"u": pairs["user_idx"], "neg": (y == 0) & keep, "all": (y == 0) & full})
+    per_list = kept.groupby("u")[["neg", "all"]].sum()
+    with_positive = per_list.index[per_list.index != 3]
+    expected = np.minimum(per_list.loc[with_positive, "all"], negatives)
+    np.testing.assert_array_equal(per_list.loc[with_positive, "neg"], expected)
+
+
+def test_training_rows_draw_does_not_depend_on_row_order_and_follows_the_seed() -> None:
+    pairs, y = _lists()
+    keep, _ = training_rows(pairs, y, 5, seed=1)
+    order = np.random.default_rng(9).permutation(len(pairs))
+    shuffled, _ = training_rows(pairs.iloc[order].reset_index(drop=True), y[order], 5, seed=1)
+    np.testing.assert_array_equal(shuffled, keep[order])
+    other, _ = training_rows(pairs, y, 5, seed=2)
+    assert not np.array_equal(other, keep)
+
+
+def test_rank_stage_with_sampled_negatives_trains_on_fewer_rows(ranked: tuple) -> None:
+    p, blend_out, out = ranked
+    params = yaml.safe_load(p.params.read_text())
+    params["ranker"]["train_negatives"] = 3
+    path = p.root / "params_sampled.yaml"
+    path.write_text(yaml.safe_dump(params))
+    sampled = p.root / "rank_sampled"
+    assert run_rank(p, p.split, blend_out, sampled, path) == 0
+    full = json.loads((out / "ranker.json").read_text())
+    few = json.loads((sampled / "ranker.json").read_text())
+    assert few["lists_trained"] == full["lists_trained"]
+    assert few["train_positives"] == full["train_positives"]
+    assert few["train_pairs"] <= few["train_positives"] + 3 * few["lists_trained"]
+    assert few["train_pairs"] < full["train_pairs"]
