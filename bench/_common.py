@@ -18,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # MovieLens-shaped synthetic sizes: events -> (users, items).
 SIZES = {
+    "default": (40_000, 1_000, 500),  # conf/data/synthetic.yaml as shipped
     "100k": (100_000, 943, 1_682),
     "1m": (1_000_000, 6_040, 3_706),
     "10m": (10_000_000, 69_878, 10_677),
+    "25m": (25_000_000, 162_541, 62_423),
 }
 
 

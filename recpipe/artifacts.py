@@ -84,6 +84,13 @@ def load_model(directory: str | Path) -> Any:
     return load(stem, kind)
 
 
+def model_enabled(directory: str | Path) -> bool:
+    """Whether the stage that wrote ``directory`` ran with its model enabled (its
+    ``meta.json``); a folder without one counts as enabled."""
+    meta = Path(directory) / "meta.json"
+    return not (meta.exists() and json.loads(meta.read_text()).get("enabled") is False)
+
+
 def load_optional_model(directory: str | Path) -> Any | None:
     """A fitted model, or None when its stage ran with the model disabled.
 
@@ -93,8 +100,7 @@ def load_optional_model(directory: str | Path) -> Any | None:
     directory = Path(directory)
     if has_model(directory):
         return load_model(directory)
-    meta = directory / "meta.json"
-    if meta.exists() and json.loads(meta.read_text()).get("enabled") is False:
+    if not model_enabled(directory):
         return None
     raise ArtifactError(
         f"{directory / MODEL_STEM}.json: model file not found (and its meta.json does not say "

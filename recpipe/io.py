@@ -1,12 +1,16 @@
 """Atomic file output: write to a temporary file beside the target, then rename.
 
 A run that fails half-way therefore never leaves a half-written file, and the previous
-output stays in place until the new one is complete.
+output stays in place until the new one is complete. A run killed outright (``kill -9``)
+can leave its temporary file behind, inside what may be a DVC-tracked output folder: the
+next write of the same target removes such leftovers first, so they never reach the next
+``dvc.lock``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -24,15 +28,23 @@ def _default_mode(path: Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+def temp_beside(target: Path, suffix: str = "") -> Path:
+    """A new temporary file next to ``target`` (same folder, so the rename is atomic), with
+    the usual mode, after removing the temporaries a killed earlier write of ``target`` left
+    (``.<name>.<random><suffix>.tmp``)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in glob.glob(glob.escape(str(target.parent / f".{target.name}.")) + "*.tmp"):
+        Path(stale).unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+    os.close(fd)
+    _default_mode(Path(tmp))
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``target`` on success."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    _default_mode(tmp_path)
+    tmp_path = temp_beside(Path(target), suffix)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -70,13 +82,10 @@ def write_many(files: Mapping[str | os.PathLike[str], pd.DataFrame | bytes]) -> 
     try:
         for target, content in files.items():
             target = Path(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            os.close(fd)
-            _default_mode(Path(tmp))
-            staged.append((Path(tmp), target))
+            tmp = temp_beside(target)
+            staged.append((tmp, target))
             if isinstance(content, bytes):
-                Path(tmp).write_bytes(content)
+                tmp.write_bytes(content)
             else:
                 content.to_parquet(tmp, index=False)
         for tmp, target in staged:

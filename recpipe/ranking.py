@@ -114,9 +114,16 @@ class RankerConfig(Config):
         None,
         ge=1,
         description="learn from every positive of a training list and at most this many of "
-        "its negatives (drawn by a seeded hash of user and item), bounding the training "
-        "rows by lists x (positives + train_negatives) instead of lists x rerank_top; null: "
-        "every negative",
+        "its negatives (drawn by a seeded hash of user and item); null: no fixed cap (see "
+        "train_max_rows)",
+    )
+    train_max_rows: int | None = Field(
+        2_000_000,
+        ge=1,
+        description="when the training lists of the folds hold more rows than this, each "
+        "fold keeps every positive and an equal number of negatives per list so that the "
+        "fold fits its share (train_max_rows / folds): memory and time bounded as the data "
+        "grows; under it every row is kept. null: never sample (besides train_negatives)",
     )
     n: int = Field(100, ge=1, description="length of the ranker's top-N list per user")
 
@@ -202,6 +209,22 @@ def training_rows(
     position = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
     keep[order[position >= negatives]] = False
     return keep, dropped
+
+
+def negatives_cap(
+    lists: int, positives: int, rows: int, cfg: RankerConfig, folds: int = 1
+) -> int | None:
+    """Negatives kept per training list of a fold with ``lists`` lists (with a positive),
+    ``positives`` positives and ``rows`` rows, one of ``folds`` training folds: the
+    ``train_negatives`` cap, lowered so the fold fits ``train_max_rows / folds`` rows when
+    it holds more (at least one negative a list); None keeps every negative."""
+    cap = cfg.train_negatives
+    if cfg.train_max_rows is not None:
+        share = cfg.train_max_rows // max(folds, 1)
+        if rows > share:
+            fit = max(1, (share - positives) // max(lists, 1))
+            cap = fit if cap is None else min(cap, fit)
+    return cap
 
 
 def labels(pairs: pd.DataFrame, targets: pd.DataFrame) -> np.ndarray:

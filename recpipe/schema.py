@@ -134,16 +134,31 @@ def check_ratings(
     return values
 
 
+EARLIEST = -2_208_988_800
+"""1900-01-01 00:00 UTC in unix seconds: the earliest timestamp accepted."""
+LATEST = 10_413_792_000
+"""2300-01-01 00:00 UTC in unix seconds: the latest timestamp accepted (a millisecond epoch
+of today, read as seconds, is far beyond it)."""
+
+
 def parse_timestamps(raw: pd.Series, column: str, file: str, fmt: str = "auto") -> pd.Series:
     """Parse timestamps to int64 seconds since the epoch (UTC).
 
     ``fmt``: ``unix`` (seconds), ``unix_ms`` (milliseconds), ``iso`` (any date/time string
-    pandas parses), or ``auto`` (numbers are seconds, anything else is parsed as a date).
+    pandas parses), or ``auto`` (numbers are seconds, anything else is parsed as a date). A
+    column that already holds datetimes (Parquet timestamps, any unit, with or without a
+    time zone; naive ones are taken as UTC) is read as such whatever ``fmt`` says. Every
+    timestamp must fall between 1900 and 2300: a number beyond that (a millisecond epoch
+    read as seconds, a value that would overflow int64) is an error naming its row.
     """
     if raw.isna().any():
         raise DataError(
             "missing timestamp", file=file, column=column, row=first_bad_row(raw.isna())
         )
+    if pd.api.types.is_datetime64_any_dtype(raw.dtype):
+        stamps = raw if getattr(raw.dt, "tz", None) is not None else raw.dt.tz_localize("UTC")
+        seconds = stamps.dt.tz_convert("UTC").astype("datetime64[s, UTC]").astype("int64")
+        return _in_range(seconds.astype(np.float64), raw, column, file, fmt).astype("int64")
     numeric = pd.to_numeric(raw, errors="coerce")
     if fmt in ("unix", "unix_ms"):
         bad = numeric.isna() | ~np.isfinite(numeric.fillna(0))
@@ -155,14 +170,15 @@ def parse_timestamps(raw: pd.Series, column: str, file: str, fmt: str = "auto") 
                 column=column,
                 row=row,
             )
-        seconds = numeric / 1000.0 if fmt == "unix_ms" else numeric
-        return np.floor(seconds).astype("int64")
+        seconds = numeric.astype(np.float64) / (1000.0 if fmt == "unix_ms" else 1.0)
+        return np.floor(_in_range(seconds, raw, column, file, fmt)).astype("int64")
     # iso, or auto: in auto, numbers are unix seconds and every other value is a date.
     out = pd.Series(np.zeros(len(raw), dtype=np.int64), index=raw.index)
     as_number = pd.Series(False, index=raw.index)
     if fmt == "auto":
         as_number = numeric.notna() & np.isfinite(numeric.fillna(0))
-        out[as_number] = np.floor(numeric[as_number]).astype("int64")
+        seconds = _in_range(numeric[as_number].astype(np.float64), raw, column, file, fmt)
+        out[as_number] = np.floor(seconds).astype("int64")
     as_date = ~as_number
     if as_date.any():
         parsed = pd.to_datetime(
@@ -174,8 +190,29 @@ def parse_timestamps(raw: pd.Series, column: str, file: str, fmt: str = "auto") 
             raise DataError(
                 f"unparsable timestamp {raw.iloc[row - 1]!r}", file=file, column=column, row=row
             )
-        out[as_date] = parsed.astype("datetime64[s, UTC]").astype("int64").to_numpy()
+        seconds = parsed.astype("datetime64[s, UTC]").astype("int64")
+        out[as_date] = _in_range(seconds.astype(np.float64), raw, column, file, fmt).to_numpy()
     return out.astype("int64")
+
+
+def _in_range(seconds: pd.Series, raw: pd.Series, column: str, file: str, fmt: str) -> pd.Series:
+    """``seconds`` unchanged, or a DataError naming the first row outside 1900-2300."""
+    outside = (seconds < EARLIEST) | (seconds >= LATEST)
+    if not outside.any():
+        return seconds
+    row = first_bad_row(outside.reindex(raw.index, fill_value=False))
+    value = raw.iloc[row - 1]
+    hint = ""
+    if fmt in ("auto", "unix") and EARLIEST * 1000 <= float(seconds.loc[outside].iloc[0]) < (
+        LATEST * 1000
+    ):
+        hint = "; it looks like milliseconds: set timestamp_format: unix_ms"
+    raise DataError(
+        f"timestamp {value!r} is outside 1900-2300 as {fmt} time{hint}",
+        file=file,
+        column=column,
+        row=row,
+    )
 
 
 def map_events(
@@ -267,9 +304,16 @@ def finalize(
         if missing_items == "error":
             raise DataError(msg, file=file, column="item_id", row=first_bad_row(~known))
         if missing_items == "drop":
+            if not known.any():
+                raise DataError(
+                    f"none of the {len(known)} interactions has an item id of {items_file} "
+                    f"(first: {missing.iloc[0]!r}), so missing_items=drop would drop them "
+                    "all: check that both files use the same item ids",
+                    file=file,
+                    column="item_id",
+                )
             inter = inter[known]
             warnings.append(msg + "; dropped those interactions (missing_items=drop)")
-            check_not_empty(inter, file)
         else:
             extra = pd.DataFrame({"item_id": np.sort(missing.unique())})
             extra["title"] = extra["item_id"]

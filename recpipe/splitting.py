@@ -38,6 +38,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from recpipe.config import Config
+from recpipe.errors import DataError
 from recpipe.hashing import tie_key
 
 
@@ -398,3 +399,27 @@ def split_summary(s: Split) -> dict:
         "test_targets": tgt(s.test_targets),
         "ranker_folds": [tgt(t) for t in s.ranker_targets],
     }
+
+
+def check_targets(s: Split, file: str) -> None:
+    """A :class:`DataError` naming ``file`` when the split leaves nothing to learn or measure:
+    no relevant test target, or fewer than two users with a relevant valid target (the blend
+    search and the ranker learn from those). Data where every user has a single item, say,
+    would otherwise run on with empty candidate lists and fail far from the cause."""
+    problems = []
+    for name, targets, least in (("test", s.test_targets, 1), ("valid", s.valid_targets, 2)):
+        users = int(targets.loc[targets["relevant"], "user_idx"].nunique())
+        if users < least:
+            problems.append(
+                f"{users} users with a relevant {name} target (at least {least} needed)"
+            )
+    if problems:
+        items = pd.concat([s.train, s.valid, s.test]).groupby("user_idx")["item_idx"].nunique()
+        raise DataError(
+            "the split leaves nothing to learn from or evaluate: "
+            + "; ".join(problems)
+            + f". Of {len(items)} users, {int((items >= 3).sum())} have 3 or more distinct "
+            "items (a user needs its history plus a valid and a test target): use more data, "
+            "or lower split.min_history / split.kcore, or check split.relevance",
+            file=file,
+        )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from recpipe.artifacts import candidates_file, load_model, model_dir
+from recpipe.artifacts import candidates_file, load_model, model_dir, model_enabled
 from recpipe.blending import (
     BlendConfig,
     choose_weights,
@@ -31,7 +31,7 @@ from recpipe.blending import (
     union_candidates,
 )
 from recpipe.config import load_params
-from recpipe.errors import ConfigError
+from recpipe.errors import ConfigError, DataError
 from recpipe.folds import FOLDS, fold_names, load_fold
 from recpipe.io import write_json, write_many
 from recpipe.log import get_logger
@@ -63,7 +63,15 @@ def run(args: argparse.Namespace) -> None:
     for fold_name in fold_names(args.split):  # valid first: it fixes the weights
         cands = enabled_candidates(cand_dir, fold_name)
         if not cands:
-            raise ConfigError("no enabled candidate model: enable at least one in candidates.*")
+            enabled = [m for m in MODELS if model_enabled(model_dir(args.models, m, fold_name))]
+            if not enabled:
+                raise ConfigError("no enabled candidate model: enable at least one in candidates.*")
+            raise DataError(
+                f"no candidates for the {fold_name} fold: the enabled models "
+                f"({', '.join(enabled)}) recommended nothing (does the fold have target users? "
+                "see reports/split.json)",
+                file=str(cand_dir),
+            )
         models = {m: load_model(model_dir(args.models, m, fold_name)) for m in cands}
         df = describe_pairs(union_candidates(cands), models, cfg.normalise)
         if fold_name == "valid":

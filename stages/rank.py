@@ -36,6 +36,7 @@ from recpipe.ranking import (
     assemble,
     importance,
     labels,
+    negatives_cap,
     predict,
     select_features,
     top_candidates,
@@ -93,9 +94,13 @@ def training_lists(
     for k, name in enumerate(folds):
         fold = load_fold(split_dir, name)
         pairs = candidates(fold, blend_dir, rcfg)
-        keep, without = training_rows(
-            pairs, labels(pairs, fold.targets), rcfg.train_negatives, seed + k
-        )
+        y = labels(pairs, fold.targets)
+        keep, without = training_rows(pairs, y, None, seed + k)
+        lists = int(pairs.loc[keep, "user_idx"].nunique())
+        cap = negatives_cap(lists, int(y[keep].sum()), int(keep.sum()), rcfg, len(folds))
+        if cap is not None:
+            keep, _ = training_rows(pairs, y, cap, seed + k)
+            log.info("%s: at most %d negatives kept a list (ranker.train_*)", name, cap)
         dropped += without
         # features only for the rows learnt from: they are most of the stage's cost
         df = describe(fold, pairs[keep].reset_index(drop=True), features_dir, items, cfg)

@@ -17,7 +17,7 @@ from recpipe.config import load_params
 from recpipe.folds import RANKER_ROLES, ranker_fold_name
 from recpipe.io import write_json, write_many
 from recpipe.log import get_logger
-from recpipe.splitting import Split, SplitConfig, split, split_summary
+from recpipe.splitting import Split, SplitConfig, check_targets, split, split_summary
 from recpipe.stage import run_stage
 
 PARAMS = ("split", "seed")
@@ -53,8 +53,9 @@ def split_files(s: Split, out: Path) -> dict[Path, pd.DataFrame]:
 def run(args: argparse.Namespace) -> None:
     cfg = load_params("split", SplitConfig, args.params)
     seed = load_params("seed", int, args.params)
-    inter = pd.read_parquet(Path(args.prepared) / "interactions.parquet")
-    s = split(inter, cfg, seed)
+    source = Path(args.prepared) / "interactions.parquet"
+    s = split(pd.read_parquet(source), cfg, seed)
+    check_targets(s, str(source))
     out = Path(args.out)
     frames = split_files(s, out)
     stale = set(out.glob("extra*_targets.parquet")) - set(frames)

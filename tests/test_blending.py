@@ -3,6 +3,7 @@ search (checked against ``topn_metrics``) and the ``blend`` stage on a tiny proj
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -766,6 +767,24 @@ def test_fold_hybrid_is_out_of_bag_only_with_bags() -> None:
     )
     assert not np.array_equal(fold_hybrid(df, weights, searched), hybrid_score(df, weights))
     np.testing.assert_array_equal(fold_hybrid(df, weights), hybrid_score(df, weights))
+
+
+def test_blend_stage_without_candidates_names_the_enabled_models(
+    project: Project, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: with every list empty (a fold without target users) blend said "no
+    enabled candidate model: enable at least one" although the models were enabled."""
+    cands = tmp_path / "candidates"
+    shutil.copytree(project.candidates, cands)
+    for path in (cands / "valid").glob("*.parquet"):
+        pd.read_parquet(path).iloc[:0].to_parquet(path)
+    empty = dataclasses.replace(project, candidates=cands)
+    assert run_blend(empty, tmp_path) == 2
+    assert (
+        f"file {cands}: no candidates for the valid fold: the enabled models "
+        "(popularity, itemknn, ease, seqknn) recommended nothing"
+    ) in caplog.text
+    assert not (tmp_path / "blend").exists()
 
 
 def test_blend_stage_rejects_bad_params(project: Project, tmp_path: Path) -> None:

@@ -148,6 +148,22 @@ BAD_INPUTS = [
         r"column 'when', row 2: unparsable timestamp 'yesterday'",
     ),
     (
+        "timestamp overflowing int64",
+        "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,view,1e19\n",
+        r"column 'when', row 2: timestamp '1e19' is outside 1900-2300 as auto time",
+    ),
+    (
+        "timestamp of 20 digits",
+        "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,view,99999999999999999999\n",
+        r"column 'when', row 2: timestamp '99999999999999999999' is outside 1900-2300",
+    ),
+    (
+        "millisecond epoch read as seconds",
+        "user,item,stars,kind,when\nA,x,5,view,1704103200000\n",
+        r"row 1: timestamp '1704103200000' is outside 1900-2300 as auto time; it looks like "
+        r"milliseconds: set timestamp_format: unix_ms",
+    ),
+    (
         "unknown event",
         "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,wishlist,2\n",
         r"column 'kind', row 2: unknown event type 'wishlist'",
@@ -366,3 +382,62 @@ def test_unknown_config_key_fails_with_key(
 ) -> None:
     rc, _ = run_ingest(tmp_path, {"colums": {}}, GOOD)
     assert rc == 2 and "data.colums: unknown key" in caplog.text
+
+
+@pytest.mark.parametrize("fmt", ["unix", "unix_ms"])
+def test_huge_timestamps_are_refused_in_unix_modes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, fmt: str
+) -> None:
+    """Regression: 1e19 became -9223372036854775808 and the run went on."""
+    csv = "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,view,99999999999999999999\n"
+    rc, _ = run_ingest(tmp_path, {"timestamp_format": fmt}, csv)
+    assert rc == 2
+    assert re.search(
+        rf"row 2: timestamp '99999999999999999999' is outside 1900-2300 as {fmt}", caplog.text
+    )
+
+
+@pytest.mark.parametrize(
+    "dtype", ["datetime64[ns, UTC]", "datetime64[us, UTC]", "datetime64[ns]", "datetime64[ms]"]
+)
+def test_parquet_datetime_columns_are_read_as_dates(tmp_path: Path, dtype: str) -> None:
+    """Regression: in auto mode a Parquet timestamp column was read as raw ticks (2023-01-01
+    became 1672533100000000000 "seconds"); naive datetimes are taken as UTC."""
+    when = pd.Series(pd.to_datetime(["2023-01-01 00:00:00", "2023-01-02 12:30:05"]))
+    when = when.dt.tz_localize("UTC") if "UTC" in dtype else when
+    df = pd.DataFrame({"user": ["a", "b"], "item": ["p", "q"], "stars": [4.0, 2.0]})
+    df["when"] = when.astype(dtype)
+    df.to_parquet(tmp_path / "in.parquet")
+    rc, out = run_ingest(
+        tmp_path,
+        {
+            "interactions": str(tmp_path / "in.parquet"),
+            "columns": {"user": "user", "item": "item", "rating": "stars", "timestamp": "when"},
+        },
+    )
+    assert rc == 0
+    inter = pd.read_parquet(out / "interactions.parquet").sort_values("user_id")
+    assert inter["timestamp"].tolist() == [1672531200, 1672662605]
+
+
+def test_drop_of_every_interaction_says_the_ids_do_not_match(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: missing_items=drop with no matching id failed with "input is empty: no
+    data rows" about a file full of rows; the real cause was never said."""
+    (tmp_path / "items.csv").write_text("id,name\nP1,Ex\nP2,Why\n")
+    rc, _ = run_ingest(
+        tmp_path,
+        {
+            "items": str(tmp_path / "items.csv"),
+            "missing_items": "drop",
+            "item_columns": {"item": "id", "title": "name"},
+        },
+        GOOD,
+    )
+    assert rc == 2
+    assert (
+        f"file {tmp_path / 'inter.csv'}, column 'item_id': none of the 3 interactions has an "
+        f"item id of {tmp_path / 'items.csv'} (first: 'x')"
+    ) in caplog.text
+    assert "input is empty" not in caplog.text

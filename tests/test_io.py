@@ -63,3 +63,30 @@ def test_stages_write_only_through_recpipe_io() -> None:
             assert "tempfile" not in names, path.name
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
                 assert (node.value.id, node.attr) not in {("os", "replace"), ("os", "rename")}
+
+
+def test_a_killed_write_leaves_nothing_the_next_write_keeps(tmp_path: Path) -> None:
+    """Regression: `kill -9` during a write left `.NAME.XXXX.parquet.tmp` inside a persisted
+    DVC output folder; it then became part of the output in dvc.lock. The next write of the
+    same target removes it (and leaves other files alone)."""
+    out = tmp_path / "prepared"
+    out.mkdir()
+    leftovers = [
+        out / ".interactions.parquet.k3j9_x.parquet.tmp",  # write_parquet's pattern
+        out / ".interactions.parquet.a1b2c3.tmp",  # write_many's
+        out / ".items.parquet.zz.tmp",
+    ]
+    for path in leftovers:
+        path.write_bytes(b"half a parquet file")
+    (out / "notes.txt").write_text("mine")
+    (out / ".interactions.parquet.keep").write_text("not a temporary")
+    write_many({out / "interactions.parquet": pd.DataFrame({"a": [1]})})
+    assert not leftovers[0].exists() and not leftovers[1].exists()
+    assert leftovers[2].exists()  # another target's: removed when that target is written
+    write_parquet(pd.DataFrame({"b": [2]}), out / "items.parquet")
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".interactions.parquet.keep",
+        "interactions.parquet",
+        "items.parquet",
+        "notes.txt",
+    ]

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from pydantic import ValidationError
 
 from recpipe.models.base import Recommender, TrainData
-from recpipe.models.ease import EASE, EASEConfig
+from recpipe.models.ease import EASE, EASEConfig, ease_weights
 from recpipe.models.itemknn import ItemKNN, ItemKNNConfig, _keep_top_k
 from recpipe.models.popularity import Popularity, PopularityConfig
 from recpipe.models.seqknn import SeqKNN, SeqKNNConfig, top_k_per_group
@@ -262,10 +262,46 @@ def test_ease_weights_equal_the_closed_form() -> None:
     np.testing.assert_allclose(scores[1:, active], (xa @ b)[1:], rtol=1e-5, atol=1e-6)
 
 
-def test_ease_refuses_too_many_items_naming_the_setting() -> None:
-    rows = [(0, i, i + 1) for i in range(5)]
-    with pytest.raises(ValueError, match=r"candidates\.ease\.max_items.*GiB"):
-        EASE(EASEConfig(max_items=4)).fit(make_data(rows, 1, 5))
+def test_ease_past_max_items_fits_the_most_active_items_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression: EASE refused to fit past max_items; now it keeps the most active items
+    (most distinct users, ties to the lower index) and leaves the rest unscored."""
+    rng = np.random.default_rng(1)
+    x = (rng.random((30, 8)) < 0.5).astype(float)
+    x[:, 2] = 1.0  # every user: the most active
+    x[:, 6] = 0.0
+    x[:3, 6] = 1.0  # three users: the least active
+    rows = [(u, i, 1 + k) for k, (u, i) in enumerate(zip(*np.nonzero(x), strict=True))]
+    data = make_data(rows, 30, 8)
+    users_per_item = x.sum(axis=0)
+    order = np.lexsort((np.arange(8), -users_per_item))
+    kept = np.sort(order[:5])
+    model = EASE(EASEConfig(l2=3.0, max_items=5)).fit(data)
+    np.testing.assert_array_equal(model._active, kept)
+    assert 2 in kept and 6 not in kept
+    assert "fitting on the 5 most active (candidates.ease.max_items)" in caplog.text
+    scores = all_scores(model)
+    assert np.isnan(np.delete(scores, kept, axis=1)).all()
+    # on the kept items it is EASE on those columns alone
+    alone = EASE(EASEConfig(l2=3.0)).fit(
+        make_data([(u, i, t) for u, i, t in rows if i in set(kept.tolist())], 30, 8)
+    )
+    np.testing.assert_allclose(scores[:, kept], all_scores(alone)[:, kept], rtol=1e-5)
+
+
+def test_ease_weights_in_float32_match_float64_closely() -> None:
+    """The float32 in-place Cholesky inverse against numpy's float64 inverse, on a Gram
+    matrix with counts in the hundreds (as on real data)."""
+    rng = np.random.default_rng(2)
+    x = sp.csr_matrix((rng.random((3000, 60)) < 0.3).astype(np.float64))
+    b = ease_weights(x, 50.0)
+    assert b.dtype == np.float32 and b.flags.c_contiguous
+    g = (x.T @ x).toarray() + 50.0 * np.eye(60)
+    p = np.linalg.inv(g)
+    expected = -p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(b, expected, atol=2e-6 * np.abs(expected).max())
 
 
 # -- TF-IDF ----------------------------------------------------------------------------------

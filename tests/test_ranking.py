@@ -29,6 +29,7 @@ from recpipe.ranking import (
     importance,
     labels,
     margin,
+    negatives_cap,
     predict,
     select_features,
     top_candidates,
@@ -698,3 +699,32 @@ def test_rank_stage_with_sampled_negatives_trains_on_fewer_rows(ranked: tuple) -
     assert few["train_positives"] == full["train_positives"]
     assert few["train_pairs"] <= few["train_positives"] + 3 * few["lists_trained"]
     assert few["train_pairs"] < full["train_pairs"]
+
+
+def test_negatives_cap_follows_the_row_budget() -> None:
+    every = RankerConfig(train_max_rows=None)
+    assert negatives_cap(100, 150, 20_000, every) is None
+    budget = RankerConfig(train_max_rows=10_000)
+    # 5 folds share 10,000 rows: 2,000 each; 100 lists with 150 positives keep 18 negatives
+    assert negatives_cap(100, 150, 20_000, budget, folds=5) == 18
+    assert negatives_cap(100, 150, 1_900, budget, folds=5) is None  # fits: every row
+    assert negatives_cap(100, 150, 20_000, RankerConfig(train_max_rows=50), folds=5) == 1
+    capped = RankerConfig(train_negatives=5, train_max_rows=10_000)
+    assert negatives_cap(100, 150, 1_900, capped, folds=5) == 5
+    assert negatives_cap(100, 150, 20_000, capped, folds=5) == 5
+
+
+def test_rank_stage_with_a_row_budget_samples_each_fold(ranked: tuple) -> None:
+    p, blend_out, out = ranked
+    full = json.loads((out / "ranker.json").read_text())
+    params = yaml.safe_load(p.params.read_text())
+    budget = full["train_positives"] + 2 * full["lists_trained"]
+    params["ranker"]["train_max_rows"] = budget
+    path = p.root / "params_budget.yaml"
+    path.write_text(yaml.safe_dump(params))
+    bounded = p.root / "rank_budget"
+    assert run_rank(p, p.split, blend_out, bounded, path) == 0
+    few = json.loads((bounded / "ranker.json").read_text())
+    assert few["lists_trained"] == full["lists_trained"]
+    assert few["train_positives"] == full["train_positives"]
+    assert few["train_pairs"] <= budget < full["train_pairs"]

@@ -6,12 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recpipe.errors import DataError
 from recpipe.splitting import (
     GlobalTimeSplit,
     KCore,
     RandomSplit,
     Relevance,
     TemporalSplit,
+    check_targets,
     kcore_filter,
     split,
 )
@@ -242,3 +244,28 @@ def test_random_ranker_folds_draw_the_valid_share_with_their_own_seeds(random_lo
     pd.testing.assert_frame_equal(plain.test_targets, s.test_targets)
     pd.testing.assert_frame_equal(plain.valid_targets, s.valid_targets)
     assert plain.ranker_roles.shape == (len(hist), 0) and plain.ranker_targets == ()
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [(u, f"i{u}", u) for u in range(20)],  # every user has one event
+        [(1, f"i{k}", k) for k in range(12)],  # a single user: one valid target at most
+    ],
+    ids=["one event per user", "one user"],
+)
+def test_a_split_without_targets_is_a_clear_error(rows: list[tuple]) -> None:
+    """Regression: such data passed split with 0 targets and failed later, in blend ("no
+    enabled candidate model") or with a traceback from rank."""
+    s = split(make_interactions(rows), TemporalSplit(n_valid=1, n_test=1), seed=0)
+    with pytest.raises(
+        DataError,
+        match=r"file prep/interactions\.parquet: the split leaves "
+        r"nothing to learn from or evaluate: .*users with a relevant",
+    ):
+        check_targets(s, "prep/interactions.parquet")
+
+
+def test_a_split_with_targets_passes_the_check(random_log: pd.DataFrame) -> None:
+    for cfg in CONFIGS:
+        check_targets(split(random_log, cfg, seed=0), "x")

@@ -6,8 +6,13 @@ matrix, ``G = X^T X + l2 * I``, ``P = G^-1``, the item-item weights are ``B = -P
 
 The item axis is compressed to the items that occur in the history (the others could only
 get zero weights) and scattered back; items never seen get NaN, as do users with no history.
-``G`` and its inverse are dense ``m x m`` (``m`` = items with interactions), so ``max_items``
-guards against a size that would not fit in memory.
+``G``, its inverse and ``B`` share one dense float32 ``m x m`` matrix (``m`` = items with
+interactions; 4 bytes per entry, about 1.5 GiB at 20,000 items), overwritten in place:
+the Gram matrix built in blocks, then LAPACK's single-precision Cholesky factorisation and
+inverse (``spotrf``/``spotri``), then the column scaling. Past ``max_items`` items, EASE is
+fitted on the ``max_items`` most active ones (most distinct users; ties to the lower index):
+the others get no EASE score and are left to the other candidate models, which is where a
+catalogue's long tail is better served anyway.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ import scipy.linalg
 import scipy.sparse as sp
 from pydantic import Field
 
+from recpipe.log import get_logger
 from recpipe.models.base import ModelConfig, Recommender, TrainData
+
+log = get_logger("ease")
 
 
 class EASEConfig(ModelConfig):
@@ -40,8 +48,9 @@ class EASEConfig(ModelConfig):
     max_items: int = Field(
         25_000,
         ge=1,
-        description="refuse to fit when more items than this have interactions: the dense "
-        "item x item matrices need about 12 * items**2 bytes",
+        description="fit on at most this many items, the most active ones (most distinct "
+        "users); the others get no EASE score. The dense item x item matrix needs 4 * "
+        "min(items, max_items)**2 bytes (2.3 GiB at 25,000)",
     )
 
 
@@ -55,16 +64,7 @@ class EASE(Recommender):
     def _fit(self, data: TrainData) -> None:
         cfg = self.config
         x = data.matrix(cfg.value).tocsc()
-        active = np.flatnonzero(np.diff(x.indptr) > 0)
-        m = len(active)
-        if m > cfg.max_items:
-            gib = dense_bytes(m) / 2**30
-            raise ValueError(
-                f"ease: {m} items have interactions, more than candidates.ease.max_items="
-                f"{cfg.max_items}; the dense item x item matrices would need about "
-                f"{gib:.1f} GiB. Raise candidates.ease.max_items if the memory is there, or "
-                "filter rare items (split.kcore.item)."
-            )
+        active = most_active_items(x, cfg.max_items)
         self._active = active
         xa = x[:, active].tocsr()
         self._x = xa
@@ -82,54 +82,79 @@ class EASE(Recommender):
 
 
 def dense_bytes(m: int) -> int:
-    """Peak bytes of the dense matrices of a fit on ``m`` items (float64 G/P + float32 B)."""
-    return 12 * m * m
+    """Peak bytes of the dense matrix of a fit on ``m`` items (one float32 ``m x m``)."""
+    return 4 * m * m
+
+
+def most_active_items(x: sp.csc_matrix, max_items: int) -> np.ndarray:
+    """The items (columns of ``x``) EASE is fitted on, ascending: every item with an
+    interaction, or the ``max_items`` with the most users (ties: lower index) when there are
+    more, with a log line that says what was left out and what to set."""
+    users = np.diff(x.indptr)
+    active = np.flatnonzero(users > 0)
+    if len(active) <= max_items:
+        return active
+    keep = np.sort(active[np.lexsort((active, -users[active]))[:max_items]])
+    left = len(active) - max_items
+    log.warning(
+        "ease: %d items have interactions; fitting on the %d most active "
+        "(candidates.ease.max_items), the other %d (%.1f%% of the events) get no EASE score. "
+        "Raise max_items if %.1f GiB per %d items fits in memory.",
+        len(active),
+        max_items,
+        left,
+        100.0 * (1.0 - users[keep].sum() / max(users.sum(), 1)),
+        dense_bytes(len(active)) / 2**30,
+        len(active),
+    )
+    return keep
 
 
 def ease_weights(x: sp.spmatrix | sp.sparray | np.ndarray, l2: float) -> np.ndarray:
     """``B`` of EASE for the user x item matrix ``x`` (sparse or dense), as float32.
 
     The Gram matrix is symmetric positive definite (``l2 > 0``), so it is inverted through its
-    Cholesky factor, in place: half the work of a general inverse and no second copy.
+    Cholesky factor: half the work of a general inverse. Everything happens in one float32
+    matrix, in place (``numpy.linalg.inv`` would compute in float64 and copy).
     """
     g = gram_matrix(x)
     m = g.shape[0]
     if m == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    g[np.diag_indices(m)] += l2
+    g[np.diag_indices(m)] += np.float32(l2)
     # g is symmetric, so its transpose is the same matrix in Fortran order, which LAPACK can
     # overwrite in place instead of copying.
-    c, info = scipy.linalg.lapack.dpotrf(g.T, lower=False, overwrite_a=True)
+    c, info = scipy.linalg.lapack.spotrf(g.T, lower=False, overwrite_a=True)
     if info != 0:
         raise np.linalg.LinAlgError(f"ease: Cholesky factorisation failed (info={info})")
-    p, info = scipy.linalg.lapack.dpotri(c, lower=False, overwrite_c=True)
+    p, info = scipy.linalg.lapack.spotri(c, lower=False, overwrite_c=True)
     if info != 0:
         raise np.linalg.LinAlgError(f"ease: inversion failed (info={info})")
-    _mirror_upper(p)
-    diag = np.diag(p).copy()
-    b = np.empty((m, m), dtype=np.float32)
-    # Column j of B is -P[:, j] / P[j, j]; converted block-wise so no extra float64 copy.
+    _mirror_upper(p)  # LAPACK filled the upper triangle only
+    b = p.T  # the same symmetric matrix, in C order again for the row blocks below
+    scale = (-1.0 / np.diag(b)).astype(np.float32)
+    # Column j of B is -P[:, j] / P[j, j], scaled a block of rows at a time, in place.
     step = 2048
     for start in range(0, m, step):
-        stop = min(start + step, m)
-        b[start:stop] = p[start:stop] / -diag[None, :]
+        b[start : start + step] *= scale[None, :]
     b[np.diag_indices(m)] = 0.0
     return b
 
 
 def gram_matrix(x: sp.spmatrix | sp.sparray | np.ndarray, step: int = 2048) -> np.ndarray:
-    """Dense float64 ``x.T @ x``, built a block of rows at a time.
+    """Dense float32 ``x.T @ x``, built a block of rows at a time.
 
     The sparse product of the whole matrix is nearly dense for real data and, with its
-    indices, several times the size of the dense result; blocks bound that temporary.
+    indices, several times the size of the dense result; blocks bound that temporary. Each
+    block is summed in float64 and stored in float32 (counts are exact up to 2**24).
     """
     if not sp.issparse(x):
         x = np.asarray(x, dtype=np.float64)
-        return x.T @ x
-    xc = sp.csc_matrix(x)
+        return (x.T @ x).astype(np.float32)
+    xc = sp.csc_matrix(x, dtype=np.float64)
     xt = sp.csr_matrix(xc.T)
     m = xc.shape[1]
-    g = np.empty((m, m), dtype=np.float64)
+    g = np.empty((m, m), dtype=np.float32)
     for start in range(0, m, step):
         stop = min(start + step, m)
         g[start:stop] = (xt[start:stop] @ xc).toarray()
