@@ -21,9 +21,10 @@ import pandas as pd
 import xgboost as xgb
 from pydantic import Field
 
-from recpipe.blending import fill_by_user
+from recpipe.blending import fill_by_user, rank_by
 from recpipe.config import Config
 from recpipe.errors import ConfigError
+from recpipe.features.pairs import PairContext, block_pair_features
 from recpipe.hashing import tie_key
 
 KEY = ["user_idx", "item_idx"]
@@ -126,6 +127,13 @@ class RankerConfig(Config):
         "grows; under it every row is kept. null: never sample (besides train_negatives)",
     )
     n: int = Field(100, ge=1, description="length of the ranker's top-N list per user")
+    block_users: int = Field(
+        20_000,
+        ge=1,
+        description="users whose candidates are described and scored together: bounds the "
+        "memory of scoring a fold (about block_users x rerank_top x features x 8 bytes); "
+        "the output does not depend on it",
+    )
 
 
 def select_features(columns: list[str], cfg: RankerConfig) -> list[str]:
@@ -399,3 +407,28 @@ def importance(result: TrainResult) -> dict[str, float]:
     """Total gain per feature (0 for features no split used), rounded, sorted by name."""
     gain = result.model.get_booster().get_score(importance_type="total_gain")
     return {f: round(float(gain.get(f, 0.0)), 4) for f in sorted(result.features)}
+
+
+def user_blocks(users: np.ndarray, size: int) -> list[np.ndarray]:
+    """Positions of the rows of each block of ``size`` consecutive users, ``users`` sorted."""
+    if len(users) == 0:
+        return []
+    starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1]
+    edges = np.r_[starts[::size], len(users)]
+    return [np.arange(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def rank_block(
+    pairs: pd.DataFrame,
+    user_feats: pd.DataFrame,
+    item_feats: pd.DataFrame,
+    context: PairContext,
+    result: TrainResult,
+    n: int,
+) -> pd.DataFrame:
+    """The ranker's top-``n`` of one block of users' candidate ``pairs`` (blend columns):
+    features from the fold's :class:`PairContext`, scores, ranks. A pure function of the
+    block, so a fold's lists are the concatenation of its blocks' in user order."""
+    pf = block_pair_features(pairs[KEY], context)
+    df = assemble(pairs, user_feats, item_feats, pd.concat([pairs[KEY], pf], axis=1))
+    return rank_by(df, predict(result, df), n)

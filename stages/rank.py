@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recpipe.blending import rank_by
 from recpipe.config import load_params
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.history import history_now
-from recpipe.features.pairs import pair_features
+from recpipe.features.pairs import pair_context, pair_features
 from recpipe.folds import Fold, load_catalogue, load_fold, ranker_folds
 from recpipe.io import atomic_path, write_json, write_parquet
 from recpipe.log import get_logger
+from recpipe.models.base import concat_recs
 from recpipe.ranking import (
     KEY,
     RankerConfig,
@@ -37,11 +37,12 @@ from recpipe.ranking import (
     importance,
     labels,
     negatives_cap,
-    predict,
+    rank_block,
     select_features,
     top_candidates,
     train,
     training_rows,
+    user_blocks,
 )
 from recpipe.stage import run_stage
 
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
     cfg = load_params("ranker", RankerConfig, args.params)
     fcfg = load_params("features", FeaturesConfig, args.params)
     seed = load_params("seed", int, args.params)
-    items, _ = load_catalogue(args.prepared)
+    items, users = load_catalogue(args.prepared)
     blend_dir, features_dir = Path(args.blend), Path(args.features)
 
     train_folds = ("valid", *ranker_folds(args.split))
@@ -147,9 +148,16 @@ def run(args: argparse.Namespace) -> None:
     )
     del train_df
 
+    # The test fold, one block of users at a time: memory bounded by ranker.block_users.
     test = load_fold(args.split, "test")
-    test_df = describe(test, candidates(test, blend_dir, cfg), features_dir, items, fcfg)
-    recs = rank_by(test_df, predict(result, test_df), cfg.n)
+    pairs = candidates(test, blend_dir, cfg).sort_values(KEY, kind="stable", ignore_index=True)
+    uf = pd.read_parquet(features_dir / "test" / "users.parquet")
+    itf = pd.read_parquet(features_dir / "test" / "items.parquet")
+    context = pair_context(test.history, items, history_now(test.history), fcfg, len(users))
+    blocks = user_blocks(pairs["user_idx"].to_numpy(), cfg.block_users)
+    recs = concat_recs(
+        [rank_block(pairs.iloc[rows], uf, itf, context, result, cfg.n) for rows in blocks]
+    )
 
     model_dir = Path(args.model_dir)
     with atomic_path(model_dir / "model.json") as tmp:

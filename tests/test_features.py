@@ -16,7 +16,7 @@ from recpipe.features.docs import FEATURE_DOCS, feature_doc
 from recpipe.features.history import history_now
 from recpipe.features.items import item_features
 from recpipe.features.metadata import item_vectors
-from recpipe.features.pairs import pair_features
+from recpipe.features.pairs import block_pair_features, pair_context, pair_features
 from recpipe.features.users import user_features
 from recpipe.folds import Fold
 from recpipe.schema import finalize
@@ -365,3 +365,27 @@ def test_config_yaml_matches_defaults_and_rejects_unknown_keys() -> None:
         parse({"windows_days": [7, 7]}, FeaturesConfig, "features")
     with pytest.raises(ConfigError):
         parse({"windows_days": [0]}, FeaturesConfig, "features")
+
+
+def test_pair_features_in_blocks_of_users_equal_the_whole() -> None:
+    """Streaming: pairs described a few users at a time from one PairContext give exactly
+    the frame of describing them all at once (cold users beyond the history included)."""
+    inter, items, users = _log()
+    rng = np.random.default_rng(4)
+    pairs = pd.DataFrame(
+        {"user_idx": rng.integers(0, len(users), 600), "item_idx": rng.integers(0, len(items), 600)}
+    ).sort_values(["user_idx", "item_idx"], ignore_index=True)
+    history = inter[inter["user_idx"] < len(users) - 5]  # the last users are cold
+    now = history_now(history)
+    whole = pair_features(pairs, history, items, now, CFG)
+    ctx = pair_context(history, items, now, CFG, len(users))
+    for size in (1, 3, 50):
+        edges = np.searchsorted(pairs["user_idx"], np.arange(0, len(users) + size, size))
+        parts = [
+            block_pair_features(pairs.iloc[a:b], ctx)
+            for a, b in zip(edges[:-1], edges[1:], strict=True)
+            if b > a
+        ]
+        pd.testing.assert_frame_equal(pd.concat(parts), whole, check_exact=True)
+    with pytest.raises(ValueError, match="outside the users the context was made for"):
+        block_pair_features(pd.DataFrame({"user_idx": [len(users)], "item_idx": [0]}), ctx)

@@ -35,6 +35,7 @@ from recpipe.ranking import (
     top_candidates,
     train,
     training_rows,
+    user_blocks,
 )
 from stages import features, rank
 
@@ -728,3 +729,25 @@ def test_rank_stage_with_a_row_budget_samples_each_fold(ranked: tuple) -> None:
     assert few["lists_trained"] == full["lists_trained"]
     assert few["train_positives"] == full["train_positives"]
     assert few["train_pairs"] <= budget < full["train_pairs"]
+
+
+def test_rank_stage_in_blocks_of_two_users_writes_the_same_bytes(ranked: tuple) -> None:
+    """The streaming test: scoring the test fold two users at a time gives byte-identical
+    lists (and the same model) as one block."""
+    p, blend_out, out = ranked
+    params = yaml.safe_load(p.params.read_text())
+    params["ranker"]["block_users"] = 2
+    path = p.root / "params_blocks.yaml"
+    path.write_text(yaml.safe_dump(params))
+    blocked = p.root / "rank_blocks"
+    assert run_rank(p, p.split, blend_out, blocked, path) == 0
+    for name in ("rank/test_recs.parquet", "model/model.json"):
+        assert (blocked / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_user_blocks_cover_every_row_once_and_never_split_a_user() -> None:
+    users = np.array([0, 0, 1, 3, 3, 3, 4, 7, 7])
+    blocks = user_blocks(users, 2)
+    assert [users[b].tolist() for b in blocks] == [[0, 0, 1], [3, 3, 3, 4], [7, 7]]
+    assert np.array_equal(np.concatenate(blocks), np.arange(len(users)))
+    assert user_blocks(np.array([], dtype=np.int64), 3) == []

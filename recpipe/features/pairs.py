@@ -9,6 +9,7 @@ writes the user and item features).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,61 @@ from recpipe.features.metadata import _by_index, item_category_matrix, item_vect
 _SIM_BLOCK_ENTRIES = 1 << 22
 
 
+@dataclass
+class PairContext:
+    """Everything pair features read from a fold's history and the catalogue, computed
+    once: the features of any block of pairs are then a function of the block alone, so
+    scoring a fold's candidates one block of users at a time gives the same numbers."""
+
+    log: _Log
+    now: int
+    events: np.ndarray
+    item_cats: sp.csr_matrix
+    user_cats: _UserCategories
+    t0: int
+    content: sp.csr_matrix
+    content_recent: tuple[np.ndarray, np.ndarray]
+    cf: sp.csr_matrix
+    cf_recent: tuple[np.ndarray, np.ndarray]
+    pop: np.ndarray
+    mean_pop_u: np.ndarray
+    cfg: FeaturesConfig
+
+
+def pair_context(
+    history: pd.DataFrame, items: pd.DataFrame, now: int, cfg: FeaturesConfig, n_users: int
+) -> PairContext:
+    """The :class:`PairContext` of ``history`` seen at ``now``, for pairs of users below
+    ``n_users`` and items of ``items``."""
+    items = _by_index(items)
+    log = _Log(history, n_users, len(items), now)
+    item_cats, _ = item_category_matrix(items)
+    content = item_vectors(items)
+    cf = interaction_vectors(log)
+    depth = max([cfg.content_history, *cfg.recent_items])
+    pop = log.item_users().astype(np.float64)
+    n_items_u = np.bincount(log.pair_user, minlength=log.n_users)
+    mean_pop_u = _safe_div(
+        np.bincount(log.pair_user, weights=pop[log.pair_item], minlength=log.n_users), n_items_u
+    )
+    return PairContext(
+        log=log,
+        now=int(now),
+        events=log.user_events(),
+        item_cats=item_cats,
+        user_cats=_UserCategories(log, item_cats),
+        # Last touch stored as seconds after the log's start + 1, so 0 means "never".
+        t0=int(log.ts.min()) if len(log.ts) else int(now),
+        content=content,
+        content_recent=_recent_items(log, np.diff(content.indptr) > 0, cfg.content_history),
+        cf=cf,
+        cf_recent=_recent_items(log, np.diff(cf.indptr) > 0, depth),
+        pop=pop,
+        mean_pop_u=mean_pop_u,
+        cfg=cfg,
+    )
+
+
 def pair_features(
     pairs: pd.DataFrame,
     history: pd.DataFrame,
@@ -35,26 +91,29 @@ def pair_features(
 
     Same row order and index as ``pairs``; columns ``p_*`` of
     :data:`~recpipe.features.docs.FEATURE_DOCS`. Items must be catalogue items; users without
-    history get NaN.
+    history get NaN. (:func:`pair_context` + :func:`block_pair_features` compute the same
+    one block of pairs at a time.)
     """
-    items = _by_index(items)
-    n_items = len(items)
+    pu = pairs["user_idx"].to_numpy(np.int64)
+    n_users = int(pu.max()) + 1 if len(pu) else 0
+    return block_pair_features(pairs, pair_context(history, items, now, cfg, n_users))
+
+
+def block_pair_features(pairs: pd.DataFrame, ctx: PairContext) -> pd.DataFrame:
+    """:func:`pair_features` of ``pairs`` from a :class:`PairContext`."""
+    log, now, cfg = ctx.log, ctx.now, ctx.cfg
     pu = pairs["user_idx"].to_numpy(np.int64)
     pi = pairs["item_idx"].to_numpy(np.int64)
-    if len(pi) and (pi.min() < 0 or pi.max() >= n_items):
+    if len(pi) and (pi.min() < 0 or pi.max() >= log.n_items):
         raise ValueError("pairs refer to item_idx outside the items table")
-    n_users = int(pu.max()) + 1 if len(pu) else 0
-    log = _Log(history, n_users, n_items, now)
+    if len(pu) and (pu.min() < 0 or pu.max() >= log.n_users):
+        raise ValueError("pairs refer to user_idx outside the users the context was made for")
     n = len(pairs)
 
-    events = log.user_events()
-    item_cats, _ = item_category_matrix(items)
-    uc = _UserCategories(log, item_cats)
+    events, item_cats, uc, t0 = ctx.events, ctx.item_cats, ctx.user_cats, ctx.t0
     pos, cat = _expand_rows(item_cats, pi)
     hit = uc.lookup(pu[pos], cat)
     share = _take(uc.events, hit, 0) / np.maximum(events[pu[pos]], 1)
-    # Last touch stored as seconds after the log's start + 1, so 0 means "never".
-    t0 = int(log.ts.min()) if len(log.ts) else now
     touched = np.where(hit >= 0, _take(uc.last, hit, 0) - t0 + 1, 0)
     n_cats = np.diff(item_cats.indptr)[pi]
     starts = np.cumsum(n_cats) - n_cats
@@ -71,15 +130,11 @@ def pair_features(
         last_touch[with_cats] = np.maximum.reduceat(touched, starts[with_cats])
     days_cat = np.where(last_touch > 0, (now - (last_touch + t0 - 1)) / SECONDS_PER_DAY, np.nan)
 
-    content = _recent_similarity(pu, pi, log, item_vectors(items), cfg.content_history)
-    recent = sorted(cfg.recent_items)
-    cf = _recent_similarity(pu, pi, log, interaction_vectors(log), cfg.content_history, recent)
-
-    pop = log.item_users().astype(np.float64)
-    n_items_u = np.bincount(log.pair_user, minlength=log.n_users)
-    mean_pop_u = _safe_div(
-        np.bincount(log.pair_user, weights=pop[log.pair_item], minlength=log.n_users), n_items_u
+    content = _recent_similarity(
+        pu, pi, log, ctx.content, cfg.content_history, (), ctx.content_recent
     )
+    recent = sorted(cfg.recent_items)
+    cf = _recent_similarity(pu, pi, log, ctx.cf, cfg.content_history, recent, ctx.cf_recent)
     return pd.DataFrame(
         {
             "p_cat_affinity": aff,
@@ -89,7 +144,7 @@ def pair_features(
             "p_content_mean_sim": content["mean"],
             **{f"p_cf_last{j}_sim": cf[f"mean{j}"] for j in cfg.recent_items},
             "p_cf_max_sim": cf["max"],
-            "p_user_item_pop_ratio": _safe_div(pop[pi], mean_pop_u[pu]),
+            "p_user_item_pop_ratio": _safe_div(ctx.pop[pi], ctx.mean_pop_u[pu]),
         },
         index=pairs.index,
     )
@@ -153,6 +208,7 @@ def _recent_similarity(
     vectors: sp.csr_matrix,
     k: int,
     prefixes: Sequence[int] = (),
+    recent: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Cosines between each pair's item and the user's ``k`` most recent history items.
 
@@ -171,7 +227,8 @@ def _recent_similarity(
     if n == 0 or vectors.shape[1] == 0 or len(log.pair_user) == 0:
         return out
     described = np.diff(vectors.indptr) > 0
-    hist_len, hist = _recent_items(log, described, max([k, *prefixes]))
+    # each user's recent described items: given (computed once per fold) or computed here
+    hist_len, hist = recent or _recent_items(log, described, max([k, *prefixes]))
     cand = np.flatnonzero(described[pi] & (hist_len[pu] > 0))
     if len(cand) == 0:
         return out
