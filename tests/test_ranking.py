@@ -686,14 +686,20 @@ def test_training_rows_draw_does_not_depend_on_row_order_and_follows_the_seed() 
     assert not np.array_equal(other, keep)
 
 
+def rank_with(p: Project, blend_out: Path, name: str, **ranker: object) -> Path:
+    """Run the rank stage of the project with ``ranker`` settings changed; its output folder."""
+    params = yaml.safe_load(p.params.read_text())
+    params["ranker"].update(ranker)
+    path = p.root / f"params_{name}.yaml"
+    path.write_text(yaml.safe_dump(params))
+    out = p.root / f"rank_{name}"
+    assert run_rank(p, p.split, blend_out, out, path) == 0
+    return out
+
+
 def test_rank_stage_with_sampled_negatives_trains_on_fewer_rows(ranked: tuple) -> None:
     p, blend_out, out = ranked
-    params = yaml.safe_load(p.params.read_text())
-    params["ranker"]["train_negatives"] = 3
-    path = p.root / "params_sampled.yaml"
-    path.write_text(yaml.safe_dump(params))
-    sampled = p.root / "rank_sampled"
-    assert run_rank(p, p.split, blend_out, sampled, path) == 0
+    sampled = rank_with(p, blend_out, "sampled", train_negatives=3)
     full = json.loads((out / "ranker.json").read_text())
     few = json.loads((sampled / "ranker.json").read_text())
     assert few["lists_trained"] == full["lists_trained"]
@@ -718,13 +724,8 @@ def test_negatives_cap_follows_the_row_budget() -> None:
 def test_rank_stage_with_a_row_budget_samples_each_fold(ranked: tuple) -> None:
     p, blend_out, out = ranked
     full = json.loads((out / "ranker.json").read_text())
-    params = yaml.safe_load(p.params.read_text())
     budget = full["train_positives"] + 2 * full["lists_trained"]
-    params["ranker"]["train_max_rows"] = budget
-    path = p.root / "params_budget.yaml"
-    path.write_text(yaml.safe_dump(params))
-    bounded = p.root / "rank_budget"
-    assert run_rank(p, p.split, blend_out, bounded, path) == 0
+    bounded = rank_with(p, blend_out, "budget", train_max_rows=budget)
     few = json.loads((bounded / "ranker.json").read_text())
     assert few["lists_trained"] == full["lists_trained"]
     assert few["train_positives"] == full["train_positives"]
@@ -735,12 +736,7 @@ def test_rank_stage_in_blocks_of_two_users_writes_the_same_bytes(ranked: tuple) 
     """The streaming test: scoring the test fold two users at a time gives byte-identical
     lists (and the same model) as one block."""
     p, blend_out, out = ranked
-    params = yaml.safe_load(p.params.read_text())
-    params["ranker"]["block_users"] = 2
-    path = p.root / "params_blocks.yaml"
-    path.write_text(yaml.safe_dump(params))
-    blocked = p.root / "rank_blocks"
-    assert run_rank(p, p.split, blend_out, blocked, path) == 0
+    blocked = rank_with(p, blend_out, "blocks", block_users=2)
     for name in ("rank/test_recs.parquet", "model/model.json"):
         assert (blocked / name).read_bytes() == (out / name).read_bytes(), name
 
