@@ -72,16 +72,23 @@ def load_model(directory: str | Path) -> Any:
     model registry) or the rating model; :class:`ArtifactError` naming the file otherwise."""
     stem = Path(directory) / MODEL_STEM
     kind = read_manifest(stem).get("kind")
+    expected: type
     if isinstance(kind, str) and kind.startswith("model:"):
         try:
-            model_class(kind.removeprefix("model:"))  # imports the model's module
+            expected = model_class(kind.removeprefix("model:"))  # imports its module
         except KeyError as exc:
             raise ArtifactError(f"{stem}.json: {exc.args[0]}") from None
     elif kind == RATING_KIND:
-        importlib.import_module(_RATING_CLASS)
+        expected = importlib.import_module(_RATING_CLASS).HybridRating
     else:
         raise ArtifactError(f"{stem}.json: unknown kind of model {kind!r}")
-    return load(stem, kind)
+    model = load(stem, kind)
+    if type(model) is not expected:
+        raise ArtifactError(
+            f"{stem}.json: holds a {type(model).__name__}, its kind {kind!r} says "
+            f"{expected.__name__}"
+        )
+    return model
 
 
 def model_enabled(directory: str | Path) -> bool:

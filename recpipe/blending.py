@@ -30,6 +30,8 @@ from recpipe.errors import ConfigError
 from recpipe.log import get_logger
 from recpipe.models.base import Recommender
 
+log = get_logger("blend")
+
 
 class BlendConfig(Config):
     """How candidates are merged, normalised and weighted into the hybrid."""
@@ -397,9 +399,6 @@ def out_of_bag_hybrid(df: pd.DataFrame, result: SearchResult) -> np.ndarray:
     has = count > 0
     out[has] = total[has] / count[has]
     return out.astype(np.float32)
-
-
-log = get_logger("blend")
 
 
 def resolve_weights(weights: Mapping[str, float], enabled: Sequence[str]) -> dict[str, float]:

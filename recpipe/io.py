@@ -30,15 +30,34 @@ def _default_mode(path: Path) -> None:
 
 def temp_beside(target: Path, suffix: str = "") -> Path:
     """A new temporary file next to ``target`` (same folder, so the rename is atomic), with
-    the usual mode, after removing the temporaries a killed earlier write of ``target`` left
-    (``.<name>.<random><suffix>.tmp``)."""
+    the usual mode, named ``.<name>.<pid>.<random><suffix>.tmp``; first removes the
+    temporaries of ``target`` that a killed earlier write left (those whose process is gone,
+    so a concurrent writer's file is never touched)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in glob.glob(glob.escape(str(target.parent / f".{target.name}.")) + "*.tmp"):
-        Path(stale).unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+    prefix = f".{target.name}."
+    for stale in glob.glob(glob.escape(str(target.parent / prefix)) + "*.tmp"):
+        pid = Path(stale).name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and Path(stale).is_file():
+            Path(stale).unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f"{prefix}{os.getpid()}.", suffix=suffix + ".tmp", dir=target.parent
+    )
     os.close(fd)
     _default_mode(Path(tmp))
     return Path(tmp)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (ours included)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or not a pid at all: leave its file alone
+    return True
 
 
 @contextlib.contextmanager

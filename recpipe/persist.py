@@ -25,6 +25,8 @@ date), so DVC sees an unchanged output as unchanged.
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import io
 import json
 import os
@@ -43,7 +45,7 @@ from recpipe.errors import DataError
 from recpipe.io import atomic_path
 
 FORMAT = "recpipe-object"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped whenever the layout of the manifest or of a persisted class changes; files of
 another version are refused with a message that says to rerun the stage."""
 
@@ -103,11 +105,16 @@ class _Writer:
 
     def side_file(self, key: str, suffix: str) -> Path:
         """``<stem>.<key><suffix>``, the key without the ``root.`` every key starts with."""
-        return self.stem.with_name(f"{self.stem.name}.{key.removeprefix('root.')}{suffix}")
+        path = self.stem.with_name(f"{self.stem.name}.{key.removeprefix('root.')}{suffix}")
+        if path in self.files:
+            raise TypeError(f"{key}: two parts of the state map to {path.name}")
+        return path
 
     def array(self, key: str, value: np.ndarray) -> dict[str, Any]:
-        if value.dtype == object:
+        if value.dtype.hasobject:
             raise TypeError(f"{key}: object arrays cannot be saved without pickle")
+        if key in self.arrays:
+            raise TypeError(f"{key}: two parts of the state map to this key (a '.' in a name?)")
         # (not ascontiguousarray: it turns a 0-d array into a 1-d one)
         self.arrays[key] = value if value.flags.c_contiguous else np.array(value, order="C")
         return {"array": key, "dtype": value.dtype.str, "shape": list(value.shape)}
@@ -122,8 +129,11 @@ class _Writer:
             return {"float": repr(value)}  # exact, and NaN/inf survive strict JSON
         if sp.issparse(value):
             kind = type(value).__name__
-            if kind not in _SPARSE:
-                value, kind = sp.csr_matrix(value), "csr_matrix"
+            if kind not in _SPARSE:  # coo, lil, dok, bsr: stored as CSR of the same family
+                value = (
+                    sp.csr_array(value) if isinstance(value, sp.sparray) else sp.csr_matrix(value)
+                )
+                kind = type(value).__name__
             return {
                 "sparse": kind,
                 "shape": list(value.shape),
@@ -185,13 +195,26 @@ class _Reader:
             )
         return value
 
-    def lookup(self, name: str, key: str, base: type) -> type:
-        cls = _TYPES.get(name) if base is not Config else config_type(name)
-        if cls is None or not issubclass(cls, base):
-            raise self.fail(key, f"unknown type {name!r} (not a persistent recpipe type)")
+    def lookup(self, name: str, key: str, config: bool = False) -> type:
+        cls = config_type(name) if config else _TYPES.get(name)
+        if cls is None:
+            raise self.fail(
+                key,
+                f"unknown type {name!r} (not a persistent recpipe type, or its module is not "
+                "imported: load models through recpipe.artifacts.load_model)",
+            )
         return cls
 
     def decode(self, node: Any, key: str) -> Any:
+        try:
+            return self._decode(node, key)
+        except ArtifactError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # a malformed manifest (hand-edited, truncated, or not ours)
+            raise self.fail(key, f"unreadable value ({type(exc).__name__}: {exc})") from None
+
+    def _decode(self, node: Any, key: str) -> Any:
         if node is None or isinstance(node, bool | int | str):
             return node
         if not isinstance(node, dict) or not node:
@@ -205,13 +228,17 @@ class _Reader:
             cls = _SPARSE.get(node["sparse"])
             if cls is None:
                 raise self.fail(key, f"unknown sparse format {node['sparse']!r}")
-            parts = tuple(self.array(node[p]) for p in ("data", "indices", "indptr"))
+            data, indices, indptr = (self.array(node[p]) for p in ("data", "indices", "indptr"))
             try:
-                return cls(parts, shape=tuple(node["shape"]))
-            except ValueError as exc:
+                m = cls((data, indices, indptr), shape=tuple(node["shape"]))
+                m.indices, m.indptr = indices, indptr  # the constructor may narrow them
+                # every index within the shape: scipy would read out of bounds otherwise
+                m.check_format(full_check=True)
+            except (ValueError, TypeError) as exc:
                 raise self.fail(key, f"inconsistent sparse matrix ({exc})") from None
+            return m
         if "config" in node:
-            return self.lookup(node["config"], key, Config).model_validate(node["value"])
+            return self.lookup(node["config"], key, config=True).model_validate(node["value"])
         if "table" in node:
             return pd.read_parquet(self.side_file(node["table"], key))
         if "xgboost" in node:
@@ -223,7 +250,7 @@ class _Reader:
         if "dict" in node:
             return {k: self.decode(v, f"{key}.{k}") for k, v in node["dict"]}
         if "object" in node:
-            cls = self.lookup(node["object"], key, object)
+            cls = self.lookup(node["object"], key)
             obj = cls.__new__(cls)
             obj.__dict__.update(dict.fromkeys(getattr(cls, "transient", ())))
             obj.__dict__.update({k: self.decode(v, f"{key}.{k}") for k, v in node["state"].items()})
@@ -253,53 +280,79 @@ def _load_xgboost(kind: str, path: Path) -> Any:
     return model
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An ``.npz`` (numpy's zip of ``.npy`` members) whose bytes depend only on the arrays."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+def _write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """An ``.npz`` (numpy's zip of ``.npy`` members) streamed into ``path``; its bytes depend
+    only on the arrays (fixed dates and attributes), and no second copy is held in memory."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
         for key in sorted(arrays):
-            member = io.BytesIO()
-            np.lib.format.write_array(member, arrays[key], allow_pickle=False)
             info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
+            info.create_system = 3  # the same bytes on every platform
             info.external_attr = 0o644 << 16
-            zf.writestr(info, member.getvalue())
-    return buf.getvalue()
+            with zf.open(info, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, arrays[key], allow_pickle=False)
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _with(stem: Path, suffix: str) -> Path:
+    """``<stem><suffix>``: the stem's own dots are part of its name (``model.v2`` + ``.json``)."""
+    return stem.with_name(stem.name + suffix)
 
 
 def files_of(stem: Path) -> Iterator[Path]:
     """Every file an object saved at ``stem`` consists of (manifest first)."""
-    yield stem.with_suffix(".json")
-    yield stem.with_suffix(".npz")
-    yield from sorted(stem.parent.glob(f"{stem.name}.*.parquet"))
-    yield from sorted(stem.parent.glob(f"{stem.name}.*.xgb.json"))
+    yield _with(stem, ".json")
+    yield _with(stem, ".npz")
+    pattern = glob.escape(stem.name)
+    yield from sorted(stem.parent.glob(f"{pattern}.*.parquet"))
+    yield from sorted(stem.parent.glob(f"{pattern}.*.xgb.json"))
 
 
 def save(obj: Any, stem: str | os.PathLike[str], kind: str) -> None:
     """Write ``obj`` as ``<stem>.json`` + ``<stem>.npz`` (+ side files), atomically each.
 
     ``kind`` names what the object is (``model:als``, ``rating``); :func:`load` checks it.
-    Side files of an earlier save at the same stem that this one does not write are removed.
+    The manifest is written last and records the sha256 of every other file, so a reader
+    never takes a manifest together with another save's data (a save killed half-way, or a
+    race): :func:`load` refuses the mix. Side files of an earlier save at the same stem
+    that this one does not write are removed.
     """
     stem = Path(stem)
     writer = _Writer(stem)
     state = writer.encode(obj, "root")
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "root": state}
-    files = dict(writer.files)
-    files[stem.with_suffix(".npz")] = _npz_bytes(writer.arrays)
-    # the manifest last: a reader never sees a manifest newer than its arrays
-    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
-    files[stem.with_suffix(".json")] = text.encode()
-    for path in set(files_of(stem)) - set(files):
-        path.unlink()
-    for path, data in files.items():
+    digests: dict[str, str] = {}
+    for path, data in writer.files.items():
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
+        digests[path.name] = hashlib.sha256(data).hexdigest()
+    npz = _with(stem, ".npz")
+    with atomic_path(npz) as tmp:
+        _write_npz(writer.arrays, tmp)
+        digests[npz.name] = _digest(tmp)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "files": digests,
+        "root": state,
+    }
+    text = json.dumps(manifest, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    with atomic_path(_with(stem, ".json")) as tmp:
+        tmp.write_text(text)
+    for path in set(files_of(stem)) - {_with(stem, ".json"), npz, *writer.files}:
+        path.unlink(missing_ok=True)
 
 
 def read_manifest(stem: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of an object saved at ``stem``, its format and version checked;
     :class:`ArtifactError` naming the file when it is missing or of another version."""
-    path = Path(stem).with_suffix(".json")
+    path = _with(Path(stem), ".json")
     if not path.is_file():
         raise ArtifactError(f"{path}: saved model not found")
     try:
@@ -319,15 +372,27 @@ def read_manifest(stem: str | os.PathLike[str]) -> dict[str, Any]:
 
 def load(stem: str | os.PathLike[str], kind: str | None = None) -> Any:
     """Read an object written by :func:`save`; :class:`ArtifactError` naming the file if the
-    manifest is missing, of another format version or kind, or disagrees with its arrays.
+    manifest is missing, of another format version or kind, or disagrees with its files.
 
     The types the manifest names must already be registered (their modules imported)."""
     stem = Path(stem)
     manifest = read_manifest(stem)
-    path = stem.with_suffix(".json")
+    path = _with(stem, ".json")
     if kind is not None and manifest.get("kind") != kind:
         raise ArtifactError(f"{path}: holds {manifest.get('kind')!r}, expected {kind!r}")
-    npz = stem.with_suffix(".npz")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or "root" not in manifest:
+        raise ArtifactError(f"{path}: incomplete manifest (no file list or no state)")
+    for name, digest in files.items():
+        part = path.with_name(str(name))
+        if part.parent != path.parent or not part.is_file():
+            raise ArtifactError(f"{path}: file {part} missing")
+        if _digest(part) != digest:
+            raise ArtifactError(
+                f"{path}: {part} is not the file this manifest was saved with (another "
+                "save's, or a save that stopped half-way): rerun the stage that wrote it"
+            )
+    npz = _with(stem, ".npz")
     with ExitStack() as stack:
         arrays = stack.enter_context(np.load(npz, allow_pickle=False)) if npz.is_file() else None
         return _Reader(path, arrays).decode(manifest["root"], "root")

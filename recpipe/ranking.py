@@ -121,10 +121,11 @@ class RankerConfig(Config):
     train_max_rows: int | None = Field(
         2_000_000,
         ge=1,
-        description="when the training lists of the folds hold more rows than this, each "
-        "fold keeps every positive and an equal number of negatives per list so that the "
-        "fold fits its share (train_max_rows / folds): memory and time bounded as the data "
-        "grows; under it every row is kept. null: never sample (besides train_negatives)",
+        description="each training fold may hold train_max_rows / folds rows: a fold with "
+        "more keeps every positive and an equal number of negatives per list so that it "
+        "fits (memory and time bounded as the data grows); the early-stopping holdout then "
+        "scores sampled lists too, so its NDCG reads higher than on full lists. A fold within "
+        "its share keeps every row. null: never sample (besides train_negatives)",
     )
     n: int = Field(100, ge=1, description="length of the ranker's top-N list per user")
     block_users: int = Field(
@@ -220,7 +221,7 @@ def training_rows(
 
 
 def negatives_cap(
-    lists: int, positives: int, rows: int, cfg: RankerConfig, folds: int = 1
+    cfg: RankerConfig, *, lists: int, positives: int, rows: int, folds: int = 1
 ) -> int | None:
     """Negatives kept per training list of a fold with ``lists`` lists (with a positive),
     ``positives`` positives and ``rows`` rows, one of ``folds`` training folds: the

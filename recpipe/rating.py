@@ -116,7 +116,7 @@ class RatingConfig(HybridRatingConfig):
 
     enabled: bool = Field(True, description="false: no rating model is fitted or scored")
 
-    def model_config_only(self) -> HybridRatingConfig:
+    def hybrid_config(self) -> HybridRatingConfig:
         """The model's own settings (without the stage switch)."""
         return HybridRatingConfig(**self.model_dump(exclude={"enabled"}))
 

@@ -158,7 +158,8 @@ def parse_timestamps(raw: pd.Series, column: str, file: str, fmt: str = "auto") 
     if pd.api.types.is_datetime64_any_dtype(raw.dtype):
         stamps = raw if getattr(raw.dt, "tz", None) is not None else raw.dt.tz_localize("UTC")
         seconds = stamps.dt.tz_convert("UTC").astype("datetime64[s, UTC]").astype("int64")
-        return _in_range(seconds.astype(np.float64), raw, column, file, fmt).astype("int64")
+        seconds = _in_range(seconds.astype(np.float64), raw, column, file, fmt, numeric=False)
+        return seconds.astype("int64")
     numeric = pd.to_numeric(raw, errors="coerce")
     if fmt in ("unix", "unix_ms"):
         bad = numeric.isna() | ~np.isfinite(numeric.fillna(0))
@@ -191,24 +192,29 @@ def parse_timestamps(raw: pd.Series, column: str, file: str, fmt: str = "auto") 
                 f"unparsable timestamp {raw.iloc[row - 1]!r}", file=file, column=column, row=row
             )
         seconds = parsed.astype("datetime64[s, UTC]").astype("int64")
-        out[as_date] = _in_range(seconds.astype(np.float64), raw, column, file, fmt).to_numpy()
+        out[as_date] = _in_range(
+            seconds.astype(np.float64), raw, column, file, fmt, numeric=False
+        ).to_numpy()
     return out.astype("int64")
 
 
-def _in_range(seconds: pd.Series, raw: pd.Series, column: str, file: str, fmt: str) -> pd.Series:
+def _in_range(
+    seconds: pd.Series, raw: pd.Series, column: str, file: str, fmt: str, numeric: bool = True
+) -> pd.Series:
     """``seconds`` unchanged, or a DataError naming the first row outside 1900-2300."""
     outside = (seconds < EARLIEST) | (seconds >= LATEST)
     if not outside.any():
         return seconds
     row = first_bad_row(outside.reindex(raw.index, fill_value=False))
     value = raw.iloc[row - 1]
+    value = value.item() if isinstance(value, np.generic) else value  # 5, not np.int64(5)
+    first = float(seconds.loc[outside].iloc[0])
     hint = ""
-    if fmt in ("auto", "unix") and EARLIEST * 1000 <= float(seconds.loc[outside].iloc[0]) < (
-        LATEST * 1000
-    ):
+    if numeric and fmt in ("auto", "unix") and LATEST <= first < LATEST * 1000:
         hint = "; it looks like milliseconds: set timestamp_format: unix_ms"
+    how = f"as {fmt} time" if numeric else "as a date"
     raise DataError(
-        f"timestamp {value!r} is outside 1900-2300 as {fmt} time{hint}",
+        f"timestamp {value!r} is outside 1900-2300 {how}{hint}",
         file=file,
         column=column,
         row=row,

@@ -84,24 +84,29 @@ def training_lists(
     cfg: FeaturesConfig,
     rcfg: RankerConfig,
     seed: int,
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, int]:
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, int, int]:
     """The pairs the ranker learns from: of every fold of ``folds``, the lists with a
     positive (and of those the rows :func:`recpipe.ranking.training_rows` keeps), described
     and labelled with that fold's targets, stacked; with each row's list id (fold number
     times a stride above every user index, plus the user), so a user's lists of different
-    folds stay apart; and how many lists were left out for having no positive."""
+    folds stay apart; how many lists were left out for having no positive; and how many
+    folds were sampled (``ranker.train_max_rows``, ``train_negatives``)."""
     frames, ys, queries = [], [], []
-    dropped = 0
+    dropped = sampled = 0
     for k, name in enumerate(folds):
         fold = load_fold(split_dir, name)
         pairs = candidates(fold, blend_dir, rcfg)
         y = labels(pairs, fold.targets)
         keep, without = training_rows(pairs, y, None, seed + k)
         lists = int(pairs.loc[keep, "user_idx"].nunique())
-        cap = negatives_cap(lists, int(y[keep].sum()), int(keep.sum()), rcfg, len(folds))
+        positives = int(y[keep].sum())
+        rows = int(keep.sum())
+        cap = negatives_cap(rcfg, lists=lists, positives=positives, rows=rows, folds=len(folds))
         if cap is not None:
             keep, _ = training_rows(pairs, y, cap, seed + k)
-            log.info("%s: at most %d negatives kept a list (ranker.train_*)", name, cap)
+            if int(keep.sum()) < rows:
+                sampled += 1
+                log.info("%s: at most %d negatives kept a list (ranker.train_*)", name, cap)
         dropped += without
         # features only for the rows learnt from: they are most of the stage's cost
         df = describe(fold, pairs[keep].reset_index(drop=True), features_dir, items, cfg)
@@ -120,6 +125,7 @@ def training_lists(
         np.concatenate(ys).astype(np.float32),
         np.concatenate(queries),
         dropped,
+        sampled,
     )
 
 
@@ -131,7 +137,7 @@ def run(args: argparse.Namespace) -> None:
     blend_dir, features_dir = Path(args.blend), Path(args.features)
 
     train_folds = ("valid", *ranker_folds(args.split))
-    train_df, y, queries, dropped = training_lists(
+    train_df, y, queries, dropped, sampled = training_lists(
         args.split, train_folds, blend_dir, features_dir, items, fcfg, cfg, seed
     )
     select_features(list(train_df.columns), cfg)
@@ -182,6 +188,8 @@ def run(args: argparse.Namespace) -> None:
             "lists_trained": result.lists_used,
             "lists_without_positive": dropped + result.lists_without_positive,
             "train_pairs": int(len(y)),
+            # folds whose negatives were sampled: the holdout NDCG then scores sampled lists
+            "train_sampled_folds": sampled,
             "train_positives": int(y.sum()),
             f"holdout_ndcg@{cfg.eval_at}": round(result.holdout_ndcg, 4),
         },

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> None:
         [pd.read_parquet(Path(args.split) / f"{part}.parquet") for part in ("train", "valid")],
         ignore_index=True,
     )
-    model, rated, reason = fit_on_history(history, items, users, cfg.model_config_only(), seed)
+    model, rated, reason = fit_on_history(history, items, users, cfg.hybrid_config(), seed)
     if model is None:
         # Implicit data (or nearly): there is no rating scale to predict. Say so, skip.
         log.warning("no rating model: %s", reason)

@@ -441,3 +441,35 @@ def test_drop_of_every_interaction_says_the_ids_do_not_match(
         f"item id of {tmp_path / 'items.csv'} (first: 'x')"
     ) in caplog.text
     assert "input is empty" not in caplog.text
+
+
+def test_a_date_out_of_range_gets_no_milliseconds_hint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    csv = "user,item,stars,kind,when\nA,x,5,view,1\nA,y,3,view,1850-01-01\n"
+    rc, _ = run_ingest(tmp_path, {}, csv)
+    assert rc == 2
+    assert "row 2: timestamp '1850-01-01' is outside 1900-2300 as a date" in caplog.text
+    assert "unix_ms" not in caplog.text
+
+
+def test_a_parquet_file_with_a_stored_index_names_the_row_by_position(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression (review): a stored index [0, 5, 9] turned the row lookup into an
+    IndexError traceback."""
+    df = pd.DataFrame(
+        {"user": ["a", "b", "c"], "item": ["p", "q", "r"], "stars": [4.0, 2.0, 3.0]},
+        index=[0, 5, 9],
+    )
+    df["when"] = [5, 6, 1704103200000]
+    df.to_parquet(tmp_path / "in.parquet")  # keeps the index
+    rc, _ = run_ingest(
+        tmp_path,
+        {
+            "interactions": str(tmp_path / "in.parquet"),
+            "columns": {"user": "user", "item": "item", "rating": "stars", "timestamp": "when"},
+        },
+    )
+    assert rc == 2
+    assert "row 3: timestamp 1704103200000 is outside 1900-2300 as auto time" in caplog.text

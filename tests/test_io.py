@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -65,28 +67,48 @@ def test_stages_write_only_through_recpipe_io() -> None:
                 assert (node.value.id, node.attr) not in {("os", "replace"), ("os", "rename")}
 
 
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # reaped: no process has this id now
+    return proc.pid
+
+
 def test_a_killed_write_leaves_nothing_the_next_write_keeps(tmp_path: Path) -> None:
     """Regression: `kill -9` during a write left `.NAME.XXXX.parquet.tmp` inside a persisted
     DVC output folder; it then became part of the output in dvc.lock. The next write of the
-    same target removes it (and leaves other files alone)."""
+    same target removes a dead writer's temporaries, and nothing else."""
     out = tmp_path / "prepared"
     out.mkdir()
-    leftovers = [
-        out / ".interactions.parquet.k3j9_x.parquet.tmp",  # write_parquet's pattern
-        out / ".interactions.parquet.a1b2c3.tmp",  # write_many's
-        out / ".items.parquet.zz.tmp",
+    dead, alive = _dead_pid(), os.getppid()
+    stale = [
+        out / f".interactions.parquet.{dead}.k3j9_x.parquet.tmp",  # write_parquet's shape
+        out / f".interactions.parquet.{dead}.a1b2c3.tmp",  # write_many's
     ]
-    for path in leftovers:
+    kept = [
+        out / f".interactions.parquet.{alive}.zz.tmp",  # a live writer's: never touched
+        out / f".items.parquet.{dead}.zz.tmp",  # another target's: removed with that one
+        out / f".interactions.parquet.bak.{dead}.q.tmp",  # target interactions.parquet.bak
+        out / ".interactions.parquet.keep",
+        out / "notes.txt",
+    ]
+    for path in stale + kept:
         path.write_bytes(b"half a parquet file")
-    (out / "notes.txt").write_text("mine")
-    (out / ".interactions.parquet.keep").write_text("not a temporary")
     write_many({out / "interactions.parquet": pd.DataFrame({"a": [1]})})
-    assert not leftovers[0].exists() and not leftovers[1].exists()
-    assert leftovers[2].exists()  # another target's: removed when that target is written
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in kept)
     write_parquet(pd.DataFrame({"b": [2]}), out / "items.parquet")
-    assert sorted(p.name for p in out.iterdir()) == [
-        ".interactions.parquet.keep",
-        "interactions.parquet",
-        "items.parquet",
-        "notes.txt",
-    ]
+    assert not kept[1].exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [p.name for p in kept if p != kept[1]] + ["interactions.parquet", "items.parquet"]
+    )
+
+
+def test_concurrent_writes_of_one_target_do_not_break_each_other(tmp_path: Path) -> None:
+    """Regression (review): the second writer removed the first one's temporary file."""
+    target = tmp_path / "t.json"
+    with atomic_path(target) as first:
+        first.write_text("1")
+        with atomic_path(target) as second:
+            second.write_text("2")
+        assert first.exists()
+    assert target.read_text() == "1"

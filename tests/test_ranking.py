@@ -607,7 +607,7 @@ def test_rank_stage_learns_from_every_ranker_fold(ranked: tuple, ranked_extra) -
     assert three["lists_trained"] > one["lists_trained"]
     items, _ = load_catalogue(p.prepared)
     folds = ("valid", "extra1", "extra2")
-    df, y, lists, dropped = rank.training_lists(
+    df, y, lists, dropped, sampled = rank.training_lists(
         p.split,
         folds,
         blend_out / "blend",
@@ -619,6 +619,7 @@ def test_rank_stage_learns_from_every_ranker_fold(ranked: tuple, ranked_extra) -
     )
     assert three["train_pairs"] == len(df) and three["train_positives"] == int(y.sum())
     assert three["lists_without_positive"] == dropped > 0
+    assert three["train_sampled_folds"] == sampled == 0
     # only lists with a positive are described (the others would be left out by train)
     assert (pd.Series(y).groupby(lists).sum() > 0).all()
     # one list per (fold, user): a user's rows of different folds never share a list
@@ -710,15 +711,22 @@ def test_rank_stage_with_sampled_negatives_trains_on_fewer_rows(ranked: tuple) -
 
 def test_negatives_cap_follows_the_row_budget() -> None:
     every = RankerConfig(train_max_rows=None)
-    assert negatives_cap(100, 150, 20_000, every) is None
+    assert negatives_cap(every, lists=100, positives=150, rows=20_000) is None
     budget = RankerConfig(train_max_rows=10_000)
     # 5 folds share 10,000 rows: 2,000 each; 100 lists with 150 positives keep 18 negatives
-    assert negatives_cap(100, 150, 20_000, budget, folds=5) == 18
-    assert negatives_cap(100, 150, 1_900, budget, folds=5) is None  # fits: every row
-    assert negatives_cap(100, 150, 20_000, RankerConfig(train_max_rows=50), folds=5) == 1
+    assert negatives_cap(budget, lists=100, positives=150, rows=20_000, folds=5) == 18
+    assert (
+        negatives_cap(budget, lists=100, positives=150, rows=1_900, folds=5) is None
+    )  # fits: every row
+    assert (
+        negatives_cap(
+            RankerConfig(train_max_rows=50), lists=100, positives=150, rows=20_000, folds=5
+        )
+        == 1
+    )
     capped = RankerConfig(train_negatives=5, train_max_rows=10_000)
-    assert negatives_cap(100, 150, 1_900, capped, folds=5) == 5
-    assert negatives_cap(100, 150, 20_000, capped, folds=5) == 5
+    assert negatives_cap(capped, lists=100, positives=150, rows=1_900, folds=5) == 5
+    assert negatives_cap(capped, lists=100, positives=150, rows=20_000, folds=5) == 5
 
 
 def test_rank_stage_with_a_row_budget_samples_each_fold(ranked: tuple) -> None:
@@ -730,6 +738,7 @@ def test_rank_stage_with_a_row_budget_samples_each_fold(ranked: tuple) -> None:
     assert few["lists_trained"] == full["lists_trained"]
     assert few["train_positives"] == full["train_positives"]
     assert few["train_pairs"] <= budget < full["train_pairs"]
+    assert few["train_sampled_folds"] == 1 and full["train_sampled_folds"] == 0
 
 
 def test_rank_stage_in_blocks_of_two_users_writes_the_same_bytes(ranked: tuple) -> None:

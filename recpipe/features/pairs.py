@@ -228,7 +228,9 @@ def _recent_similarity(
         return out
     described = np.diff(vectors.indptr) > 0
     # each user's recent described items: given (computed once per fold) or computed here
-    hist_len, hist = recent or _recent_items(log, described, max([k, *prefixes]))
+    if recent is None:
+        recent = _recent_items(log, described, max([k, *prefixes]))
+    hist_len, hist = recent
     cand = np.flatnonzero(described[pi] & (hist_len[pu] > 0))
     if len(cand) == 0:
         return out

@@ -97,7 +97,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
     try:
         if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
+            # rows are numbered by position in messages: drop any index the file stored
+            return pd.read_parquet(path).reset_index(drop=True)
         if suffix in (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt"):
             sep = "\t" if ".tsv" in suffix else ","
             return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
