@@ -5,7 +5,8 @@ and files it works on come as required ``--name`` arguments (their values live i
 ``dvc.yaml``), ``--params`` names the params file, and ``body(args)`` loads its own params
 blocks with :func:`recpipe.config.load_params`, calls the library and writes outputs.
 A :class:`ConfigError` or :class:`DataError` (bad params, bad input) ends the stage with
-its message and exit code 2, before anything is replaced.
+its message and exit code 2 instead of a traceback. Params are loaded first, so a bad
+params block stops a stage before it writes anything; every file is replaced atomically.
 """
 
 from __future__ import annotations

@@ -420,3 +420,19 @@ def test_seqknn_orders_same_second_items_by_a_seeded_hash_not_by_id() -> None:
     again = sequences(data, seed=0)[1]
     np.testing.assert_array_equal(item, again)
     assert not np.array_equal(item, sequences(data, seed=1)[1])
+
+
+def test_ease_falls_back_to_float64_when_float32_cannot_factorise(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import scipy.linalg
+
+    rng = np.random.default_rng(3)
+    x = sp.csr_matrix((rng.random((40, 7)) < 0.4).astype(np.float64))
+    expected = ease_weights(x, 2.0)
+    # a float32 factorisation that reports failure, as LAPACK does on a matrix that is no
+    # longer positive definite in single precision
+    monkeypatch.setattr(scipy.linalg.lapack, "spotrf", lambda a, **kw: (a, 3))
+    got = ease_weights(x, 2.0)
+    assert "float32 Cholesky failed (info=3); solving in float64" in caplog.text
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)

@@ -98,7 +98,8 @@ def most_active_items(x: sp.csc_matrix, max_items: int) -> np.ndarray:
     left = len(active) - max_items
     log.warning(
         "ease: %d items have interactions; fitting on the %d most active "
-        "(candidates.ease.max_items), the other %d (%.1f%% of the events) get no EASE score. "
+        "(candidates.ease.max_items), the other %d (%.1f%% of the user-item pairs) get no EASE "
+        "score. "
         "Raise max_items if %.1f GiB per %d items fits in memory.",
         len(active),
         max_items,
@@ -126,7 +127,10 @@ def ease_weights(x: sp.spmatrix | sp.sparray | np.ndarray, l2: float) -> np.ndar
     # overwrite in place instead of copying.
     c, info = scipy.linalg.lapack.spotrf(g.T, lower=False, overwrite_a=True)
     if info != 0:
-        raise np.linalg.LinAlgError(f"ease: Cholesky factorisation failed (info={info})")
+        # float32 lost positive definiteness (ill-conditioned Gram matrix, small l2): solve
+        # this one in float64, at three times the memory
+        log.warning("ease: float32 Cholesky failed (info=%d); solving in float64", info)
+        return _ease_weights_float64(x, l2)
     p, info = scipy.linalg.lapack.spotri(c, lower=False, overwrite_c=True)
     if info != 0:
         raise np.linalg.LinAlgError(f"ease: inversion failed (info={info})")
@@ -138,6 +142,17 @@ def ease_weights(x: sp.spmatrix | sp.sparray | np.ndarray, l2: float) -> np.ndar
     for start in range(0, m, step):
         b[start : start + step] *= scale[None, :]
     b[np.diag_indices(m)] = 0.0
+    return b
+
+
+def _ease_weights_float64(x: sp.spmatrix | sp.sparray | np.ndarray, l2: float) -> np.ndarray:
+    """:func:`ease_weights` in float64 (the fallback when float32 cannot factorise)."""
+    dense = x.toarray() if sp.issparse(x) else np.asarray(x)
+    g = dense.astype(np.float64).T @ dense.astype(np.float64)
+    g[np.diag_indices(g.shape[0])] += l2
+    p = scipy.linalg.cho_solve(scipy.linalg.cho_factor(g), np.eye(g.shape[0]))
+    b = (p / -np.diag(p)[None, :]).astype(np.float32)
+    b[np.diag_indices(g.shape[0])] = 0.0
     return b
 
 
