@@ -473,3 +473,18 @@ def test_a_parquet_file_with_a_stored_index_names_the_row_by_position(
     )
     assert rc == 2
     assert "row 3: timestamp 1704103200000 is outside 1900-2300 as auto time" in caplog.text
+
+
+def test_the_file_type_is_recognised_in_any_case(tmp_path: Path) -> None:
+    """Regression: events.CSV was refused as an unsupported type."""
+    rc, out = run_ingest(tmp_path, {}, GOOD, name="events.CSV")
+    assert rc == 0
+    assert len(pd.read_parquet(out / "interactions.parquet")) == 3
+
+
+def test_spaces_around_ids_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    csv = "user,item,stars,kind,when\n 7 ,x,5,view,1\n7,y,3,view,2\n007,x,4,view,3\n"
+    rc, out = run_ingest(tmp_path, {}, csv)
+    assert rc == 0
+    users = pd.read_parquet(out / "users.parquet")["user_id"].tolist()
+    assert sorted(users) == ["007", "7"]

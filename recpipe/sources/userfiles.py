@@ -94,7 +94,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", file=str(path))
-    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    # the type by its extension, in any case (events.CSV, Events.Parquet)
+    last = path.suffix.lower()
+    suffix = "".join(path.suffixes[-2:]).lower() if last == ".gz" else last
     try:
         if suffix in (".parquet", ".pq"):
             # rows are numbered by position in messages: drop any index the file stored
