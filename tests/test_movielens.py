@@ -163,7 +163,8 @@ def write_copy(tmp: Path, variant: str, files: dict[str, bytes], as_zip: bool) -
 
 
 def load(path: Path, variant: str, **cfg: object) -> RawTables:
-    return load_movielens(MovieLensConfig(variant=variant, path=str(path), **cfg), path.parent)
+    settings = {"check_rows": False, **cfg}  # the copies here are tiny
+    return load_movielens(MovieLensConfig(variant=variant, path=str(path), **settings), path.parent)
 
 
 def by_id(df: pd.DataFrame, key: str) -> dict[str, dict]:
@@ -365,7 +366,8 @@ def test_bad_ratings_leave_earlier_ingest_outputs_untouched(
     message: str,
 ) -> None:
     def run(path: Path) -> int:
-        params = {"data": {"source": "movielens", "variant": "1m", "path": str(path)}, "seed": 1}
+        data = {"source": "movielens", "variant": "1m", "path": str(path), "check_rows": False}
+        params = {"data": data, "seed": 1}
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
         args = ["--out", str(tmp_path / "prepared"), "--summary", str(tmp_path / "ingest.json")]
         return ingest.main([*args, "--params", str(tmp_path / "params.yaml")])
@@ -507,13 +509,13 @@ def test_download_is_verified_then_kept(tmp_path: Path, monkeypatch: pytest.Monk
     _pin(monkeypatch, data)
     calls = _serve(monkeypatch, data)
     raw_dir = tmp_path / "raw"
-    raw = load_movielens(MovieLensConfig(), raw_dir)
+    raw = load_movielens(MovieLensConfig(check_rows=False), raw_dir)
     assert calls == ["https://files.grouplens.org/datasets/movielens/ml-100k.zip"]
     assert len(raw.interactions) == 5 and "ml-100k.zip:ml-100k/u.data" in raw.interactions_file
     assert [p.name for p in raw_dir.iterdir()] == ["ml-100k.zip"]
     assert (raw_dir / "ml-100k.zip").read_bytes() == data
     # A second run uses (and re-verifies) the kept zip without downloading.
-    load_movielens(MovieLensConfig(), raw_dir)
+    load_movielens(MovieLensConfig(check_rows=False), raw_dir)
     assert len(calls) == 1
 
 
@@ -525,7 +527,7 @@ def test_wrong_checksum_raises_and_keeps_nothing(
     _serve(monkeypatch, data)
     raw_dir = tmp_path / "raw"
     with pytest.raises(DataError) as err:
-        load_movielens(MovieLensConfig(), raw_dir)
+        load_movielens(MovieLensConfig(check_rows=False), raw_dir)
     text = str(err.value)
     assert "ml-100k.zip" in text and "checksum mismatch" in text
     assert f"md5 expected {'0' * 32}, actual {hashlib.md5(data).hexdigest()}" in text
@@ -539,7 +541,7 @@ def test_corrupt_kept_zip_is_reported(tmp_path: Path, monkeypatch: pytest.Monkey
     raw_dir.mkdir()
     (raw_dir / "ml-100k.zip").write_bytes(data[:-10])
     with pytest.raises(DataError, match=r"raw/ml-100k.zip.*checksum mismatch.*delete it"):
-        load_movielens(MovieLensConfig(), raw_dir)
+        load_movielens(MovieLensConfig(check_rows=False), raw_dir)
 
 
 def test_offline_download_says_how_to_give_a_local_copy(
@@ -551,7 +553,7 @@ def test_offline_download_says_how_to_give_a_local_copy(
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     raw_dir = tmp_path / "raw"
     with pytest.raises(DataError) as err:
-        load_movielens(MovieLensConfig(variant="10m"), raw_dir)
+        load_movielens(MovieLensConfig(variant="10m", check_rows=False), raw_dir)
     text = str(err.value)
     assert "could not download https://files.grouplens.org/datasets/movielens/ml-10m.zip" in text
     assert "name resolution" in text
@@ -580,3 +582,13 @@ def test_config_rejects_unknown_keys_and_bad_values() -> None:
     assert rating_range(MovieLensConfig(variant="1m")) == (1.0, 5.0)
     assert rating_range(MovieLensConfig(variant="25m")) == (0.5, 5.0)
     assert rating_range(MovieLensConfig(min_rating=0)) == (0.0, 5.0)
+
+
+def test_a_truncated_copy_is_refused_unless_told(tmp_path: Path) -> None:
+    """Regression: a u.data cut in half ingested as 50,001 ratings without a word."""
+    path = write_copy(tmp_path, "100k", fake_files("100k"), as_zip=False)
+    n = len(load(path, "100k").interactions)  # check_rows false: read as it is
+    with pytest.raises(
+        DataError, match=rf"u\.data: {n} ratings, but the MovieLens 100k release has 100,000"
+    ):
+        load(path, "100k", check_rows=True)

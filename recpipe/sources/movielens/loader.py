@@ -23,6 +23,15 @@ from recpipe.sources.movielens.ratings import _RATING_COLUMNS, _read_ratings
 from recpipe.sources.movielens.users import _read_users_1m, _read_users_100k
 from recpipe.sources.movielens.variants import LAYOUTS, Variant
 
+RATINGS_PER_RELEASE: dict[str, int] = {
+    "100k": 100_000,
+    "1m": 1_000_209,
+    "10m": 10_000_054,
+    "20m": 20_000_263,
+    "25m": 25_000_095,
+}
+"""Ratings in each fixed release, as GroupLens publishes them (latest-small changes)."""
+
 
 class MovieLensConfig(Config):
     """A GroupLens MovieLens data set, read from a local copy or downloaded once into raw_dir."""
@@ -55,6 +64,11 @@ class MovieLensConfig(Config):
     max_rating: float | None = Field(
         None, description="highest valid rating (null: the variant's scale, 5)"
     )
+    check_rows: bool = Field(
+        True,
+        description="refuse a copy whose number of ratings differs from the release's "
+        "published count (a truncated or edited file); false reads any copy",
+    )
 
     @model_validator(mode="after")
     def _range_ordered(self) -> MovieLensConfig:
@@ -84,6 +98,14 @@ def load_movielens(cfg: MovieLensConfig, raw_dir: str | Path) -> RawTables:
     lo, hi = rating_range(cfg)
     with _open_copy(location, layout) as files:
         inter = _read_ratings(files, layout, lo, hi)
+        expected = RATINGS_PER_RELEASE.get(cfg.variant)
+        if cfg.check_rows and expected is not None and len(inter) != expected:
+            raise DataError(
+                f"{len(inter):,} ratings, but the MovieLens {cfg.variant} release has "
+                f"{expected:,}: a truncated or edited copy? Set data.check_rows: false to "
+                "read it anyway",
+                file=files.label(layout.ratings),
+            )
         if cfg.weight == "rating":
             bad = ~(inter["rating"] > 0)
             if bad.any():
