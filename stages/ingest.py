@@ -9,14 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Annotated
-
-from pydantic import Field
 
 from recpipe.config import load_params
 from recpipe.io import write_json, write_many
 from recpipe.log import get_logger
 from recpipe.schema import RawTables, finalize
+from recpipe.sources.config import DataConfig
 from recpipe.sources.movielens.loader import MovieLensConfig, load_movielens
 from recpipe.sources.synthetic import SyntheticConfig, generate
 from recpipe.sources.userfiles import FilesConfig, load_files
@@ -24,9 +22,6 @@ from recpipe.stage import run_stage
 
 PARAMS = ("data", "seed")
 
-DataConfig = Annotated[
-    SyntheticConfig | MovieLensConfig | FilesConfig, Field(discriminator="source")
-]
 
 log = get_logger("ingest")
 

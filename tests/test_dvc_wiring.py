@@ -261,6 +261,7 @@ def test_every_registered_model_is_wired_into_blend_and_evaluate() -> None:
 
 
 LOADED_BY_NAME = {
+    "check": [f"recpipe.models.{m}" for m in MODELS],
     "candidates": ["recpipe.models.${item}"],
     "blend": [f"recpipe.models.{m}" for m in MODELS],
     "evaluate": ["recpipe.models.svd", "recpipe.models.als", "recpipe.rating"],
@@ -287,3 +288,20 @@ def test_stages_declare_no_module_they_do_not_use() -> None:
             else:
                 used |= _imported_modules([module])[module]
         assert declared <= used, (name, declared - used)
+
+
+def test_every_stage_waits_for_the_params_check() -> None:
+    """A bad params block must stop the run before any stage deletes its outputs: every
+    stage depends on the check's output, and the check reads every block."""
+    stages = dvc_stages()
+    for name, stage in stages.items():
+        if name == "check":
+            continue
+        deps = stage["do"]["deps"] if name == "candidates" else stage["deps"]
+        assert "reports/params_checked.json" in deps, name
+    declared = set(stages["check"]["params"])
+    read = set()
+    for name, stage in stages.items():
+        for block in stage["do"]["params"] if name == "candidates" else stage.get("params", []):
+            read.add(block.split(".")[0])
+    assert read <= declared, read - declared

@@ -75,7 +75,7 @@ def repro_with(repo: Path, edit, *targets: str) -> list[str]:
 def test_split_change_reruns_split_and_later_not_ingest(repo: Path) -> None:
     # Only `split` (and what it needs) is reproduced; everything after it must then be stale.
     ran = repro_with(repo, lambda p: p["split"].update(n_valid=2), "split")
-    assert ran == ["split"], ran
+    assert ran == ["check", "split"], ran
     status = repro_with.status  # type: ignore[attr-defined]
     for stage in ("features:", "candidates@als:", "candidates@ease:"):
         assert stage in status, status
@@ -119,6 +119,31 @@ def test_failed_ingest_under_dvc_keeps_the_previous_outputs(repo: Path) -> None:
     assert proc.returncode != 0
     message = proc.stdout + proc.stderr
     assert "data/user/bad.csv" in message and "'stars'" in message and "row 2" in message, message
+    for path in watched:
+        assert after[path] == before[path], path
+
+
+def test_a_bad_params_block_stops_the_run_before_any_output_is_deleted(repo: Path) -> None:
+    """Regression: `-S split.n_test=-1` left data/split and reports/split.json deleted (DVC
+    removes a stage's outputs before running it, and the stage found the error itself). The
+    check stage runs first and stops the run with every output in place."""
+    watched = [repo / "data/split/train.parquet", repo / "reports/split.json"]
+    before = {p: p.read_bytes() for p in watched}
+    params_file = repo / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["split"]["n_test"] = -1
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc_bin = Path(sys.executable).parent / "dvc"
+    try:
+        proc = subprocess.run(
+            [str(dvc_bin), "repro"], cwd=repo, env=e2e_env(), capture_output=True, text=True
+        )
+        after = {p: p.read_bytes() if p.exists() else None for p in watched}
+    finally:
+        reset(repo)
+    assert proc.returncode != 0
+    message = proc.stdout + proc.stderr
+    assert "split.n_test" in message and "Running stage 'split'" not in message, message
     for path in watched:
         assert after[path] == before[path], path
 
