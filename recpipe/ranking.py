@@ -26,6 +26,7 @@ from recpipe.config import Config
 from recpipe.errors import ConfigError
 from recpipe.features.pairs import PairContext, block_pair_features
 from recpipe.hashing import tie_key
+from recpipe.models.base import rank_within
 
 KEY = ["user_idx", "item_idx"]
 
@@ -179,11 +180,8 @@ def top_candidates(df: pd.DataFrame, cfg: RankerConfig) -> pd.DataFrame:
         raise ConfigError("params.yaml: ranker.rerank_top needs the blend's m_hybrid column")
     score = df["m_hybrid"].astype(np.float64).fillna(-np.inf).to_numpy()
     order = np.lexsort((df["item_idx"].to_numpy(), -score, df["user_idx"].to_numpy()))
-    users = df["user_idx"].to_numpy()[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1] if len(users) else np.zeros(0, int)
-    rank = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
     keep = np.zeros(len(df), dtype=bool)
-    keep[order] = rank < cfg.rerank_top
+    keep[order] = rank_within(df["user_idx"].to_numpy()[order]) <= cfg.rerank_top
     return df[keep].reset_index(drop=True)
 
 
@@ -212,11 +210,8 @@ def training_rows(
     rows = np.flatnonzero(negative)
     key = tie_key(users[rows], pairs["item_idx"].to_numpy(np.int64)[rows], seed)
     order = rows[np.lexsort((key, users[rows]))]
-    # position of each negative within its list, in hash order
-    lists = users[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(lists)) + 1] if len(lists) else np.zeros(0, int)
-    position = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-    keep[order[position >= negatives]] = False
+    # 1-based position of each negative within its list, in hash order
+    keep[order[rank_within(users[order]) > negatives]] = False
     return keep, dropped
 
 

@@ -146,7 +146,7 @@ def top_n(users: np.ndarray, scores: np.ndarray, seen: sp.csr_matrix, n: int) ->
     s = scores[r, c]
     order = np.lexsort((c, -s, r))
     r, c, s = r[order], c[order], s[order]
-    rank = _rank_within(r)
+    rank = rank_within(r)
     keep = (rank <= k) & np.isfinite(s)
     return pd.DataFrame(
         {
@@ -158,7 +158,7 @@ def top_n(users: np.ndarray, scores: np.ndarray, seen: sp.csr_matrix, n: int) ->
     )
 
 
-def _rank_within(groups: np.ndarray) -> np.ndarray:
+def rank_within(groups: np.ndarray) -> np.ndarray:
     """1-based position of each element within its run of equal, sorted group keys."""
     if len(groups) == 0:
         return np.zeros(0, dtype=np.int64)
