@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import ROOT, SIZES, composed_params, machine, write_params  # noqa: E402
 
 STAGES = [
+    "check",
     "ingest",
     "split",
     "features",

@@ -18,7 +18,7 @@ neutral zero). The hybrid's top-N is a model in its own right (``blend``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,6 +63,13 @@ class BlendConfig(Config):
     )
     search_metric: str = Field("ndcg@10", description="valid-fold metric the search maximises")
     n: int = Field(100, ge=1, description="length of the hybrid's top-N list")
+    block_users: int = Field(
+        20_000,
+        ge=1,
+        description="users whose candidates are merged and scored together: every fold but "
+        "the valid one (whose weight search needs it whole) is built and written one block "
+        "at a time, so memory is bounded by this, not by the data; outputs do not depend on it",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> BlendConfig:
@@ -145,6 +152,37 @@ def describe_pairs(
         out[f"m_{name}_score"] = s
         out[f"m_{name}_norm"] = normalise_per_user(u, s, method)
     return out
+
+
+def blend_block(
+    cands: Mapping[str, pd.DataFrame], models: Mapping[str, Recommender], method: str
+) -> pd.DataFrame:
+    """One block of users: the union of every model's candidates (:func:`union_candidates`)
+    with every model's score and normalised score (:func:`describe_pairs`). All of it is per
+    user, so a fold's frame is the concatenation of its blocks' in user order."""
+    return describe_pairs(union_candidates(cands), models, method)
+
+
+def candidate_blocks(
+    cands: Mapping[str, pd.DataFrame], users: int
+) -> Iterator[dict[str, pd.DataFrame]]:
+    """Every model's candidates (each sorted by ``user_idx``) cut into blocks of ``users``
+    consecutive users of their union."""
+    keys = {m: c["user_idx"].to_numpy() for m, c in cands.items()}
+    all_users = np.unique(np.concatenate([k for k in keys.values()] or [np.zeros(0, np.int64)]))
+    for m, k in keys.items():
+        if len(k) and np.any(np.diff(k) < 0):
+            raise ValueError(f"{m}: candidates are not sorted by user_idx")
+    for start in range(0, max(len(all_users), 1), users):
+        block = all_users[start : start + users]
+        if len(block) == 0:
+            yield {m: c.iloc[:0] for m, c in cands.items()}
+            return
+        lo, hi = block[0], block[-1]
+        yield {
+            m: cands[m].iloc[np.searchsorted(k, lo, "left") : np.searchsorted(k, hi, "right")]
+            for m, k in keys.items()
+        }
 
 
 def fill_by_user(values: pd.Series, users: pd.Series) -> np.ndarray:

@@ -18,7 +18,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 def _default_mode(path: Path) -> None:
@@ -78,10 +81,15 @@ def write_parquet(df: pd.DataFrame, target: str | os.PathLike[str]) -> None:
         df.to_parquet(tmp, index=False)
 
 
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as the pretty, key-sorted JSON every stage writes."""
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
 def write_json(obj: Any, target: str | os.PathLike[str]) -> None:
     """Write ``obj`` as pretty, key-sorted JSON atomically."""
     with atomic_path(target, ".json") as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        tmp.write_bytes(json_bytes(obj))
 
 
 def write_text(text: str, target: str | os.PathLike[str]) -> None:
@@ -90,26 +98,146 @@ def write_text(text: str, target: str | os.PathLike[str]) -> None:
         tmp.write_text(text)
 
 
-def write_many(files: Mapping[str | os.PathLike[str], pd.DataFrame | bytes]) -> None:
-    """Write several files so that either all are replaced or none is.
+ROW_GROUP = 1024 * 1024
+"""Rows per Parquet row group: pyarrow's default, so a file written in pieces by
+:class:`ParquetRows` is byte for byte the file ``DataFrame.to_parquet`` writes at once."""
 
-    A frame is written as parquet, bytes as they are. Every file is first written to its
-    own temporary beside the target; only when all writes succeed are they renamed into
-    place (renames are atomic and do not fail for space or encoding).
-    """
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for target, content in files.items():
-            target = Path(target)
-            tmp = temp_beside(target)
-            staged.append((tmp, target))
-            if isinstance(content, bytes):
-                tmp.write_bytes(content)
-            else:
-                content.to_parquet(tmp, index=False)
-        for tmp, target in staged:
+
+class ParquetRows:
+    """A Parquet file written a frame at a time, in row groups of :data:`ROW_GROUP` rows
+    whatever the frames' sizes: the bytes depend only on the rows written, so the same rows
+    in blocks of any size give the same file (and the same file as one ``to_parquet``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def write(self, df: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        if self._schema is None:
+            self._schema = table.schema
+        elif not table.schema.equals(self._schema, check_metadata=True):
+            raise ValueError(
+                f"{self.path}: a block's columns or types differ from the first block's"
+            )
+        self._pending.append(table)
+        self._pending_rows += len(table)
+        self.rows += len(table)
+        while self._pending_rows >= ROW_GROUP:
+            self._flush(ROW_GROUP)
+
+    def _flush(self, n: int) -> None:
+        assert self._schema is not None
+        table = pa.concat_tables(self._pending)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, self._schema)
+        self._writer.write_table(table.slice(0, n), row_group_size=ROW_GROUP)
+        rest = table.slice(n)
+        self._pending, self._pending_rows = [rest], len(rest)
+
+    def close(self) -> None:
+        if self._schema is None:
+            raise ValueError(f"{self.path}: nothing was written (not even an empty frame)")
+        if self._pending_rows or self._writer is None:
+            self._flush(self._pending_rows)
+        assert self._writer is not None
+        self._writer.close()
+
+
+class StagedFiles:
+    """Files written now and put in place together later: see :func:`staged_files`."""
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path, Path]] = []
+        self._streams: list[ParquetRows] = []
+
+    def stream(self, target: str | os.PathLike[str]) -> ParquetRows:
+        """A Parquet file to write a block at a time (:class:`ParquetRows`) into a temporary
+        beside ``target``; it is closed and put in place with the others."""
+        target = Path(target)
+        tmp = temp_beside(target)
+        self._staged.append((tmp, target))
+        rows = ParquetRows(tmp)
+        self._streams.append(rows)
+        return rows
+
+    def add(self, target: str | os.PathLike[str], content: pd.DataFrame | bytes) -> None:
+        """Write ``content`` (a frame as Parquet, bytes as they are) to a temporary file
+        beside ``target`` at once, so the caller can drop it from memory."""
+        target = Path(target)
+        tmp = temp_beside(target)
+        self._staged.append((tmp, target))
+        if isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            content.to_parquet(tmp, index=False)
+
+    def _commit(self) -> None:
+        for rows in self._streams:
+            rows.close()
+        for tmp, target in self._staged:
             os.replace(tmp, target)
-    finally:
-        for tmp, _ in staged:
+
+    def _discard(self) -> None:
+        for rows in self._streams:
+            if rows._writer is not None:
+                rows._writer.close()
+        for tmp, _ in self._staged:
             if tmp.exists():
                 tmp.unlink()
+
+
+@contextlib.contextmanager
+def staged_files() -> Iterator[StagedFiles]:
+    """Write several files so that either all are replaced or none is, holding at most one
+    in memory: each ``add`` writes its temporary at once; only when the block ends without
+    an error are they all renamed into place (renames are atomic and do not fail for space
+    or encoding); on an error every temporary is removed and the old files stay."""
+    staged = StagedFiles()
+    try:
+        yield staged
+        staged._commit()
+    finally:
+        staged._discard()
+
+
+def user_blocks_of(path: str | os.PathLike[str], users: int) -> Iterator[pd.DataFrame]:
+    """The rows of a Parquet file sorted by ``user_idx``, ``users`` whole users at a time
+    (the last block may hold fewer), reading one row group at a time: a user whose rows
+    straddle two row groups is kept whole. A file without rows gives one empty frame with
+    its columns."""
+    if users < 1:
+        raise ValueError("users must be >= 1")
+    file = pq.ParquetFile(path)
+    carry: pd.DataFrame | None = None
+    emitted = False
+    for g in range(file.num_row_groups):
+        part = file.read_row_group(g).to_pandas()
+        df = part if carry is None else pd.concat([carry, part], ignore_index=True)
+        last = g + 1 == file.num_row_groups
+        u = df["user_idx"].to_numpy()
+        starts = np.r_[0, np.flatnonzero(np.diff(u)) + 1] if len(u) else np.zeros(0, np.int64)
+        # The last user of a row group may go on in the next one: held back until then.
+        n_whole = len(starts) if last else max(len(starts) - 1, 0)
+        pos = 0
+        while n_whole - pos >= users or (last and pos < n_whole):
+            end = min(pos + users, n_whole)
+            stop = starts[end] if end < len(starts) else len(df)
+            yield df.iloc[starts[pos] : stop].reset_index(drop=True)
+            emitted = True
+            pos = end
+        carry = df.iloc[starts[pos] :] if pos < len(starts) else None
+    if not emitted:
+        yield file.schema_arrow.empty_table().to_pandas()
+
+
+def write_many(files: Mapping[str | os.PathLike[str], pd.DataFrame | bytes]) -> None:
+    """Write several files so that either all are replaced or none is (see
+    :func:`staged_files`; here every content is already in memory)."""
+    with staged_files() as staged:
+        for target, content in files.items():
+            staged.add(target, content)

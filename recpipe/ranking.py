@@ -78,7 +78,9 @@ class RankerConfig(Config):
     refit: bool = Field(
         True,
         description="refit on all valid users with the number of trees found (always done "
-        "with cv_folds > 1); false with cv_folds 1: keep the model fitted without the holdout",
+        "with cv_folds > 1); false with one holdout (cv_folds 1, or more lists than "
+        "cv_max_users): keep the early-stopped model, cut to its best round (one fit "
+        "instead of two, from the lists outside the holdout)",
     )
     base_margin: str | None = Field(
         "m_hybrid",
@@ -292,6 +294,13 @@ def _ranker(cfg: RankerConfig, seed: int, n_estimators: int, early_stop: bool) -
     )
 
 
+def _cut(model: xgb.XGBRanker, cfg: RankerConfig, seed: int, n_trees: int) -> xgb.XGBRanker:
+    """``model`` with only its first ``n_trees`` trees."""
+    cut = _ranker(cfg, seed, n_trees, early_stop=False)
+    cut.load_model(bytearray(model.get_booster()[:n_trees].save_raw(raw_format="json")))
+    return cut
+
+
 def train(
     df: pd.DataFrame,
     y: np.ndarray,
@@ -376,15 +385,9 @@ def train(
     if cfg.refit or n_folds > 1:
         model = fit(in_keep, best + 1, None)
     else:
-        # the holdout model itself, cut to its best round
-        model = _ranker(cfg, seed, best + 1, early_stop=False)
-        model.fit(
-            X[in_keep & (row_fold == 0)],
-            y[in_keep & (row_fold == 0)],
-            qid=qid[in_keep & (row_fold == 0)],
-            base_margin=part(in_keep & (row_fold == 0)),
-            verbose=False,
-        )
+        # The holdout model cut to its best round: the same trees, byte for byte, as a
+        # refit of best + 1 rounds on the same rows (a test checks it), for no second fit.
+        model = _cut(model, cfg, seed, best + 1)
     return TrainResult(
         model, cfg, feats, best + 1, int(len(keep_lists)), dropped, float(mean_curve[best])
     )
@@ -403,15 +406,6 @@ def importance(result: TrainResult) -> dict[str, float]:
     """Total gain per feature (0 for features no split used), rounded, sorted by name."""
     gain = result.model.get_booster().get_score(importance_type="total_gain")
     return {f: round(float(gain.get(f, 0.0)), 4) for f in sorted(result.features)}
-
-
-def user_blocks(users: np.ndarray, size: int) -> list[np.ndarray]:
-    """Positions of the rows of each block of ``size`` consecutive users, ``users`` sorted."""
-    if len(users) == 0:
-        return []
-    starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1]
-    edges = np.r_[starts[::size], len(users)]
-    return [np.arange(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def rank_block(

@@ -70,7 +70,17 @@ class _SplitBase(Config):
         "history the way valid is carved from the whole log (random: other seeded draws of "
         "the valid share; temporal and global_time: earlier cut-offs, each fold predicting "
         "the period just before the next one's); more labelled lists for the ranker at the "
-        "cost of fitting every candidate model once more per fold",
+        "cost of fitting every candidate model once more per fold. The most there will be: "
+        "see ranker_fold_users",
+    )
+    ranker_fold_users: int | None = Field(
+        None,
+        ge=1,
+        description="extra folds are only carved while the ranker's folds (valid plus the "
+        "extra ones) hold fewer target users than this: ceil(ranker_fold_users / valid "
+        "target users) - 1 of them, at most ranker_folds. Small data gets every extra fold, "
+        "large data (enough lists in the valid fold alone) none, so the candidate models "
+        "are not fitted again for lists the ranker does not need; null: always ranker_folds",
     )
 
 
@@ -347,6 +357,14 @@ def ranker_fold_roles(
     return roles
 
 
+def extra_fold_count(cfg: TemporalSplit | GlobalTimeSplit | RandomSplit, valid_users: int) -> int:
+    """How many extra ranker folds to carve when the valid fold has ``valid_users`` target
+    users: ``cfg.ranker_folds``, fewer when ``cfg.ranker_fold_users`` is reached sooner."""
+    if cfg.ranker_fold_users is None or valid_users == 0:
+        return cfg.ranker_folds
+    return min(cfg.ranker_folds, max(0, -(-cfg.ranker_fold_users // valid_users) - 1))
+
+
 def split(
     inter: pd.DataFrame, cfg: TemporalSplit | GlobalTimeSplit | RandomSplit, seed: int
 ) -> Split:
@@ -362,7 +380,13 @@ def split(
         part = _random_parts(inter, cfg, seed)
     train, valid, test = (inter[part == p].reset_index(drop=True) for p in (0, 1, 2))
     history_test = pd.concat([train, valid], ignore_index=True)
-    roles = ranker_fold_roles(train, valid, cfg, seed, cutoffs)
+    valid_targets = targets(train, valid, cfg.relevance)
+    n_extra = extra_fold_count(
+        cfg, int(valid_targets.loc[valid_targets["relevant"], "user_idx"].nunique())
+    )
+    roles = ranker_fold_roles(
+        train, valid, cfg.model_copy(update={"ranker_folds": n_extra}), seed, cutoffs
+    )
     extra = tuple(
         targets(history_test[roles[:, k] == 0], history_test[roles[:, k] == 1], cfg.relevance)
         for k in range(roles.shape[1])
@@ -371,7 +395,7 @@ def split(
         train=train,
         valid=valid,
         test=test,
-        valid_targets=targets(train, valid, cfg.relevance),
+        valid_targets=valid_targets,
         test_targets=targets(history_test, test, cfg.relevance),
         ranker_roles=roles,
         ranker_targets=extra,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -23,17 +24,18 @@ import pandas as pd
 from recpipe.artifacts import candidates_file, load_model, model_dir, model_enabled
 from recpipe.blending import (
     BlendConfig,
+    SearchResult,
+    blend_block,
+    candidate_blocks,
     choose_weights,
-    describe_pairs,
     fold_hybrid,
     hybrid_score,
     rank_by,
-    union_candidates,
 )
 from recpipe.config import load_params
 from recpipe.errors import ConfigError, DataError
 from recpipe.folds import FOLDS, fold_names, load_fold
-from recpipe.io import write_json, write_many
+from recpipe.io import json_bytes, staged_files
 from recpipe.log import get_logger
 from recpipe.models.registry import MODELS
 from recpipe.stage import run_stage
@@ -53,56 +55,83 @@ def enabled_candidates(candidates_dir: Path, fold: str) -> dict[str, pd.DataFram
     return out
 
 
+def with_hybrid(df: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
+    df["m_hybrid"] = hybrid_score(df, weights)
+    return df
+
+
+def valid_fold(
+    split: str, cands: dict[str, pd.DataFrame], models: dict, cfg: BlendConfig, seed: int
+) -> tuple[pd.DataFrame, dict[str, float], SearchResult | None]:
+    """The valid fold's pairs with their hybrid, the weights fixed on it and the search."""
+    df = pd.concat(
+        [blend_block(b, models, cfg.normalise) for b in candidate_blocks(cands, cfg.block_users)],
+        ignore_index=True,
+    )
+    truth = load_fold(split, "valid").targets if cfg.search else None
+    weights, searched = choose_weights(df, list(cands), cfg, seed, truth)
+    if searched is not None:
+        log.info(
+            "searched weights %s (valid %s %.4f)",
+            searched.weights,
+            cfg.search_metric,
+            searched.value,
+        )
+    df["m_hybrid"] = fold_hybrid(df, weights, searched)
+    return df, weights, searched
+
+
 def run(args: argparse.Namespace) -> None:
     cfg = load_params("blend", BlendConfig, args.params)
     seed = load_params("seed", int, args.params)
     cand_dir, out = Path(args.candidates), Path(args.out)
     weights: dict[str, float] = {}
     summary: dict = {"normalise": cfg.normalise}
-    frames: dict[Path, pd.DataFrame] = {}
-    for fold_name in fold_names(args.split):  # valid first: it fixes the weights
-        cands = enabled_candidates(cand_dir, fold_name)
-        if not cands:
-            enabled = [m for m in MODELS if model_enabled(model_dir(args.models, m, fold_name))]
-            if not enabled:
-                raise ConfigError("no enabled candidate model: enable at least one in candidates.*")
-            raise DataError(
-                f"no candidates for the {fold_name} fold: the enabled models "
-                f"({', '.join(enabled)}) recommended nothing (does the fold have target users? "
-                "see reports/split.json)",
-                file=str(cand_dir),
-            )
-        models = {m: load_model(model_dir(args.models, m, fold_name)) for m in cands}
-        df = describe_pairs(union_candidates(cands), models, cfg.normalise)
-        if fold_name == "valid":
-            truth = load_fold(args.split, "valid").targets if cfg.search else None
-            weights, searched = choose_weights(df, list(cands), cfg, seed, truth)
-            if searched is not None:
-                summary[f"valid_{cfg.search_metric}"] = round(searched.value, 4)
-                log.info(
-                    "searched weights %s (valid %s %.4f)",
-                    searched.weights,
-                    cfg.search_metric,
-                    searched.value,
+    with staged_files() as staged:
+        for fold_name in fold_names(args.split):  # valid first: it fixes the weights
+            cands = enabled_candidates(cand_dir, fold_name)
+            if not cands:
+                enabled = [m for m in MODELS if model_enabled(model_dir(args.models, m, fold_name))]
+                if not enabled:
+                    raise ConfigError(
+                        "no enabled candidate model: enable at least one in candidates.*"
+                    )
+                raise DataError(
+                    f"no candidates for the {fold_name} fold: the enabled models "
+                    f"({', '.join(enabled)}) recommended nothing (does the fold have target "
+                    "users? see reports/split.json)",
+                    file=str(cand_dir),
                 )
-            df["m_hybrid"] = fold_hybrid(df, weights, searched)
-        else:
-            df["m_hybrid"] = hybrid_score(df, weights)
-        frames[out / f"{fold_name}.parquet"] = df
-        if fold_name in FOLDS:  # an extra ranker fold only feeds the ranker
-            frames[out / f"{fold_name}_recs.parquet"] = rank_by(
-                df, df["m_hybrid"].to_numpy(), cfg.n
-            )
-        per_user = df.groupby("user_idx").size()
-        summary[fold_name] = {
-            "pairs": len(df),
-            "users": int(per_user.size),
-            "mean_candidates_per_user": round(float(per_user.mean()), 2),
-        }
-        log.info("%s: %d pairs for %d users", fold_name, len(df), per_user.size)
-    summary["weights"] = {m: round(float(w), 4) for m, w in sorted(weights.items())}
-    write_many(frames)
-    write_json(summary, args.summary)
+            models = {m: load_model(model_dir(args.models, m, fold_name)) for m in cands}
+            if fold_name == "valid":  # the weight search needs the whole fold
+                df, weights, searched = valid_fold(args.split, cands, models, cfg, seed)
+                if searched is not None:
+                    summary[f"valid_{cfg.search_metric}"] = round(searched.value, 4)
+                frames: Iterable[pd.DataFrame] = [df]
+                del df
+            else:
+                frames = (
+                    with_hybrid(blend_block(block, models, cfg.normalise), weights)
+                    for block in candidate_blocks(cands, cfg.block_users)
+                )
+            pairs = staged.stream(out / f"{fold_name}.parquet")
+            recs = staged.stream(out / f"{fold_name}_recs.parquet") if fold_name in FOLDS else None
+            users = 0
+            for df in frames:
+                pairs.write(df)
+                if recs is not None:  # an extra ranker fold only feeds the ranker
+                    recs.write(rank_by(df, df["m_hybrid"].to_numpy(), cfg.n))
+                users += int(df["user_idx"].nunique())  # blocks never share a user
+            del frames, df
+            del cands, models
+            summary[fold_name] = {
+                "pairs": pairs.rows,
+                "users": users,
+                "mean_candidates_per_user": round(pairs.rows / users, 2) if users else 0.0,
+            }
+            log.info("%s: %d pairs for %d users", fold_name, pairs.rows, users)
+        summary["weights"] = {m: round(float(w), 4) for m, w in sorted(weights.items())}
+        staged.add(Path(args.summary), json_bytes(summary))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from recpipe.features.config import FeaturesConfig
 from recpipe.features.history import history_now
 from recpipe.features.pairs import pair_context, pair_features
 from recpipe.folds import Fold, load_catalogue, load_fold, ranker_folds
-from recpipe.io import atomic_path, write_json, write_parquet
+from recpipe.io import atomic_path, user_blocks_of, write_json, write_parquet
 from recpipe.log import get_logger
 from recpipe.models.base import concat_recs
 from recpipe.ranking import (
@@ -42,7 +43,6 @@ from recpipe.ranking import (
     top_candidates,
     train,
     training_rows,
-    user_blocks,
 )
 from recpipe.stage import run_stage
 
@@ -54,10 +54,17 @@ LIST_STRIDE = 1 << 40
 log = get_logger("rank")
 
 
+def candidate_blocks(fold: Fold, blend_dir: Path, rcfg: RankerConfig) -> Iterator[pd.DataFrame]:
+    """The fold's candidate pairs the ranker works on, ``rcfg.block_users`` users at a time
+    (read a row group at a time): each user's ``rcfg.rerank_top`` by the blend (all with
+    null), with the blend's columns, sorted by user and item."""
+    for block in user_blocks_of(blend_dir / f"{fold.name}.parquet", rcfg.block_users):
+        yield top_candidates(block, rcfg).sort_values(KEY, kind="stable", ignore_index=True)
+
+
 def candidates(fold: Fold, blend_dir: Path, rcfg: RankerConfig) -> pd.DataFrame:
-    """The fold's candidate pairs the ranker works on: each user's ``rcfg.rerank_top`` by
-    the blend (all with null), with the blend's columns."""
-    return top_candidates(pd.read_parquet(blend_dir / f"{fold.name}.parquet"), rcfg)
+    """All of :func:`candidate_blocks` in one frame."""
+    return pd.concat(list(candidate_blocks(fold, blend_dir, rcfg)), ignore_index=True)
 
 
 def describe(
@@ -156,13 +163,14 @@ def run(args: argparse.Namespace) -> None:
 
     # The test fold, one block of users at a time: memory bounded by ranker.block_users.
     test = load_fold(args.split, "test")
-    pairs = candidates(test, blend_dir, cfg).sort_values(KEY, kind="stable", ignore_index=True)
     uf = pd.read_parquet(features_dir / "test" / "users.parquet")
     itf = pd.read_parquet(features_dir / "test" / "items.parquet")
     context = pair_context(test.history, items, history_now(test.history), fcfg, len(users))
-    blocks = user_blocks(pairs["user_idx"].to_numpy(), cfg.block_users)
     recs = concat_recs(
-        [rank_block(pairs.iloc[rows], uf, itf, context, result, cfg.n) for rows in blocks]
+        [
+            rank_block(block, uf, itf, context, result, cfg.n)
+            for block in candidate_blocks(test, blend_dir, cfg)
+        ]
     )
 
     model_dir = Path(args.model_dir)

@@ -8,10 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
-from recpipe.io import atomic_path, write_json, write_many, write_parquet, write_text
+from recpipe import io as io_module
+from recpipe.io import (
+    atomic_path,
+    staged_files,
+    user_blocks_of,
+    write_json,
+    write_many,
+    write_parquet,
+    write_text,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,3 +123,84 @@ def test_concurrent_writes_of_one_target_do_not_break_each_other(tmp_path: Path)
             second.write_text("2")
         assert first.exists()
     assert target.read_text() == "1"
+
+
+# ------------------------------------------------------------------- streamed Parquet
+
+
+def _users_frame(n_users: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    per_user = rng.integers(1, 7, size=n_users)
+    users = np.repeat(np.arange(n_users) * 3, per_user)
+    return pd.DataFrame(
+        {
+            "user_idx": users.astype(np.int64),
+            "item_idx": rng.integers(0, 50, size=len(users)).astype(np.int64),
+            "score": rng.random(len(users)).astype(np.float32),
+        }
+    )
+
+
+@pytest.mark.parametrize("block", [1, 2, 7, 10_000])
+def test_a_file_streamed_in_blocks_is_the_file_written_at_once(
+    tmp_path: Path, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small row groups so that blocks straddle them.
+    monkeypatch.setattr(io_module, "ROW_GROUP", 16)
+    df = _users_frame(40)
+    whole = tmp_path / "whole.parquet"
+    with staged_files() as staged:
+        staged.stream(whole).write(df)
+    pieces = tmp_path / "pieces.parquet"
+    with staged_files() as staged:
+        rows = staged.stream(pieces)
+        for start in range(0, len(df), block):
+            rows.write(df.iloc[start : start + block])
+    assert pieces.read_bytes() == whole.read_bytes()
+    assert pq.ParquetFile(whole).metadata.num_row_groups == -(-len(df) // 16)
+    # At pyarrow's default row group, the streamed file is to_parquet's, byte for byte.
+    monkeypatch.setattr(io_module, "ROW_GROUP", 1024 * 1024)
+    with staged_files() as staged:
+        staged.stream(pieces).write(df)
+    df.to_parquet(tmp_path / "pandas.parquet", index=False)
+    assert pieces.read_bytes() == (tmp_path / "pandas.parquet").read_bytes()
+
+
+def test_staged_files_put_nothing_in_place_when_the_block_fails(tmp_path: Path) -> None:
+    old = tmp_path / "a.parquet"
+    pd.DataFrame({"user_idx": [9]}).to_parquet(old, index=False)
+    before = old.read_bytes()
+    with pytest.raises(RuntimeError), staged_files() as staged:
+        staged.stream(old).write(_users_frame(3))
+        staged.add(tmp_path / "b.md", b"b")
+        raise RuntimeError("the stage failed half-way")
+    assert old.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet"]
+
+
+def test_a_stream_refuses_a_block_with_other_columns(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="differ from the first block"), staged_files() as s:
+        rows = s.stream(tmp_path / "x.parquet")
+        rows.write(_users_frame(2))
+        rows.write(_users_frame(2).astype({"score": np.float64}))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("users", [1, 3, 1000])
+def test_user_blocks_keep_every_user_whole_across_row_groups(tmp_path: Path, users: int) -> None:
+    df = _users_frame(30, seed=1)
+    path = tmp_path / "f.parquet"
+    df.to_parquet(path, index=False, row_group_size=5)
+    blocks = list(user_blocks_of(path, users))
+    pd.testing.assert_frame_equal(pd.concat(blocks, ignore_index=True), df)
+    sizes = [b["user_idx"].nunique() for b in blocks]
+    assert all(s == users for s in sizes[:-1]) and 0 < sizes[-1] <= users
+    seen = [set(b["user_idx"]) for b in blocks]
+    assert all(a.isdisjoint(b) for i, a in enumerate(seen) for b in seen[i + 1 :])
+
+
+def test_user_blocks_of_an_empty_file_give_its_columns(tmp_path: Path) -> None:
+    path = tmp_path / "e.parquet"
+    _users_frame(2).iloc[:0].to_parquet(path, index=False)
+    (block,) = list(user_blocks_of(path, 4))
+    assert block.empty and list(block.columns) == ["user_idx", "item_idx", "score"]

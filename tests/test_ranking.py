@@ -35,7 +35,6 @@ from recpipe.ranking import (
     top_candidates,
     train,
     training_rows,
-    user_blocks,
 )
 from stages import features, rank
 
@@ -372,6 +371,22 @@ def test_refit_matters_with_a_single_holdout(weak: dict) -> None:
     one = predict(weak_train(weak, cv_folds=1), weak["test"])
     kept = predict(weak_train(weak, cv_folds=1, refit=False), weak["test"])
     assert not np.array_equal(one, kept)
+
+
+def test_without_refit_the_holdout_model_is_cut_to_its_best_round(weak: dict) -> None:
+    """No second fit: the early-stopped model cut to its best round is, tree for tree, the
+    model a fit of that many rounds on the rows outside the holdout gives."""
+    kept = weak_train(weak, cv_folds=1, refit=False)
+    assert kept.model.get_booster().num_boosted_rounds() == kept.best_iteration
+    refit_of_fitting_rows = weak_train(
+        weak, cv_folds=1, refit=False, n_estimators=kept.best_iteration
+    )
+    # With n_estimators = best, early stopping ends at the same round or later, and the
+    # curve's argmax is the same round: the final model is a fit of exactly those rows.
+    assert refit_of_fitting_rows.best_iteration == kept.best_iteration
+    assert bytes(kept.model.get_booster().save_raw("json")) == bytes(
+        refit_of_fitting_rows.model.get_booster().save_raw("json")
+    )
 
 
 def test_n_estimators_caps_the_trees_with_refit(weak: dict) -> None:
@@ -750,9 +765,20 @@ def test_rank_stage_in_blocks_of_two_users_writes_the_same_bytes(ranked: tuple) 
         assert (blocked / name).read_bytes() == (out / name).read_bytes(), name
 
 
-def test_user_blocks_cover_every_row_once_and_never_split_a_user() -> None:
-    users = np.array([0, 0, 1, 3, 3, 3, 4, 7, 7])
-    blocks = user_blocks(users, 2)
-    assert [users[b].tolist() for b in blocks] == [[0, 0, 1], [3, 3, 3, 4], [7, 7]]
-    assert np.array_equal(np.concatenate(blocks), np.arange(len(users)))
-    assert user_blocks(np.array([], dtype=np.int64), 3) == []
+def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(ranked_extra: tuple) -> None:
+    """The blend's streaming test: every fold (valid, test and the extra ranker folds)
+    merged, scored and written two users at a time gives byte-identical files."""
+    p, blend_out, _ = ranked_extra
+    params = yaml.safe_load(p.params.read_text())
+    params["blend"]["block_users"] = 2
+    (p.root / "blocks.yaml").write_text(yaml.safe_dump(params))
+    blocked = p.root / "blend_blocks"
+    assert run_blend(p, blocked, p.root / "blocks.yaml") == 0
+    names = sorted(f.name for f in (blend_out / "blend").iterdir())
+    assert {"valid.parquet", "test_recs.parquet", "extra1.parquet", "extra2.parquet"} <= set(names)
+    assert sorted(f.name for f in (blocked / "blend").iterdir()) == names
+    for name in names:
+        assert (blocked / "blend" / name).read_bytes() == (
+            blend_out / "blend" / name
+        ).read_bytes(), name
+    assert (blocked / "blend.json").read_bytes() == (blend_out / "blend.json").read_bytes()

@@ -14,6 +14,7 @@ from recpipe.splitting import (
     Relevance,
     TemporalSplit,
     check_targets,
+    extra_fold_count,
     kcore_filter,
     split,
 )
@@ -226,6 +227,37 @@ def test_temporal_ranker_folds_step_back_one_valid_target_at_a_time() -> None:
     # a fold too deep for the user's history has no target for the user
     deep = split(inter, TemporalSplit(n_valid=1, n_test=1, ranker_folds=5), seed=0)
     assert [len(t) for t in deep.ranker_targets] == [1, 1, 1, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("fold_users", "valid_users", "expected"),
+    [
+        (None, 100, 4),  # no rule: always ranker_folds
+        (20_000, 943, 4),  # small data: every extra fold (capped)
+        (20_000, 6_040, 3),  # ceil(20000 / 6040) = 4 folds in all
+        (12_000, 6_040, 1),
+        (12_000, 69_878, 0),  # the valid fold alone has enough lists
+        (6_040, 6_040, 0),
+        (6_041, 6_040, 1),
+        (12_000, 0, 4),  # no target user at all: nothing to go by
+    ],
+)
+def test_extra_fold_count_follows_the_rule(
+    fold_users: int | None, valid_users: int, expected: int
+) -> None:
+    cfg = TemporalSplit(ranker_folds=4, ranker_fold_users=fold_users)
+    assert extra_fold_count(cfg, valid_users) == expected
+
+
+def test_ranker_fold_users_cuts_the_extra_folds_of_a_split(random_log) -> None:
+    cfg = RandomSplit(ratios=(0.6, 0.15, 0.25), ranker_folds=3)
+    full = split(random_log, cfg, seed=3)
+    n_valid = full.valid_targets.loc[full.valid_targets["relevant"], "user_idx"].nunique()
+    cut = split(random_log, cfg.model_copy(update={"ranker_fold_users": 2 * n_valid}), seed=3)
+    assert len(full.ranker_targets) == 3 and len(cut.ranker_targets) == 1
+    # the folds kept are the first ones of the full split, unchanged
+    pd.testing.assert_frame_equal(cut.ranker_targets[0], full.ranker_targets[0])
+    assert np.array_equal(cut.ranker_roles[:, 0], full.ranker_roles[:, 0])
 
 
 def test_random_ranker_folds_draw_the_valid_share_with_their_own_seeds(random_log) -> None:
