@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 from pydantic import ValidationError
 
-from recpipe.models.base import Recommender, TrainData
+from recpipe.models.base import Recommender, TrainData, top_n
 from recpipe.models.ease import EASE, EASEConfig, ease_weights
 from recpipe.models.itemknn import ItemKNN, ItemKNNConfig, _keep_top_k
 from recpipe.models.popularity import Popularity, PopularityConfig
@@ -436,3 +436,25 @@ def test_ease_falls_back_to_float64_when_float32_cannot_factorise(
     got = ease_weights(x, 2.0)
     assert "float32 Cholesky failed (info=3); solving in float64" in caplog.text
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("n", [1, 3, 9, 40])
+def test_top_n_is_the_full_sort_by_score_then_item(seed: int, n: int) -> None:
+    """Against the plain definition: every unseen, scored item sorted by score (descending)
+    then item index, first n; with many ties (integer scores), NaNs and seen items."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = 25, 30
+    scores = rng.integers(0, 4 if seed % 2 else 50, size=(n_users, n_items)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.2] = np.nan
+    scores[3] = np.nan  # a user with no score at all
+    seen = sp.csr_matrix(rng.random((n_users, n_items)) < 0.3)
+    users = np.arange(n_users) * 2
+    got = top_n(users, scores.copy(), seen, n)
+    dense_seen = seen.toarray()
+    expected = []
+    for row in range(n_users):
+        ok = [j for j in range(n_items) if not np.isnan(scores[row, j]) and not dense_seen[row, j]]
+        best = sorted(ok, key=lambda j: (-scores[row, j], j))[:n]
+        expected += [(users[row], j, scores[row, j], r + 1) for r, j in enumerate(best)]
+    assert list(got.itertuples(index=False, name=None)) == expected
