@@ -26,9 +26,9 @@ SIZES = {
 }
 
 
-def composed_params(*overrides: str) -> dict:
-    """params.yaml as `dvc exp run -S ...` would compose it from conf/."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base=None):
+def composed_params(*overrides: str, root: Path = ROOT) -> dict:
+    """params.yaml as `dvc exp run -S ...` would compose it from ``root``'s conf/."""
+    with initialize_config_dir(str(root / "conf"), version_base=None):
         cfg = compose("config", overrides=list(overrides))
     return OmegaConf.to_container(cfg, resolve=True)
 

@@ -86,6 +86,12 @@ def main() -> None:
     )
     ap.add_argument("--workdir", default="/tmp/recpipe-bench-tradeoff")
     ap.add_argument("--keep", type=Path, required=True, help="folder for per-variant reports")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the scratch repository of an earlier run (its code, data and run cache) "
+        "instead of copying the project again",
+    )
     args = ap.parse_args()
 
     n_events, n_users, n_items = SIZES[args.size]
@@ -97,14 +103,16 @@ def main() -> None:
     ]
     variants = [parse_variant(v) for v in args.variant]
     dvc = str(Path(sys.executable).parent / "dvc")
-    repo = fresh_repo(Path(args.workdir), composed_params(*size_overrides))
+    repo = Path(args.workdir)
+    if not (args.reuse and (repo / "dvc.yaml").exists()):
+        repo = fresh_repo(repo, composed_params(*size_overrides))
     args.keep.mkdir(parents=True, exist_ok=True)
 
     rows = []
     base_per_user: Path | None = None
     for i, (name, overrides) in enumerate(variants):
         print(f"{args.size}: variant {name!r} {overrides}", file=sys.stderr)
-        times = run_variant(repo, composed_params(*size_overrides, *overrides), dvc)
+        times = run_variant(repo, composed_params(*size_overrides, *overrides, root=repo), dvc)
         keep = args.keep / f"{i:02d}"
         keep.mkdir(exist_ok=True)
         for f in ("per_user.parquet", "metrics.json", "ranker.json", "blend.json"):

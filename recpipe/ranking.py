@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 from pydantic import Field
 
 from recpipe.blending import fill_by_user, rank_by
@@ -27,6 +26,9 @@ from recpipe.errors import ConfigError
 from recpipe.features.pairs import PairContext, block_pair_features
 from recpipe.hashing import tie_key
 from recpipe.models.base import rank_within
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 KEY = ["user_idx", "item_idx"]
 
@@ -274,6 +276,8 @@ class TrainResult:
 
 
 def _ranker(cfg: RankerConfig, seed: int, n_estimators: int, early_stop: bool) -> xgb.XGBRanker:
+    import xgboost as xgb  # here: the stages that only validate params need not load it
+
     return xgb.XGBRanker(
         objective=cfg.objective,
         n_estimators=n_estimators,
