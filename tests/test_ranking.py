@@ -389,6 +389,17 @@ def test_without_refit_the_holdout_model_is_cut_to_its_best_round(weak: dict) ->
     )
 
 
+def test_refit_max_lists_keeps_the_early_stopped_model_on_many_lists(weak: dict) -> None:
+    lists = weak_train(weak, cv_folds=1).lists_used
+    refit = predict(weak_train(weak, cv_folds=1, refit_max_lists=lists), weak["test"])
+    np.testing.assert_array_equal(refit, predict(weak_train(weak, cv_folds=1), weak["test"]))
+    kept = predict(weak_train(weak, cv_folds=1, refit_max_lists=lists - 1), weak["test"])
+    np.testing.assert_array_equal(
+        kept, predict(weak_train(weak, cv_folds=1, refit=False), weak["test"])
+    )
+    assert not np.array_equal(kept, refit)
+
+
 def test_n_estimators_caps_the_trees_with_refit(weak: dict) -> None:
     full, small = weak["result"], weak_train(weak, n_estimators=5)
     assert small.best_iteration <= 5 < full.best_iteration <= 30
