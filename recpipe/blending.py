@@ -253,7 +253,7 @@ class TrialScorer:
         users = df["user_idx"].to_numpy()
         # A pair listed twice is one relevant item, as in metrics.topn_metrics.
         rel = truth.loc[truth["relevant"], ["user_idx", "item_idx"]].drop_duplicates()
-        n_rel = rel.groupby("user_idx").size()
+        n_rel = relevant_counts(truth)
         # Averages run over every user with a relevant target, candidates or not.
         self.n_eval = len(n_rel)
         uniq, row = np.unique(users, return_inverse=True)
@@ -302,15 +302,25 @@ class TrialScorer:
         """
         if rows is not None:
             return self.subset(rows).value(weights, metric)
+        if self.n_eval == 0:
+            if metric not in self.METRICS:
+                raise ValueError(f"search_metric must be one of {self.METRICS} at some K")
+            return float("nan")
+        return float(self.per_user(weights, metric).sum() / self.n_eval)
+
+    def per_user(self, weights: np.ndarray, metric: str) -> np.ndarray:
+        """``metric@k`` of every candidate user (0 for users without a relevant target), in
+        ``user_idx`` order: a fold's mean is their sum over all its users divided by the
+        users with a relevant target, whatever blocks the users were scored in."""
         if metric not in self.METRICS:
             raise ValueError(f"search_metric must be one of {self.METRICS} at some K")
-        if self.n_eval == 0:
-            return float("nan")
         weights = np.asarray(weights, dtype=np.float64)
         if (weights < 0).any() or not weights.sum() > 0:
             raise ValueError(f"weights must be >= 0 with a positive sum, got {weights}")
+        if self.n_rows == 0:
+            return np.zeros(0)
         grid = np.tensordot((weights / weights.sum()).astype(np.float32), self.grid3, axes=1)
-        label, row_rel, idcg, n_eval = self.label, self.row_rel, self.idcg, self.n_eval
+        label, row_rel, idcg = self.label, self.row_rel, self.idcg
         k = min(self.k, self.width)
         top = (
             np.argpartition(-grid, k - 1, axis=1)[:, :k]
@@ -335,8 +345,7 @@ class TrialScorer:
             else:
                 first = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, np.inf)
                 per_row = 1.0 / first
-        per_row = np.where(row_rel > 0, per_row, 0.0)
-        return float(per_row.sum() / n_eval)
+        return np.where(row_rel > 0, per_row, 0.0)
 
 
 @dataclass(frozen=True)
@@ -360,6 +369,65 @@ def search_weights(
     return result.weights, result.value
 
 
+class FoldUsers:
+    """What the weight search needs from a fold: its candidate users (sorted), how many
+    relevant targets each has, and scorers (:class:`TrialScorer`) of any sorted subset of
+    them. This one holds the whole fold's pairs in memory; :class:`StreamedFold` builds
+    only the users asked for."""
+
+    def __init__(self, df: pd.DataFrame, truth: pd.DataFrame, names: list[str], k: int) -> None:
+        self._scorer = TrialScorer(df, truth, names, k)
+        self.users, self.row_rel = self._scorer.users, self._scorer.row_rel
+
+    def scorer(self, rows: np.ndarray) -> TrialScorer:
+        """A scorer of the users at sorted positions ``rows`` of :attr:`users`."""
+        return self._scorer.subset(rows)
+
+    def whole(self) -> TrialScorer:
+        return self._scorer
+
+
+def relevant_counts(truth: pd.DataFrame) -> pd.Series:
+    """Distinct relevant target items per user (a pair listed twice counts once)."""
+    rel = truth.loc[truth["relevant"], ["user_idx", "item_idx"]].drop_duplicates()
+    return rel.groupby("user_idx").size()
+
+
+class StreamedFold:
+    """:class:`FoldUsers` of a fold given as every model's candidates, built block by block
+    on demand (:func:`blend_block`), so only the users a search asks for are held."""
+
+    def __init__(
+        self,
+        cands: Mapping[str, pd.DataFrame],
+        models: Mapping[str, Recommender],
+        normalise: str,
+        truth: pd.DataFrame,
+        k: int,
+    ) -> None:
+        self.cands, self.models, self.normalise, self.truth, self.k = (
+            cands,
+            models,
+            normalise,
+            truth,
+            k,
+        )
+        self.users = np.unique(
+            np.concatenate([c["user_idx"].to_numpy(np.int64) for c in cands.values()])
+        )
+        self.row_rel = relevant_counts(truth).reindex(self.users).fillna(0).to_numpy()
+
+    def scorer(self, rows: np.ndarray) -> TrialScorer:
+        users = self.users[np.asarray(rows, dtype=np.int64)]
+        part = {m: c[np.isin(c["user_idx"].to_numpy(), users)] for m, c in self.cands.items()}
+        df = blend_block(part, self.models, self.normalise)
+        truth = self.truth[self.truth["user_idx"].isin(users)]
+        return TrialScorer(df, truth, list(self.models), self.k)
+
+    def whole(self) -> TrialScorer:
+        return self.scorer(np.arange(len(self.users)))
+
+
 def search(
     df: pd.DataFrame,
     truth: pd.DataFrame,
@@ -367,15 +435,27 @@ def search(
     cfg: BlendConfig,
     seed: int,
 ) -> SearchResult:
+    """:func:`search_fold` on a fold whose pairs ``df`` are all in memory."""
+    return search_fold(FoldUsers(df, truth, names, search_k(cfg)), names, cfg, seed)
+
+
+def search_k(cfg: BlendConfig) -> int:
+    return int(cfg.search_metric.split("@")[1])
+
+
+def search_fold(
+    fold: FoldUsers | StreamedFold, names: list[str], cfg: BlendConfig, seed: int
+) -> SearchResult:
     """Random search over the weight simplex, maximising ``cfg.search_metric`` on the valid
     fold. The configured weights, each single model and the uniform mix are always tried, so
     with one bag the result is never worse on the valid fold than any of them. With
     ``cfg.search_bags`` > 1 the search runs on that many seeded halves of the users with a
     relevant target among their candidates (at most ``cfg.search_users`` each), and the
     winning weights are averaged; each bag's users and winner are kept (see
-    :func:`out_of_bag_hybrid`)."""
-    metric, k = cfg.search_metric.split("@")
-    scorer = TrialScorer(df, truth, names, int(k))
+    :func:`out_of_bag_hybrid`). The result's ``value`` (the chosen weights on the whole
+    fold) is NaN when ``fold`` is streamed: the caller adds it up block by block
+    (:meth:`TrialScorer.totals`)."""
+    metric = cfg.search_metric.split("@")[0]
     rng = np.random.default_rng(seed)
     trials: list[np.ndarray] = []
     if cfg.weights:
@@ -399,19 +479,32 @@ def search(
 
     bags: list[tuple[np.ndarray, dict[str, float]]] = []
     # A bag of users without a relevant target scores NaN for every trial: draw from the rest.
-    eligible = np.flatnonzero(scorer.row_rel > 0)
+    eligible = np.flatnonzero(fold.row_rel > 0)
+    whole: TrialScorer | None = None
     if cfg.search_bags == 1 or len(eligible) < 2:
-        chosen = best_of(scorer)
+        whole = fold.whole()
+        chosen = best_of(whole)
     else:
         half = max(1, min(len(eligible) // 2, cfg.search_users))
+        draws = [np.sort(rng.permutation(eligible)[:half]) for _ in range(cfg.search_bags)]
+        # one scorer of every bag's users: each bag is a subset of it
+        union = np.unique(np.concatenate(draws))
+        bag_scorer = fold.scorer(union) if isinstance(fold, StreamedFold) else None
         winners = []
-        for _ in range(cfg.search_bags):
-            part = scorer.subset(np.sort(rng.permutation(eligible)[:half]))
+        for rows in draws:
+            part = (
+                fold.scorer(rows)
+                if bag_scorer is None
+                else bag_scorer.subset(np.searchsorted(union, rows))
+            )
             winners.append(best_of(part))
             bags.append((part.users, as_dict(winners[-1])))
         chosen = np.mean(winners, axis=0)
     weights = as_dict(chosen)
+    if isinstance(fold, StreamedFold) and whole is None:
+        return SearchResult(weights, float("nan"), bags)
     rounded = np.array([weights[m] for m in names])
+    scorer = whole if whole is not None else fold.whole()
     return SearchResult(weights, scorer.value(rounded / rounded.sum(), metric), bags)
 
 
@@ -469,8 +562,9 @@ def choose_weights(
     truth: pd.DataFrame | None = None,
 ) -> tuple[dict[str, float], SearchResult | None]:
     """The blend's weights, fixed on the valid fold's pairs ``df``: searched against its
-    ``truth`` when ``cfg.search`` (which then needs it), the configured ones otherwise; then
-    :func:`resolve_weights`. Also returns the search (None without one)."""
+    ``truth`` when ``cfg.search`` (which then needs it), the configured ones otherwise;
+    then :func:`resolve_weights`. Also returns the search (None without one).
+    (:class:`ValidFold` does the same without holding the fold.)"""
     searched = None
     weights: Mapping[str, float] = cfg.weights
     if cfg.search:
@@ -479,6 +573,60 @@ def choose_weights(
         searched = search(df, truth, list(enabled), cfg, seed)
         weights = searched.weights
     return resolve_weights(weights, enabled), searched
+
+
+class ValidFold:
+    """The valid fold, one block of users at a time: its weights are chosen first (the
+    search builds only its bags' users, see :class:`StreamedFold`), then :meth:`blocks`
+    gives every block with its (out-of-bag) hybrid, and :attr:`value` is the chosen
+    weights' search metric over the whole fold, added up from the blocks."""
+
+    def __init__(
+        self,
+        cands: Mapping[str, pd.DataFrame],
+        models: Mapping[str, Recommender],
+        cfg: BlendConfig,
+        seed: int,
+        truth: pd.DataFrame | None,
+    ) -> None:
+        self.cands, self.models, self.cfg, self.truth = cands, models, cfg, truth
+        self.searched: SearchResult | None = None
+        weights: Mapping[str, float] = cfg.weights
+        if cfg.search:
+            if truth is None:
+                raise ValueError("blend.search needs the valid fold's targets")
+            fold = StreamedFold(cands, models, cfg.normalise, truth, search_k(cfg))
+            self.searched = search_fold(fold, list(cands), cfg, seed)
+            weights = self.searched.weights
+        self.weights = resolve_weights(weights, list(cands))
+        self._per_user: list[np.ndarray] = []
+
+    def blocks(self) -> Iterator[pd.DataFrame]:
+        searched, truth, names = self.searched, self.truth, list(self.cands)
+        if searched is not None:
+            metric = self.cfg.search_metric.split("@")[0]
+            w = np.array([searched.weights[m] for m in names])
+        for block in candidate_blocks(self.cands, self.cfg.block_users):
+            df = blend_block(block, self.models, self.cfg.normalise)
+            if searched is not None and truth is not None:
+                users = df["user_idx"].unique()
+                scorer = TrialScorer(
+                    df, truth[truth["user_idx"].isin(users)], names, search_k(self.cfg)
+                )
+                self._per_user.append(scorer.per_user(w / w.sum(), metric))
+            df["m_hybrid"] = fold_hybrid(df, self.weights, searched)
+            yield df
+
+    @property
+    def value(self) -> float | None:
+        """The search metric of the chosen weights on the whole fold (after :meth:`blocks`
+        ran); None without a search."""
+        if self.searched is None or self.truth is None:
+            return None
+        n_eval = len(relevant_counts(self.truth))
+        if n_eval == 0:
+            return float("nan")
+        return float(np.concatenate(self._per_user or [np.zeros(0)]).sum() / n_eval)
 
 
 def fold_hybrid(

@@ -8,6 +8,8 @@ normalised score, and ``m_hybrid``) and ``<out>/<fold>_recs.parquet`` (the hybri
 With ``blend.search`` the weights are picked on the valid fold (its labels) and then applied
 unchanged to the test fold; the test fold's targets are never read here. With search bags,
 the valid fold's own hybrid is out of bag: each user's comes from the bags without the user.
+Every fold is built and written ``blend.block_users`` users at a time (the search holds
+only its bags' users).
 Extra ranker folds (``split.ranker_folds``) get ``<out>/<fold>.parquet`` only, their hybrid
 from the valid fold's weights.
 """
@@ -24,11 +26,9 @@ import pandas as pd
 from recpipe.artifacts import candidates_file, load_model, model_dir, model_enabled
 from recpipe.blending import (
     BlendConfig,
-    SearchResult,
+    ValidFold,
     blend_block,
     candidate_blocks,
-    choose_weights,
-    fold_hybrid,
     hybrid_score,
     rank_by,
 )
@@ -60,27 +60,6 @@ def with_hybrid(df: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
     return df
 
 
-def valid_fold(
-    split: str, cands: dict[str, pd.DataFrame], models: dict, cfg: BlendConfig, seed: int
-) -> tuple[pd.DataFrame, dict[str, float], SearchResult | None]:
-    """The valid fold's pairs with their hybrid, the weights fixed on it and the search."""
-    df = pd.concat(
-        [blend_block(b, models, cfg.normalise) for b in candidate_blocks(cands, cfg.block_users)],
-        ignore_index=True,
-    )
-    truth = load_fold(split, "valid").targets if cfg.search else None
-    weights, searched = choose_weights(df, list(cands), cfg, seed, truth)
-    if searched is not None:
-        log.info(
-            "searched weights %s (valid %s %.4f)",
-            searched.weights,
-            cfg.search_metric,
-            searched.value,
-        )
-    df["m_hybrid"] = fold_hybrid(df, weights, searched)
-    return df, weights, searched
-
-
 def run(args: argparse.Namespace) -> None:
     cfg = load_params("blend", BlendConfig, args.params)
     seed = load_params("seed", int, args.params)
@@ -103,12 +82,14 @@ def run(args: argparse.Namespace) -> None:
                     file=str(cand_dir),
                 )
             models = {m: load_model(model_dir(args.models, m, fold_name)) for m in cands}
-            if fold_name == "valid":  # the weight search needs the whole fold
-                df, weights, searched = valid_fold(args.split, cands, models, cfg, seed)
-                if searched is not None:
-                    summary[f"valid_{cfg.search_metric}"] = round(searched.value, 4)
-                frames: Iterable[pd.DataFrame] = [df]
-                del df
+            valid = None
+            if fold_name == "valid":  # first: it fixes the weights
+                truth = load_fold(args.split, "valid").targets if cfg.search else None
+                valid = ValidFold(cands, models, cfg, seed, truth)
+                weights = valid.weights
+                if valid.searched is not None:
+                    log.info("searched weights %s", valid.searched.weights)
+                frames: Iterable[pd.DataFrame] = valid.blocks()
             else:
                 frames = (
                     with_hybrid(blend_block(block, models, cfg.normalise), weights)
@@ -122,8 +103,10 @@ def run(args: argparse.Namespace) -> None:
                 if recs is not None:  # an extra ranker fold only feeds the ranker
                     recs.write(rank_by(df, df["m_hybrid"].to_numpy(), cfg.n))
                 users += int(df["user_idx"].nunique())  # blocks never share a user
-            del frames, df
-            del cands, models
+            del frames, cands, models
+            if valid is not None and valid.value is not None:
+                summary[f"valid_{cfg.search_metric}"] = round(valid.value, 4)
+                log.info("valid %s of the searched weights: %.4f", cfg.search_metric, valid.value)
             summary[fold_name] = {
                 "pairs": pairs.rows,
                 "users": users,

@@ -17,10 +17,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recpipe.artifacts import load_model, model_dir
 from recpipe.blending import (
     BlendConfig,
     SearchResult,
     TrialScorer,
+    ValidFold,
+    blend_block,
     choose_weights,
     describe_pairs,
     fold_hybrid,
@@ -36,6 +39,7 @@ from recpipe.blending import (
 from recpipe.config import parse
 from recpipe.errors import ConfigError
 from recpipe.evaluation.metrics import topn_metrics
+from recpipe.folds import load_fold
 from recpipe.io import write_many
 from recpipe.models.base import Recommender, TrainData
 from recpipe.models.registry import MODELS
@@ -800,3 +804,34 @@ def test_trial_scorer_refuses_weights_off_the_simplex(w: list[float]) -> None:
     scorer = TrialScorer(df, truth, ["a", "b", "c"], k=10)
     with pytest.raises(ValueError, match="weights must be >= 0"):
         scorer.value(np.array(w), "ndcg")
+
+
+@pytest.mark.parametrize("bags", [1, 4])
+def test_the_valid_fold_streamed_is_the_valid_fold_whole(project: Project, bags: int) -> None:
+    """The search on only its bags' users, and the fold built 7 users at a time, give the
+    weights, bags, hybrid and whole-fold value of the search on the whole fold in memory."""
+    cands = blend.enabled_candidates(project.candidates, "valid")
+    models = {m: load_model(model_dir(project.models, m, "valid")) for m in cands}
+    truth = load_fold(project.split, "valid").targets
+    cfg = BlendConfig(
+        normalise="zscore",
+        search=True,
+        search_trials=25,
+        search_bags=bags,
+        search_users=30,
+        block_users=7,
+    )
+    whole = blend_block(cands, models, cfg.normalise)
+    weights, searched = choose_weights(whole, list(cands), cfg, 5, truth)
+    assert searched is not None
+    expected = whole.assign(m_hybrid=fold_hybrid(whole, weights, searched))
+
+    streamed = ValidFold(cands, models, cfg, 5, truth)
+    got = pd.concat(list(streamed.blocks()), ignore_index=True)
+    assert streamed.weights == weights
+    assert streamed.searched is not None
+    assert len(streamed.searched.bags) == len(searched.bags) == (0 if bags == 1 else bags)
+    for (u1, w1), (u2, w2) in zip(streamed.searched.bags, searched.bags, strict=True):
+        assert np.array_equal(u1, u2) and w1 == w2
+    pd.testing.assert_frame_equal(got, expected)
+    assert streamed.value == searched.value
