@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -166,3 +167,29 @@ def test_e2e_identical_rerun_reviews_as_no_change(repo: Path) -> None:
     assert "No params changed." in out
     # every per-user value is the same: the pipeline is deterministic for a seed
     assert "<summary>9 models identical to the base:" in out, out
+
+
+def test_files_source_without_data_user_gets_a_hint_not_dvcs_bare_error(repo: Path) -> None:
+    """Regression: `-S data=files` with the default data.dep stopped in DVC with "No such
+    file or directory: .../data/user" and no word on what to do; the check stage, which DVC
+    runs first, now says it, and every output stays in place."""
+    shutil.rmtree(repo / "data/user", ignore_errors=True)  # an earlier test's folder
+    watched = [repo / "data/prepared/interactions.parquet", repo / "reports/ingest.json"]
+    before = {p: p.read_bytes() for p in watched}
+    params_file = repo / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["data"] = yaml.safe_load((ROOT / "conf/data/files.yaml").read_text())
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc_bin = Path(sys.executable).parent / "dvc"
+    try:
+        proc = subprocess.run(
+            [str(dvc_bin), "repro"], cwd=repo, env=e2e_env(), capture_output=True, text=True
+        )
+        after = {p: p.read_bytes() for p in watched}
+    finally:
+        reset(repo)
+    message = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "data.dep: 'data/user' does not exist. data=files reads your own files" in message
+    assert "No such file or directory" not in message, message
+    assert after == before

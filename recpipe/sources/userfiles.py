@@ -17,7 +17,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from recpipe.config import Config
-from recpipe.errors import DataError
+from recpipe.errors import ConfigError, DataError
 from recpipe.schema import (
     RawTables,
     check_ids,
@@ -90,6 +90,42 @@ class FilesConfig(Config):
             if not w > 0:
                 raise ValueError(f"event_weights.{name} must be > 0, got {w}")
         return self
+
+
+def check_paths(cfg: FilesConfig, source: str = "params.yaml") -> list[str]:
+    """Refuse a ``files`` block whose paths do not exist, before DVC meets them.
+
+    DVC checks ``data.dep`` (ingest's tracked input) only when it reaches ingest, and then
+    says no more than "No such file or directory: data/user". Returns warnings: a file
+    outside ``data.dep`` is read, but DVC does not re-run ingest when it changes.
+    """
+    dep = Path(cfg.dep)
+    if not dep.exists():
+        raise ConfigError(
+            f"{source}: data.dep: {cfg.dep!r} does not exist. data=files reads your own "
+            f"files: put them in {cfg.dep}/ (data.interactions is {cfg.interactions!r}), or "
+            "point data.dep at the folder that holds them and data.interactions at the "
+            "interactions file, e.g. -S data.dep=shop -S data.interactions=shop/events.csv "
+            "(README, 'Your own data')"
+        )
+    warnings = []
+    for key in ("interactions", "items", "users"):
+        value = getattr(cfg, key)
+        if value is None:
+            continue
+        if not Path(value).is_file():
+            raise ConfigError(
+                f"{source}: data.{key}: file {value!r} not found (data.dep is {cfg.dep!r})"
+            )
+        inside = dep.resolve() == Path(value).resolve() or dep.resolve() in (
+            Path(value).resolve().parents
+        )
+        if not inside:
+            warnings.append(
+                f"data.{key} {value!r} is outside data.dep {cfg.dep!r}: DVC will not re-run "
+                "ingest when it changes"
+            )
+    return warnings
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
