@@ -2,13 +2,17 @@
 
 Every stage declares in ``dvc.yaml`` the params sections it reads and loads each with
 :func:`load_params` into a pydantic model that rejects unknown keys, so a misspelled key fails
-loudly with its full dotted name instead of being silently ignored.
+loudly with its full dotted name, and the nearest valid key, instead of being silently
+ignored.
 """
 
 from __future__ import annotations
 
+import difflib
+import types
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
@@ -73,10 +77,79 @@ def parse(value: Any, model: type[T] | Any, key: str, source: str = PARAMS_FILE)
             loc = ".".join(_key_path(value, err["loc"]))
             full = f"{key}.{loc}" if loc else key
             if err["type"] == "extra_forbidden":
-                problems.append(f"{full}: unknown key")
+                known = _fields_at(model, err["loc"][:-1])
+                prefix = full.rpartition(".")[0]
+                problems.append(f"{full}: {unknown_key_hint(str(err['loc'][-1]), known, prefix)}")
             else:
                 problems.append(f"{full}: {err['msg']}")
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def unknown_key_hint(key: str, known: Iterable[str], prefix: str = "") -> str:
+    """``unknown key`` plus the nearest valid key (a misspelling), else the valid keys.
+
+    Hydra answers ``-S split.n_tset=2`` with advice to write ``+split.n_tset=2``, which adds
+    the misspelled key instead of fixing it; this message is where that key ends up.
+    """
+    known = sorted(set(known) - {key})
+    dotted = [f"{prefix}.{k}" if prefix else k for k in known]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    if close:
+        nearest = f"{prefix}.{close[0]}" if prefix else close[0]
+        return f"unknown key (did you mean {nearest}?)"
+    if dotted:
+        return "unknown key (valid keys: " + ", ".join(dotted) + ")"
+    return "unknown key"
+
+
+def _fields_at(model: Any, loc: tuple[Any, ...]) -> set[str]:
+    """The field names pydantic accepts at error location ``loc`` of ``model`` (empty when
+    the location cannot be followed through the type), union tags in ``loc`` included."""
+    tp = _unwrap(model)
+    for part in loc:
+        if _is_model(tp):
+            field = tp.model_fields.get(part)
+            if field is None:
+                return set()
+            tp = _unwrap(field.annotation)
+        elif get_origin(tp) in (Union, types.UnionType):
+            members = [m for m in map(_unwrap, get_args(tp)) if _is_model(m)]
+            tagged = [m for m in members if part in _tags(m) or part == m.__name__]
+            if len(tagged) != 1:
+                return set()
+            tp = tagged[0]
+        elif get_origin(tp) in (dict, Mapping) and len(get_args(tp)) == 2:
+            tp = _unwrap(get_args(tp)[1])
+        elif get_origin(tp) in (list, tuple) and get_args(tp):
+            tp = _unwrap(get_args(tp)[0])
+        else:
+            return set()
+    return set(tp.model_fields) if _is_model(tp) else set()
+
+
+def _unwrap(tp: Any) -> Any:
+    """``tp`` without ``Annotated`` and without ``None`` in an optional."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _unwrap(args[0])
+    return tp
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _tags(model: type[BaseModel]) -> set[Any]:
+    """The values of ``model``'s literal fields (a discriminated union's tag is one)."""
+    return {
+        value
+        for field in model.model_fields.values()
+        if get_origin(field.annotation) is Literal
+        for value in get_args(field.annotation)
+    }
 
 
 def _key_path(value: Any, loc: tuple[Any, ...]) -> list[str]:

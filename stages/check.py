@@ -10,6 +10,11 @@ itself (``-S split.n_test=-1``) would already have cost its previous outputs, so
 output, so DVC runs this one first: a bad block stops the run here, naming the key, with
 every output in place. The output's bytes depend only on which blocks were checked, so a
 params change that passes re-runs nothing downstream through it.
+
+Also caught here, because DVC would meet them first and say little: a block nothing reads
+(``+spilt.n_test=2``, named with the nearest valid block), and for ``data=files`` a
+``data.dep`` folder or input file that does not exist (DVC's own message for the missing
+dependency is "No such file or directory: data/user").
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import argparse
 import sys
 
 from recpipe.blending import BlendConfig
-from recpipe.config import load_params, parse
+from recpipe.config import load_params, parse, read_params, unknown_key_hint
 from recpipe.errors import ConfigError
 from recpipe.evaluation.scoring import EvalConfig
 from recpipe.features.config import FeaturesConfig
@@ -28,6 +33,7 @@ from recpipe.models.registry import MODELS, model_class
 from recpipe.ranking import RankerConfig
 from recpipe.rating import RatingConfig
 from recpipe.sources.config import DataConfig
+from recpipe.sources.userfiles import FilesConfig, check_paths
 from recpipe.splitting import SplitConfig
 from recpipe.stage import run_stage
 
@@ -37,16 +43,25 @@ log = get_logger("check")
 
 
 def run(args: argparse.Namespace) -> None:
-    load_params("data", DataConfig, args.params)
+    unknown = sorted(set(read_params(args.params)) - set(PARAMS))
+    if unknown:
+        # `+spilt.n_test=2` (Hydra's advice for a misspelled key) adds a block nothing reads
+        hint = unknown_key_hint(unknown[0], PARAMS)
+        raise ConfigError(f"{args.params}: {unknown[0]}: {hint}")
+    data = load_params("data", DataConfig, args.params)
+    if isinstance(data, FilesConfig):
+        for warning in check_paths(data, args.params):
+            log.warning("%s", warning)
     load_params("split", SplitConfig, args.params)
     candidates = load_params("candidates", dict, args.params)
+    unknown = sorted(set(candidates) - set(MODELS))
+    if unknown:
+        hint = unknown_key_hint(unknown[0], MODELS, "candidates").replace("key", "model", 1)
+        raise ConfigError(f"{args.params}: candidates.{unknown[0]}: {hint}")
     for name in MODELS:
         if name not in candidates:
             raise ConfigError(f"{args.params}: missing params key 'candidates.{name}'")
         parse(candidates[name], model_class(name).config_class, f"candidates.{name}", args.params)
-    unknown = sorted(set(candidates) - set(MODELS))
-    if unknown:
-        raise ConfigError(f"{args.params}: candidates.{unknown[0]}: unknown model")
     load_params("features", FeaturesConfig, args.params)
     load_params("blend", BlendConfig, args.params)
     load_params("ranker", RankerConfig, args.params)

@@ -9,6 +9,10 @@ before and after with a paired bootstrap verdict over the users both runs scored
 The base run's files are read from git (``git show REV:reports/...``): the evaluate stage's
 reports are committed (``cache: false``), so any commit holds its own numbers and nothing
 has to be pulled. Outputs that only DVC holds are read through ``dvc.api`` as a fallback.
+Those numbers were computed on whichever machine committed them; ``--base-dir DIR`` reads
+the base run's files from ``DIR`` instead, a checkout of ``--base`` where the pipeline was
+run on this machine (what CI does: ``.github/workflows/review.yml``), so that both sides
+come from one machine. Params are still compared with ``--base``'s ``params.yaml``.
 
 Not a DVC stage: it compares two runs instead of producing one. Exit code 0 whatever the
 verdicts; 1 when an input (a file, a revision) is missing, with a message naming it.
@@ -148,11 +152,27 @@ def review(args: argparse.Namespace) -> str:
     head_sha = None if args.head == WORKSPACE else resolve_rev(args.head, repo)
     base_label = f"`{args.base}` ({base_sha[:7]})"
     head_label = "the workspace" if head_sha is None else f"`{args.head}` ({head_sha[:7]})"
+    # the base run's numbers: rerun here (a folder), or as committed (another machine's?)
+    base_rev, base_repo = args.base, repo
+    if args.base_dir is not None:
+        base_rev, base_repo = WORKSPACE, Path(args.base_dir)
+        base_label += " rerun here"
+        checked_out = resolve_rev("HEAD", base_repo)
+        if checked_out != base_sha:
+            raise InputError(
+                f"--base-dir {args.base_dir} has {checked_out[:7]} checked out, not "
+                f"{args.base} ({base_sha[:7]})"
+            )
+        for path in (args.per_user, args.metrics):
+            if not (base_repo / path).is_file():
+                raise InputError(
+                    f"{path} not found in --base-dir {args.base_dir}: run the pipeline there"
+                )
 
     head_per_user = read_per_user(args.per_user, args.head, repo)
     head_metrics = read_metrics(args.metrics, args.head, repo)
-    base_per_user = read_per_user(args.per_user, args.base, repo)
-    base_metrics = read_metrics(args.metrics, args.base, repo)
+    base_per_user = read_per_user(args.per_user, base_rev, base_repo)
+    base_metrics = read_metrics(args.metrics, base_rev, base_repo)
     params_md, params_source = params_diff(args.base, args.head, args.params, repo)
 
     run = compare_runs(
@@ -163,7 +183,7 @@ def review(args: argparse.Namespace) -> str:
         n_boot=args.n_boot,
         seed=args.seed,
         level=args.level,
-        base_name=f"{args.per_user} ({args.base})",
+        base_name=f"{args.per_user} ({args.base_dir or args.base})",
         head_name=f"{args.per_user} ({args.head})",
     )
     return render_review(
@@ -198,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", required=True, help="git revision to compare with (e.g. main)")
     ap.add_argument(
         "--head", default=WORKSPACE, help="'workspace' (default: the files on disk) or a revision"
+    )
+    ap.add_argument(
+        "--base-dir",
+        default=None,
+        help="read the base run's reports from this checkout of --base, where the pipeline "
+        "ran on this machine, instead of the numbers committed in --base",
     )
     ap.add_argument("--n-boot", type=_positive, default=2000, help="bootstrap resamples")
     ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")

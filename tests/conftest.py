@@ -103,8 +103,11 @@ def git(repo: Path, *args: str) -> str:
 
 
 def reset(repo: Path) -> None:
-    """Back to the committed baseline: tracked files from git, outputs from DVC's cache."""
-    git(repo, "checkout", "--", ".")
+    """Back to the committed baseline: tracked files from git, outputs from DVC's cache.
+
+    From HEAD, not the index: DVC stages the dvc.lock it rewrites (`autostage`), and a
+    checkout from the index kept that lock, whose outputs `dvc checkout` then restored."""
+    git(repo, "reset", "-q", "--hard")
     dvc(repo, "checkout", "--force")
 
 

@@ -42,3 +42,35 @@ def test_missing_section_and_file(tmp_path) -> None:
     assert load_params("seed", int, p) == 1
     with pytest.raises(ConfigError, match="not found"):
         load_params("seed", int, tmp_path / "nope.yaml")
+
+
+def test_a_misspelled_key_names_the_nearest_valid_one() -> None:
+    """Hydra answers `-S split.n_tset=2` with advice to write `+split.n_tset=2`; that adds the
+    misspelled key, and this is the message it then meets: the key and the one meant."""
+    with pytest.raises(ConfigError) as err:
+        parse({"method": "temporal", "n_tset": 2}, SplitConfig, "split")
+    assert str(err.value) == "params.yaml: split.n_tset: unknown key (did you mean split.n_test?)"
+
+
+def test_the_nearest_key_follows_nested_blocks_and_union_members() -> None:
+    # kcore is a nested block; method picks the union member whose keys are offered
+    with pytest.raises(
+        ConfigError, match=r"split\.kcore\.usrs: unknown key \(did you mean split\.kcore\.user\?\)"
+    ):
+        parse({"method": "random", "kcore": {"usrs": 1}}, SplitConfig, "split")
+    with pytest.raises(
+        ConfigError, match=r"split\.ratio: unknown key \(did you mean split\.ratios"
+    ):
+        parse({"method": "random", "ratio": [0.6, 0.2, 0.2]}, SplitConfig, "split")
+    # `ratios` exists only under method: random, so a temporal split cannot suggest it
+    with pytest.raises(ConfigError) as err:
+        parse({"method": "temporal", "ratio": [0.6, 0.2, 0.2]}, SplitConfig, "split")
+    assert "ratios" not in str(err.value)
+
+
+def test_a_key_like_no_valid_one_lists_the_valid_keys() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse({"method": "temporal", "zzz": 1}, SplitConfig, "split")
+    message = str(err.value)
+    assert message.startswith("params.yaml: split.zzz: unknown key (valid keys: split.kcore, ")
+    assert "split.n_test" in message and "did you mean" not in message

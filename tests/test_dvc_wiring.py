@@ -7,11 +7,12 @@ import importlib
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
 from recpipe.models.registry import MODELS
-from stages import ingest, split
+from stages import check, ingest, split
 from stages.candidates import params_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +81,52 @@ def test_presets_compose() -> None:
     assert ms["data"]["source"] == "movielens"
     tiny = compose_params("+experiment=tiny")
     assert tiny["data"]["n_events"] < 10_000
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("data=files", "+experiment=tiny"),
+        ("+experiment=tiny", "data=files"),
+        ("data=movielens", "+experiment=tiny"),
+        ("+experiment=tiny", "data=movielens", "data.variant=1m"),
+        ("+experiment=tiny", "data.n_users=50"),
+    ],
+)
+def test_the_tiny_preset_combines_with_every_data_source(
+    overrides: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: `+experiment=tiny` set data.n_users, n_items and n_events itself, which
+    the files and MovieLens blocks refuse. It now chooses the data option `tiny` (the
+    synthetic shop at the tiny size), which a data choice on the command line replaces."""
+    params = compose_params(*overrides)
+    tiny = compose_params("+experiment=tiny")
+    source = next((o.split("=")[1] for o in overrides if o.startswith("data=")), "synthetic")
+    assert params["data"]["source"] == source
+    for block in ("candidates", "blend", "ranker", "eval"):  # the preset's model settings
+        assert params[block] == tiny[block], block
+    assert params["split"]["ranker_folds"] == 1
+    if source == "synthetic":
+        assert params["data"]["n_users"] == 50 and params["data"]["n_events"] == 3000
+    if source == "movielens":
+        assert params["data"]["variant"] == ("1m" if "data.variant=1m" in overrides else "100k")
+    if source == "files":  # the check stage needs the files to exist
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "data/user").mkdir(parents=True)
+        (tmp_path / "data/user/interactions.csv").write_text("user_id,item_id,timestamp\n")
+    # every block as the stages will read it
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    argv = ["--out", str(tmp_path / "checked.json"), "--params", str(tmp_path / "params.yaml")]
+    assert check.main(argv) == 0
+
+
+def test_the_tiny_preset_alone_composes_what_it_did_before() -> None:
+    """The e2e baseline: the synthetic shop at 120 users, 80 items, 3,000 events, keys in
+    the order of conf/data/synthetic.yaml (params.yaml's bytes did not change)."""
+    data = compose_params("+experiment=tiny")["data"]
+    synthetic = yaml.safe_load((ROOT / "conf/data/synthetic.yaml").read_text())
+    assert list(data) == list(synthetic)
+    assert data == {**synthetic, "n_users": 120, "n_items": 80, "n_events": 3000}
 
 
 def _load_params_keys(module_file: Path) -> set[str]:

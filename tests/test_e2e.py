@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -166,3 +167,88 @@ def test_e2e_identical_rerun_reviews_as_no_change(repo: Path) -> None:
     assert "No params changed." in out
     # every per-user value is the same: the pipeline is deterministic for a seed
     assert "<summary>9 models identical to the base:" in out, out
+
+
+def test_files_source_without_data_user_gets_a_hint_not_dvcs_bare_error(repo: Path) -> None:
+    """Regression: `-S data=files` with the default data.dep stopped in DVC with "No such
+    file or directory: .../data/user" and no word on what to do; the check stage, which DVC
+    runs first, now says it, and every output stays in place."""
+    shutil.rmtree(repo / "data/user", ignore_errors=True)  # an earlier test's folder
+    watched = [repo / "data/prepared/interactions.parquet", repo / "reports/ingest.json"]
+    before = {p: p.read_bytes() for p in watched}
+    params_file = repo / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["data"] = yaml.safe_load((ROOT / "conf/data/files.yaml").read_text())
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc_bin = Path(sys.executable).parent / "dvc"
+    try:
+        proc = subprocess.run(
+            [str(dvc_bin), "repro"], cwd=repo, env=e2e_env(), capture_output=True, text=True
+        )
+        after = {p: p.read_bytes() for p in watched}
+    finally:
+        reset(repo)
+    message = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "data.dep: 'data/user' does not exist. data=files reads your own files" in message
+    assert "No such file or directory" not in message, message
+    assert after == before
+
+
+# Loaded by every Python process of the run below (PYTHONPATH): the ingest stage's process
+# kills itself with SIGKILL where it would rename its finished temporary files into
+# data/prepared, i.e. after writing them and before replacing the outputs.
+KILL_AT_RENAME = """
+import os, signal
+
+_replace = os.replace
+
+
+def replace(src, dst, *args, **kwargs):
+    if os.path.basename(os.path.dirname(os.path.abspath(dst))) == "prepared":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _replace(src, dst, *args, **kwargs)
+
+
+os.replace = replace
+"""
+
+
+def test_a_stage_killed_mid_write_leaves_no_trace_in_the_next_lock(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Regression: `kill -9` during ingest's write left `.interactions.parquet.*.tmp` in the
+    persisted data/prepared; the next `dvc repro` recorded it as part of the output (four
+    files instead of three) and re-ran everything downstream."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_AT_RENAME)
+    prepared = repo / "data/prepared"
+    before = {p.name: p.read_bytes() for p in prepared.iterdir()}
+    lock_before = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["ingest"]
+    dvc_bin = Path(sys.executable).parent / "dvc"
+    env = {**e2e_env(), "PYTHONPATH": str(hook)}
+    try:
+        killed = subprocess.run(
+            [str(dvc_bin), "repro", "--force", "--single-item", "ingest"],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        left = sorted(p.name for p in prepared.iterdir() if p.name.endswith(".tmp"))
+        out = dvc(repo, "repro")
+        after = {p.name: p.read_bytes() for p in prepared.iterdir()}
+        lock_after = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["ingest"]
+        status = dvc(repo, "status")
+    finally:
+        reset(repo)
+    # the kill came between writing and renaming: three finished temporaries, old outputs
+    assert killed.returncode != 0, killed.stdout + killed.stderr
+    assert len(left) == 3 and all(name.startswith(".") for name in left), left
+    # the next run re-ran ingest only, removed them, and recorded the same output as before
+    assert stages_run(out) == ["ingest"], out
+    assert after == before
+    assert lock_after == lock_before
+    assert lock_after["outs"][0]["nfiles"] == 3
+    assert "up to date" in status.lower(), status

@@ -3,6 +3,7 @@ precisely, with the previous outputs left untouched."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -14,6 +15,7 @@ import yaml
 
 from recpipe.errors import DataError
 from recpipe.schema import finalize
+from recpipe.sources.userfiles import read_table
 from stages import ingest
 
 GOOD = (
@@ -488,3 +490,51 @@ def test_spaces_around_ids_are_removed_and_nothing_else(tmp_path: Path) -> None:
     assert rc == 0
     users = pd.read_parquet(out / "users.parquet")["user_id"].tolist()
     assert sorted(users) == ["007", "7"]
+
+
+LATIN1 = [
+    # (case, file bytes, column, data row, line of the byte)
+    ("one line per row", b"user,item,stars,kind,when\nA,x,5,view,1\nA,caf\xe9,3,view,2\n", 2, 3),
+    (
+        "a quoted field over two lines before it",
+        b'user,item,stars,kind,when\nA,"x\ny",5,view,1\nB,x,4,view,2\nB,\xe9t\xe9,3,view,3\n',
+        3,
+        5,
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "data", "row", "line"), LATIN1, ids=[c[0] for c in LATIN1])
+def test_a_latin1_byte_is_named_by_column_row_and_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str, data: bytes, row: int, line: int
+) -> None:
+    """Regression: a latin-1 file failed with "'utf-8' codec can't decode byte 0xe9 in
+    position 3", an offset inside one of pandas' read buffers that finds nothing."""
+    rc, out = run_ingest(tmp_path, {}, GOOD)
+    assert rc == 0
+    before = snapshot(out)
+    summary_before = (tmp_path / "ingest.json").read_bytes()
+    (tmp_path / "bad.csv").write_bytes(data)
+    caplog.clear()
+    rc, _ = run_ingest(tmp_path, {}, name="bad.csv")
+    assert rc == 2
+    assert (
+        f"file {tmp_path / 'bad.csv'}, column 'item', row {row}: not UTF-8 text: byte 0xe9 on "
+        f"line {line}; save the file as UTF-8"
+    ) in caplog.text, caplog.text
+    assert "position" not in caplog.text
+    assert snapshot(out) == before
+    assert (tmp_path / "ingest.json").read_bytes() == summary_before
+
+
+def test_a_latin1_header_or_tsv_gz_is_named(tmp_path: Path) -> None:
+    head = tmp_path / "head.csv"
+    head.write_bytes(b"user,it\xe9m,when\nA,x,1\n")
+    with pytest.raises(DataError, match=r"head.csv: header: not UTF-8 text: byte 0xe9 on line 1"):
+        read_table(head)
+    packed = tmp_path / "events.tsv.gz"
+    packed.write_bytes(gzip.compress(b"user\titem\twhen\nA\tx\t1\nB\ty\t2\nC\t\xfc\t3\n"))
+    with pytest.raises(
+        DataError, match=r"column 'item', row 3: not UTF-8 text: byte 0xfc on line 4"
+    ):
+        read_table(packed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from recpipe.evaluation.review import (
     summary_line,
 )
 from stages import review as cli
-from tests.conftest import dvc, dvc_json, git, reset, review_md, stages_run
+from tests.conftest import dvc, dvc_json, git, reset, review_md, sh, stages_run
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["ndcg@10", "precision@10"]
@@ -370,6 +371,74 @@ def test_cli_missing_inputs_exit_1_naming_them(
     assert code == 1 and out == "" and "reports/x.parquet is not in revision 'HEAD'" in caplog.text
 
 
+def test_cli_base_dir_reads_the_base_run_from_a_checkout(
+    git_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The base's numbers from a checkout where its pipeline ran on this machine (CI), not
+    from the commit: here that checkout's run differs from what was committed."""
+    base_dir = tmp_path / "base"
+    git(git_repo, "worktree", "add", "-q", "--detach", str(base_dir), "HEAD")
+    v = base_values()
+    write_run(base_dir, per_user({"als": v - 0.1, "ease": v}), {"als": {"factors": 8}, "seed": 1})
+    code, out = run_cli(git_repo, capsys, "--base", "HEAD", "--base-dir", str(base_dir))
+    assert code == 0
+    sha = git(git_repo, "rev-parse", "--short=7", "HEAD").strip()
+    assert out.startswith(f"## Review: the workspace vs `HEAD` ({sha}) rerun here\n"), out
+    # the checkout's ALS equals the workspace's; params still come from the revision
+    assert "**No significant changes**" in out and "| als.factors | 8 | 2 |" in out
+    code, out = run_cli(git_repo, capsys, "--base", "HEAD")
+    assert "als ndcg@10 worse" in out  # against the committed numbers instead
+
+
+def test_cli_base_dir_must_hold_the_base_revision_and_its_run(
+    git_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog
+) -> None:
+    git(git_repo, "commit", "-qam", "worse als")
+    base_dir = tmp_path / "base"
+    git(git_repo, "worktree", "add", "-q", "--detach", str(base_dir), "HEAD~1")
+    head = git(git_repo, "rev-parse", "--short=7", "HEAD").strip()
+    code, out = run_cli(git_repo, capsys, "--base", "HEAD", "--base-dir", str(base_dir))
+    assert code == 1 and out == ""
+    assert f"--base-dir {base_dir} has " in caplog.text and f"not HEAD ({head})" in caplog.text
+    (base_dir / "reports/metrics.json").unlink()
+    code, out = run_cli(git_repo, capsys, "--base", "HEAD~1", "--base-dir", str(base_dir))
+    assert code == 1 and out == ""
+    assert f"reports/metrics.json not found in --base-dir {base_dir}: run the pipeline there" in (
+        caplog.text
+    )
+
+
+def workflow_steps() -> list[dict]:
+    doc = yaml.safe_load((ROOT / ".github/workflows/review.yml").read_text())
+    return doc["jobs"]["review"]["steps"]
+
+
+def test_the_workflow_computes_both_sides_on_the_runner() -> None:
+    """Regression: the base side came from the reports committed on the base branch (the
+    committer's machine) and the head side from the runner, so a review could compare two
+    CPUs' floats. Both sides are now run on the runner, the base in a worktree sharing the
+    DVC cache, and the review reads the base from that worktree."""
+    steps = workflow_steps()
+    runs = [step.get("run", "") for step in steps]
+    base = next(i for i, r in enumerate(runs) if "git worktree add" in r)
+    head = next(i for i, r in enumerate(runs) if i != base and "make repro" in r)
+    review = next(i for i, r in enumerate(runs) if "stages.review" in r)
+    assert base < head < review  # the base fills the run cache the head then uses
+    worktree = runs[base].split("git worktree add")[1].split()
+    assert worktree[:3] == ["--detach", '"$RUNNER_TEMP/base"', '"origin/$BASE_REF"'], worktree
+    assert 'cache.dir "$GITHUB_WORKSPACE/.dvc/cache"' in runs[base]
+    for i in (base, head):
+        lines = [line.strip() for line in runs[i].splitlines()]
+        assert "make repro" in lines, runs[i]
+        # evaluate is re-run: `dvc repro` would keep the committed reports when its inputs
+        # match dvc.lock
+        assert lines[-1].endswith("dvc repro --force --single-item evaluate"), runs[i]
+    command = " ".join(runs[review].split("\\\n"))
+    assert '--base "origin/$BASE_REF"' in command and '--base-dir "$RUNNER_TEMP/base"' in command
+    assert steps[base]["env"]["BASE_REF"] == "${{ github.base_ref }}"
+    assert steps[base].get("continue-on-error") is True  # the review then says what failed
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -420,7 +489,22 @@ def test_e2e_worse_als_is_flagged(swept: tuple, tmp_path: Path) -> None:
         git(baseline, "commit", "-qam", "worse ALS")
         metrics_diff = dvc_json(baseline, "metrics", "diff", "HEAD~1", "HEAD")
         dvc(baseline, "plots", "diff", "HEAD~1", "HEAD", "-o", str(tmp_path / "plots"))
+        # as CI does it: the base rerun here, in a worktree sharing the DVC (run) cache
+        base_dir = tmp_path / "base"
+        git(baseline, "worktree", "add", "-q", "--detach", str(base_dir), "HEAD~1")
+        dvc(base_dir, "config", "--local", "cache.dir", str(baseline / ".dvc/cache"))
+        base_log = dvc(base_dir, "repro") + dvc(
+            base_dir, "repro", "--force", "--single-item", "evaluate"
+        )
+        rerun = (base_dir / "reports/metrics.json").read_bytes()
+        committed = git(baseline, "show", "HEAD~1:reports/metrics.json").encode()
+        ci_out = sh(
+            baseline, sys.executable, "-m", "stages.review", "--base", "HEAD~1",
+            "--base-dir", str(base_dir),
+        )  # fmt: skip
     finally:
+        if (tmp_path / "base").exists():
+            git(baseline, "worktree", "remove", "--force", str(tmp_path / "base"))
         git(baseline, "reset", "-q", "--hard", head)  # the baseline, whatever failed above
         reset(baseline)
     # the one changed model re-ran, then what reads its candidates; nothing upstream or beside
@@ -439,6 +523,13 @@ def test_e2e_worse_als_is_flagged(swept: tuple, tmp_path: Path) -> None:
     assert "identical to the base: popularity, itemknn, svd, tfidf, ease, seqknn" in out, out
     # deterministic for the same inputs
     assert again == out
+    # the base's stages came from the run cache (ingest persists its outputs, so DVC never
+    # caches its runs) and the re-run evaluate wrote the committed reports again
+    assert stages_run(base_log) == ["ingest", "evaluate"], base_log
+    assert rerun == committed
+    # the same numbers as against the committed base (both were computed on this machine)
+    assert ci_out.splitlines()[2] == summary, ci_out
+    assert ci_out.split("### Metrics")[1] == out.split("### Metrics")[1], ci_out
 
 
 @pytest.mark.e2e

@@ -13,6 +13,11 @@ inverse (``spotrf``/``spotri``), then the column scaling. Past ``max_items`` ite
 fitted on the ``max_items`` most active ones (most distinct users; ties to the lower index):
 the others get no EASE score and are left to the other candidate models, which is where a
 catalogue's long tail is better served anyway.
+
+The factorisation and inverse run on one thread: OpenBLAS splits ``spotrf``/``spotri``
+differently for each thread count, so their floats (and EASE's lists) would change with
+the number of cores of the machine. One thread costs about 0.4 s at 2,000 items and grows
+with the cube of the items (a few minutes at the 25,000 of ``max_items``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 from pydantic import Field
+from threadpoolctl import threadpool_limits
 
 from recpipe.log import get_logger
 from recpipe.models.base import ModelConfig, Recommender, TrainData
@@ -125,13 +131,14 @@ def ease_weights(x: sp.spmatrix | sp.sparray | np.ndarray, l2: float) -> np.ndar
     g[np.diag_indices(m)] += np.float32(l2)
     # g is symmetric, so its transpose is the same matrix in Fortran order, which LAPACK can
     # overwrite in place instead of copying.
-    c, info = scipy.linalg.lapack.spotrf(g.T, lower=False, overwrite_a=True)
-    if info != 0:
-        # float32 lost positive definiteness (ill-conditioned Gram matrix, small l2): solve
-        # this one in float64, at three times the memory
-        log.warning("ease: float32 Cholesky failed (info=%d); solving in float64", info)
-        return _ease_weights_float64(x, l2)
-    p, info = scipy.linalg.lapack.spotri(c, lower=False, overwrite_c=True)
+    with threadpool_limits(1, "blas"):  # the same floats on any number of cores
+        c, info = scipy.linalg.lapack.spotrf(g.T, lower=False, overwrite_a=True)
+        if info != 0:
+            # float32 lost positive definiteness (ill-conditioned Gram matrix, small l2):
+            # solve this one in float64, at three times the memory
+            log.warning("ease: float32 Cholesky failed (info=%d); solving in float64", info)
+            return _ease_weights_float64(x, l2)
+        p, info = scipy.linalg.lapack.spotri(c, lower=False, overwrite_c=True)
     if info != 0:
         raise np.linalg.LinAlgError(f"ease: inversion failed (info={info})")
     _mirror_upper(p)  # LAPACK filled the upper triangle only

@@ -6,6 +6,9 @@ rating, the event type and the timestamp, and how event types map to weights.
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 from pathlib import Path
 from typing import Literal
 
@@ -14,7 +17,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from recpipe.config import Config
-from recpipe.errors import DataError
+from recpipe.errors import ConfigError, DataError
 from recpipe.schema import (
     RawTables,
     check_ids,
@@ -89,6 +92,42 @@ class FilesConfig(Config):
         return self
 
 
+def check_paths(cfg: FilesConfig, source: str = "params.yaml") -> list[str]:
+    """Refuse a ``files`` block whose paths do not exist, before DVC meets them.
+
+    DVC checks ``data.dep`` (ingest's tracked input) only when it reaches ingest, and then
+    says no more than "No such file or directory: data/user". Returns warnings: a file
+    outside ``data.dep`` is read, but DVC does not re-run ingest when it changes.
+    """
+    dep = Path(cfg.dep)
+    if not dep.exists():
+        raise ConfigError(
+            f"{source}: data.dep: {cfg.dep!r} does not exist. data=files reads your own "
+            f"files: put them in {cfg.dep}/ (data.interactions is {cfg.interactions!r}), or "
+            "point data.dep at the folder that holds them and data.interactions at the "
+            "interactions file, e.g. -S data.dep=shop -S data.interactions=shop/events.csv "
+            "(README, 'Your own data')"
+        )
+    warnings = []
+    for key in ("interactions", "items", "users"):
+        value = getattr(cfg, key)
+        if value is None:
+            continue
+        if not Path(value).is_file():
+            raise ConfigError(
+                f"{source}: data.{key}: file {value!r} not found (data.dep is {cfg.dep!r})"
+            )
+        inside = dep.resolve() == Path(value).resolve() or dep.resolve() in (
+            Path(value).resolve().parents
+        )
+        if not inside:
+            warnings.append(
+                f"data.{key} {value!r} is outside data.dep {cfg.dep!r}: DVC will not re-run "
+                "ingest when it changes"
+            )
+    return warnings
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read CSV/TSV (all columns as strings, so ids stay exactly as written) or Parquet."""
     path = Path(path)
@@ -104,6 +143,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if suffix in (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt"):
             sep = "\t" if ".tsv" in suffix else ","
             return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    except UnicodeDecodeError:
+        # pandas reports a byte offset inside one of its read buffers, which finds nothing
+        raise not_utf8(path, "\t" if ".tsv" in suffix else ",") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
         if isinstance(exc, pd.errors.EmptyDataError):
             raise DataError("input is empty: no header and no data rows", file=str(path)) from None
@@ -111,6 +153,41 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise DataError(
         f"unsupported file type {suffix!r} (use .csv, .tsv or .parquet)", file=str(path)
     )
+
+
+def not_utf8(path: Path, sep: str) -> DataError:
+    """The error for a text file that is not UTF-8: the column and data row of the first
+    undecodable byte, and its line in the file (they differ when a quoted field spans lines).
+
+    The file is read again as records, undecodable bytes kept as surrogates, so the record
+    that holds the first one is found exactly as pandas would split the file.
+    """
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        reader = csv.reader(text, delimiter=sep)
+        header: list[str] = []
+        first_line = 1
+        for number, record in enumerate(reader):
+            for col, field in enumerate(record):
+                bad = next((i for i, ch in enumerate(field) if "\udc80" <= ch <= "\udcff"), None)
+                if bad is None:
+                    continue
+                before = sep.join(record[:col]) + sep * (col > 0) + field[:bad]
+                line = first_line + before.count("\n") + before.count("\r") - before.count("\r\n")
+                byte = ord(field[bad]) - 0xDC00
+                what = (
+                    f"not UTF-8 text: byte 0x{byte:02x} on line {line}; save the file as "
+                    "UTF-8 (for example `iconv -f latin1 -t utf-8`)"
+                )
+                if number == 0:
+                    return DataError(f"header: {what}", file=str(path))
+                name = header[col] if col < len(header) else f"#{col + 1}"
+                return DataError(what, file=str(path), column=name, row=number)
+            if number == 0:
+                header = record
+            first_line = reader.line_num + 1
+    return DataError("not UTF-8 text; save the file as UTF-8", file=str(path))
 
 
 def load_files(cfg: FilesConfig) -> RawTables:
