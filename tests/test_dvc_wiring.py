@@ -186,9 +186,20 @@ def _direct_imports(name: str, path: Path) -> set[str]:
     return {m for m in found if m.split(".")[0] in PACKAGES and _module_file(m)}
 
 
+def _runs_code(path: Path) -> bool:
+    """Whether a file holds more than a docstring (an ``__init__.py`` that runs code, like
+    ``stages/__init__.py`` pinning the CPU kernels, shapes every output of its package)."""
+    body = ast.parse(path.read_text()).body
+    return any(
+        not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+        for node in body
+    )
+
+
 def _imported_modules(modules: list[str]) -> dict[str, set[str]]:
-    """For each module, the project files (other than ``__init__.py``) that importing it
-    can load: the closure of its import statements, read from the source."""
+    """For each module, the project files that importing it can load: the closure of its
+    import statements, read from the source (``__init__.py`` files only when they run
+    code)."""
     out = {}
     for root in modules:
         seen: set[str] = set()
@@ -201,8 +212,12 @@ def _imported_modules(modules: list[str]) -> dict[str, set[str]]:
             parts = name.split(".")
             todo += [".".join(parts[:i]) for i in range(1, len(parts))]
             todo += sorted(_direct_imports(name, _module_file(name)) - seen)
-        files = {_module_file(m).relative_to(ROOT).as_posix() for m in seen}
-        out[root] = {f for f in files if not f.endswith("__init__.py")}
+        paths = {_module_file(m) for m in seen}
+        out[root] = {
+            p.relative_to(ROOT).as_posix()
+            for p in paths
+            if p.name != "__init__.py" or _runs_code(p)
+        }
     return out
 
 
@@ -214,7 +229,7 @@ def test_import_closure_follows_every_kind_of_import(tmp_path: Path, monkeypatch
         "stages/__init__.py": "",
         "stages/top.py": "import numpy\nfrom recpipe.sub import a\n",
         "recpipe/__init__.py": "",
-        "recpipe/sub/__init__.py": "from recpipe.sub import pkg_dep\n",
+        "recpipe/sub/__init__.py": '"""Doc."""\nfrom recpipe.sub import pkg_dep\n',
         "recpipe/sub/pkg_dep.py": "",
         "recpipe/sub/a.py": "from .b import thing\nfrom recpipe.sub.a import helper\n",
         "recpipe/sub/b.py": "def f():\n    from recpipe.lazy import g\n",
@@ -228,6 +243,7 @@ def test_import_closure_follows_every_kind_of_import(tmp_path: Path, monkeypatch
     found = _imported_modules(["stages.top"])["stages.top"]
     assert found == {
         "stages/top.py",
+        "recpipe/sub/__init__.py",  # it runs code; the empty ones are left out
         "recpipe/sub/a.py",
         "recpipe/sub/b.py",
         "recpipe/lazy.py",
