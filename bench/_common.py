@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +25,33 @@ SIZES = {
     "10m": (10_000_000, 69_878, 10_677),
     "25m": (25_000_000, 162_541, 62_423),
 }
+
+
+def copy_project(dst: Path, with_outputs: bool = False, params: dict | None = None) -> Path:
+    """Copy into ``dst`` what a fresh clone plus the working tree's new files hold (git
+    tracked and untracked-but-not-ignored files), without ``reports/`` and ``dvc.lock``
+    (so every stage runs) unless ``with_outputs``; ``params`` (if given) replaces
+    params.yaml; then ``git init`` and one commit, as ``dvc exp run`` needs a
+    repository."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for f in files:
+        src = ROOT / f
+        outputs = f.startswith("reports/") or f == "dvc.lock"
+        if src.is_file() and (with_outputs or not outputs):
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / f)
+    if params is not None:
+        write_params(dst, params)
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "bench: scratch copy"]):
+        subprocess.run(git + cmd, cwd=dst, check=True, capture_output=True)
+    return dst
 
 
 def composed_params(*overrides: str, root: Path = ROOT) -> dict:

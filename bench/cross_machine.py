@@ -26,13 +26,16 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._common import copy_project  # noqa: E402
+
 COMPARED = ("data", "models", "reports")
 """Folders whose every file is compared (inputs, candidates, features, blend, ranker,
 models, metrics, plots)."""
@@ -89,26 +92,6 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
 
 
-def copy_project(dst: Path) -> None:
-    """The files git knows (tracked or not ignored), as a fresh clone would have them."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for name in files:
-        if (ROOT / name).is_file():
-            (dst / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dst / name)
-    git = ["git", "-c", "user.name=x", "-c", "user.email=x@x"]
-    env = environment({})
-    run([*git, "init", "-q"], dst, env)
-    run([*git, "add", "-A"], dst, env)
-    run([*git, "commit", "-qm", "copy"], dst, env)
-
-
 def digests(repo: Path) -> dict[str, str]:
     out = {}
     for folder in COMPARED:
@@ -144,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(args.workdir) if args.workdir else Path(tmp) / "repo"
         repo.mkdir(parents=True, exist_ok=True)
-        copy_project(repo)
+        copy_project(repo, with_outputs=True)
         run([dvc, "exp", "run", "-S", "+experiment=tiny"], repo, environment(env["A"]))
         first = digests(repo)
         first_metrics = json.loads((repo / METRICS).read_text())

@@ -41,6 +41,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import copy_project  # noqa: E402
 from recpipe.evaluation.metrics import paired_bootstrap  # noqa: E402
 
 PROTOCOLS: tuple[str, ...] = ("ms_benchmark", "temporal")
@@ -117,42 +118,13 @@ def dvc_env() -> dict[str, str]:
     return env
 
 
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-    )
-
-
 def fresh_repo(dst: Path) -> Path:
-    """A scratch git copy of the project at ``dst`` (replaced if it exists).
-
-    Copies what a fresh clone plus the working tree's new files would hold (git-tracked and
-    untracked-but-not-ignored files), without ``reports/`` and ``dvc.lock``, so every stage
-    runs; then ``git init`` and one commit, as ``dvc exp run`` needs a repository.
-    """
+    """A scratch git copy of the project at ``dst`` (replaced if it exists), without
+    ``reports/`` and ``dvc.lock`` (see :func:`bench._common.copy_project`)."""
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for f in files:
-        src = ROOT / f
-        if not src.is_file() or f.startswith("reports/") or f == "dvc.lock":
-            continue
-        (dst / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst / f)
-    _git(dst, "init", "-q")
-    _git(dst, "add", "-A")
-    _git(dst, "commit", "-qm", "bench: scratch copy")
-    return dst
+    return copy_project(dst)
 
 
 def overrides(data: Path, protocol: str) -> list[str]:

@@ -28,7 +28,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ROOT, SIZES, composed_params, machine, write_params  # noqa: E402
+from bench._common import SIZES, composed_params, copy_project, machine  # noqa: E402
 
 STAGES = [
     "check",
@@ -71,25 +71,12 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
 
 
 def fresh_repo(workdir: Path, params: dict) -> Path:
+    """A scratch copy of the project at ``workdir`` (replaced) with ``params`` as its
+    committed params.yaml."""
     if workdir.exists():
         shutil.rmtree(workdir)
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for f in files:
-        if (ROOT / f).is_file() and not f.startswith("reports/"):
-            (workdir / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, workdir / f)
-    (workdir / "dvc.lock").unlink(missing_ok=True)
-    write_params(workdir, params)
-    git = ["git", "-c", "user.name=b", "-c", "user.email=b@b"]
-    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "bench"]):
-        subprocess.run(git + cmd, cwd=workdir, check=True, capture_output=True)
-    return workdir
+    workdir.mkdir(parents=True)
+    return copy_project(workdir, params=params)
 
 
 def one_run(

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from filelock import FileLock
 
+from bench._common import copy_project
 from recpipe.schema import finalize
 
 
@@ -114,20 +115,7 @@ def reset(repo: Path) -> None:
 def build_tiny_repo(dst: Path) -> None:
     """A git copy of the project (the files a fresh clone would get) at `dst` with a
     committed `dvc exp run -S +experiment=tiny` baseline."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for f in files:
-        if (ROOT / f).is_file():
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
-    git(dst, "init", "-q")
-    git(dst, "add", "-A")
-    git(dst, "commit", "-qm", "copy")
+    copy_project(dst, with_outputs=True)
     dvc(dst, "exp", "run", "-S", "+experiment=tiny")
     git(dst, "add", "-A")
     git(dst, "commit", "-qm", "baseline: tiny run")

@@ -191,8 +191,7 @@ def _runs_code(path: Path) -> bool:
     ``stages/__init__.py`` pinning the CPU kernels, shapes every output of its package)."""
     body = ast.parse(path.read_text()).body
     return any(
-        not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
-        for node in body
+        not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)) for node in body
     )
 
 
