@@ -66,9 +66,10 @@ class BlendConfig(Config):
     block_users: int = Field(
         20_000,
         ge=1,
-        description="users whose candidates are merged and scored together: every fold but "
-        "the valid one (whose weight search needs it whole) is built and written one block "
-        "at a time, so memory is bounded by this, not by the data; outputs do not depend on it",
+        description="users whose candidates are merged and scored together: every fold is "
+        "built and written one block at a time (the valid fold's weight search builds only "
+        "its bags' users), so memory is bounded by this, not by the data; outputs do not "
+        "depend on it",
     )
 
     @model_validator(mode="after")
@@ -252,8 +253,8 @@ class TrialScorer:
         self.k = k
         users = df["user_idx"].to_numpy()
         # A pair listed twice is one relevant item, as in metrics.topn_metrics.
-        rel = truth.loc[truth["relevant"], ["user_idx", "item_idx"]].drop_duplicates()
-        n_rel = relevant_counts(truth)
+        rel = relevant_pairs(truth)
+        n_rel = rel.groupby("user_idx").size()
         # Averages run over every user with a relevant target, candidates or not.
         self.n_eval = len(n_rel)
         uniq, row = np.unique(users, return_inverse=True)
@@ -387,10 +388,14 @@ class FoldUsers:
         return self._scorer
 
 
+def relevant_pairs(truth: pd.DataFrame) -> pd.DataFrame:
+    """The distinct relevant (user_idx, item_idx) target pairs of ``truth``."""
+    return truth.loc[truth["relevant"], ["user_idx", "item_idx"]].drop_duplicates()
+
+
 def relevant_counts(truth: pd.DataFrame) -> pd.Series:
     """Distinct relevant target items per user (a pair listed twice counts once)."""
-    rel = truth.loc[truth["relevant"], ["user_idx", "item_idx"]].drop_duplicates()
-    return rel.groupby("user_idx").size()
+    return relevant_pairs(truth).groupby("user_idx").size()
 
 
 class StreamedFold:
@@ -454,7 +459,7 @@ def search_fold(
     winning weights are averaged; each bag's users and winner are kept (see
     :func:`out_of_bag_hybrid`). The result's ``value`` (the chosen weights on the whole
     fold) is NaN when ``fold`` is streamed: the caller adds it up block by block
-    (:meth:`TrialScorer.totals`)."""
+    (:meth:`TrialScorer.per_user`, see :class:`ValidFold`)."""
     metric = cfg.search_metric.split("@")[0]
     rng = np.random.default_rng(seed)
     trials: list[np.ndarray] = []
@@ -487,7 +492,8 @@ def search_fold(
     else:
         half = max(1, min(len(eligible) // 2, cfg.search_users))
         draws = [np.sort(rng.permutation(eligible)[:half]) for _ in range(cfg.search_bags)]
-        # one scorer of every bag's users: each bag is a subset of it
+        # a streamed fold builds one scorer of every bag's users (each bag a subset of it);
+        # an in-memory one takes each bag straight from the whole fold's scorer
         union = np.unique(np.concatenate(draws))
         bag_scorer = fold.scorer(union) if isinstance(fold, StreamedFold) else None
         winners = []

@@ -139,6 +139,11 @@ class ParquetRows:
         rest = table.slice(n)
         self._pending, self._pending_rows = [rest], len(rest)
 
+    def abort(self) -> None:
+        """Stop writing (the caller removes the file)."""
+        if self._writer is not None:
+            self._writer.close()
+
     def close(self) -> None:
         if self._schema is None:
             raise ValueError(f"{self.path}: nothing was written (not even an empty frame)")
@@ -184,8 +189,7 @@ class StagedFiles:
 
     def _discard(self) -> None:
         for rows in self._streams:
-            if rows._writer is not None:
-                rows._writer.close()
+            rows.abort()
         for tmp, _ in self._staged:
             if tmp.exists():
                 tmp.unlink()

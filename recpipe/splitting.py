@@ -357,6 +357,11 @@ def ranker_fold_roles(
     return roles
 
 
+def relevant_users(targets: pd.DataFrame) -> int:
+    """How many users have at least one relevant target."""
+    return int(targets.loc[targets["relevant"], "user_idx"].nunique())
+
+
 def extra_fold_count(cfg: TemporalSplit | GlobalTimeSplit | RandomSplit, valid_users: int) -> int:
     """How many extra ranker folds to carve when the valid fold has ``valid_users`` target
     users: ``cfg.ranker_folds``, fewer when ``cfg.ranker_fold_users`` is reached sooner."""
@@ -381,9 +386,7 @@ def split(
     train, valid, test = (inter[part == p].reset_index(drop=True) for p in (0, 1, 2))
     history_test = pd.concat([train, valid], ignore_index=True)
     valid_targets = targets(train, valid, cfg.relevance)
-    n_extra = extra_fold_count(
-        cfg, int(valid_targets.loc[valid_targets["relevant"], "user_idx"].nunique())
-    )
+    n_extra = extra_fold_count(cfg, relevant_users(valid_targets))
     roles = ranker_fold_roles(
         train, valid, cfg.model_copy(update={"ranker_folds": n_extra}), seed, cutoffs
     )
@@ -432,7 +435,7 @@ def check_targets(s: Split, file: str) -> None:
     would otherwise run on with empty candidate lists and fail far from the cause."""
     problems = []
     for name, targets, least in (("test", s.test_targets, 1), ("valid", s.valid_targets, 2)):
-        users = int(targets.loc[targets["relevant"], "user_idx"].nunique())
+        users = relevant_users(targets)
         if users < least:
             problems.append(
                 f"{users} users with a relevant {name} target (at least {least} needed)"
