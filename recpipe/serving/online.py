@@ -102,12 +102,13 @@ class Ranking:
             # a list's first k items are the list of k (ties go to the lower item index)
             recs = model.recommend(users, max(self.n[m], n))
             lists[m] = _head(recs, n)
-            if len(c := _head(recs, self.n[m])):
-                cands[m] = c
-        if not cands:
+            # kept when empty: a block of users a model has nothing for still gets its
+            # columns (NaN), so the lists do not depend on the blocks
+            cands[m] = _head(recs, self.n[m])
+        if not any(len(c) for c in cands.values()):
             empty = concat_recs([])
             return Lists(empty, empty, lists)
-        df = blend_block(cands, {m: self.models[m] for m in cands}, self.normalise)
+        df = blend_block(cands, self.models, self.normalise)
         return self._finish(df, self.user_feats, self.context, n, explain=False, models=lists)
 
     # -- one fresh history ------------------------------------------------------------
