@@ -1,4 +1,1 @@
-"""Serving what the pipeline learned: the bundle (``bundle``, ``online``), the service's
-business logic (``service``), its shared state (``store``), durable event log and deletion
-list (``events``), settings (``settings``) and the FastAPI app (``app``, ``recpipe serve``).
-"""
+"""Serving what the pipeline learnt: the bundle a run writes, and the service over it."""
