@@ -44,7 +44,7 @@ def manifest_signature(path: Path) -> tuple[str | None, int, int] | None:
     manifest = Path(path) / "manifest.json"
     try:
         stat = manifest.stat()
-        bundle_id = json.loads(manifest.read_bytes()).get("id")
+        bundle_id = json.loads(manifest.read_bytes()).get("bundle_id")
     except (OSError, ValueError, AttributeError):
         return None
     return (str(bundle_id) if bundle_id is not None else None, stat.st_mtime_ns, stat.st_size)

@@ -22,7 +22,9 @@ class Strict(BaseModel):
 class ReasonOut(BaseModel):
     """Why an item is recommended."""
 
-    kind: str = Field(description="similar_item, category, popular or feature")
+    kind: str = Field(
+        description="similar_to (an item of the history), category, popular or feature"
+    )
     text: str = Field(description="the reason in words, e.g. 'because you watched X'")
     item_id: str | None = Field(None, description="the history item it is most similar to")
     category: str | None = Field(None, description="the category the reason is about")

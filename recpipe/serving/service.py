@@ -350,6 +350,7 @@ class Service:
             return Recommendations(
                 items=items, fallback="popular", fresh=False, known_user=False, **base
             )
+        need = offset + n + len(removed)
         lists: list[Ranked] = []
         fresh = bool(new_rows)
         hist_items = self._history_items(history, new_rows)
@@ -360,7 +361,7 @@ class Service:
                 short = not self._fills(lists[0], filters, removed, offset + n)
                 # a full-length cached list that filtering left short: rank the whole
                 # catalogue instead (a shorter one already held every candidate)
-                fresh = short and len(cached.items) >= self._cache_n()
+                fresh = short and len(cached.items) >= self.bundle.config.cache_n
             else:
                 fresh = True
         if fresh:
@@ -377,18 +378,18 @@ class Service:
                 )
                 + new_rows
             ).sort_values("timestamp", kind="stable")
-            s = self.bundle.rank_fresh(rows, user_idx=idx, model=model)
+            s = self.bundle.rank_fresh(rows, user_idx=idx, model=model, n=self._fresh_n(need))
             lists = [Ranked(s.items, s.scores, s.contributions, model)]
-        want = offset + n + len(removed)
-        lists.append(self._popular(want, filters.categories))
+        lists.append(self._popular(need, filters.categories))
         items = self._page(lists, filters, removed, n, offset, hist_items, reasons)
         return Recommendations(
             items=items, fallback=None, fresh=fresh, known_user=idx is not None, **base
         )
 
-    def _cache_n(self) -> int:
-        serve = self.bundle.manifest.get("params", {}).get("serve", {})
-        return int(serve.get("cache_n", 100)) if isinstance(serve, dict) else 100
+    def _fresh_n(self, need: int) -> int:
+        """How many items to rank fresh: the bundle's list length, more when a page (plus
+        what filters remove) reaches past it."""
+        return max(self.bundle.config.cache_n, need)
 
     def _fills(self, ranked: Ranked, filters: Filters, removed: set[int], need: int) -> bool:
         return int(self._allowed(ranked.items, filters, removed).sum()) >= need
@@ -448,10 +449,11 @@ class Service:
                 **base,
             )
         frame = self._history_frame(rows).sort_values("timestamp", kind="stable")
-        s = self.bundle.rank_fresh(frame, user_idx=None, model=model)
+        need = offset + n + len(removed)
+        s = self.bundle.rank_fresh(frame, user_idx=None, model=model, n=self._fresh_n(need))
         lists = [
             Ranked(s.items, s.scores, s.contributions, model),
-            self._popular(offset + n + len(removed), filters.categories),
+            self._popular(need, filters.categories),
         ]
         hist_items = frame["item_idx"].to_numpy(np.int64)
         items = self._page(lists, filters, removed, n, offset, hist_items, reasons)

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     recent_max: int = Field(
         200, ge=1, description="recent events kept per user (the newest) until a bundle has them"
     )
-    recent_ttl: int = Field(
+    recent_ttl: float = Field(
         30 * 86400,
         ge=0,
         description="seconds a user's recent events are kept after their last one (0: kept "

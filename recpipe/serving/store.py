@@ -138,7 +138,7 @@ class RedisStore:
         url: str = "redis://localhost:6379/0",
         prefix: str = "recpipe",
         recent_max: int = 200,
-        recent_ttl: int = 0,
+        recent_ttl: float = 0,
     ) -> None:
         import redis  # only a service configured for Redis needs the client
 
@@ -157,7 +157,7 @@ class RedisStore:
         pipe.rpush(key, event.to_json())
         pipe.ltrim(key, -self.recent_max, -1)
         if self.recent_ttl:
-            pipe.expire(key, self.recent_ttl)
+            pipe.pexpire(key, max(1, round(self.recent_ttl * 1000)))
         pipe.execute()
 
     def user_state(self, user_id: str) -> UserState:
