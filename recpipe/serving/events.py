@@ -107,7 +107,10 @@ class EventLog:
             return True
         if time.monotonic() - self._opened > self.rotate_seconds:
             return True
-        return os.fstat(self._fd).st_nlink == 0  # moved away or deleted under us
+        try:  # moved away or deleted under us: the name no longer holds our file
+            return os.stat(self._path).st_ino != os.fstat(self._fd).st_ino
+        except FileNotFoundError:
+            return True
 
     def append(self, record: EventRecord) -> None:
         """Write one event; when ``fsync`` it is on disk when this returns."""

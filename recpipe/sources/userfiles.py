@@ -411,9 +411,7 @@ def load_landing(
     frame = pd.DataFrame(
         rows, columns=["user_id", "item_id", "rating", "event", "weight", "timestamp"]
     )
-    return frame.astype(
-        {"rating": "float64", "weight": "float64", "timestamp": "int64"}, copy=False
-    )
+    return frame.astype({"rating": "float64", "weight": "float64", "timestamp": "int64"})
 
 
 def load_deletions(path: str | Path) -> set[str]:
