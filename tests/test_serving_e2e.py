@@ -5,7 +5,6 @@ concurrent requests with none failing, and a clean stop."""
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import subprocess
@@ -142,5 +141,7 @@ def test_e2e_serve_events_and_reload_under_load(serving_repo: Path, tmp_path: Pa
             if server.poll() is None:
                 server.kill()
             log.close()
-    assert code == 0, (tmp_path / "server.log").read_text()
-    assert os.path.exists(tmp_path / "del.jsonl") is False
+    # uvicorn re-raises the SIGTERM it handled once it has shut down cleanly
+    text = (tmp_path / "server.log").read_text()
+    assert code in (0, -signal.SIGTERM) and "Application shutdown complete" in text, text
+    assert not (tmp_path / "del.jsonl").exists()

@@ -87,7 +87,7 @@ class ServiceHolder:
             self.status.last_error_at = time.time()
             self._failed_signature = signature
             self._on_load(False)
-            log.error("bundle %s not loaded, still serving the old one: %s", self.path, exc)
+            log.error("bundle %s not loaded (a loaded one keeps serving): %s", self.path, exc)
             raise
         self.current = service  # the swap: one reference assignment
         self._signature = signature
@@ -140,9 +140,8 @@ class ServiceHolder:
 
         def poll() -> None:
             while not self._stop.wait(interval):
-                if self.changed_on_disk():
+                if self.changed_on_disk() and self.reload_in_background():
                     log.info("bundle %s changed on disk: reloading", self.path)
-                    self.reload_in_background()
 
         self._poller = threading.Thread(target=poll, name="bundle-poll", daemon=True)
         self._poller.start()
