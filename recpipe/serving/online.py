@@ -164,7 +164,9 @@ class Ranking:
         df = score_pairs(union_candidates(cands), scorers, self.normalise)
         session = history.assign(user_idx=SESSION_USER)
         one = pd.DataFrame({"user_idx": np.array([SESSION_USER], dtype=np.int64)})
-        uf = user_features(session, one, self.items, now, self.features, self.pop_share)
+        uf = user_features(
+            session, one, self.items, now, self.features, self.pop_share, self.context.item_cats
+        )
         uf = uf.join(self._attributes(user_idx)).reset_index()
         ctx = pair_context(session, self.items, now, self.features, 1, items_from=self.context)
         return self._finish(df, uf, ctx, n, explain=explain, models=lists)
