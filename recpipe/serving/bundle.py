@@ -153,6 +153,14 @@ class Bundle:
         self._item_id_arr = self._item_ids.to_numpy()
         self._categories = [tuple(str(c) for c in cats) for cats in self.items["categories"]]
         self.categories = tuple(sorted({c for cats in self._categories for c in cats}))
+        code = {c: j for j, c in enumerate(self.categories)}
+        self._cat_codes = [
+            np.array(sorted({code[c] for c in cats}), dtype=np.int64) for cats in self._categories
+        ]
+        # item x category membership, dense: a history's counts are one gather and a sum
+        self._cat_member = np.zeros((self.n_items, len(self.categories)), dtype=np.bool_)
+        for i, codes in enumerate(self._cat_codes):
+            self._cat_member[i, codes] = True
 
         self.model_names = tuple(m["lists"])
         self._lists = {
@@ -164,6 +172,12 @@ class Bundle:
         self._hist_ptr = np.searchsorted(
             hist["user_idx"].to_numpy(np.int64), np.arange(self.n_users + 1)
         )
+        self._hist_items = self._history["item_idx"].to_numpy(np.int64)
+        self._titles = self.items["title"].astype(str).to_numpy()
+        self._item_users = self.items["users"].to_numpy(np.int64)
+        # 1 + the number of items more users touched
+        ascending = np.sort(self._item_users)
+        self._pop_rank = len(ascending) - np.searchsorted(ascending, self._item_users, "right") + 1
         self._popular = self._popular_lists(self._parquet("popular.parquet"))
         self._neighbours = self._neighbour_lists(self._parquet("neighbours.parquet"))
         self.ranking = self._ranking()
@@ -244,9 +258,13 @@ class Bundle:
         lo, hi = self._hist_ptr[user_idx], self._hist_ptr[user_idx + 1]
         return self._history.iloc[lo:hi][HISTORY_COLUMNS].reset_index(drop=True)
 
+    def history_items(self, user_idx: int) -> np.ndarray:
+        """The items of the user's events, oldest first (repeats kept); no frame built."""
+        return self._hist_items[self._hist_ptr[user_idx] : self._hist_ptr[user_idx + 1]]
+
     def seen(self, user_idx: int) -> np.ndarray:
-        lo, hi = self._hist_ptr[user_idx], self._hist_ptr[user_idx + 1]
-        return np.unique(self._history["item_idx"].to_numpy()[lo:hi])
+        """The distinct items the user touched, sorted."""
+        return np.unique(self.history_items(user_idx))
 
     def _check_model(self, model: str) -> None:
         if model not in self._lists:
@@ -297,7 +315,7 @@ class Bundle:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if kind == "auto":
-            users = int(self.items["users"].iat[item_idx])
+            users = int(self._item_users[item_idx])
             cf = self._neighbours["cf"].get(item_idx)
             kind = "cf" if users >= self.config.cold_item_users and cf is not None else "content"
         got = self._neighbours[kind].get(item_idx)
@@ -336,7 +354,7 @@ class Bundle:
             hits = np.isin(recent, got.items)
             if hits.any():
                 j = int(recent[np.argmax(hits)])
-                title = str(self.items["title"].iat[j])
+                title = str(self._titles[j])
                 text = (
                     f"because {verb} {title} also liked it"
                     if kind == "cf"
@@ -344,17 +362,16 @@ class Bundle:
                 )
                 out.append(Reason("similar_to", text, item_id=self.item_id(j)))
                 break
-        cats = self._categories[item_idx]
-        if cats and len(hist):
-            counts: dict[str, int] = {}
-            for h in hist:
-                for c in self._categories[int(h)]:
-                    counts[c] = counts.get(c, 0) + 1
-            best = max(cats, key=lambda c: (counts.get(c, 0), c))
-            if counts.get(best, 0):
-                out.append(Reason("category", f"you often choose {best}", category=best))
-        users = int(self.items["users"].iat[item_idx])
-        rank = int((self.items["users"].to_numpy() > users).sum()) + 1
+        codes = self._cat_codes[item_idx]
+        if len(codes) and len(hist):
+            # the history's events per category, of the item's categories only
+            counts = self._cat_member[hist][:, codes].sum(axis=0)
+            best = int(codes[np.lexsort((codes, -counts))[0]])
+            if counts.max() > 0:
+                name = self.categories[best]
+                out.append(Reason("category", f"you often choose {name}", category=name))
+        users = int(self._item_users[item_idx])
+        rank = int(self._pop_rank[item_idx])
         if users and rank <= max(10, self.n_items // 10):
             out.append(Reason("popular", f"popular: #{rank} of {self.n_items}", value=users))
         if contributions:

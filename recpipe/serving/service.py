@@ -326,7 +326,9 @@ class Service:
         removed = self._excluded(filters)
         new_rows: list[tuple[int, int, str, float, float | None]] = []
         history = pd.DataFrame()
-        if idx is not None:
+        # the frame only when events must be compared with it (the cached path needs the
+        # item indices alone, and building a frame costs more than the rest of a request)
+        if idx is not None and state.events and not state.erased:
             history = self.bundle.history(idx)
         if state.events and not state.erased:
             held = set()
@@ -341,7 +343,8 @@ class Service:
                 if (item, e.timestamp, e.event) in held:  # already in this bundle
                     continue
                 new_rows.append((item, e.timestamp, e.event, e.weight, e.rating))
-        seen = set(history["item_idx"].tolist()) if len(history) else set()
+        known_items = self.bundle.history_items(idx) if idx is not None else np.empty(0, np.int64)
+        seen = set(known_items.tolist())
         seen |= {r[0] for r in new_rows}
         removed |= seen
         base = dict(user_id=user_id, model=model, n=n, offset=offset, bundle_id=self.bundle_id)
@@ -353,7 +356,7 @@ class Service:
         need = offset + n + len(removed)
         lists: list[Ranked] = []
         fresh = bool(new_rows)
-        hist_items = self._history_items(history, new_rows)
+        hist_items = self._history_items(known_items, new_rows)
         if not fresh:
             cached = self.bundle.cached(idx, model=model)
             if cached is not None:
@@ -365,6 +368,8 @@ class Service:
             else:
                 fresh = True
         if fresh:
+            if idx is not None and history.empty:
+                history = self.bundle.history(idx)
             rows = self._history_frame(
                 list(
                     zip(
@@ -395,9 +400,8 @@ class Service:
         return int(self._allowed(ranked.items, filters, removed).sum()) >= need
 
     @staticmethod
-    def _history_items(history: pd.DataFrame, new_rows: list[tuple]) -> np.ndarray:
+    def _history_items(old: np.ndarray, new_rows: list[tuple]) -> np.ndarray:
         """Item indices of a history, oldest first (what reasons compare against)."""
-        old = history["item_idx"].to_numpy(np.int64) if len(history) else np.empty(0, np.int64)
         if not new_rows:
             return old
         new = np.array([r[0] for r in sorted(new_rows, key=lambda r: r[1])], dtype=np.int64)
