@@ -18,7 +18,7 @@ neutral zero). The hybrid's top-N is a model in its own right (``blend``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +31,11 @@ from recpipe.log import get_logger
 from recpipe.models.base import Recommender
 
 log = get_logger("blend")
+
+
+WEIGHTS_FILE = "weights.json"
+"""In the blend stage's output folder: the weights applied to the test fold (unrounded) and
+the normalisation, as ``{"normalise": ..., "weights": {model: weight}}``."""
 
 
 class BlendConfig(Config):
@@ -146,10 +151,20 @@ def describe_pairs(
     pairs: pd.DataFrame, models: Mapping[str, Recommender], method: str
 ) -> pd.DataFrame:
     """Add every model's score and normalised score to the union ``pairs``."""
+    return score_pairs(pairs, {name: model.score for name, model in models.items()}, method)
+
+
+def score_pairs(
+    pairs: pd.DataFrame,
+    scorers: Mapping[str, Callable[[np.ndarray, np.ndarray], np.ndarray]],
+    method: str,
+) -> pd.DataFrame:
+    """:func:`describe_pairs` with each model's scores given by a function of (users,
+    items): the service scores a fresh history this way, with the same columns."""
     out = pairs.copy()
     u, i = out["user_idx"].to_numpy(), out["item_idx"].to_numpy()
-    for name, model in models.items():
-        s = model.score(u, i).astype(np.float32)
+    for name, score in scorers.items():
+        s = np.asarray(score(u, i), dtype=np.float32)
         out[f"m_{name}_score"] = s
         out[f"m_{name}_norm"] = normalise_per_user(u, s, method)
     return out

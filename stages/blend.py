@@ -10,6 +10,8 @@ unchanged to the test fold; the test fold's targets are never read here. With se
 the valid fold's own hybrid is out of bag: each user's comes from the bags without the user.
 Every fold is built and written ``blend.block_users`` users at a time (the search holds
 only its bags' users).
+``<out>/weights.json`` holds the weights applied to the test fold (unrounded) and the
+normalisation, which the serving bundle applies again.
 Extra ranker folds (``split.ranker_folds``) get ``<out>/<fold>.parquet`` only, their hybrid
 from the valid fold's weights.
 """
@@ -25,6 +27,7 @@ import pandas as pd
 
 from recpipe.artifacts import candidates_file, load_model, model_dir, model_enabled
 from recpipe.blending import (
+    WEIGHTS_FILE,
     BlendConfig,
     ValidFold,
     blend_block,
@@ -114,6 +117,9 @@ def run(args: argparse.Namespace) -> None:
             }
             log.info("%s: %d pairs for %d users", fold_name, pairs.rows, users)
         summary["weights"] = {m: round(float(w), 4) for m, w in sorted(weights.items())}
+        # unrounded, for whatever applies the blend later (the serving bundle)
+        applied = {m: float(w) for m, w in weights.items()}
+        staged.add(out / WEIGHTS_FILE, json_bytes({"normalise": cfg.normalise, "weights": applied}))
         staged.add(Path(args.summary), json_bytes(summary))
 
 

@@ -1,8 +1,8 @@
 """DVC stage ``check``: validate every params block before any other stage runs.
 
 Usage: ``python -m stages.check --out reports/params_checked.json``. Reads params ``data``,
-``split``, ``candidates``, ``features``, ``blend``, ``ranker``, ``rating``, ``eval`` and
-``seed``.
+``split``, ``candidates``, ``features``, ``blend``, ``ranker``, ``rating``, ``eval``,
+``serve`` and ``seed``.
 
 DVC deletes a stage's outputs just before it runs it, so a params mistake found by the stage
 itself (``-S split.n_test=-1``) would already have cost its previous outputs, some of which
@@ -32,12 +32,24 @@ from recpipe.log import get_logger
 from recpipe.models.registry import MODELS, model_class
 from recpipe.ranking import RankerConfig
 from recpipe.rating import RatingConfig
+from recpipe.serving.config import ServeConfig
 from recpipe.sources.config import DataConfig
 from recpipe.sources.userfiles import FilesConfig, check_paths
 from recpipe.splitting import SplitConfig
 from recpipe.stage import run_stage
 
-PARAMS = ("data", "split", "candidates", "features", "blend", "ranker", "rating", "eval", "seed")
+PARAMS = (
+    "data",
+    "split",
+    "candidates",
+    "features",
+    "blend",
+    "ranker",
+    "rating",
+    "eval",
+    "serve",
+    "seed",
+)
 
 log = get_logger("check")
 
@@ -67,6 +79,7 @@ def run(args: argparse.Namespace) -> None:
     load_params("ranker", RankerConfig, args.params)
     load_params("rating", RatingConfig, args.params)
     load_params("eval", EvalConfig, args.params)
+    load_params("serve", ServeConfig, args.params)
     load_params("seed", int, args.params)
     write_json({"checked": list(PARAMS)}, args.out)
     log.info("params blocks valid: %s", ", ".join(PARAMS))

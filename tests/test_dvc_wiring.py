@@ -327,6 +327,7 @@ LOADED_BY_NAME = {
     "candidates": ["recpipe.models.${item}"],
     "blend": [f"recpipe.models.{m}" for m in MODELS],
     "evaluate": ["recpipe.models.svd", "recpipe.models.als", "recpipe.rating"],
+    "bundle": [f"recpipe.models.{m}" for m in MODELS],
 }
 """Modules a stage imports by name rather than with an import statement (the model
 registry, the rating model behind ``recpipe.artifacts.load_model``)."""

@@ -38,8 +38,10 @@ class PairContext:
     user_cats: _UserCategories
     t0: int
     content: sp.csr_matrix
+    content_t: sp.csr_matrix
     content_recent: tuple[np.ndarray, np.ndarray]
     cf: sp.csr_matrix
+    cf_t: sp.csr_matrix
     cf_recent: tuple[np.ndarray, np.ndarray]
     pop: np.ndarray
     mean_pop_u: np.ndarray
@@ -47,17 +49,34 @@ class PairContext:
 
 
 def pair_context(
-    history: pd.DataFrame, items: pd.DataFrame, now: int, cfg: FeaturesConfig, n_users: int
+    history: pd.DataFrame,
+    items: pd.DataFrame,
+    now: int,
+    cfg: FeaturesConfig,
+    n_users: int,
+    items_from: PairContext | None = None,
 ) -> PairContext:
     """The :class:`PairContext` of ``history`` seen at ``now``, for pairs of users below
-    ``n_users`` and items of ``items``."""
+    ``n_users`` and items of ``items``.
+
+    With ``items_from``, everything about items (categories, content vectors, collaborative
+    vectors, popularity) comes from that context instead of ``history``: the service
+    describes one user's fresh history against the whole bundle's items, which gives the
+    user's pairs the same features as a context of the whole history would."""
     items = _by_index(items)
     log = _Log(history, n_users, len(items), now)
-    item_cats, _ = item_category_matrix(items)
-    content = item_vectors(items)
-    cf = interaction_vectors(log)
+    if items_from is None:
+        item_cats, _ = item_category_matrix(items)
+        content = item_vectors(items)
+        cf = interaction_vectors(log)
+        pop = log.item_users().astype(np.float64)
+    else:
+        item_cats, content = items_from.item_cats, items_from.content
+        cf, pop = items_from.cf, items_from.pop
+    # transposed once here, not once per block of pairs
+    content_t = sp.csr_matrix(content.T) if items_from is None else items_from.content_t
+    cf_t = sp.csr_matrix(cf.T) if items_from is None else items_from.cf_t
     depth = max([cfg.content_history, *cfg.recent_items])
-    pop = log.item_users().astype(np.float64)
     n_items_u = np.bincount(log.pair_user, minlength=log.n_users)
     mean_pop_u = _safe_div(
         np.bincount(log.pair_user, weights=pop[log.pair_item], minlength=log.n_users), n_items_u
@@ -71,8 +90,10 @@ def pair_context(
         # Last touch stored as seconds after the log's start + 1, so 0 means "never".
         t0=int(log.ts.min()) if len(log.ts) else int(now),
         content=content,
+        content_t=content_t,
         content_recent=_recent_items(log, np.diff(content.indptr) > 0, cfg.content_history),
         cf=cf,
+        cf_t=cf_t,
         cf_recent=_recent_items(log, np.diff(cf.indptr) > 0, depth),
         pop=pop,
         mean_pop_u=mean_pop_u,
@@ -131,10 +152,12 @@ def block_pair_features(pairs: pd.DataFrame, ctx: PairContext) -> pd.DataFrame:
     days_cat = np.where(last_touch > 0, (now - (last_touch + t0 - 1)) / SECONDS_PER_DAY, np.nan)
 
     content = _recent_similarity(
-        pu, pi, log, ctx.content, cfg.content_history, (), ctx.content_recent
+        pu, pi, log, ctx.content, cfg.content_history, (), ctx.content_recent, ctx.content_t
     )
     recent = sorted(cfg.recent_items)
-    cf = _recent_similarity(pu, pi, log, ctx.cf, cfg.content_history, recent, ctx.cf_recent)
+    cf = _recent_similarity(
+        pu, pi, log, ctx.cf, cfg.content_history, recent, ctx.cf_recent, ctx.cf_t
+    )
     return pd.DataFrame(
         {
             "p_cat_affinity": aff,
@@ -209,6 +232,7 @@ def _recent_similarity(
     k: int,
     prefixes: Sequence[int] = (),
     recent: tuple[np.ndarray, np.ndarray] | None = None,
+    vectors_t: sp.csr_matrix | None = None,
 ) -> dict[str, np.ndarray]:
     """Cosines between each pair's item and the user's ``k`` most recent history items.
 
@@ -234,7 +258,8 @@ def _recent_similarity(
     cand = np.flatnonzero(described[pi] & (hist_len[pu] > 0))
     if len(cand) == 0:
         return out
-    vectors_t = sp.csr_matrix(vectors.T)
+    if vectors_t is None:
+        vectors_t = sp.csr_matrix(vectors.T)
     cand = cand[np.argsort(pi[cand], kind="stable")]
     cand_items = pi[cand]
     distinct = np.unique(cand_items)

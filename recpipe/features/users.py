@@ -18,13 +18,17 @@ def user_features(
     items: pd.DataFrame,
     now: int,
     cfg: FeaturesConfig,
+    pop_share: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Features of every user of ``users`` from ``history`` seen at ``now``.
 
     Index ``user_idx`` (in the order of ``users``); columns as in
     :data:`~recpipe.features.docs.FEATURE_DOCS` (``u_*``), windows in the order of
     ``cfg.windows_days``, then user attributes. History rows of users absent from ``users``
-    only count towards item popularity.
+    only count towards item popularity. ``pop_share`` (distinct users per item over users
+    with history) replaces the item popularity ``history`` gives: the service describes one
+    user's fresh history against the popularity of the whole bundle's history, which gives
+    the user the same features as the batch computation over that history.
     """
     user_idx = users["user_idx"].to_numpy(np.int64)
     n_users = int(user_idx.max()) + 1 if len(user_idx) else 0
@@ -38,7 +42,7 @@ def user_features(
     rated = ~np.isnan(log.rating)
     n_rated = np.bincount(log.user[rated], minlength=n)
     sum_rated = np.bincount(log.user[rated], weights=log.rating[rated], minlength=n)
-    pop = log.pop_share()
+    pop = log.pop_share() if pop_share is None else pop_share
     sum_pop = np.bincount(log.pair_user, weights=pop[log.pair_item], minlength=n)
 
     item_cats, _ = item_category_matrix(items)

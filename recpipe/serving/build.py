@@ -1,0 +1,286 @@
+"""Building the serving bundle: everything the service needs, from a pipeline run.
+
+The layout of a bundle folder (read back by :class:`recpipe.serving.bundle.Bundle`):
+
+- ``manifest.json`` (written last): format and version, bundle id (a digest of the
+  inputs), git revision, params digest, the evaluation metrics of the run, the models and
+  the ranker's features, counts;
+- ``serve.json``: the settings applying the models needs (the serve, features and ranker
+  scoring settings, the blend's weights and normalisation, candidates per model, the
+  history's reference time);
+- ``items.parquet`` (the items table, plus ``users`` and ``trending``: distinct users over the
+  history and over its last ``serve.trending_days`` days),
+  ``users.parquet`` (``user_idx, user_id``), ``history.parquet`` (the history the models
+  were fitted on, by user then time);
+- ``lists/<name>.parquet`` for ``ranker``, ``blend`` and every model: each known user's top
+  ``serve.cache_n`` (``user_idx, item_idx, score, rank``), seen items excluded;
+- ``popular.parquet`` (``list, item_idx, score, rank``): ``all``, ``trending``,
+  ``all/<category>`` and ``trending/<category>``;
+- ``neighbours.parquet`` (``kind, item_idx, neighbour_idx, score, rank``), ``kind`` ``cf``
+  (cosine of the items' user sets) or ``content`` (cosine of their TF-IDF documents);
+- ``features/users.parquet``, ``features/items.parquet``: the history's user and item
+  features (the ranker's inputs);
+- ``models/<name>/``: every candidate model refitted on the history, ``ranker/``
+  (``model.json``, ``scoring.json``), ``rating/`` (the rating model), all without pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recpipe.dataset import TrainData
+from recpipe.errors import ConfigError
+from recpipe.features.config import FeaturesConfig
+from recpipe.features.history import SECONDS_PER_DAY, history_now
+from recpipe.features.items import item_features
+from recpipe.features.metadata import item_category_matrix
+from recpipe.features.pairs import pair_context
+from recpipe.features.users import user_features
+from recpipe.models.base import Recommender, top_n
+from recpipe.ranking import RankerConfig, TrainResult
+from recpipe.serving.config import ServeConfig
+from recpipe.serving.online import HISTORY_COLUMNS, Ranking, item_statistics
+
+FORMAT = "recpipe-bundle"
+FORMAT_VERSION = 1
+LIST_COLUMNS = ["user_idx", "item_idx", "score", "rank"]
+
+
+def load_ranker(directory: str | Path) -> TrainResult:
+    """The ranker the rank stage saved (``model.json`` + ``scoring.json``), ready to score."""
+    import xgboost as xgb
+
+    directory = Path(directory)
+    scoring = json.loads((directory / "scoring.json").read_text())
+    cfg = RankerConfig(
+        base_margin=scoring["base_margin"],
+        base_margin_scale=scoring["base_margin_scale"],
+        rerank_top=scoring["rerank_top"],
+    )
+    model = xgb.XGBRanker()
+    model.load_model(directory / "model.json")
+    features = list(scoring["features"])
+    return TrainResult(model, cfg, features, 0, 0, 0, float("nan"))
+
+
+def serve_history(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The interactions the bundle's models learn from, in the canonical columns."""
+    cols = ["user_idx", *HISTORY_COLUMNS]
+    return pd.concat([p[cols] for p in parts], ignore_index=True)
+
+
+def fit_models(
+    history: pd.DataFrame,
+    items: pd.DataFrame,
+    users: pd.DataFrame,
+    configs: Mapping[str, tuple[type[Recommender], object]],
+    seed: int,
+) -> dict[str, Recommender]:
+    """Every model of ``configs`` (name -> (class, config)) fitted on ``history``, as the
+    candidates stage fits it on a fold."""
+    data = TrainData(history, items, users)
+    return {name: cls(cfg, seed=seed).fit(data) for name, (cls, cfg) in configs.items()}
+
+
+def check_ranker_models(features: list[str], models: list[str], all_models: list[str]) -> None:
+    """Refuse a bundle whose ranker reads a model column no bundled model gives."""
+    missing = [
+        m for m in all_models if m not in models and any(f.startswith(f"m_{m}_") for f in features)
+    ]
+    if missing:
+        raise ConfigError(
+            f"params.yaml: serve.models leaves out {', '.join(missing)}, whose columns the "
+            "ranker uses (keep them, or leave serve.models null)"
+        )
+
+
+def ranking_of(
+    models: dict[str, Recommender],
+    n: dict[str, int],
+    blend: Mapping,
+    ranker: TrainResult,
+    fcfg: FeaturesConfig,
+    history: pd.DataFrame,
+    items: pd.DataFrame,
+    users: pd.DataFrame,
+    user_feats: pd.DataFrame | None = None,
+    item_feats: pd.DataFrame | None = None,
+) -> Ranking:
+    """The :class:`Ranking` of ``history`` (features computed unless given)."""
+    now = history_now(history)
+    if user_feats is None:
+        user_feats = user_features(history, users, items, now, fcfg).reset_index()
+    if item_feats is None:
+        item_feats = item_features(history, items, now, fcfg).reset_index()
+    return Ranking(
+        models=models,
+        n=n,
+        weights=dict(blend["weights"]),
+        normalise=str(blend["normalise"]),
+        ranker=ranker,
+        features=fcfg,
+        items=items,
+        user_feats=user_feats,
+        item_feats=item_feats,
+        context=pair_context(history, items, now, fcfg, len(users)),
+        now=now,
+        pop_share=item_statistics(history, len(users), len(items)),
+    )
+
+
+def user_blocks(history: pd.DataFrame, size: int) -> Iterator[np.ndarray]:
+    """The users with history, sorted, ``size`` at a time."""
+    users = np.unique(history["user_idx"].to_numpy(np.int64))
+    for start in range(0, len(users), size):
+        yield users[start : start + size]
+
+
+# -- popularity ---------------------------------------------------------------------------
+def item_popularity(history: pd.DataFrame, n_items: int, trending_days: float) -> pd.DataFrame:
+    """Per item: distinct users over the whole history (``users``) and in its last
+    ``trending_days`` days (``trending``)."""
+    pairs = history[["user_idx", "item_idx"]].drop_duplicates()
+    users = np.bincount(pairs["item_idx"].to_numpy(), minlength=n_items)
+    now = history_now(history)
+    recent = history[history["timestamp"] > now - trending_days * SECONDS_PER_DAY]
+    rpairs = recent[["user_idx", "item_idx"]].drop_duplicates()
+    trending = np.bincount(rpairs["item_idx"].to_numpy(), minlength=n_items)
+    return pd.DataFrame({"users": users.astype(np.int64), "trending": trending.astype(np.int64)})
+
+
+def popular_lists(items: pd.DataFrame, pop: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The popularity lists (``list, item_idx, score, rank``): ``all`` and ``trending``
+    overall and within each category (``all/<category>``); only items with a positive
+    count, ties to the lower item index."""
+    cats, names = item_category_matrix(items)
+    frames = []
+    for window in ("all", "trending"):
+        score = pop["users" if window == "all" else "trending"].to_numpy(np.float64)
+        scopes: list[tuple[str, np.ndarray]] = [(window, np.arange(len(score)))]
+        csc = sp.csc_matrix(cats)
+        for j, name in enumerate(names):
+            members = csc.indices[csc.indptr[j] : csc.indptr[j + 1]]
+            scopes.append((f"{window}/{name}", np.sort(members)))
+        for label, members in scopes:
+            s = score[members]
+            keep = s > 0
+            members, s = members[keep], s[keep]
+            order = np.lexsort((members, -s))[:n]
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "list": label,
+                        "item_idx": members[order].astype(np.int64),
+                        "score": s[order].astype(np.float32),
+                        "rank": np.arange(1, len(order) + 1, dtype=np.int32),
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
+# -- neighbours ---------------------------------------------------------------------------
+def nearest_items(vectors: sp.csr_matrix, k: int, block: int = 512) -> pd.DataFrame:
+    """Each item's ``k`` nearest items by the cosine of L2-normalised ``vectors`` rows
+    (``item_idx, neighbour_idx, score, rank``): itself and items with an empty row left
+    out, only positive similarities, ties to the lower index; computed ``block`` items at a
+    time (memory ~ block x items)."""
+    n = vectors.shape[0]
+    described = np.diff(vectors.indptr) > 0
+    vt = sp.csr_matrix(vectors.T)
+    parts = []
+    for start in range(0, n, block):
+        rows = np.arange(start, min(start + block, n))
+        sims = (vectors[rows] @ vt).toarray().astype(np.float32)
+        sims[:, ~described] = np.nan
+        sims[sims <= 0] = np.nan
+        itself = sp.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (np.arange(len(rows)), rows)),
+            shape=(len(rows), n),
+        )
+        recs = top_n(rows, sims, itself, k)
+        parts.append(recs)
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LIST_COLUMNS)
+    return out.rename(columns={"user_idx": "item_idx", "item_idx": "neighbour_idx"})
+
+
+def neighbours(ranking: Ranking, k: int) -> pd.DataFrame:
+    """Collaborative (``cf``) and content neighbours of every item, in one frame."""
+    frames = []
+    for kind, vectors in (("cf", ranking.context.cf), ("content", ranking.context.content)):
+        df = nearest_items(sp.csr_matrix(vectors), k)
+        df.insert(0, "kind", kind)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+# -- manifest -----------------------------------------------------------------------------
+def digest_files(paths: list[Path]) -> str:
+    """sha256 over the files (and every file under the folders) of ``paths``, by path."""
+    h = hashlib.sha256()
+    files: list[Path] = []
+    for p in paths:
+        files.extend(sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p])
+    for f in files:
+        h.update(str(f).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def git_revision(cwd: str | Path = ".") -> str | None:
+    """The checked-out commit (with ``-dirty`` when tracked files changed), None outside
+    a git repository."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev + ("-dirty" if dirty else "")
+
+
+def params_digest(blocks: Mapping[str, object]) -> str:
+    """sha256 of the params blocks the bundle depends on, as sorted JSON."""
+    return hashlib.sha256(json.dumps(blocks, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def serve_settings(
+    cfg: ServeConfig,
+    fcfg: FeaturesConfig,
+    ranker: TrainResult,
+    blend: Mapping,
+    n: Mapping[str, int],
+    now: int,
+) -> dict:
+    """``serve.json``: what applying the bundle's models needs besides their files."""
+    rcfg = ranker.config
+    return {
+        "serve": cfg.model_dump(mode="json"),
+        "features": fcfg.model_dump(mode="json"),
+        "ranker": {
+            "features": ranker.features,
+            "base_margin": rcfg.base_margin,
+            "base_margin_scale": rcfg.base_margin_scale,
+            "rerank_top": rcfg.rerank_top,
+        },
+        "blend": {"normalise": blend["normalise"], "weights": dict(blend["weights"])},
+        "candidates_n": dict(n),
+        "now": int(now),
+    }

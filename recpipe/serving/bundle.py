@@ -1,0 +1,355 @@
+"""A serving bundle loaded into memory, and the answers it gives.
+
+:meth:`Bundle.load` reads a folder written by the ``bundle`` stage (layout in
+:mod:`recpipe.serving.build`) and checks it; every lookup afterwards is an array index or a
+small computation, never a file read:
+
+- :meth:`Bundle.cached`: a known user's precomputed list for a model (``ranker``, ``blend``
+  or a candidate model), seen items already excluded;
+- :meth:`Bundle.rank_fresh`: one history ranked now (a visitor's session, or a known user
+  with events newer than the bundle) by the same models, blend and ranker
+  (:class:`recpipe.serving.online.Ranking`);
+- :meth:`Bundle.similar`, :meth:`Bundle.popular`, :meth:`Bundle.reasons`.
+
+Nothing here keeps state between requests: recent events and erased users belong to the
+service's store.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recpipe.artifacts import load_model
+from recpipe.features.config import FeaturesConfig
+from recpipe.persist import ArtifactError
+from recpipe.serving.build import FORMAT, FORMAT_VERSION, load_ranker
+from recpipe.serving.config import ServeConfig
+from recpipe.serving.online import HISTORY_COLUMNS, Ranking, item_statistics
+
+KINDS = ("auto", "cf", "content")
+WINDOWS = ("all", "trending")
+
+
+class BundleError(Exception):
+    """A bundle folder that cannot be served; the message names the file at fault."""
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Items with scores, best first; ``contributions`` (fresh ranker lists only): per
+    item, the ranker's feature contributions to its score."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    contributions: list[dict[str, float]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why an item is recommended: ``similar_to`` (an item of the history), ``category``
+    (a category the history favours), ``popular``/``trending``, or ``feature`` (one of the
+    ranker's strongest contributions)."""
+
+    kind: str
+    text: str
+    item_id: str | None = None
+    category: str | None = None
+    feature: str | None = None
+    value: float | None = None
+
+
+class _Lists:
+    """Per-user lists as flat arrays with row offsets (CSR-like): O(1) lookup."""
+
+    def __init__(self, df: pd.DataFrame, n_users: int, path: Path) -> None:
+        users = df["user_idx"].to_numpy(np.int64)
+        if len(users) and (np.any(np.diff(users) < 0) or users[-1] >= n_users or users[0] < 0):
+            raise BundleError(f"{path}: user_idx not sorted or outside the users table")
+        self.indptr = np.searchsorted(users, np.arange(n_users + 1))
+        self.items = df["item_idx"].to_numpy(np.int64)
+        self.scores = df["score"].to_numpy(np.float32)
+
+    def get(self, user: int) -> Scored | None:
+        lo, hi = self.indptr[user], self.indptr[user + 1]
+        if lo == hi:
+            return None
+        return Scored(self.items[lo:hi], self.scores[lo:hi])
+
+
+class Bundle:
+    """A loaded bundle (see the module docstring). Build one with :meth:`load`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    # -- loading ----------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> Bundle:
+        """Read and check the bundle in ``path``; :class:`BundleError` naming the file
+        when something is missing, of another format version, or inconsistent."""
+        b = cls(Path(path))
+        try:
+            b._load()
+        except BundleError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, ArtifactError) as exc:
+            raise BundleError(f"{b.path}: cannot load the bundle: {exc}") from exc
+        return b
+
+    def _json(self, name: str) -> dict:
+        f = self.path / name
+        if not f.is_file():
+            last = name == "manifest.json"
+            hint = " (unfinished: the bundle stage writes it last)" if last else ""
+            raise BundleError(f"{f}: missing{hint}; build one with `dvc repro bundle`")
+        try:
+            return json.loads(f.read_text())
+        except ValueError as exc:
+            raise BundleError(f"{f}: not valid JSON ({exc})") from None
+
+    def _parquet(self, name: str) -> pd.DataFrame:
+        f = self.path / name
+        if not f.is_file():
+            raise BundleError(f"{f}: missing; rebuild the bundle (`dvc repro bundle`)")
+        return pd.read_parquet(f)
+
+    def _load(self) -> None:
+        if not self.path.is_dir():
+            raise BundleError(f"{self.path}: no such bundle folder; build one with `dvc repro`")
+        m = self._json("manifest.json")
+        if m.get("format") != FORMAT or m.get("format_version") != FORMAT_VERSION:
+            raise BundleError(
+                f"{self.path / 'manifest.json'}: format {m.get('format')!r} version "
+                f"{m.get('format_version')!r}, this service reads {FORMAT!r} version "
+                f"{FORMAT_VERSION}: rebuild the bundle with this version"
+            )
+        self.manifest = m
+        self.id = str(m["bundle_id"])
+        s = self._json("serve.json")
+        self.settings = s
+        self.config = ServeConfig.model_validate(s["serve"])
+        self.items = self._parquet("items.parquet")
+        self.users = self._parquet("users.parquet")
+        self.n_items, self.n_users = len(self.items), len(self.users)
+        if not np.array_equal(self.items["item_idx"].to_numpy(), np.arange(self.n_items)):
+            raise BundleError(f"{self.path / 'items.parquet'}: item_idx is not 0..n-1")
+        if not np.array_equal(self.users["user_idx"].to_numpy(), np.arange(self.n_users)):
+            raise BundleError(f"{self.path / 'users.parquet'}: user_idx is not 0..n-1")
+        self._item_ids = pd.Index(self.items["item_id"].astype(str))
+        self._user_ids = pd.Index(self.users["user_id"].astype(str))
+        self._item_id_arr = self._item_ids.to_numpy()
+        self._categories = [tuple(str(c) for c in cats) for cats in self.items["categories"]]
+        self.categories = tuple(sorted({c for cats in self._categories for c in cats}))
+
+        self.model_names = tuple(m["lists"])
+        self._lists = {
+            name: _Lists(self._parquet(f"lists/{name}.parquet"), self.n_users, self.path)
+            for name in self.model_names
+        }
+        hist = self._parquet("history.parquet")
+        self._history = hist[["user_idx", *HISTORY_COLUMNS]]
+        self._hist_ptr = np.searchsorted(
+            hist["user_idx"].to_numpy(np.int64), np.arange(self.n_users + 1)
+        )
+        self._popular = self._popular_lists(self._parquet("popular.parquet"))
+        self._neighbours = self._neighbour_lists(self._parquet("neighbours.parquet"))
+        self.ranking = self._ranking()
+
+    def _popular_lists(self, df: pd.DataFrame) -> dict[str, Scored]:
+        out = {}
+        for name, g in df.groupby("list", sort=True):
+            g = g.sort_values("rank")
+            items, scores = g["item_idx"].to_numpy(np.int64), g["score"].to_numpy(np.float32)
+            out[str(name)] = Scored(items, scores)
+        return out
+
+    def _neighbour_lists(self, df: pd.DataFrame) -> dict[str, _Lists]:
+        out = {}
+        for kind in ("cf", "content"):
+            g = df[df["kind"] == kind].rename(columns={"item_idx": "user_idx"})
+            g = g.rename(columns={"neighbour_idx": "item_idx"}).sort_values(
+                ["user_idx", "rank"], kind="stable"
+            )
+            out[kind] = _Lists(g, self.n_items, self.path / "neighbours.parquet")
+        return out
+
+    def _ranking(self) -> Ranking:
+        from recpipe.features.pairs import pair_context
+
+        s = self.settings
+        models = {name: load_model(self.path / "models" / name) for name in self.manifest["models"]}
+        fcfg = FeaturesConfig.model_validate(s["features"])
+        ranker = load_ranker(self.path / "ranker")
+        history = self._history
+        now = int(s["now"])
+        catalogue = self._catalogue_for_features()
+        return Ranking(
+            models=models,
+            n={k: int(v) for k, v in s["candidates_n"].items()},
+            weights={k: float(v) for k, v in s["blend"]["weights"].items()},
+            normalise=str(s["blend"]["normalise"]),
+            ranker=ranker,
+            features=fcfg,
+            items=catalogue,
+            user_feats=self._parquet("features/users.parquet"),
+            item_feats=self._parquet("features/items.parquet"),
+            context=pair_context(history, catalogue, now, fcfg, self.n_users),
+            now=now,
+            pop_share=item_statistics(history, self.n_users, self.n_items),
+        )
+
+    def _catalogue_for_features(self) -> pd.DataFrame:
+        """The items table as the pipeline had it (the bundle adds popularity columns)."""
+        return self.items.drop(columns=["users", "trending"])
+
+    def warm(self) -> None:
+        """Run one fresh ranking, so the first request does not pay for lazy set-up."""
+        for user in range(self.n_users):
+            h = self.history(user)
+            if len(h):
+                self.rank_fresh(h.tail(5), None)
+                return
+
+    # -- ids --------------------------------------------------------------------------
+    def user_index(self, user_id: str) -> int | None:
+        pos = self._user_ids.get_indexer([str(user_id)])[0]
+        return None if pos < 0 else int(pos)
+
+    def item_index(self, item_id: str) -> int | None:
+        pos = self._item_ids.get_indexer([str(item_id)])[0]
+        return None if pos < 0 else int(pos)
+
+    def item_id(self, item_idx: int) -> str:
+        return str(self._item_id_arr[item_idx])
+
+    def item_categories(self, item_idx: int) -> tuple[str, ...]:
+        return self._categories[item_idx]
+
+    # -- answers ----------------------------------------------------------------------
+    def history(self, user_idx: int) -> pd.DataFrame:
+        """The user's events the bundle was built from, oldest first."""
+        lo, hi = self._hist_ptr[user_idx], self._hist_ptr[user_idx + 1]
+        return self._history.iloc[lo:hi][HISTORY_COLUMNS].reset_index(drop=True)
+
+    def seen(self, user_idx: int) -> np.ndarray:
+        lo, hi = self._hist_ptr[user_idx], self._hist_ptr[user_idx + 1]
+        return np.unique(self._history["item_idx"].to_numpy()[lo:hi])
+
+    def _check_model(self, model: str) -> None:
+        if model not in self._lists:
+            raise KeyError(f"unknown model {model!r}; available: {', '.join(self.model_names)}")
+
+    def cached(self, user_idx: int, model: str = "ranker") -> Scored | None:
+        """The user's precomputed list for ``model`` (top ``serve.cache_n``, seen items
+        excluded), None when the bundle has none for the user."""
+        self._check_model(model)
+        if not 0 <= user_idx < self.n_users:
+            return None
+        return self._lists[model].get(user_idx)
+
+    def rank_fresh(
+        self,
+        history: pd.DataFrame,
+        user_idx: int | None = None,
+        model: str = "ranker",
+        n: int | None = None,
+    ) -> Scored:
+        """``history`` (item_idx, timestamp; event, weight, rating optional) ranked now,
+        top ``n`` (default ``serve.cache_n``), the history's items excluded."""
+        self._check_model(model)
+        n = self.config.cache_n if n is None else n
+        lists = self.ranking.rank_history(history, n, user_idx, explain=model == "ranker")
+        if model == "ranker":
+            df = lists.ranker
+            return Scored(
+                df["item_idx"].to_numpy(np.int64),
+                df["score"].to_numpy(np.float32),
+                lists.contributions,
+            )
+        df = lists.blend if model == "blend" else lists.models.get(model)
+        if df is None:
+            return Scored(np.zeros(0, np.int64), np.zeros(0, np.float32))
+        return Scored(df["item_idx"].to_numpy(np.int64), df["score"].to_numpy(np.float32))
+
+    def similar(self, item_idx: int, kind: str = "auto", n: int = 10) -> tuple[str, Scored]:
+        """The item's nearest items: ``cf`` (users in common), ``content`` (its
+        document), or ``auto``: content for an item fewer than ``serve.cold_item_users``
+        users touched (or without collaborative neighbours), collaborative otherwise."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if kind == "auto":
+            users = int(self.items["users"].iat[item_idx])
+            cf = self._neighbours["cf"].get(item_idx)
+            kind = "cf" if users >= self.config.cold_item_users and cf is not None else "content"
+        got = self._neighbours[kind].get(item_idx)
+        if got is None:
+            return kind, Scored(np.zeros(0, np.int64), np.zeros(0, np.float32))
+        return kind, Scored(got.items[:n], got.scores[:n])
+
+    def popular(self, n: int = 10, category: str | None = None, window: str = "all") -> Scored:
+        """The most popular items (distinct users) over the whole history (``all``) or
+        its last ``serve.trending_days`` days (``trending``), within ``category``."""
+        if window not in WINDOWS:
+            raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
+        key = window if category is None else f"{window}/{category}"
+        got = self._popular.get(key)
+        if got is None:
+            return Scored(np.zeros(0, np.int64), np.zeros(0, np.float32))
+        return Scored(got.items[:n], got.scores[:n])
+
+    def reasons(
+        self,
+        history_items: np.ndarray,
+        item_idx: int,
+        contributions: dict[str, float] | None = None,
+    ) -> list[Reason]:
+        """Why ``item_idx`` suits a user whose history is ``history_items`` (most recent
+        last): the most recent history item among its collaborative neighbours (else its
+        content neighbours), the history's most frequent category it belongs to, its
+        popularity, and with ``contributions`` the ranker's two strongest features."""
+        out: list[Reason] = []
+        hist = np.asarray(history_items, dtype=np.int64)
+        recent = hist[::-1]
+        for kind, verb in (("cf", "people who liked"), ("content", "it resembles")):
+            got = self._neighbours[kind].get(item_idx)
+            if got is None or len(recent) == 0:
+                continue
+            hits = np.isin(recent, got.items)
+            if hits.any():
+                j = int(recent[np.argmax(hits)])
+                title = str(self.items["title"].iat[j])
+                text = (
+                    f"because {verb} {title} also liked it"
+                    if kind == "cf"
+                    else f"because {verb} {title}"
+                )
+                out.append(Reason("similar_to", text, item_id=self.item_id(j)))
+                break
+        cats = self._categories[item_idx]
+        if cats and len(hist):
+            counts: dict[str, int] = {}
+            for h in hist:
+                for c in self._categories[int(h)]:
+                    counts[c] = counts.get(c, 0) + 1
+            best = max(cats, key=lambda c: (counts.get(c, 0), c))
+            if counts.get(best, 0):
+                out.append(Reason("category", f"you often choose {best}", category=best))
+        users = int(self.items["users"].iat[item_idx])
+        rank = int((self.items["users"].to_numpy() > users).sum()) + 1
+        if users and rank <= max(10, self.n_items // 10):
+            out.append(Reason("popular", f"popular: #{rank} of {self.n_items}", value=users))
+        if contributions:
+            top = sorted(contributions.items(), key=lambda kv: -kv[1])[:2]
+            for feature, value in top:
+                if value > 0:
+                    text = f"ranker: {feature} +{value:.3f}"
+                    out.append(Reason("feature", text, feature=feature, value=value))
+        return out

@@ -1,0 +1,290 @@
+"""Ranking users the way the pipeline does, for the bundle (every known user at once) and
+for the service (one history at request time), through the same functions.
+
+A :class:`Ranking` holds what ranking one fold's users needs: the candidate models fitted
+on the fold's history, the blend's weights, the trained ranker, and the fold's user, item
+and pair-feature context. :meth:`Ranking.rank_users` is the batch path (the candidates
+stage's ``recommend``, then the blend's :func:`~recpipe.blending.blend_block` and hybrid,
+then the rank stage's :func:`~recpipe.ranking.rank_block`): built from the test fold, its
+lists are the evaluated ones. :meth:`Ranking.rank_history` ranks one history given at
+request time (a visitor's session, or a known user with new events): each model scores
+the history (``score_history``; a factor model without it uses the user's stored factors
+when the user is known), and the user's features are computed from the history against the
+item statistics of the whole fold, so a known user's own history ranked this way gives the
+batch list item for item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recpipe.blending import (
+    blend_block,
+    hybrid_score,
+    rank_by,
+    score_pairs,
+    union_candidates,
+)
+from recpipe.features.config import FeaturesConfig
+from recpipe.features.history import _Log
+from recpipe.features.pairs import PairContext, block_pair_features, pair_context
+from recpipe.features.users import user_features
+from recpipe.models.base import Recommender, concat_recs, top_n
+from recpipe.models.retrieval import FactorRecommender
+from recpipe.ranking import KEY, RankerConfig, TrainResult, assemble, margin, top_candidates
+
+if TYPE_CHECKING:
+    import xgboost as xgb
+
+HISTORY_COLUMNS = ["item_idx", "timestamp", "event", "weight", "rating"]
+"""Columns of a history given to :meth:`Ranking.rank_history` (``event``, ``weight`` and
+``rating`` are filled with ``view``, 1 and null when missing)."""
+
+SESSION_USER = 0
+"""The user index a fresh history takes inside its own one-user frames."""
+
+
+@dataclass
+class Lists:
+    """Ranked lists of one or more users: the ranker's, the blend's and each model's, as
+    ``user_idx, item_idx, score, rank`` frames; ``contributions`` (fresh ranker lists only)
+    holds, per row of ``ranker``, the ranker's feature contributions to its score."""
+
+    ranker: pd.DataFrame
+    blend: pd.DataFrame
+    models: dict[str, pd.DataFrame]
+    contributions: list[dict[str, float]] | None = None
+
+    def get(self, model: str) -> pd.DataFrame:
+        if model == "ranker":
+            return self.ranker
+        if model == "blend":
+            return self.blend
+        return self.models[model]
+
+
+@dataclass
+class Ranking:
+    """Everything ranking one fold's users needs (see the module's docstring)."""
+
+    models: dict[str, Recommender]
+    n: dict[str, int]
+    weights: dict[str, float]
+    normalise: str
+    ranker: TrainResult
+    features: FeaturesConfig
+    items: pd.DataFrame
+    user_feats: pd.DataFrame
+    item_feats: pd.DataFrame
+    context: PairContext
+    now: int
+    pop_share: np.ndarray
+    _attrs: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def ranker_config(self) -> RankerConfig:
+        return self.ranker.config
+
+    # -- batch ------------------------------------------------------------------------
+    def rank_users(self, users: np.ndarray, n: int) -> Lists:
+        """Every list of ``users`` (known to the fold), each cut at ``n``: exactly the
+        pipeline's stages applied to these users."""
+        users = np.asarray(users, dtype=np.int64)
+        cands: dict[str, pd.DataFrame] = {}
+        lists: dict[str, pd.DataFrame] = {}
+        for m, model in self.models.items():
+            # a list's first k items are the list of k (ties go to the lower item index)
+            recs = model.recommend(users, max(self.n[m], n))
+            lists[m] = _head(recs, n)
+            if len(c := _head(recs, self.n[m])):
+                cands[m] = c
+        if not cands:
+            empty = concat_recs([])
+            return Lists(empty, empty, lists)
+        df = blend_block(cands, {m: self.models[m] for m in cands}, self.normalise)
+        return self._finish(df, self.user_feats, self.context, n, explain=False, models=lists)
+
+    # -- one fresh history ------------------------------------------------------------
+    def rank_history(
+        self, history: pd.DataFrame, n: int, user_idx: int | None = None, explain: bool = True
+    ) -> Lists:
+        """Every list for one user whose history is ``history`` (columns of
+        :data:`HISTORY_COLUMNS`; the items must be catalogue indices), ranked now.
+
+        ``user_idx``: the user's index when the bundle knows the user (models that cannot
+        score a history then use what they learnt of the user). The lists' ``user_idx`` is
+        :data:`SESSION_USER`. ``explain``: add the ranker's feature contributions."""
+        history = normalise_history(history, len(self.items))
+        seen = sp.csr_matrix(
+            (
+                np.ones(history["item_idx"].nunique(), dtype=np.float32),
+                (
+                    np.zeros(history["item_idx"].nunique(), dtype=np.int64),
+                    np.unique(history["item_idx"].to_numpy()),
+                ),
+            ),
+            shape=(1, len(self.items)),
+        )
+        now = max(self.now, int(history["timestamp"].max())) if len(history) else self.now
+        scorers: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {}
+        cands: dict[str, pd.DataFrame] = {}
+        lists: dict[str, pd.DataFrame] = {}
+        known = user_idx is not None and 0 <= user_idx < self.context.log.n_users
+        for m, model in self.models.items():
+            k = max(self.n[m], n)
+            if known and (isinstance(model, FactorRecommender) or not model.supports_history):
+                # what the model learnt of the user, through the batch path's own calls (a
+                # factor model's fold-in of the history would only approximate it)
+                u = np.array([user_idx], dtype=np.int64)
+                recs = model.recommend(u, k).assign(user_idx=SESSION_USER)
+                scorers[m] = _stored_scorer(model, int(user_idx))
+            elif model.supports_history and len(history):
+                dense = model.score_history(history, now)
+                recs = top_n(np.array([SESSION_USER]), dense[None, :].copy(), seen, k)
+                scorers[m] = _dense_scorer(dense)
+            else:  # the model has nothing to say: its columns stay empty, as in the batch
+                recs = concat_recs([])
+                scorers[m] = _no_scorer
+            lists[m] = _head(recs, n)
+            cands[m] = _head(recs, self.n[m])
+        if not any(len(c) for c in cands.values()):
+            empty = concat_recs([])
+            return Lists(empty, empty, lists, [] if explain else None)
+        df = score_pairs(union_candidates(cands), scorers, self.normalise)
+        session = history.assign(user_idx=SESSION_USER)
+        one = pd.DataFrame({"user_idx": np.array([SESSION_USER], dtype=np.int64)})
+        uf = user_features(session, one, self.items, now, self.features, self.pop_share)
+        uf = uf.join(self._attributes(user_idx)).reset_index()
+        ctx = pair_context(session, self.items, now, self.features, 1, items_from=self.context)
+        return self._finish(df, uf, ctx, n, explain=explain, models=lists)
+
+    # -- shared -----------------------------------------------------------------------
+    def _finish(
+        self,
+        df: pd.DataFrame,
+        uf: pd.DataFrame,
+        ctx: PairContext,
+        n: int,
+        explain: bool,
+        models: dict[str, pd.DataFrame],
+    ) -> Lists:
+        df["m_hybrid"] = hybrid_score(df, self.weights)
+        blend = rank_by(df, df["m_hybrid"].to_numpy(), n)
+        pairs = top_candidates(df, self.ranker_config).sort_values(
+            KEY, kind="stable", ignore_index=True
+        )
+        pf = block_pair_features(pairs[KEY], ctx)
+        described = assemble(pairs, uf, self.item_feats, pd.concat([pairs[KEY], pf], axis=1))
+        x = described[self.ranker.features].astype(np.float32)
+        base = margin(described, self.ranker_config)
+        scores = self.ranker.model.predict(x, base_margin=base, output_margin=True)
+        ranked = rank_by(described, scores.astype(np.float32), n)
+        contributions = None
+        if explain:
+            contributions = _contributions(self.ranker, x, base, described, ranked)
+        return Lists(ranked, blend, models, contributions)
+
+    def _attributes(self, user_idx: int | None) -> pd.DataFrame:
+        """The user's attribute features (``u_attr_*``) from the fold's table, NaN for a
+        visitor: they do not depend on the history, and their columns (levels) are the
+        fold's."""
+        if self._attrs is None:
+            cols = [c for c in self.user_feats.columns if c.startswith("u_attr_")]
+            self._attrs = self.user_feats.set_index("user_idx")[cols]
+        attrs = self._attrs
+        if user_idx is not None and user_idx in attrs.index:
+            row = attrs.loc[[user_idx]]
+        else:
+            row = pd.DataFrame(np.nan, index=[0], columns=attrs.columns)
+        return row.set_axis(pd.Index([SESSION_USER], name="user_idx"))
+
+
+def _head(recs: pd.DataFrame, n: int) -> pd.DataFrame:
+    return recs[recs["rank"] <= n].reset_index(drop=True)
+
+
+def normalise_history(history: pd.DataFrame, n_items: int) -> pd.DataFrame:
+    """``history`` with every column of :data:`HISTORY_COLUMNS` (defaults filled), items
+    checked against the catalogue."""
+    if "item_idx" not in history or "timestamp" not in history:
+        raise ValueError("a history needs the columns item_idx and timestamp")
+    out = pd.DataFrame(
+        {
+            "item_idx": history["item_idx"].to_numpy(np.int64),
+            "timestamp": history["timestamp"].to_numpy(np.int64),
+            "event": history["event"].astype(str).to_numpy()
+            if "event" in history
+            else np.full(len(history), "view", dtype=object),
+            "weight": history["weight"].to_numpy(np.float32)
+            if "weight" in history
+            else np.ones(len(history), dtype=np.float32),
+            "rating": history["rating"].to_numpy(np.float64)
+            if "rating" in history
+            else np.full(len(history), np.nan),
+        }
+    )
+    items = out["item_idx"].to_numpy()
+    if len(items) and (items.min() < 0 or items.max() >= n_items):
+        raise ValueError(f"history: item_idx outside 0..{n_items - 1}")
+    return out
+
+
+def _dense_scorer(dense: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return dense[np.asarray(items, dtype=np.int64)]
+
+    return score
+
+
+def _no_scorer(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    return np.full(len(items), np.nan, dtype=np.float32)
+
+
+def _stored_scorer(model: Recommender, user: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return model.score(np.full(len(items), user, dtype=np.int64), items)
+
+    return score
+
+
+def _contributions(
+    result: TrainResult,
+    x: pd.DataFrame,
+    base: np.ndarray | None,
+    described: pd.DataFrame,
+    ranked: pd.DataFrame,
+) -> list[dict[str, float]]:
+    """Per row of ``ranked``: each feature's contribution to the ranker's score (SHAP
+    values from the trees; the bias column left out), rounded."""
+    import xgboost as xgb
+
+    pos = pd.Series(np.arange(len(described)), index=described["item_idx"].to_numpy())
+    rows = pos.loc[ranked["item_idx"].to_numpy()].to_numpy()
+    if len(rows) == 0:
+        return []
+    booster: xgb.Booster = result.model.get_booster()
+    dm = xgb.DMatrix(x.iloc[rows], base_margin=None if base is None else base[rows])
+    contrib = booster.predict(dm, pred_contribs=True)
+    names = result.features
+    return [
+        {names[j]: round(float(row[j]), 4) for j in range(len(names)) if row[j] != 0.0}
+        for row in contrib
+    ]
+
+
+def history_rows(history: pd.DataFrame, user_idx: int) -> pd.DataFrame:
+    """One user's rows of a fold's history, oldest first, in :data:`HISTORY_COLUMNS`."""
+    rows = history[history["user_idx"] == user_idx]
+    return rows.sort_values("timestamp", kind="stable")[HISTORY_COLUMNS].reset_index(drop=True)
+
+
+def item_statistics(history: pd.DataFrame, n_users: int, n_items: int) -> np.ndarray:
+    """Distinct users per item over users with history: the item popularity the user
+    features read (:meth:`recpipe.features.history._Log.pop_share`)."""
+    return _Log(history, n_users, n_items, int(history["timestamp"].max())).pop_share()

@@ -1,0 +1,203 @@
+"""DVC stage ``bundle``: everything the service needs, in one versioned folder.
+
+Usage: ``python -m stages.bundle --split data/split --prepared data/prepared --blend
+data/blend --ranker models/ranker --rating models/rating --metrics reports/metrics.json
+--out models/bundle``. Reads params ``serve``, ``candidates``, ``features`` and ``seed``.
+
+With ``serve.fold: serve`` every enabled candidate model is refitted on every interaction
+(the split's train, valid and test parts), and each known user's lists are ranked from that
+history by the blend's weights and the ranker trained by the rank stage (its features are
+relative to a fold's history, so it applies unchanged). With ``serve.fold: test`` the same
+is built from the test fold's history: the ranker's lists of the test users are then the
+evaluated ones. The layout is in :mod:`recpipe.serving.build`; ``manifest.json`` is written
+last, so a folder without it is an unfinished bundle and the service refuses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recpipe.artifacts import save_model
+from recpipe.blending import WEIGHTS_FILE
+from recpipe.config import load_params, parse
+from recpipe.errors import ConfigError, DataError
+from recpipe.features.config import FeaturesConfig
+from recpipe.folds import load_catalogue, load_fold
+from recpipe.io import json_bytes, staged_files, write_json
+from recpipe.log import get_logger
+from recpipe.models.registry import MODELS, model_class
+from recpipe.serving.build import (
+    FORMAT,
+    FORMAT_VERSION,
+    check_ranker_models,
+    digest_files,
+    fit_models,
+    git_revision,
+    item_popularity,
+    load_ranker,
+    neighbours,
+    params_digest,
+    popular_lists,
+    ranking_of,
+    serve_history,
+    serve_settings,
+    user_blocks,
+)
+from recpipe.serving.config import ServeConfig
+from recpipe.stage import run_stage
+
+PARAMS = ("serve", "candidates", "features", "seed")
+
+log = get_logger("bundle")
+
+
+def model_configs(candidates: dict, cfg: ServeConfig, params: str) -> dict:
+    """name -> (class, config) of the models the bundle holds: the enabled ones, or
+    ``serve.models``."""
+    if cfg.models is not None:
+        unknown = [m for m in cfg.models if m not in MODELS]
+        if unknown:
+            raise ConfigError(
+                f"{params}: serve.models: unknown model {unknown[0]!r} (models: "
+                f"{', '.join(MODELS)})"
+            )
+    out = {}
+    for name in MODELS:
+        cls = model_class(name)
+        mcfg = parse(candidates[name], cls.config_class, f"candidates.{name}", params)
+        if mcfg.enabled and (cfg.models is None or name in cfg.models):
+            out[name] = (cls, mcfg)
+        elif cfg.models is not None and name in cfg.models:
+            raise ConfigError(f"{params}: serve.models: {name} is disabled in candidates.{name}")
+    if not out:
+        raise ConfigError(f"{params}: no enabled candidate model to serve")
+    return out
+
+
+def run(args: argparse.Namespace) -> None:
+    cfg = load_params("serve", ServeConfig, args.params)
+    candidates = load_params("candidates", dict, args.params)
+    fcfg = load_params("features", FeaturesConfig, args.params)
+    seed = load_params("seed", int, args.params)
+    configs = model_configs(candidates, cfg, args.params)
+    out = Path(args.out)
+    (out / "manifest.json").unlink(missing_ok=True)  # unfinished until written again
+
+    items, users = load_catalogue(args.prepared)
+    split = Path(args.split)
+    if cfg.fold == "serve":
+        parts = [pd.read_parquet(split / f"{p}.parquet") for p in ("train", "valid", "test")]
+        history = serve_history(parts)
+    else:
+        history = serve_history([load_fold(split, "test").history])
+    blend_file = Path(args.blend) / WEIGHTS_FILE
+    if not blend_file.exists():
+        raise DataError(f"{blend_file}: missing; rerun the blend stage", file=str(blend_file))
+    blend = json.loads(blend_file.read_text())
+    ranker = load_ranker(args.ranker)
+    check_ranker_models(ranker.features, list(configs), list(MODELS))
+
+    models = fit_models(history, items, users, configs, seed)
+    n = {m: int(c.n) for m, (_, c) in configs.items()}
+    ranking = ranking_of(models, n, blend, ranker, fcfg, history, items, users)
+    log.info("%d models fitted on %d events (%s)", len(models), len(history), cfg.fold)
+
+    pop = item_popularity(history, len(items), cfg.trending_days)
+    # the whole items table (the content features rebuild their documents from it), plus
+    # each item's popularity
+    catalogue = items.sort_values("item_idx", ignore_index=True)
+    catalogue["item_idx"] = catalogue["item_idx"].astype(np.int64)
+    clash = [c for c in pop.columns if c in catalogue.columns]
+    if clash:
+        raise DataError(
+            f"items table: column {clash[0]!r} is reserved for the bundle's popularity",
+            file=str(Path(args.prepared) / "items.parquet"),
+            column=clash[0],
+        )
+    catalogue[list(pop.columns)] = pop
+    counts: dict[str, int] = {}
+    with staged_files() as staged:
+        names = ["ranker", "blend", *models]
+        streams = {name: staged.stream(out / "lists" / f"{name}.parquet") for name in names}
+        n_users = 0
+        for block in user_blocks(history, cfg.block_users):
+            lists = ranking.rank_users(block, cfg.cache_n)
+            for name in names:
+                streams[name].write(lists.get(name))
+            n_users += len(block)
+        counts = {f"list_rows_{name}": streams[name].rows for name in names}
+        staged.add(out / "items.parquet", catalogue)
+        staged.add(
+            out / "users.parquet",
+            users[["user_id", "user_idx"]]
+            .astype({"user_idx": np.int64})
+            .sort_values("user_idx", ignore_index=True),
+        )
+        staged.add(
+            out / "history.parquet",
+            history.sort_values(["user_idx", "timestamp"], kind="stable", ignore_index=True),
+        )
+        staged.add(out / "popular.parquet", popular_lists(items, pop, cfg.popular_n))
+        staged.add(out / "neighbours.parquet", neighbours(ranking, cfg.neighbours))
+        staged.add(out / "features" / "users.parquet", ranking.user_feats)
+        staged.add(out / "features" / "items.parquet", ranking.item_feats)
+        settings = serve_settings(cfg, fcfg, ranker, blend, n, ranking.now)
+        staged.add(out / "serve.json", json_bytes(settings))
+    for name, model in models.items():
+        save_model(model, out / "models" / name)
+    for src, dst in ((Path(args.ranker), out / "ranker"), (Path(args.rating), out / "rating")):
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in sorted(src.iterdir()):
+            if f.is_file():
+                shutil.copyfile(f, dst / f.name)
+
+    metrics_file = Path(args.metrics)
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    inputs = [split, Path(args.prepared) / "items.parquet", Path(args.prepared) / "users.parquet"]
+    inputs += [blend_file, Path(args.ranker), Path(args.rating)]
+    blocks = {"serve": cfg.model_dump(mode="json"), "features": fcfg.model_dump(mode="json")}
+    blocks |= {"candidates": candidates, "seed": seed}
+    p_digest = params_digest(blocks)
+    bundle_id = digest_files(inputs)[:8] + p_digest[:8]
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "bundle_id": bundle_id,
+        "git_revision": git_revision(),
+        "params_digest": p_digest,
+        "fold": cfg.fold,
+        "metrics": metrics,
+        "models": list(models),
+        "lists": names,
+        "ranker_features": ranker.features,
+        "counts": {
+            "users": int(len(users)),
+            "items": int(len(items)),
+            "events": int(len(history)),
+            "users_with_lists": n_users,
+            **counts,
+        },
+    }
+    write_json(manifest, out / "manifest.json")
+    log.info("bundle %s: %d users ranked, %d items", bundle_id, n_users, len(items))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(
+        run,
+        argv,
+        name="bundle",
+        doc=__doc__,
+        paths=("split", "prepared", "blend", "ranker", "rating", "metrics", "out"),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
