@@ -144,7 +144,9 @@ def verdict_marks(verdicts: pd.DataFrame) -> pd.DataFrame:
         return "=" if "identical" in v else "~ noise" if "noise" in v else v
 
     out = verdicts.assign(mark=verdicts.apply(mark, axis=1))
-    return out.pivot(index="model", columns="metric", values="mark")
+    table = out.pivot(index="model", columns="metric", values="mark")
+    table.columns = [f"{c} vs base" for c in table.columns]
+    return table.reindex(list(dict.fromkeys(verdicts["model"])))
 
 
 def params_digest(params: Mapping[str, Any]) -> str:
@@ -234,9 +236,11 @@ def _cell(value: Any) -> Any:
 
 
 def varying(frame: pd.DataFrame, prefix: str) -> list[str]:
-    """Columns starting with ``prefix`` whose value is not the same in every row."""
+    """Columns starting with ``prefix`` whose value is not the same in every row that has
+    any such column (a run DVC could not read, e.g. a failed experiment, does not count)."""
     cols = [c for c in frame.columns if c.startswith(prefix)]
-    return [c for c in cols if frame[c].astype(str).nunique(dropna=False) > 1]
+    rows = frame[cols].notna().any(axis=1)
+    return [c for c in cols if frame.loc[rows, c].astype(str).nunique(dropna=False) > 1]
 
 
 def filter_runs(

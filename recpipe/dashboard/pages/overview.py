@@ -39,6 +39,16 @@ def run_facts() -> None:
             help=f"{ingest.get('users', 0):,} users, {ingest.get('items', 0):,} items",
         )
     st.caption(f"Data: {tables.data_source(p)}")
+    manifest = data.project() / data.BUNDLE_DIR / "manifest.json"
+    if manifest.is_file():
+        m = data.json_file(f"{data.BUNDLE_DIR}/manifest.json")
+        st.caption(
+            f"Serving bundle `{m.get('bundle_id')}`: git {m.get('git_revision')}, params "
+            f"digest {m.get('params_digest')}, {m.get('counts', {}).get('users', 0):,} users, "
+            f"lists of {', '.join(m.get('lists', []))}"
+        )
+    else:
+        st.caption("No serving bundle (`models/bundle`): the explorers show less.")
 
 
 def headline(base: str | None) -> None:
@@ -91,6 +101,7 @@ def render() -> None:
         base = st.selectbox(
             "Compare with base revision",
             ["(none)", *revs, "HEAD"],
+            key="base",
             help="The review's verdicts (better / worse / within noise) of the workspace "
             "against this revision's committed reports.",
         )
