@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recpipe.models.base import Recommender, TrainData
+from recpipe.models.base import RECS_COLUMNS, Recommender, TrainData
 from recpipe.models.registry import MODELS, model_class
+from recpipe.models.retrieval import FactorIndex
 
 # Small settings so the contract runs in seconds; defaults are for real data.
 TEST_SETTINGS: dict[str, dict] = {
-    "popularity": {},
+    "popularity": {"per_category": True},  # the tilt, so a history moves the scores
     "itemknn": {"neighbours": 20},
     "svd": {"factors": 8, "epochs": 30},
     "als": {"factors": 8, "iterations": 15},
@@ -71,6 +72,24 @@ def block_data(seed: int = 0) -> TrainData:
         {"user_id": [str(u) for u in range(N_USERS)], "user_idx": np.arange(N_USERS)}
     )
     return TrainData(inter, items, users)
+
+
+def tied_data() -> TrainData:
+    """:func:`block_data` with events four at a time in one second (same-second ties, which
+    SeqKNN breaks by a seeded hash of user and item) and every fifth event repeated later
+    (duplicate pairs, whose weights are summed)."""
+    data = block_data()
+    inter = data.interactions.copy()
+    inter["timestamp"] //= 4
+    again = inter.iloc[::5].copy()
+    again["timestamp"] += 7
+    inter = pd.concat([inter, again], ignore_index=True)
+    return TrainData(inter, data.items, data.users)
+
+
+def history_of(data: TrainData, user: int) -> pd.DataFrame:
+    """The user's rows of the fit's interactions, in their order there."""
+    return data.interactions[data.interactions["user_idx"] == user]
 
 
 def make(name: str, seed: int = 0, **overrides) -> Recommender:
@@ -154,6 +173,186 @@ def test_tfidf_recommends_matching_cold_item(data: TrainData) -> None:
     assert share >= 0.9
 
 
+# -- scoring a history given at request time -----------------------------------------------
+
+#: models that score an arbitrary history; all but ALS reproduce score_users bit for bit
+HISTORY_MODELS = {"popularity", "itemknn", "ease", "seqknn", "tfidf", "als"}
+EXACT_HISTORY = HISTORY_MODELS - {"als"}
+
+
+def test_supports_history_is_declared_where_implemented() -> None:
+    assert {n for n in MODELS if model_class(n).supports_history} == HISTORY_MODELS
+
+
+def test_history_scores_equal_batch_scores(fitted: Recommender, data: TrainData) -> None:
+    """Every user's own rows, scored as a history, give that user's batch scores exactly
+    (the user without history included: NaN, or the global ranking for popularity)."""
+    if fitted.name not in EXACT_HISTORY:
+        pytest.skip(f"{fitted.name}: no exact history scores")
+    batch = fitted.score_users(np.arange(N_USERS))
+    for u in range(N_USERS):
+        scores = fitted.score_history(history_of(data, u), data.now)
+        assert scores.dtype == np.float32 and scores.shape == (N_ITEMS,)
+        assert np.array_equal(scores, fitted.score_users(np.array([u]))[0], equal_nan=True), u
+        assert np.array_equal(scores, batch[u], equal_nan=True), u
+
+
+# Settings that take the other branches of the user-side code (category tilt, decays,
+# summed weights, the EASE item cap, SeqKNN's order options), on data with ties.
+HISTORY_SETTINGS = [
+    ("popularity", {"per_category": True, "category_beta": 2.0, "half_life_days": 0.001}),
+    ("popularity", {"count": "weight", "per_category": True}),
+    ("itemknn", {"value": "weight", "neighbours": 3}),
+    ("ease", {"value": "weight", "max_items": 12}),
+    ("tfidf", {"half_life_days": 0.0005}),
+    ("seqknn", {}),
+    ("seqknn", {"direction": "forward", "history": 3, "gap_decay": 0.5, "recency_decay": 0.3}),
+]
+
+
+@pytest.mark.parametrize(("name", "settings"), HISTORY_SETTINGS)
+def test_history_scores_equal_batch_scores_for_other_settings(name: str, settings: dict) -> None:
+    data = tied_data()
+    model = make(name, seed=3, **settings).fit(data)
+    batch = model.score_users(np.arange(N_USERS))
+    for u in range(N_USERS):
+        scores = model.score_history(history_of(data, u), data.now)
+        assert np.array_equal(scores, batch[u], equal_nan=True), (name, settings, u)
+
+
+def test_seqknn_history_breaks_same_second_ties_as_its_user() -> None:
+    """Regression guard: ties are hashed with the history's user_idx. Without it (an
+    anonymous visitor) the order of tied items may differ, which this data shows, so the
+    exactness above really rests on the salt."""
+    data = tied_data()
+    model = make("seqknn", seed=3).fit(data)
+    differs = 0
+    for u in range(N_USERS - 1):
+        anonymous = history_of(data, u).drop(columns="user_idx")
+        scores = model.score_history(anonymous, data.now)
+        differs += not np.array_equal(scores, model.score_users(np.array([u]))[0], equal_nan=True)
+    assert differs > 0
+
+
+def test_models_without_history_support_say_so(fitted: Recommender, data: TrainData) -> None:
+    if fitted.supports_history:
+        pytest.skip(f"{fitted.name} supports histories")
+    history = history_of(data, 0)
+    with pytest.raises(NotImplementedError, match=rf"{fitted.name}:.*supports_history"):
+        fitted.score_history(history, data.now)
+    with pytest.raises(NotImplementedError, match="supports_history"):
+        fitted.recommend_history(history, data.now, 5)
+
+
+def test_recommend_history_equals_recommend(fitted: Recommender, data: TrainData) -> None:
+    """History items excluded; the user's own list from recommend, with user_idx 0."""
+    if not fitted.supports_history:
+        pytest.skip(f"{fitted.name} does not support histories")
+    for u in range(N_USERS):
+        history = history_of(data, u)
+        recs = fitted.recommend_history(history, data.now, 5)
+        assert list(recs.columns) == RECS_COLUMNS
+        assert (recs["user_idx"] == 0).all()
+        assert not set(recs["item_idx"]) & set(history["item_idx"])
+        assert recs["rank"].tolist() == list(range(1, len(recs) + 1))
+        if fitted.name in EXACT_HISTORY:
+            expected = fitted.recommend(np.array([u]), 5).assign(user_idx=0)
+            pd.testing.assert_frame_equal(recs, expected)
+        else:  # ALS: the top-5 of its own (folded-in) scores
+            scores = fitted.score_history(history, data.now)
+            np.testing.assert_array_equal(recs["score"], scores[recs["item_idx"]])
+            best = np.sort(np.delete(scores, history["item_idx"]))[::-1]
+            np.testing.assert_array_equal(recs["score"], best[np.isfinite(best)][:5])
+
+
+def test_history_edge_cases(fitted: Recommender, data: TrainData) -> None:
+    """Empty histories, items the model never saw and repeated events behave as in the
+    batch path; indices outside the catalogue and missing columns fail with the column."""
+    if not fitted.supports_history:
+        pytest.skip(f"{fitted.name} does not support histories")
+    now = data.now
+    no_history = fitted.score_users(np.array([COLD_USER]))[0]
+    empty = history_of(data, COLD_USER)
+    assert len(empty) == 0
+    assert np.array_equal(fitted.score_history(empty, now), no_history, equal_nan=True)
+    # an empty frame with only the required columns (a visitor who did nothing yet)
+    bare = pd.DataFrame({"item_idx": [], "weight": [], "timestamp": []})
+    assert np.array_equal(fitted.score_history(bare, now), no_history, equal_nan=True)
+    assert len(fitted.recommend_history(empty, now, 5)) == len(fitted.recommend([COLD_USER], 5))
+
+    own = history_of(data, 3)
+    expected = fitted.score_history(own, now)
+    cold = own.iloc[[-1]].assign(item_idx=COLD_ITEM, timestamp=now)
+    with_cold = fitted.score_history(pd.concat([own, cold]), now)
+    only_cold = fitted.score_history(cold, now)
+    assert with_cold.shape == only_cold.shape == (N_ITEMS,)
+    if fitted.name not in {"popularity", "tfidf"}:
+        # items the model never saw are ignored (the catalogue's categories and texts
+        # describe them for popularity's tilt and tfidf)
+        assert np.array_equal(with_cold, expected, equal_nan=True)
+        assert np.isnan(only_cold).all()
+    repeated = pd.concat([own, own], ignore_index=True)
+    assert np.array_equal(fitted.score_history(repeated, now), expected, equal_nan=True)
+
+    for bad in (-1, N_ITEMS):
+        with pytest.raises(ValueError, match="'item_idx'"):
+            fitted.score_history(own.assign(item_idx=bad), now)
+    with pytest.raises(ValueError, match="'timestamp'"):
+        fitted.score_history(own.drop(columns="timestamp"), now)
+    with pytest.raises(RuntimeError, match="fit"):
+        make(fitted.name).score_history(own, now)
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.mark.parametrize("settings", [{}, {"value": "weight", "alpha": 10.0}])
+def test_als_fold_in_is_an_als_user_step(settings: dict) -> None:
+    """The folded-in factor of a user of the fit is close to the trained one (training ends
+    on an item step, and the CG solver is approximate), its scores are FactorIndex's for
+    that vector, and it is what implicit's own user step (recalculate_user) gives. A
+    fold-in without the regularisation fails the same bounds."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    from recpipe.models.als import confidence, user_step
+
+    data = block_data()
+    model = make("als", **settings).fit(data)
+    users = np.arange(N_USERS - 1)
+    histories = [history_of(data, u) for u in users]
+    folded = np.stack([model.fold_in(h) for h in histories])
+    assert folded.dtype == np.float32
+    cos = _cosines(folded, model.user_factors[users])
+    assert cos.mean() > 0.99 and cos.min() > 0.95, cos
+
+    overlap = []
+    for u, h in zip(users, histories, strict=True):
+        scores = model.score_history(h, data.now)
+        index = FactorIndex(
+            folded[u][None, :], model.item_factors, known_items=model.index.known_items
+        )
+        assert np.array_equal(scores, index.score_users(np.array([0]))[0], equal_nan=True)
+        mine = set(model.recommend_history(h, data.now, 10)["item_idx"])
+        overlap.append(len(mine & set(model.recommend(np.array([u]), 10)["item_idx"])) / 10)
+    assert np.mean(overlap) >= 0.9, overlap
+
+    conf = confidence(model._values(data), model.config.alpha)
+    reference = AlternatingLeastSquares(
+        factors=model.config.factors, regularization=model.config.regularization, alpha=1.0
+    )
+    reference.item_factors = model.item_factors
+    np.testing.assert_allclose(
+        folded, reference.recalculate_user(users, conf[users]), rtol=1e-4, atol=1e-5
+    )
+
+    # negative control: the bounds above catch a fold-in that drops the regularisation
+    gram = model.item_factors.astype(np.float64).T @ model.item_factors.astype(np.float64)
+    unregularised = np.stack([user_step(conf[[u]], model.item_factors, gram, 0.0) for u in users])
+    bad = _cosines(unregularised, model.user_factors[users])
+    assert not (bad.mean() > 0.99 and bad.min() > 0.95)
+
+
 _FIT_AND_SAVE = """
 import sys
 import numpy as np
@@ -217,15 +416,21 @@ def fit_all() -> dict:
 
 
 def scores_of(model) -> dict[str, np.ndarray]:
-    """What a model answers: every pair's score and each user's top 5 (candidate models),
-    or every pair's predicted rating (the rating model)."""
+    """What a model answers: every pair's score, each user's top 5 and some histories'
+    scores (candidate models), or every pair's predicted rating (the rating model)."""
     users, items = np.divmod(np.arange(N_USERS * N_ITEMS), N_ITEMS)
     if isinstance(model, Recommender):
         recs = model.recommend(np.arange(N_USERS), 5)
-        return {
+        out = {
             "score": model.score(users, items),
             **{f"recs_{c}": recs[c].to_numpy() for c in recs.columns},
         }
+        if model.supports_history:  # a loaded model rebuilds what histories need
+            data = block_data()
+            out["history"] = np.stack(
+                [model.score_history(history_of(data, u), data.now) for u in (0, 20, COLD_USER)]
+            )
+        return out
     return {"rating": model.predict_ratings(users, items)}
 
 

@@ -19,6 +19,13 @@ count changes speed, not results (checked in the tests).
 implicit gives every user and item a vector, also those without any interaction (they are
 just noise or zero); such users and items get no score (NaN). Top-n retrieval goes through
 faiss (:mod:`recpipe.models.retrieval`), not implicit's ``recommend``.
+
+A history given at request time (``score_history``) is folded in: its confidence row is built
+as for the fit's users, and the user's factor solved from the item factors exactly as one
+ALS user step does (implicit's ``recalculate_user``: ``(Y^T Y + regularization I + Y^T (C_u
+- I) Y) x_u = Y^T C_u p_u``, an exact solve, in float64). For a user of the fit this is close
+to the trained factor, not equal: training ends on an item step and, with ``use_cg``, solves
+each user step approximately.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 from threadpoolctl import threadpool_limits
@@ -82,11 +90,14 @@ class ALS(FactorRecommender):
     name = "als"
     config_class = ALSConfig
     config: ALSConfig
+    supports_history = True
+    # Y^T Y of the item factors in float64, built on the first fold-in; not saved
+    transient = ("_gram",)
+    _gram: np.ndarray | None = None
 
     def _fit(self, data: TrainData) -> None:
         cfg = self.config
-        x = data.matrix(cfg.value)
-        x.eliminate_zeros()
+        x = self._values(data)
         self.user_factors, self.item_factors = fit_implicit(
             confidence(x, cfg.alpha), cfg, self.seed
         )
@@ -98,6 +109,50 @@ class ALS(FactorRecommender):
             config=cfg.retrieval,
             seed=self.seed,
         )
+
+    def _values(self, data: TrainData) -> sp.csr_matrix:
+        """The user x item matrix of ``value`` entries the confidences are made of."""
+        x = data.matrix(self.config.value)
+        x.eliminate_zeros()
+        return x
+
+    def fold_in(self, history: pd.DataFrame) -> np.ndarray | None:
+        """The factor (float32, ``factors``) of a user whose history is ``history``, solved
+        against the fitted item factors as an ALS user step; None when the history holds
+        no item the model knows (the batch path's users without interactions)."""
+        cfg = self.config
+        self._require_fit()
+        data = self._history_data(history, self.index.known_items)
+        conf = confidence(self._values(data), cfg.alpha)
+        if conf.nnz == 0:
+            return None
+        if self._gram is None:
+            with threadpool_limits(1, "blas"):  # the same floats on any number of cores
+                y = self.item_factors.astype(np.float64)
+                self._gram = y.T @ y
+        return user_step(conf, self.item_factors, self._gram, cfg.regularization)
+
+    def score_history(self, history: pd.DataFrame, now: int) -> np.ndarray:
+        factor = self.fold_in(history)
+        if factor is None:
+            return np.full(self.n_items, np.nan, dtype=np.float32)
+        return self.index.score_vectors(factor[None, :], np.zeros(1, dtype=np.float32))[0]
+
+
+def user_step(
+    conf: sp.csr_matrix, item_factors: np.ndarray, gram: np.ndarray, regularization: float
+) -> np.ndarray:
+    """One user's factor from the confidence row ``conf`` (1 x items): the solution of
+    ``(Y^T Y + regularization I + sum_i (c_i - 1) y_i y_i^T) x = sum_i c_i y_i`` over the
+    stored cells, as implicit's least-squares user step (``recalculate_user``) solves it.
+    ``gram`` is ``Y^T Y`` in float64. A negative confidence, as in implicit, means a
+    preference of 0 with confidence ``|c|``."""
+    c = conf.data.astype(np.float64)
+    y = item_factors[conf.indices].astype(np.float64)
+    with threadpool_limits(1, "blas"):  # the same floats on any number of cores
+        a = gram + regularization * np.eye(gram.shape[0]) + (y.T * (np.abs(c) - 1.0)) @ y
+        b = y.T @ np.where(c > 0, c, 0.0)
+        return np.linalg.solve(a, b).astype(np.float32)
 
 
 def confidence(x: sp.csr_matrix, alpha: float) -> sp.csr_matrix:

@@ -13,6 +13,13 @@ Subclasses implement ``fit`` and ``score_users`` (a dense block of scores for so
 over the whole catalogue); ``score`` and ``recommend`` come from here, so exclusion of seen
 items, tie-breaking and missing values behave the same in every model. Factor models
 override ``recommend`` to retrieve through faiss.
+
+Optionally (``supports_history``) a model scores a history given at request time, without
+refitting: ``score_history(history, now)`` and ``recommend_history(history, now, n)``, for a
+visitor without an account or a known user who just did something new. A model builds the
+user's row of its user-side state from that history with the function its fit uses for
+every user, so for a user of the fit the result equals ``score_users`` bit for bit (ALS,
+whose user factors are learnt, folds the user in instead).
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ class Recommender(Persistent, ABC):
     config_class: ClassVar[type[Config]]
     #: users scored per dense block in ``score``/``recommend`` (bounds peak memory)
     block_size: ClassVar[int] = 1024
+    #: True in models that implement :meth:`score_history`
+    supports_history: ClassVar[bool] = False
 
     def __init__(self, config: Config, seed: int = 0) -> None:
         self.config = config
@@ -67,6 +76,51 @@ class Recommender(Persistent, ABC):
     @abstractmethod
     def score_users(self, users: np.ndarray) -> np.ndarray:
         """Dense ``(len(users), n_items)`` float32 scores; NaN where the model has none."""
+
+    def score_history(self, history: pd.DataFrame, now: int) -> np.ndarray:
+        """Scores over the whole catalogue (float32, shape ``(n_items,)``, NaN where the model
+        has none) for one user whose history is ``history``, seen at ``now``.
+
+        ``history`` holds canonical interaction rows: ``item_idx``, ``weight`` and
+        ``timestamp`` are required, ``rating`` (absent: no ratings) and ``event`` optional.
+        ``user_idx``, if present, looks up no fitted state; its one use is as the salt of
+        seeded tie-breaks (SeqKNN orders same-second events by a hash of user and item), so
+        that a user's own rows give that user's batch scores. Items outside
+        ``0..n_items-1`` are an error (ValueError naming the column); items the model never
+        saw are ignored, as in the batch path; an empty history gives what a user without
+        history gets there (NaN, or the global ranking for popularity).
+
+        Implemented by the models whose ``supports_history`` is True.
+        """
+        raise NotImplementedError(
+            f"{self.name}: this model cannot score a history given at request time "
+            "(supports_history is False); only the users it was fitted on can be scored, "
+            "through score_users/recommend"
+        )
+
+    def recommend_history(self, history: pd.DataFrame, now: int, n: int) -> pd.DataFrame:
+        """Top-``n`` of :meth:`score_history` with the history's items excluded, as the
+        standard ``user_idx, item_idx, score, rank`` frame with ``user_idx`` 0 (ties broken
+        as in :meth:`recommend`)."""
+        scores = np.array(self.score_history(history, now), dtype=np.float32, ndmin=2)
+        items = history_data(history, self.n_items).interactions["item_idx"].to_numpy()
+        seen = sp.csr_matrix(
+            (np.ones(len(items), dtype=np.float32), (np.zeros(len(items), np.int64), items)),
+            shape=(1, self.n_items),
+        )
+        return concat_recs([top_n(np.zeros(1, dtype=np.int64), scores, seen, n)])
+
+    def _history_data(
+        self, history: pd.DataFrame, known_items: np.ndarray | None = None
+    ) -> TrainData:
+        """:func:`history_data` for this fitted model (items outside ``known_items``
+        dropped)."""
+        self._require_fit()
+        return history_data(history, self.n_items, known_items)
+
+    def _require_fit(self) -> None:
+        if self._seen is None:
+            raise RuntimeError(f"{self.name}: fit() must be called first")
 
     # -- shared -----------------------------------------------------------------------
     def fit(self, data: TrainData) -> Self:
@@ -86,8 +140,7 @@ class Recommender(Persistent, ABC):
 
     @property
     def seen(self) -> sp.csr_matrix:
-        if self._seen is None:
-            raise RuntimeError(f"{self.name}: fit() must be called first")
+        self._require_fit()
         return self._seen
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -121,6 +174,63 @@ class Recommender(Persistent, ABC):
             scores = self.score_users(block).astype(np.float32, copy=True)
             parts.append(top_n(block, scores, self.seen[block], n))
         return concat_recs(parts)
+
+
+#: columns a history must have (``rating`` and ``event`` are optional)
+HISTORY_COLUMNS = ("item_idx", "weight", "timestamp")
+
+
+def history_data(
+    history: pd.DataFrame, n_items: int, known_items: np.ndarray | None = None
+) -> TrainData:
+    """One user's history as the data of a fold with that one user (``user_idx`` 0) and a
+    catalogue of ``n_items``, so a model builds the user's row with the code of its fit.
+
+    Rows whose item is outside ``known_items`` (a boolean mask over the catalogue) are
+    dropped; row order is kept (it decides ties, as in the fit). Only the lengths of the
+    ``items`` and ``users`` tables are meaningful.
+    """
+    if not isinstance(history, pd.DataFrame):
+        raise TypeError(f"history must be a pandas DataFrame, not {type(history).__name__}")
+    for col in HISTORY_COLUMNS:
+        if col not in history.columns:
+            raise ValueError(f"history: missing column {col!r}")
+    items = history["item_idx"]
+    if not pd.api.types.is_integer_dtype(items.dtype):
+        values = pd.to_numeric(items, errors="coerce")
+        if values.isna().any() or not (values % 1 == 0).all():
+            raise ValueError("history: column 'item_idx' must hold integer item indices")
+        items = values
+    items = items.to_numpy(np.int64)
+    bad = (items < 0) | (items >= n_items)
+    if bad.any():
+        raise ValueError(
+            f"history: column 'item_idx' has {int(bad.sum())} value(s) outside 0..{n_items - 1} "
+            f"(first: {int(items[bad][0])})"
+        )
+    if history["timestamp"].isna().any():
+        raise ValueError("history: column 'timestamp' has missing values")
+    inter = pd.DataFrame(
+        {
+            "user_idx": np.zeros(len(history), dtype=np.int64),
+            "item_idx": items,
+            "rating": (
+                history["rating"].to_numpy()
+                if "rating" in history.columns
+                else np.full(len(history), np.nan)
+            ),
+            "event": history["event"].to_numpy() if "event" in history.columns else None,
+            "weight": history["weight"].to_numpy(),
+            "timestamp": history["timestamp"].to_numpy(np.int64),
+        }
+    )
+    if known_items is not None:
+        inter = inter[known_items[items]].reset_index(drop=True)
+    return TrainData(
+        inter,
+        items=pd.DataFrame(index=pd.RangeIndex(n_items)),
+        users=pd.DataFrame(index=pd.RangeIndex(1)),
+    )
 
 
 def top_n(users: np.ndarray, scores: np.ndarray, seen: sp.csr_matrix, n: int) -> pd.DataFrame:

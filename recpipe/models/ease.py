@@ -12,7 +12,9 @@ the Gram matrix built in blocks, then LAPACK's single-precision Cholesky factori
 inverse (``spotrf``/``spotri``), then the column scaling. Past ``max_items`` items, EASE is
 fitted on the ``max_items`` most active ones (most distinct users; ties to the lower index):
 the others get no EASE score and are left to the other candidate models, which is where a
-catalogue's long tail is better served anyway.
+catalogue's long tail is better served anyway. A history given at request time
+(``score_history``) goes through the same ``TrainData.matrix`` and column selection as the
+fit's users, so items outside the fitted set are ignored in it too.
 
 The factorisation and inverse run on one thread: OpenBLAS splits ``spotrf``/``spotri``
 differently for each thread count, so their floats (and EASE's lists) would change with
@@ -25,6 +27,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import scipy.linalg
 import scipy.sparse as sp
 from pydantic import Field
@@ -67,24 +70,41 @@ class EASE(Recommender):
     config_class = EASEConfig
     config: EASEConfig
 
+    supports_history = True
+
     def _fit(self, data: TrainData) -> None:
         cfg = self.config
         x = data.matrix(cfg.value).tocsc()
         active = most_active_items(x, cfg.max_items)
         self._active = active
-        xa = x[:, active].tocsr()
+        xa = active_columns(x, active)
         self._x = xa
         self._known_users = np.diff(xa.indptr) > 0
         self.weights = ease_weights(xa, cfg.l2)
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
-        scores = np.full((len(users), self.n_items), np.nan, dtype=np.float32)
+        return self._scores(self._x[users], self._known_users[users])
+
+    def score_history(self, history: pd.DataFrame, now: int) -> np.ndarray:
+        x = self._history_data(history).matrix(self.config.value).tocsc()
+        xa = active_columns(x, self._active)
+        return self._scores(xa, np.diff(xa.indptr) > 0)[0]
+
+    def _scores(self, xa: sp.csr_matrix, known: np.ndarray) -> np.ndarray:
+        """Scores of the users whose rows of the matrix on the active items are ``xa``
+        (``known``: which of them have a history there)."""
+        scores = np.full((xa.shape[0], self.n_items), np.nan, dtype=np.float32)
         if len(self._active) == 0:
             return scores
-        block = np.asarray(self._x[users] @ self.weights, dtype=np.float32)
-        block[~self._known_users[users]] = np.nan
+        block = np.asarray(xa @ self.weights, dtype=np.float32)
+        block[~known] = np.nan
         scores[:, self._active] = block
         return scores
+
+
+def active_columns(x: sp.csc_matrix, active: np.ndarray) -> sp.csr_matrix:
+    """The user x item matrix ``x`` on the items EASE is fitted on, as CSR."""
+    return x[:, active].tocsr()
 
 
 def dense_bytes(m: int) -> int:

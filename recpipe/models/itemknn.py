@@ -10,7 +10,9 @@ ranks better: on ML-100k, NDCG@10 0.43 against 0.37 at 100-200 neighbours.)
 The similarity is computed from sparse products ``X[:, block].T @ X`` one block of items at
 a time, so peak memory is a dense ``block x n_items`` array, not ``n_items**2``.
 
-Users with no history and items absent from the history have no score (NaN).
+Users with no history and items absent from the history have no score (NaN). A history
+given at request time (``score_history``) becomes the user's row of the matrix through the
+fit's own ``TrainData.matrix``, items the fit never saw left out.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
@@ -55,6 +58,8 @@ class ItemKNN(Recommender):
     #: items per dense block while building the similarity matrix
     sim_block_size: int = 1024
 
+    supports_history = True
+
     def _fit(self, data: TrainData) -> None:
         x = data.matrix(self.config.value)
         self._x = x
@@ -87,9 +92,19 @@ class ItemKNN(Recommender):
         return sp.csr_matrix(sp.vstack(blocks, format="csr").T, dtype=np.float32)
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
-        scores = (self._x[users] @ self.similarity).toarray().astype(np.float32, copy=False)
+        return self._scores(self._x[users], self._known_users[users])
+
+    def score_history(self, history: pd.DataFrame, now: int) -> np.ndarray:
+        self._require_fit()
+        x = self._history_data(history, self._known_items).matrix(self.config.value)
+        return self._scores(x, np.diff(x.indptr) > 0)[0]
+
+    def _scores(self, x: sp.csr_matrix, known: np.ndarray) -> np.ndarray:
+        """Scores of the users whose rows of the user x item matrix are ``x`` (``known``:
+        which of them have a history)."""
+        scores = (x @ self.similarity).toarray().astype(np.float32, copy=False)
         scores[:, ~self._known_items] = np.nan
-        scores[~self._known_users[users]] = np.nan
+        scores[~known] = np.nan
         return scores
 
 

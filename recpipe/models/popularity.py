@@ -7,7 +7,8 @@ towards the categories a user already consumes.
 
 Items with no interaction in the history have no score (NaN). Every user in range is scored,
 including users with no history: they get the global ranking, which is what makes this
-model the cold-user fallback.
+model the cold-user fallback. A history given at request time (``score_history``) keeps the
+fold's popularities and moves only the category tilt, computed as for the fold's users.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ class Popularity(Recommender):
     name = "popularity"
     config_class = PopularityConfig
     config: PopularityConfig
+    supports_history = True
+    # rebuilt from _item_cats when a history is scored; absent from saved models
+    transient = ("_cats",)
+    _cats: sp.csr_matrix | None = None
 
     def _fit(self, data: TrainData) -> None:
         cfg = self.config
@@ -119,20 +124,47 @@ class Popularity(Recommender):
         cats = item_categories(data.items, data.n_items)
         if cats.shape[1] == 0:
             return
-        seen = data.seen
-        n_hist = np.asarray(seen.sum(axis=1)).ravel()
-        # user x category: fraction of the user's distinct history items in each category
-        share = sp.diags(1.0 / np.maximum(n_hist, 1.0)).astype(np.float32) @ (seen @ cats)
+        self._share = category_share(data.seen, cats)
         n_cats = np.asarray(cats.sum(axis=1)).ravel()
         # item x category scaled by 1/#categories, so share @ this.T is a mean over categories
         self._item_cats = sp.csr_matrix(
             sp.diags(1.0 / np.maximum(n_cats, 1.0)).astype(np.float32) @ cats
         )
-        self._share = sp.csr_matrix(share)
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
-        scores = np.tile(self._pop, (len(users), 1))
+        share = None if self._share is None else self._share[users]
+        return self._scores(share, len(users))
+
+    def score_history(self, history: pd.DataFrame, now: int) -> np.ndarray:
+        # the popularities are the fold's; a history only moves the category tilt
+        data = self._history_data(history)
+        share = None
         if self._share is not None and self._item_cats is not None:
-            tilt = (self._share[users] @ self._item_cats.T).toarray()
+            share = category_share(data.seen, self._categories())
+        return self._scores(share, 1)[0]
+
+    def _scores(self, share: sp.csr_matrix | None, n_users: int) -> np.ndarray:
+        """Scores of ``n_users`` users whose category shares are the rows of ``share``."""
+        scores = np.tile(self._pop, (n_users, 1))
+        if share is not None and self._item_cats is not None:
+            tilt = (share @ self._item_cats.T).toarray()
             scores *= 1.0 + self.config.category_beta * tilt.astype(np.float32)
         return scores
+
+    def _categories(self) -> sp.csr_matrix:
+        """The fit's binary item x category matrix, rebuilt from ``_item_cats`` (the same
+        entries; indices sorted, as :func:`item_categories` leaves them)."""
+        if self._cats is None:
+            cats = sp.csr_matrix(self._item_cats, dtype=np.float32, copy=True)
+            cats.sort_indices()
+            cats.data[:] = 1.0
+            self._cats = cats
+        return self._cats
+
+
+def category_share(seen: sp.csr_matrix, cats: sp.csr_matrix) -> sp.csr_matrix:
+    """User x category: the fraction of each user's distinct history items (rows of the
+    binary ``seen``) that carry each category (``cats``, binary item x category)."""
+    n_hist = np.asarray(seen.sum(axis=1)).ravel()
+    share = sp.diags(1.0 / np.maximum(n_hist, 1.0)).astype(np.float32) @ (seen @ cats)
+    return sp.csr_matrix(share)

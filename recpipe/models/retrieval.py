@@ -167,11 +167,17 @@ class FactorIndex(Persistent):
         if len(rows) == 0 or len(self.indexed) == 0:
             return out
         u = users[rows]
-        block = self.user_vectors[u] @ self.item_vectors.T
-        block += self.user_offset[u, None]
-        block[:, ~self.known_items] = np.nan
-        out[rows] = block
+        out[rows] = self.score_vectors(self.user_vectors[u], self.user_offset[u])
         return out
+
+    def score_vectors(self, vectors: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Dense scores of users given by their vectors (``m x d``, in the index's space: with
+        the trailing 1 when the index has item biases) and offsets (``m``); NaN for unknown
+        items. The arithmetic of :meth:`score_users`, which calls it."""
+        block = vectors @ self.item_vectors.T
+        block += offsets[:, None]
+        block[:, ~self.known_items] = np.nan
+        return block
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Scores of the pairs ``(users[k], items[k])``; NaN where out of range or unknown."""

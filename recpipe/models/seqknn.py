@@ -24,7 +24,11 @@ up last says most about what comes next (a session, a series, a season's release
 is cheap: sparse products, one pass per gap, no loop over pairs, and the neighbourhoods are
 pruned one block of target items at a time, so memory stays near the size of ``C``.
 
-Users with no history and items absent from the history have no score (NaN).
+Users with no history and items absent from the history have no score (NaN). A history
+given at request time (``score_history``) is ordered and weighted by the same functions as
+the fit's users (:func:`sequences`, :func:`recent_profile`), items the fit never saw left
+out; its same-second ties are hashed with its ``user_idx`` when it has one, so a known
+user's own rows reproduce that user's batch scores exactly.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
@@ -75,10 +80,16 @@ class SeqKNNConfig(ModelConfig):
     )
 
 
-def sequences(data: TrainData, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sequences(
+    data: TrainData, seed: int, tie_user: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every user's distinct items in order of first event (ties in time by a seeded hash):
     (user, item, position from the end) arrays sorted by user then position in the sequence;
-    position 0 is the latest."""
+    position 0 is the latest.
+
+    ``tie_user``: hash every tie as this user's instead of the row's ``user_idx`` (a history
+    scored at request time sits in row 0 but breaks ties as its own user did in the fit).
+    """
     df = data.interactions
     first = (
         df.groupby(["user_idx", "item_idx"], sort=False, observed=True)["timestamp"]
@@ -88,12 +99,43 @@ def sequences(data: TrainData, seed: int) -> tuple[np.ndarray, np.ndarray, np.nd
     user = first["user_idx"].to_numpy(np.int64)
     item = first["item_idx"].to_numpy(np.int64)
     ts = first["timestamp"].to_numpy(np.int64)
-    order = np.lexsort((tie_key(user, item, seed), ts, user))
+    salt = user if tie_user is None else np.full_like(user, tie_user)
+    order = np.lexsort((tie_key(salt, item, seed), ts, user))
     user, item = user[order], item[order]
     counts = np.bincount(user, minlength=data.n_users)
     ends = np.cumsum(counts)
     from_end = ends[user] - 1 - np.arange(len(user))
     return user, item, from_end
+
+
+def recent_profile(
+    user: np.ndarray,
+    item: np.ndarray,
+    from_end: np.ndarray,
+    shape: tuple[int, int],
+    cfg: SeqKNNConfig,
+) -> sp.csr_matrix:
+    """User x item weights of each user's last ``cfg.history`` items, the latest weighted 1,
+    the one before ``cfg.recency_decay`` and so on (arrays as :func:`sequences` gives them)."""
+    recent = from_end < cfg.history
+    weights = cfg.recency_decay ** from_end[recent].astype(np.float64)
+    return sp.csr_matrix(
+        (weights.astype(np.float32), (user[recent], item[recent])),
+        shape=shape,
+        dtype=np.float32,
+    )
+
+
+def history_user(history: pd.DataFrame) -> int:
+    """The user a history scored at request time breaks same-second ties as: its
+    ``user_idx`` when it holds one non-negative index (a known user's own rows), else 0."""
+    if "user_idx" not in history.columns or len(history) == 0:
+        return 0
+    users = pd.unique(history["user_idx"])
+    if len(users) != 1 or pd.isna(users[0]):
+        return 0
+    u = float(users[0])
+    return int(u) if u >= 0 and u.is_integer() else 0
 
 
 class SeqKNN(Recommender):
@@ -102,6 +144,7 @@ class SeqKNN(Recommender):
     name = "seqknn"
     config_class = SeqKNNConfig
     config: SeqKNNConfig
+    supports_history = True
 
     def _fit(self, data: TrainData) -> None:
         cfg = self.config
@@ -119,13 +162,7 @@ class SeqKNN(Recommender):
             if cfg.direction == "both":
                 co = co + sp.csr_matrix((w, (b, a)), shape=(n, n), dtype=np.float32)
         self.similarity = self._similarity(co)
-        recent = from_end < cfg.history
-        weights = cfg.recency_decay ** from_end[recent].astype(np.float64)
-        self._profile = sp.csr_matrix(
-            (weights.astype(np.float32), (user[recent], item[recent])),
-            shape=(data.n_users, n),
-            dtype=np.float32,
-        )
+        self._profile = recent_profile(user, item, from_end, (data.n_users, n), cfg)
         self._known_items = np.bincount(item, minlength=n) > 0
         self._known_users = np.bincount(user, minlength=data.n_users) > 0
 
@@ -163,9 +200,21 @@ class SeqKNN(Recommender):
         )
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
-        scores = (self._profile[users] @ self.similarity).toarray().astype(np.float32, copy=False)
+        return self._scores(self._profile[users], self._known_users[users])
+
+    def score_history(self, history: pd.DataFrame, now: int) -> np.ndarray:
+        self._require_fit()
+        data = self._history_data(history, self._known_items)
+        user, item, from_end = sequences(data, self.seed, tie_user=history_user(history))
+        profile = recent_profile(user, item, from_end, (1, self.n_items), self.config)
+        return self._scores(profile, np.array([len(user) > 0]))[0]
+
+    def _scores(self, profile: sp.csr_matrix, known: np.ndarray) -> np.ndarray:
+        """Scores of the users whose recency-weighted profiles are the rows of ``profile``
+        (``known``: which of them have a history)."""
+        scores = (profile @ self.similarity).toarray().astype(np.float32, copy=False)
         scores[:, ~self._known_items] = np.nan
-        scores[~self._known_users[users]] = np.nan
+        scores[~known] = np.nan
         return scores
 
 

@@ -10,7 +10,8 @@ length; ``score(u, i) = profile_u . v_i``, the cosine between profile and item.
 Every catalogue item with a non-empty description is scored, including items nobody has
 interacted with (cold items): that is what this model is for. Items whose document is empty
 after tokenisation have no score (NaN), and so do users with no history (or whose history
-has no describable item).
+has no describable item). A history given at request time (``score_history``) gets its
+profile from the same function as the fit's users, decayed to the ``now`` it is given.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
@@ -86,6 +88,7 @@ class TfIdf(Recommender):
     name = "tfidf"
     config_class = TfIdfConfig
     config: TfIdfConfig
+    supports_history = True
 
     def _fit(self, data: TrainData) -> None:
         # imported here: scikit-learn costs ~1 s to import, and the stages that only read
@@ -117,16 +120,17 @@ class TfIdf(Recommender):
         self.item_vectors = sp.csr_matrix(vectors, dtype=np.float32)
         self._item_vectors_t = sp.csr_matrix(self.item_vectors.T)
         self._described = np.diff(self.item_vectors.indptr) > 0
-        self.profiles = self._profiles(data)
+        self.profiles = self._profiles(data, data.now)
         self._known_users = np.diff(self.profiles.indptr) > 0
 
-    def _profiles(self, data: TrainData) -> sp.csr_matrix:
-        """Unit-length user x term profiles (empty rows for users with nothing to describe)."""
+    def _profiles(self, data: TrainData, now: int) -> sp.csr_matrix:
+        """Unit-length user x term profiles (empty rows for users with nothing to describe),
+        the history's events decayed to ``now``."""
         inter = data.interactions
         if len(inter) == 0:
             return sp.csr_matrix((data.n_users, self.item_vectors.shape[1]), dtype=np.float32)
         w = inter["weight"].to_numpy(np.float64) * time_decay(
-            inter["timestamp"].to_numpy(), data.now, self.config.half_life_days
+            inter["timestamp"].to_numpy(), now, self.config.half_life_days
         )
         hist = sp.csr_matrix(
             (w, (inter["user_idx"].to_numpy(), inter["item_idx"].to_numpy())),
@@ -141,8 +145,17 @@ class TfIdf(Recommender):
         return sp.csr_matrix(prof, dtype=np.float32)
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
-        scores = (self.profiles[users] @ self._item_vectors_t).toarray()
+        return self._scores(self.profiles[users], self._known_users[users])
+
+    def score_history(self, history: pd.DataFrame, now: int) -> np.ndarray:
+        profile = self._profiles(self._history_data(history), now)
+        return self._scores(profile, np.diff(profile.indptr) > 0)[0]
+
+    def _scores(self, profiles: sp.csr_matrix, known: np.ndarray) -> np.ndarray:
+        """Cosines of the user profiles ``profiles`` with every item (``known``: which of
+        the users have a profile)."""
+        scores = (profiles @ self._item_vectors_t).toarray()
         scores = scores.astype(np.float32, copy=False)
         scores[:, ~self._described] = np.nan
-        scores[~self._known_users[users]] = np.nan
+        scores[~known] = np.nan
         return scores

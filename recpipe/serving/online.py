@@ -136,6 +136,9 @@ class Ranking:
         cands: dict[str, pd.DataFrame] = {}
         lists: dict[str, pd.DataFrame] = {}
         known = user_idx is not None and 0 <= user_idx < self.context.log.n_users
+        # a known user's index decides tie order in models that learn from sequences (a
+        # seeded hash of user and item), as in the fit; a visitor's ties take user 0's
+        as_user = history.assign(user_idx=int(user_idx) if known else 0)
         for m, model in self.models.items():
             k = max(self.n[m], n)
             if known and (isinstance(model, FactorRecommender) or not model.supports_history):
@@ -145,7 +148,7 @@ class Ranking:
                 recs = model.recommend(u, k).assign(user_idx=SESSION_USER)
                 scorers[m] = _stored_scorer(model, int(user_idx))
             elif model.supports_history and len(history):
-                dense = model.score_history(history, now)
+                dense = model.score_history(as_user, now)
                 recs = top_n(np.array([SESSION_USER]), dense[None, :].copy(), seen, k)
                 scorers[m] = _dense_scorer(dense)
             else:  # the model has nothing to say: its columns stay empty, as in the batch
