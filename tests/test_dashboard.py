@@ -184,13 +184,13 @@ def test_e2e_missing_outputs_give_a_message_not_a_traceback(
     empty.mkdir()
     monkeypatch.setenv(dashboard_data.PROJECT_ENV, str(empty))
     at = app()
-    for page, _ in PAGES:
+    for page, *_ in PAGES:
         at.switch_page(f"pages/{page}").run()
         assert not at.exception, page
         texts = " ".join(i.value for i in at.info)
         assert "not found" in texts or "failed" in texts, (page, texts)
     at.switch_page("pages/overview.py").run()
-    assert "run `dvc repro` first" in at.info[0].value
+    assert any("run `dvc repro` first" in i.value for i in at.info)
 
     # the pipeline's outputs without a bundle: the explorers say what they need
     monkeypatch.setenv(dashboard_data.PROJECT_ENV, str(project))
@@ -198,7 +198,8 @@ def test_e2e_missing_outputs_give_a_message_not_a_traceback(
     (project / "models" / "bundle").rename(hidden)
     try:
         at = app("user_explorer.py")
-        assert "no bundle: the explorer pages need `models/bundle`" in at.info[0].value
+        texts = [i.value for i in at.info]
+        assert any("no bundle: the explorer pages need `models/bundle`" in t for t in texts)
         assert len(frame(at, "ranker")) == 10  # the pipeline's lists still shown
     finally:
         hidden.rename(project / "models" / "bundle")

@@ -197,9 +197,20 @@ def _dvc() -> str:
     return str(local) if local.is_file() else "dvc"
 
 
-@st.cache_data(show_spinner="dvc exp show ...", ttl=30)
 def exp_show(where: str) -> list[dict[str, Any]]:
-    """``dvc exp show --json`` of the project (cached 30 s)."""
+    """``dvc exp show --json`` of the project, rerun when a commit, branch or experiment
+    appears or the workspace's reports or params change (``dvc`` takes a second or more)."""
+    try:
+        refs = _run(["git", "for-each-ref", "--format=%(objectname) %(refname)"], 30).stdout
+        head = _run(["git", "rev-parse", "HEAD"], 30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        refs = head = ""
+    files = [project() / "params.yaml", *sorted((project() / "reports").glob("*.json"))]
+    return _exp_show(where, refs + head, tuple(_stamp(f) for f in files))
+
+
+@st.cache_data(show_spinner="dvc exp show ...", max_entries=8)
+def _exp_show(where: str, refs: str, stamps: tuple[int, ...]) -> list[dict[str, Any]]:
     try:
         proc = _run([_dvc(), "exp", "show", "--json"], 300)
     except (OSError, subprocess.TimeoutExpired) as exc:
