@@ -70,6 +70,8 @@ def headline_table(
         rows[model] = row
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "model"
+    if "users" in frame:
+        frame["users"] = frame["users"].astype("Int64")
     return frame
 
 
