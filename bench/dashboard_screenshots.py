@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recpipe.dashboard.app import PAGES  # noqa: E402
+from tests.test_dashboard import settle  # noqa: E402
 
 
 def free_port() -> int:
@@ -42,7 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--project", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "dashboard")
-    ap.add_argument("--size", default="1400,1000", help="window width,height")
+    ap.add_argument("--size", default="1400,1700", help="window width,height")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -72,10 +73,8 @@ def main() -> None:
             slug = "" if file == PAGES[0][0] else file.removesuffix(".py")
             driver.get(f"http://127.0.0.1:{port}/{slug}")
             wait.until(lambda d, t=title: t in "".join(h.text for h in d.find_elements(*heading)))
-            wait.until(
-                lambda d: not d.find_elements(By.CSS_SELECTOR, "[data-testid='stStatusWidget']")
-            )
-            time.sleep(2.0)  # let Plotly finish drawing
+            settle(driver, timeout=300)
+            time.sleep(1.0)  # let Plotly finish drawing
             png = args.out / f"{file.removesuffix('.py')}.png"
             driver.save_screenshot(str(png))
             Image.open(png).convert("RGB").quantize(256).save(png, optimize=True)

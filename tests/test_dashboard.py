@@ -217,6 +217,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+BUSY = "[data-testid='stStatusWidget'], [data-testid='stSpinner'], [data-testid='stSkeleton']"
+"""What Streamlit shows while a script runs or a cached loader works."""
+
+
+def settle(driver, timeout: float = 120.0, quiet: float = 1.5) -> None:
+    """Wait until the page has shown nothing busy for ``quiet`` seconds: Streamlit shows its
+    running indicator only after a short delay, so one idle look is not enough."""
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + timeout
+    idle_since = None
+    while time.monotonic() < deadline:
+        if driver.find_elements(By.CSS_SELECTOR, BUSY):
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= quiet:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the page still runs after {timeout:.0f} s")
+
+
 @pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
     reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
@@ -259,10 +281,7 @@ def test_e2e_real_browser_renders_every_page(project: Path, tmp_path: Path) -> N
             driver.get(f"http://127.0.0.1:{port}/{slug}")
             wait.until(ec.presence_of_element_located((By.TAG_NAME, "h1")))
             wait.until(lambda d, t=title: t in d.find_element(By.TAG_NAME, "h1").text)
-            # Streamlit marks a running script; wait until this page's run is done
-            wait.until(
-                lambda d: not d.find_elements(By.CSS_SELECTOR, "[data-testid='stStatusWidget']")
-            )
+            settle(driver)
             if EXPECTED[file][1]:
                 wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg"))
             shot = tmp_path / f"{file.removesuffix('.py')}.png"

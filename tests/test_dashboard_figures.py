@@ -18,13 +18,15 @@ METRICS = {
     "candidate_recall": {"als@10": 0.5},
     "blend": {"ndcg@10": 0.25, "recall@10": 0.40, "coverage@10": 0.5, "users": 10},
     "svd": {"ndcg@10": 0.1, "rmse": 0.9, "mae": 0.7, "rated_pairs": 5, "unpredicted": 1},
+    "rating": {"rmse": 0.8, "mae": 0.6, "rated_pairs": 5, "unpredicted": 0},
 }
 INTERVALS = {"ranker": {"ndcg@10": {"low": 0.2512, "high": 0.3533, "mean": 0.3}}}
 
 
 def test_headline_table_orders_models_and_keeps_intervals() -> None:
     table = tables.headline_table(METRICS, INTERVALS, ["ndcg@10", "recall@10"])
-    assert list(table.index) == ["als", "svd", "blend", "ranker"]  # candidate_recall dropped
+    # candidate_recall is no model; the rating predictor has no list
+    assert list(table.index) == ["als", "svd", "blend", "ranker"]
     assert table.loc["ranker", "ndcg@10"] == 0.30
     assert table.loc["ranker", "ndcg@10 CI"] == "[0.251, 0.353]"
     assert table.loc["als", "ndcg@10 CI"] == ""
@@ -43,7 +45,7 @@ def test_beyond_and_rating_tables() -> None:
     beyond = tables.beyond_table(METRICS)
     assert list(beyond.columns) == ["coverage@10"] and "svd" not in beyond.index
     rating = tables.rating_table(METRICS)
-    assert list(rating.index) == ["svd"] and rating.loc["svd", "rmse"] == 0.9
+    assert list(rating.index) == ["svd", "rating"] and rating.loc["svd", "rmse"] == 0.9
     assert tables.rating_table({"als": {"ndcg@10": 0.1}}).empty
 
 
@@ -211,6 +213,12 @@ def test_figures_have_the_traces_of_their_inputs() -> None:
     )
     fig = figures.metric_vs_k(curves, "ndcg")
     assert [t.name for t in fig.data] == ["a", "b"] and list(fig.data[1].y) == [0.3, 0.4]
+    # one colour per model on every chart
+    seg = {"all": {"ranker": {"ndcg@10": 0.3}, "als": {"ndcg@10": 0.2}}}
+    bars = {t.name: t.marker.color for t in figures.segments(seg, "ndcg@10").data}
+    lines = figures.metric_vs_k(curves.replace({"a": "als", "b": "ranker"}), "ndcg").data
+    assert {t.name: t.line.color for t in lines} == bars
+    assert [t.name for t in figures.segments(seg, "ndcg@10").data] == ["als", "ranker"]
     assert len(figures.metric_vs_k(curves, "ndcg", ["b"]).data) == 1
 
     recall = pd.DataFrame({"n": [10, 20], "union": [0.5, 0.6], "als": [0.3, 0.4]})
@@ -258,3 +266,14 @@ def test_figures_have_the_traces_of_their_inputs() -> None:
     assert list(dot.error_x.array) == pytest.approx([0.05])
     for fig in (figures.popularity_profile(pd.DataFrame({"popularity_bucket": [1], "a": [1]})),):
         assert isinstance(fig, go.Figure)
+
+
+def test_dashboard_command_refuses_a_folder_that_is_not_a_project(tmp_path, capsys) -> None:
+    from recpipe.dashboard.__main__ import command, main, parser
+
+    assert main(["--project", str(tmp_path)]) == 2
+    assert "is not a recpipe project" in capsys.readouterr().err
+    cmd, env = command(parser().parse_args(["--project", str(tmp_path), "--port", "8777"]))
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboard/app.py")
+    assert cmd[cmd.index("--server.port") + 1] == "8777"
+    assert env["RECPIPE_PROJECT"] == str(tmp_path.resolve())

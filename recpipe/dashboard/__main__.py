@@ -57,6 +57,9 @@ def command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         "true",
         "--server.fileWatcherType",
         "none",
+        # a bare string in a page would be printed on it; pages call st.* explicitly
+        "--runner.magicEnabled",
+        "false",
         "--browser.gatherUsageStats",
         "false",
     ]

@@ -11,6 +11,8 @@ from recpipe.dashboard import data
 
 HERE = Path(__file__).resolve().parent
 
+# (file under pages/, title, icon), in menu order; the first is the default page. (A comment,
+# not a docstring: Streamlit's "magic" would print a bare string of the script on the page.)
 PAGES: tuple[tuple[str, str, str], ...] = (
     ("overview.py", "Overview", ":material/dashboard:"),
     ("experiments.py", "Experiments", ":material/science:"),
@@ -20,7 +22,6 @@ PAGES: tuple[tuple[str, str, str], ...] = (
     ("item_explorer.py", "Item explorer", ":material/inventory_2:"),
     ("dataset.py", "Data", ":material/database:"),
 )
-"""(file under pages/, title, icon), in menu order; the first is the default page."""
 
 
 def main() -> None:

@@ -18,6 +18,31 @@ HEIGHT = 420
 
 HIGHLIGHT = {"item": "#d62728", "neighbour": "#ff7f0e"}
 
+PALETTE = (
+    "#1f77b4",
+    "#2ca02c",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#17becf",
+    "#7f7f7f",
+    "#aec7e8",
+    "#98df8a",
+)
+KNOWN_MODELS = ("popularity", "itemknn", "svd", "als", "tfidf", "ease", "seqknn")
+FIXED = {"blend": "#ff7f0e", "ranker": "#d62728", "union": "#000000"}
+
+
+def model_color(model: str) -> str:
+    """One colour per model on every chart: the blend orange, the ranker red, the candidate
+    models from a fixed palette (by their place in the registry's order, others by name)."""
+    if model in FIXED:
+        return FIXED[model]
+    if model in KNOWN_MODELS:
+        return PALETTE[KNOWN_MODELS.index(model)]
+    return PALETTE[len(KNOWN_MODELS) + sum(map(ord, model)) % (len(PALETTE) - len(KNOWN_MODELS))]
+
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, **kw: Any) -> go.Figure:
     fig.update_layout(
@@ -40,7 +65,15 @@ def metric_vs_k(
     names = list(dict.fromkeys(curves["model"])) if models is None else list(models)
     for model in names:
         rows = curves[curves["model"] == model].sort_values("k")
-        fig.add_trace(go.Scatter(x=rows["k"], y=rows[metric], mode="lines+markers", name=model))
+        fig.add_trace(
+            go.Scatter(
+                x=rows["k"],
+                y=rows[metric],
+                mode="lines+markers",
+                name=model,
+                line={"color": model_color(model)},
+            )
+        )
     return _layout(fig, f"{metric}@K by model", "K (list length)", f"{metric}@K")
 
 
@@ -48,7 +81,9 @@ def candidate_recall(recall: pd.DataFrame) -> go.Figure:
     """Share of relevant test pairs in each model's top N (and the union), against N."""
     fig = go.Figure()
     for col in [c for c in recall.columns if c != "n"]:
-        line = {"dash": "dash", "width": 3} if col == "union" else {}
+        line = {"color": model_color(col)}
+        if col == "union":
+            line.update(dash="dash", width=3)
         fig.add_trace(
             go.Scatter(x=recall["n"], y=recall[col], mode="lines+markers", name=col, line=line)
         )
@@ -60,6 +95,9 @@ def segments(seg: Mapping[str, Mapping[str, Mapping[str, Any]]], metric: str) ->
     per segment and one bar per model (``reports/segments.json``)."""
     fig = go.Figure()
     names = list(dict.fromkeys(m for models in seg.values() for m in models))
+    names = [m for m in names if m not in ("blend", "ranker")] + [
+        m for m in ("blend", "ranker") if m in names
+    ]
     for model in names:
         x, y, users = [], [], []
         for name, models in seg.items():
@@ -69,7 +107,12 @@ def segments(seg: Mapping[str, Mapping[str, Mapping[str, Any]]], metric: str) ->
             users.append(row.get("users", ""))
         fig.add_trace(
             go.Bar(
-                x=x, y=y, name=model, customdata=users, hovertemplate="%{y} (%{customdata} users)"
+                x=x,
+                y=y,
+                name=model,
+                marker_color=model_color(model),
+                customdata=users,
+                hovertemplate="%{y} (%{customdata} users)",
             )
         )
     return _layout(fig, f"{metric} by segment", "segment", metric, barmode="group")
@@ -91,7 +134,7 @@ def popularity_profile(pop: pd.DataFrame, models: Sequence[str] | None = None) -
                 name=col,
                 line={"dash": "dot", "color": "grey" if col == "catalogue" else "black"}
                 if ref
-                else {},
+                else {"color": model_color(col)},
             )
         )
     return _layout(
@@ -281,7 +324,7 @@ def user_timeline(history: pd.DataFrame) -> go.Figure:
                 hovertemplate="%{x}<br>%{y}<br>%{customdata}<extra>%{fullData.name}</extra>",
             )
         )
-    height = min(900, max(300, 22 * history["title"].nunique()))
+    height = min(480, max(300, 16 * history["title"].nunique()))
     return _layout(fig, "History", "time", "", height=height)
 
 

@@ -54,11 +54,14 @@ def best_models(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, list[s
 def headline_table(
     metrics: Mapping[str, Any], intervals: Mapping[str, Any], headline: Sequence[str]
 ) -> pd.DataFrame:
-    """One row per model (index), per headline metric its value and its interval as text
-    (``"[0.257, 0.399]"``, from ``intervals.json``), plus the users it was averaged over."""
+    """One row per model with a list (index), per headline metric its value and its interval
+    as text (``"[0.257, 0.399]"``, from ``intervals.json``), plus the users it was averaged
+    over."""
     rows = {}
     for model in model_order(metrics):
         m = metrics[model]
+        if not any(metric in m for metric in headline):
+            continue  # e.g. the rating predictor: it has no lists (see rating_table)
         row: dict[str, Any] = {}
         for metric in headline:
             row[metric] = _number(m.get(metric))

@@ -43,8 +43,9 @@ def run_facts() -> None:
     if manifest.is_file():
         m = data.json_file(f"{data.BUNDLE_DIR}/manifest.json")
         st.caption(
-            f"Serving bundle `{m.get('bundle_id')}`: git {m.get('git_revision')}, params "
-            f"digest {m.get('params_digest')}, {m.get('counts', {}).get('users', 0):,} users, "
+            f"Serving bundle `{m.get('bundle_id')}`: git {str(m.get('git_revision'))[:12]}, "
+            f"params digest {str(m.get('params_digest'))[:12]}, "
+            f"{m.get('counts', {}).get('users', 0):,} users, "
             f"lists of {', '.join(m.get('lists', []))}"
         )
     else:

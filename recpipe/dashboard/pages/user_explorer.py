@@ -11,8 +11,9 @@ import streamlit as st
 
 from recpipe.dashboard import data, figures, tables
 
+# users offered in the picker at once: a search narrows the rest (never every user); a
+# comment, since Streamlit's "magic" prints a bare string of a page script
 MAX_OPTIONS = 200
-"""Users offered in the picker at once: a search narrows the rest (never every user)."""
 
 
 def pick_user(users: pd.DataFrame, evaluated: np.ndarray) -> int | None:
