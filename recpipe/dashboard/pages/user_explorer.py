@@ -111,7 +111,9 @@ def scored_table(b, scored, hist_items: np.ndarray, n: int = 10) -> pd.DataFrame
     items = b.items.set_index("item_idx")
     rows = []
     for pos, (item, score) in enumerate(zip(scored.items[:n], scored.scores[:n], strict=True)):
-        contrib = scored.contributions[pos] if scored.contributions else None
+        # the bundle explains only its first Bundle.EXPLAIN items of a fresh list
+        explained = scored.contributions or []
+        contrib = explained[pos] if pos < len(explained) else None
         reasons = b.reasons(hist_items, int(item), contrib)
         rows.append(
             {
