@@ -196,3 +196,14 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dst = tmp_path_factory.mktemp("repo") / "tiny"
     shutil.copytree(shared, dst, symlinks=True, ignore=shutil.ignore_patterns(".built"))
     return dst
+
+
+@pytest.fixture(scope="session")
+def serving_repo(request: pytest.FixtureRequest) -> Path:
+    """The repository whose bundle the serving tests use: the tiny baseline, or
+    ``RECPIPE_TEST_REPO`` (an already built tiny repository, to iterate on those tests
+    without rebuilding it)."""
+    given = os.environ.get("RECPIPE_TEST_REPO")
+    if given:
+        return Path(given)
+    return request.getfixturevalue("tiny_repo")

@@ -258,12 +258,24 @@ def _recent_similarity(
     cand = np.flatnonzero(described[pi] & (hist_len[pu] > 0))
     if len(cand) == 0:
         return out
-    if vectors_t is None:
+    # Only the users' history items are ever gathered: when they are few (one user's
+    # session in the service), the products are taken against those columns alone. Each
+    # similarity is the same sum in the same order either way (a sparse product adds up
+    # along the left row), so the features do not depend on which path ran.
+    users = np.unique(pu[cand])
+    columns = np.unique(hist[users][np.arange(hist.shape[1]) < hist_len[users][:, None]])
+    n_all = vectors.shape[0]
+    if len(columns) * 4 < n_all:
+        vectors_t = sp.csr_matrix(vectors[columns].T)
+        to_column = np.zeros(n_all, dtype=np.int64)
+        to_column[columns] = np.arange(len(columns))
+        hist = to_column[hist]
+    elif vectors_t is None:
         vectors_t = sp.csr_matrix(vectors.T)
     cand = cand[np.argsort(pi[cand], kind="stable")]
     cand_items = pi[cand]
     distinct = np.unique(cand_items)
-    n_items = vectors.shape[0]
+    n_items = vectors_t.shape[1]
     block = max(1, _SIM_BLOCK_ENTRIES // n_items)
     slots = np.arange(hist.shape[1])
     # pairs gathered at once: bounds the (pairs x history) temporaries like the block above

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from recpipe.features.arrays import _frame, _group_extreme, _safe_div
 from recpipe.features.attributes import _attribute_features, _check_no_clash
@@ -19,6 +20,7 @@ def user_features(
     now: int,
     cfg: FeaturesConfig,
     pop_share: np.ndarray | None = None,
+    item_cats: sp.csr_matrix | None = None,
 ) -> pd.DataFrame:
     """Features of every user of ``users`` from ``history`` seen at ``now``.
 
@@ -45,7 +47,8 @@ def user_features(
     pop = log.pop_share() if pop_share is None else pop_share
     sum_pop = np.bincount(log.pair_user, weights=pop[log.pair_item], minlength=n)
 
-    item_cats, _ = item_category_matrix(items)
+    if item_cats is None:
+        item_cats, _ = item_category_matrix(items)
     uc = _UserCategories(log, item_cats)
     n_cats_u = np.bincount(uc.user, minlength=n)
     # Entropy of p_c = events in c / sum over the user's categories (in bits).

@@ -30,13 +30,13 @@ each user step approximately.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from recpipe.models.base import ModelConfig, TrainData
 from recpipe.models.retrieval import FactorIndex, FactorRecommender, RetrievalConfig
@@ -127,7 +127,7 @@ class ALS(FactorRecommender):
         if conf.nnz == 0:
             return None
         if self._gram is None:
-            with threadpool_limits(1, "blas"):  # the same floats on any number of cores
+            with one_blas_thread():  # the same floats on any number of cores
                 y = self.item_factors.astype(np.float64)
                 self._gram = y.T @ y
         return user_step(conf, self.item_factors, self._gram, cfg.regularization)
@@ -137,6 +137,17 @@ class ALS(FactorRecommender):
         if factor is None:
             return np.full(self.n_items, np.nan, dtype=np.float32)
         return self.index.score_vectors(factor[None, :], np.zeros(1, dtype=np.float32))[0]
+
+
+_CONTROLLER: list = []
+
+
+def one_blas_thread() -> Any:
+    """BLAS on one thread for the block: a controller found once per process (finding the
+    loaded libraries costs milliseconds, too much for every request of the service)."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 def user_step(
@@ -149,7 +160,7 @@ def user_step(
     preference of 0 with confidence ``|c|``."""
     c = conf.data.astype(np.float64)
     y = item_factors[conf.indices].astype(np.float64)
-    with threadpool_limits(1, "blas"):  # the same floats on any number of cores
+    with one_blas_thread():  # the same floats on any number of cores
         a = gram + regularization * np.eye(gram.shape[0]) + (y.T * (np.abs(c) - 1.0)) @ y
         b = y.T @ np.where(c > 0, c, 0.0)
         return np.linalg.solve(a, b).astype(np.float32)

@@ -54,8 +54,10 @@ FORMAT_VERSION = 1
 LIST_COLUMNS = ["user_idx", "item_idx", "score", "rank"]
 
 
-def load_ranker(directory: str | Path) -> TrainResult:
-    """The ranker the rank stage saved (``model.json`` + ``scoring.json``), ready to score."""
+def load_ranker(directory: str | Path, threads: int | None = None) -> TrainResult:
+    """The ranker the rank stage saved (``model.json`` + ``scoring.json``), ready to score
+    on ``threads`` threads (XGBoost's default: every core; the service scores one small
+    list per request, and its requests run side by side, so it asks for 1)."""
     import xgboost as xgb
 
     directory = Path(directory)
@@ -65,7 +67,7 @@ def load_ranker(directory: str | Path) -> TrainResult:
         base_margin_scale=scoring["base_margin_scale"],
         rerank_top=scoring["rerank_top"],
     )
-    model = xgb.XGBRanker()
+    model = xgb.XGBRanker(n_jobs=threads)
     model.load_model(directory / "model.json")
     features = list(scoring["features"])
     return TrainResult(model, cfg, features, 0, 0, 0, float("nan"))

@@ -41,8 +41,9 @@ class BundleError(Exception):
 
 @dataclass(frozen=True)
 class Scored:
-    """Items with scores, best first; ``contributions`` (fresh ranker lists only): per
-    item, the ranker's feature contributions to its score."""
+    """Items with scores, best first; ``contributions`` (fresh ranker lists only): for
+    the first :attr:`Bundle.EXPLAIN` items, the ranker's feature contributions to their
+    scores."""
 
     items: np.ndarray
     scores: np.ndarray
@@ -86,6 +87,10 @@ class _Lists:
 
 class Bundle:
     """A loaded bundle (see the module docstring). Build one with :meth:`load`."""
+
+    EXPLAIN = 20
+    """Items at the top of a fresh ranker list that get the ranker's feature
+    contributions (``Scored.contributions`` is that long)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -187,7 +192,7 @@ class Bundle:
         s = self.settings
         models = {name: load_model(self.path / "models" / name) for name in self.manifest["models"]}
         fcfg = FeaturesConfig.model_validate(s["features"])
-        ranker = load_ranker(self.path / "ranker")
+        ranker = load_ranker(self.path / "ranker", threads=1)
         history = self._history
         now = int(s["now"])
         catalogue = self._catalogue_for_features()
@@ -266,7 +271,13 @@ class Bundle:
         top ``n`` (default ``serve.cache_n``), the history's items excluded."""
         self._check_model(model)
         n = self.config.cache_n if n is None else n
-        lists = self.ranking.rank_history(history, n, user_idx, explain=model == "ranker")
+        import xgboost as xgb
+
+        explain = self.EXPLAIN if model == "ranker" else 0
+        # one thread: XGBoost's default thread pool costs ~30 ms per small matrix when the
+        # cores are busy, more than the whole ranking (and requests run side by side)
+        with xgb.config_context(nthread=1):
+            lists = self.ranking.rank_history(history, n, user_idx, explain=explain)
         if model == "ranker":
             df = lists.ranker
             return Scored(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +21,8 @@ from pydantic import Field, model_validator
 from recpipe.config import Config
 from recpipe.errors import ConfigError, DataError
 from recpipe.schema import (
+    EARLIEST,
+    LATEST,
     RawTables,
     check_ids,
     check_not_empty,
@@ -83,6 +87,18 @@ class FilesConfig(Config):
         "keep_all",
         description="repeated (user, item, event) rows: see schema.apply_duplicate_policy",
     )
+    landing: str | None = Field(
+        "data/user/events",
+        description="folder where `recpipe serve` appends the events it receives "
+        "(events-*.jsonl); they are read after the interactions file. A missing folder "
+        "holds no events; null reads none",
+    )
+    deletions: str | None = Field(
+        "data/user/deletions.jsonl",
+        description="the erased users' list `recpipe serve` appends to (DELETE "
+        "/v1/users/{id}): every interaction of a listed user is dropped, and the user from "
+        "the users table. A missing file erases nobody; null ignores the list",
+    )
 
     @model_validator(mode="after")
     def _weights_positive(self) -> FilesConfig:
@@ -124,6 +140,16 @@ def check_paths(cfg: FilesConfig, source: str = "params.yaml") -> list[str]:
             warnings.append(
                 f"data.{key} {value!r} is outside data.dep {cfg.dep!r}: DVC will not re-run "
                 "ingest when it changes"
+            )
+    for key in ("landing", "deletions"):
+        value = getattr(cfg, key)
+        if value is None:
+            continue
+        resolved = Path(value).resolve()
+        if dep.resolve() != resolved and dep.resolve() not in resolved.parents:
+            warnings.append(
+                f"data.{key} {value!r} is outside data.dep {cfg.dep!r}: DVC will not re-run "
+                "ingest when the service adds to it"
             )
     return warnings
 
@@ -226,8 +252,20 @@ def load_files(cfg: FilesConfig) -> RawTables:
             inter["weight"] = 1.0
     inter["timestamp"] = parse_timestamps(raw[c.timestamp], c.timestamp, f, cfg.timestamp_format)
 
+    if cfg.landing:
+        landed = load_landing(cfg.landing, cfg.event_weights, cfg.min_rating, cfg.max_rating)
+        if len(landed):
+            # the landing frame carries the canonical columns; the main file's positions
+            # (used by its messages) are done with
+            inter = pd.concat([inter, landed], ignore_index=True)
     items = _load_items(cfg) if cfg.items else None
     users = _load_users(cfg) if cfg.users else None
+    if cfg.deletions:
+        erased = load_deletions(cfg.deletions)
+        if erased:
+            inter = inter[~inter["user_id"].isin(erased)].reset_index(drop=True)
+            if users is not None:
+                users = users[~users["user_id"].isin(erased)].reset_index(drop=True)
     return RawTables(
         inter,
         items,
@@ -281,3 +319,104 @@ def _maybe_numeric(col: pd.Series) -> pd.Series:
     """Attribute columns read as text become numbers when every value parses as one."""
     num = pd.to_numeric(col, errors="coerce")
     return num if num.notna().sum() == col.notna().sum() else col.astype("string")
+
+
+# The service's event log and deletion list (``recpipe.serving.events`` writes them; this is
+# the one definition of their format). Both are JSON lines, one object a line, UTF-8.
+LANDING_PATTERN = "events-*.jsonl"
+"""Event files in the landing folder; read in name order (names start with the UTC time)."""
+EVENT_FIELDS = ("user_id", "item_id", "event", "timestamp", "rating")
+"""Keys of an event line; ``rating`` may be null or absent, other keys are ignored."""
+DELETION_FIELDS = ("user_id", "timestamp")
+"""Keys of a deletion line: the erased user and when the erasure was asked for."""
+
+
+def _json_lines(path: Path):
+    """``(line number, object)`` for every non-blank line; a line that is not a JSON
+    object is an error naming the file and the line."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}, line {number}"
+            try:
+                obj = json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                cut = "" if raw.endswith(b"\n") else " (the last line, cut short: delete it)"
+                raise DataError(f"not a JSON object: {exc}{cut}", file=where) from None
+            if not isinstance(obj, dict):
+                raise DataError("not a JSON object", file=where)
+            yield number, where, obj
+
+
+def _text_id(obj: dict, key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"null or empty id: {value!r}", file=where, column=key)
+    return value.strip()
+
+
+def load_landing(
+    folder: str | Path,
+    event_weights: dict[str, float],
+    min_rating: float | None = None,
+    max_rating: float | None = None,
+) -> pd.DataFrame:
+    """The events the service wrote to ``folder`` as canonical interaction rows
+    (``user_id, item_id, rating, event, weight, timestamp``), files in name order, lines in
+    file order. No folder, no events. A bad line is an error naming its file and line."""
+    folder = Path(folder)
+    rows: list[tuple] = []
+    files = sorted(folder.glob(LANDING_PATTERN)) if folder.is_dir() else []
+    for path in files:
+        for _, where, obj in _json_lines(path):
+            user = _text_id(obj, "user_id", where)
+            item = _text_id(obj, "item_id", where)
+            event = obj.get("event")
+            if event not in event_weights:
+                raise DataError(
+                    f"unknown event type {event!r} (known: {', '.join(event_weights)})",
+                    file=where,
+                    column="event",
+                )
+            ts = obj.get("timestamp")
+            if isinstance(ts, bool) or not isinstance(ts, int) or not EARLIEST <= ts < LATEST:
+                raise DataError(
+                    f"timestamp {ts!r} is not unix seconds between 1900 and 2300",
+                    file=where,
+                    column="timestamp",
+                )
+            rating = obj.get("rating")
+            if rating is not None:
+                ok = isinstance(rating, int | float) and not isinstance(rating, bool)
+                ok = ok and math.isfinite(rating)
+                ok = ok and (min_rating is None or rating >= min_rating)
+                ok = ok and (max_rating is None or rating <= max_rating)
+                if not ok:
+                    raise DataError(
+                        f"rating {rating!r} is not a number in [{min_rating}, {max_rating}]",
+                        file=where,
+                        column="rating",
+                    )
+            rows.append(
+                (
+                    user,
+                    item,
+                    np.nan if rating is None else float(rating),
+                    event,
+                    float(event_weights[event]),
+                    ts,
+                )
+            )
+    frame = pd.DataFrame(
+        rows, columns=["user_id", "item_id", "rating", "event", "weight", "timestamp"]
+    )
+    return frame.astype({"rating": "float64", "weight": "float64", "timestamp": "int64"})
+
+
+def load_deletions(path: str | Path) -> set[str]:
+    """The user ids of the deletion list (none when the file does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return set()
+    return {_text_id(obj, "user_id", where) for _, where, obj in _json_lines(path)}

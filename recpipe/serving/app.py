@@ -1,0 +1,166 @@
+"""The FastAPI app of ``recpipe serve``, built by :func:`create_app` (tests build their own).
+
+The bundle is loaded in the ``lifespan`` (never at import time) into a
+:class:`~recpipe.serving.reload.ServiceHolder` on ``app.state``, and endpoints receive the
+service through a dependency (:mod:`recpipe.serving.deps`). One router per resource lives
+in :mod:`recpipe.serving.routers`; the logic they call is :mod:`recpipe.serving.service`.
+Every error has one JSON shape (:class:`~recpipe.serving.schemas.ErrorOut`): 4xx naming the
+field for bad input, never a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from recpipe.log import get_logger
+from recpipe.serving import schemas
+from recpipe.serving.events import DeletionList, EventLog
+from recpipe.serving.metrics import Metrics, MetricsMiddleware
+from recpipe.serving.reload import ServiceHolder
+from recpipe.serving.routers import admin, events, health, items, popular, recommendations, users
+from recpipe.serving.service import Service, ServiceError
+from recpipe.serving.settings import Settings
+from recpipe.serving.store import MemoryStore, RedisStore, Store
+
+log = get_logger("serve")
+
+
+def make_store(settings: Settings) -> Store:
+    if settings.store == "redis":
+        return RedisStore(
+            settings.redis_url, settings.redis_prefix, settings.recent_max, settings.recent_ttl
+        )
+    return MemoryStore(settings.recent_max, settings.recent_ttl)
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    details: list[dict] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = schemas.ErrorOut(
+        error=schemas.ErrorBody(
+            status=status, code=code, message=message, field=field, details=details
+        )
+    )
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    """``("query", "n")`` -> ``n``; ``("body", "items", 0, "item_id")`` ->
+    ``body.items.0.item_id``; a body that is not JSON -> ``body``."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("query", "path", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        field, message = "body", f"malformed JSON: {first.get('ctx', {}).get('error', '')}"
+    else:
+        field = _field(loc)
+        message = f"{field}: {first.get('msg', 'invalid value')}"
+    details = [
+        {
+            "field": _field(tuple(e.get("loc", ()))),
+            "message": str(e.get("msg")),
+            "type": e.get("type"),
+        }
+        for e in errors
+    ]
+    return error_response(422, "invalid_request", message.strip(), field, details)
+
+
+def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+    return error_response(
+        exc.status_code,
+        codes.get(exc.status_code, "http_error"),
+        str(exc.detail),
+        headers=getattr(exc, "headers", None),
+    )
+
+
+def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "APIKey"} if exc.status == 401 else None
+    return error_response(exc.status, exc.code, exc.message, exc.field, headers=headers)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app over ``settings.bundle`` (settings from the environment when not given)."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from recpipe.serving.bundle import Bundle  # the heavy imports, at start only
+
+        store = make_store(settings)
+        event_log = EventLog(
+            settings.landing, settings.rotate_bytes, settings.rotate_seconds, settings.fsync
+        )
+        deletions = DeletionList(settings.deletions, settings.fsync)
+        # the deletion list is the durable record: a restarted service forgets the same
+        store.mark_erased(deletions.read())
+
+        def build(bundle: Bundle) -> Service:
+            service = Service(bundle, store, event_log, deletions, settings)
+            metrics.set_bundle(bundle.id)
+            return service
+
+        holder = ServiceHolder(
+            settings.bundle,
+            Bundle.load,
+            build,
+            settings.warm,
+            on_load=lambda ok: metrics.reloads.labels("ok" if ok else "error").inc(),
+        )
+        holder.load()  # a bundle that does not load stops the start, with its message
+        holder.start_polling(settings.reload_interval)
+        app.state.settings = settings
+        app.state.store = store
+        app.state.holder = holder
+        app.state.metrics = metrics
+        try:
+            yield
+        finally:
+            holder.stop()
+            event_log.close()
+            store.close()
+
+    app = FastAPI(
+        title="recpipe",
+        summary="Recommendations from the bundle a recpipe run produced",
+        version="1",
+        lifespan=lifespan,
+        responses={422: {"model": schemas.ErrorOut, "description": "bad request field"}},
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    for module in (users, recommendations, items, popular, events, admin, health):
+        app.include_router(module.router)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (``recpipe serve --workers N``): settings from the
+    environment, which ``recpipe serve`` sets."""
+    return create_app(Settings())

@@ -1,0 +1,39 @@
+"""``/v1/recommendations``: a visitor's session, ranked now."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from recpipe.serving import schemas
+from recpipe.serving.deps import get_service
+from recpipe.serving.routers.convert import recommendations_out
+from recpipe.serving.service import Filters, Service, SessionEvent
+
+router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"])
+
+
+@router.post("", response_model=schemas.RecommendationsOut)
+def session_recommendations(
+    request: Request,
+    body: schemas.SessionRequest,
+    service: Service = Depends(get_service),  # noqa: B008
+) -> schemas.RecommendationsOut:
+    """Recommendations for a visitor without an account from the session's items (most
+    recent last); no known item: popular items (``fallback: popular``)."""
+    session = [
+        SessionEvent(item_id=i)
+        if isinstance(i, str)
+        else SessionEvent(item_id=i.item_id, event=i.event, timestamp=i.timestamp)
+        for i in body.items
+    ]
+    rec = service.session_recommendations(
+        session,
+        body.n,
+        body.offset,
+        Filters(tuple(body.category), tuple(body.exclude)),
+        body.model,
+        body.reasons,
+    )
+    if rec.fallback:
+        request.state.fallback = rec.fallback
+    return recommendations_out(rec)

@@ -1,0 +1,47 @@
+"""``/v1/users``: a user's recommendations, and erasure."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from recpipe.serving import schemas
+from recpipe.serving.deps import get_service, require_api_key
+from recpipe.serving.routers.convert import recommendations_out
+from recpipe.serving.service import Filters, Service
+from recpipe.serving.settings import MAX_N
+
+router = APIRouter(prefix="/v1/users", tags=["users"])
+
+
+@router.get("/{user_id}/recommendations", response_model=schemas.RecommendationsOut)
+def user_recommendations(
+    request: Request,
+    user_id: str,
+    n: int = Query(10, ge=1, le=MAX_N, description="items on the page"),
+    offset: int = Query(0, ge=0, le=10_000, description="items skipped before the page"),
+    category: list[str] = Query([], description="only items of these categories (repeat)"),  # noqa: B008
+    exclude: list[str] = Query([], description="item ids never to return (repeat)"),  # noqa: B008
+    model: str = Query("ranker", description="ranker, blend or an enabled candidate model"),
+    reasons: bool = Query(True, description="explain each item"),
+    service: Service = Depends(get_service),  # noqa: B008
+) -> schemas.RecommendationsOut:
+    """The user's page: seen items excluded; an unknown user gets popular items
+    (``fallback: popular``)."""
+    rec = service.user_recommendations(
+        user_id, n, offset, Filters(tuple(category), tuple(exclude)), model, reasons
+    )
+    if rec.fallback:
+        request.state.fallback = rec.fallback
+    return recommendations_out(rec)
+
+
+@router.delete(
+    "/{user_id}",
+    response_model=schemas.ForgetOut,
+    dependencies=[Depends(require_api_key)],
+)
+def forget_user(user_id: str, service: Service = Depends(get_service)) -> schemas.ForgetOut:  # noqa: B008
+    """Right to erasure: forgotten by the service at once (served as a stranger, events
+    refused) and written to the deletion list, which the next ingest honours."""
+    done = service.forget_user(user_id)
+    return schemas.ForgetOut(user_id=done.user_id, known_user=done.known_user)

@@ -1,0 +1,437 @@
+"""The HTTP API through FastAPI's TestClient over a real bundle (the tiny pipeline's):
+every endpoint, every error and its JSON shape, events, erasure, the API key, reload."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from recpipe.serving.app import create_app
+from recpipe.serving.bundle import Bundle, BundleError
+from recpipe.serving.settings import Settings
+from recpipe.sources.userfiles import load_deletions, load_landing
+from tests.serving_helpers import copy_bundle, tiny_bundle
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def bundle_path(serving_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_bundle(tiny_bundle(serving_repo), tmp_path_factory.mktemp("b") / "bundle")
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_path: Path) -> Bundle:
+    return Bundle.load(bundle_path)
+
+
+def make_settings(tmp_path: Path, bundle_path: Path, **kw) -> Settings:
+    return Settings(
+        bundle=bundle_path,
+        landing=tmp_path / "landing",
+        deletions=tmp_path / "deletions.jsonl",
+        reload_interval=0,
+        warm=False,
+        **kw,
+    )
+
+
+@pytest.fixture
+def client(tmp_path: Path, bundle_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(tmp_path, bundle_path))) as c:
+        yield c
+
+
+def known_user(bundle: Bundle, k: int = 0) -> tuple[str, int]:
+    """The k-th user that has a ranker list."""
+    users = [u for u in range(bundle.n_users) if bundle.cached(u) is not None]
+    u = users[k]
+    return bundle.users["user_id"].iat[u], u
+
+
+def ids(body: dict) -> list[str]:
+    return [i["item_id"] for i in body["items"]]
+
+
+def assert_error(r, status: int, field: str | None = None, code: str | None = None) -> dict:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["status"] == status and err["message"]
+    if field is not None:
+        assert err["field"] == field, err
+    if code is not None:
+        assert err["code"] == code
+    return err
+
+
+# -- health -------------------------------------------------------------------------------
+def test_health_ready_version(client: TestClient, bundle: Bundle) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] and ready.json()["store"]
+    assert ready.json()["bundle_id"] == bundle.id
+    v = client.get("/v1/version").json()
+    assert v["bundle_id"] == bundle.id and v["models"] == list(bundle.model_names)
+    assert v["params_digest"] == bundle.manifest["params_digest"]
+    assert v["metrics"]["ranker"]["ndcg@10"] == bundle.manifest["metrics"]["ranker"]["ndcg@10"]
+    assert v["reload"]["reloads"] == 1 and v["reload"]["last_error"] is None
+
+
+def test_openapi_documents_every_endpoint_and_field(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    paths = doc["paths"]
+    for path, method in [
+        ("/v1/users/{user_id}/recommendations", "get"),
+        ("/v1/users/{user_id}", "delete"),
+        ("/v1/recommendations", "post"),
+        ("/v1/items/{item_id}/similar", "get"),
+        ("/v1/popular", "get"),
+        ("/v1/events", "post"),
+        ("/admin/reload", "post"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/v1/version", "get"),
+    ]:
+        assert method in paths[path], path
+    item = doc["components"]["schemas"]["ItemOut"]["properties"]
+    assert {"item_id", "score", "rank", "title", "categories", "reasons"} <= set(item)
+    assert "ErrorOut" in doc["components"]["schemas"]
+    assert "APIKeyHeader" in doc["components"]["securitySchemes"]
+
+
+# -- users --------------------------------------------------------------------------------
+def test_known_user_gets_the_cached_list_without_seen_items(
+    client: TestClient, bundle: Bundle
+) -> None:
+    uid, u = known_user(bundle)
+    r = client.get(f"/v1/users/{uid}/recommendations", params={"n": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    cached = bundle.cached(u)
+    assert ids(body) == [bundle.item_id(int(i)) for i in cached.items[:5]]
+    assert [i["rank"] for i in body["items"]] == [1, 2, 3, 4, 5]
+    assert body["fallback"] is None and body["known_user"] and not body["fresh"]
+    assert body["bundle_id"] == bundle.id
+    seen = {bundle.item_id(int(i)) for i in bundle.seen(u)}
+    assert not seen & set(ids(body))
+    first = body["items"][0]
+    idx = bundle.item_index(first["item_id"])
+    assert first["title"] == bundle.items["title"].iat[idx]
+    assert first["categories"] == list(bundle.item_categories(idx))
+    assert any(i["reasons"] for i in body["items"])
+    assert {r["kind"] for i in body["items"] for r in i["reasons"]} <= {
+        "similar_to",
+        "category",
+        "popular",
+        "feature",
+    }
+    no_reasons = client.get(f"/v1/users/{uid}/recommendations", params={"reasons": False})
+    assert all(i["reasons"] == [] for i in no_reasons.json()["items"])
+
+
+def test_pagination_continues_the_list(client: TestClient, bundle: Bundle) -> None:
+    uid, u = known_user(bundle)
+    first = client.get(f"/v1/users/{uid}/recommendations", params={"n": 3}).json()
+    second = client.get(f"/v1/users/{uid}/recommendations", params={"n": 3, "offset": 3}).json()
+    both = client.get(f"/v1/users/{uid}/recommendations", params={"n": 6}).json()
+    assert ids(first) + ids(second) == ids(both)
+    assert [i["rank"] for i in second["items"]] == [4, 5, 6]
+
+
+def test_other_models_and_unknown_model(client: TestClient, bundle: Bundle) -> None:
+    uid, u = known_user(bundle)
+    for model in ("blend", "popularity", "itemknn"):
+        body = client.get(
+            f"/v1/users/{uid}/recommendations", params={"n": 4, "model": model}
+        ).json()
+        assert body["model"] == model
+        assert ids(body) == [bundle.item_id(int(i)) for i in bundle.cached(u, model).items[:4]]
+    err = assert_error(
+        client.get(f"/v1/users/{uid}/recommendations", params={"model": "nope"}),
+        422,
+        "model",
+    )
+    for name in bundle.model_names:
+        assert name in err["message"]
+
+
+def test_category_and_exclude_filters(client: TestClient, bundle: Bundle) -> None:
+    uid, _ = known_user(bundle)
+    plain = client.get(f"/v1/users/{uid}/recommendations", params={"n": 5}).json()
+    top = plain["items"][0]
+    cat = top["categories"][0]
+    body = client.get(f"/v1/users/{uid}/recommendations", params={"n": 5, "category": cat}).json()
+    assert body["items"] and all(cat in i["categories"] for i in body["items"])
+    other = [c for c in bundle.categories if c != cat][0]
+    two = client.get(
+        f"/v1/users/{uid}/recommendations", params={"n": 8, "category": [cat, other]}
+    ).json()
+    assert all({cat, other} & set(i["categories"]) for i in two["items"])
+    excl = client.get(
+        f"/v1/users/{uid}/recommendations",
+        params={"n": 5, "exclude": [top["item_id"], "no-such-item"]},
+    ).json()
+    assert top["item_id"] not in ids(excl) and ids(excl)[:4] == ids(plain)[1:5]
+    err = assert_error(
+        client.get(f"/v1/users/{uid}/recommendations", params={"category": "zzz"}),
+        422,
+        "category",
+    )
+    assert cat in err["message"]
+
+
+def test_a_filter_that_empties_the_cached_list_still_fills_the_page(
+    client: TestClient, bundle: Bundle
+) -> None:
+    """Every cached item excluded: the page comes from popular items (source popular),
+    still without seen items."""
+    uid, u = known_user(bundle)
+    cached = [bundle.item_id(int(i)) for i in bundle.cached(u).items]
+    body = client.get(
+        f"/v1/users/{uid}/recommendations",
+        params={"n": 3, "exclude": cached, "model": "ranker"},
+    ).json()
+    seen = {bundle.item_id(int(i)) for i in bundle.seen(u)}
+    assert len(body["items"]) == 3 or body["items"] == []
+    assert not (set(ids(body)) & (set(cached) | seen))
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"n": 0}, "n"), ({"n": 1001}, "n"), ({"n": "ten"}, "n"), ({"offset": -1}, "offset")],
+)
+def test_bad_query_values_name_the_field(client: TestClient, params: dict, field: str) -> None:
+    assert_error(client.get("/v1/users/u1/recommendations", params=params), 422, field)
+
+
+def test_stranger_gets_popular_items_flagged(client: TestClient, bundle: Bundle) -> None:
+    body = client.get("/v1/users/never-seen-42/recommendations", params={"n": 4}).json()
+    assert body["fallback"] == "popular" and not body["known_user"]
+    assert ids(body) == [bundle.item_id(int(i)) for i in bundle.popular(4).items]
+    assert all(i["source"] == "popular" for i in body["items"])
+    cat = bundle.categories[0]
+    in_cat = client.get(
+        "/v1/users/never-seen-42/recommendations", params={"n": 3, "category": cat}
+    ).json()
+    assert ids(in_cat) == [bundle.item_id(int(i)) for i in bundle.popular(3, cat).items]
+    metrics = client.get("/metrics").text
+    assert 'recpipe_fallbacks_total{endpoint="/v1/users/{user_id}/recommendations"' in metrics
+
+
+# -- sessions -----------------------------------------------------------------------------
+def test_session_is_ranked_fresh_without_its_items(client: TestClient, bundle: Bundle) -> None:
+    session = [bundle.item_id(int(i)) for i in bundle.popular(3).items]
+    r = client.post("/v1/recommendations", json={"items": session, "n": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["fresh"] and body["fallback"] is None and body["user_id"] is None
+    assert len(body["items"]) == 5 and not set(session) & set(ids(body))
+    objects = [{"item_id": session[0], "event": "purchase", "timestamp": 1_700_000_000}]
+    r = client.post("/v1/recommendations", json={"items": objects, "model": "blend", "n": 3})
+    assert r.status_code == 200 and r.json()["model"] == "blend"
+
+
+def test_session_of_unknown_items_falls_back(client: TestClient) -> None:
+    body = client.post("/v1/recommendations", json={"items": ["nope-1", "nope-2"]}).json()
+    assert body["fallback"] == "popular" and body["unknown_items"] == ["nope-1", "nope-2"]
+    assert client.post("/v1/recommendations", json={"items": []}).json()["fallback"] == "popular"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"{not json", "body"),
+        (b'{"items": "x"}', "body.items"),
+        (b'{"items": [], "n": 0}', "body.n"),
+        (b'{"items": [], "colour": "red"}', "body.colour"),
+        (b'{"items": [], "model": "nope"}', "model"),
+        (b'{"items": [{"item_id": "x", "event": "teleport"}]}', "items[0].event"),
+        (b"[]", "body"),
+    ],
+)
+def test_bad_session_bodies_name_the_field(client: TestClient, body: bytes, field: str) -> None:
+    r = client.post(
+        "/v1/recommendations", content=body, headers={"Content-Type": "application/json"}
+    )
+    err = assert_error(r, 422, field)
+    if body.startswith(b"{not"):
+        assert "malformed JSON" in err["message"]
+
+
+# -- items and popular --------------------------------------------------------------------
+def test_similar_items(client: TestClient, bundle: Bundle) -> None:
+    item = bundle.item_id(int(bundle.popular(1).items[0]))
+    for kind in ("auto", "cf", "content"):
+        r = client.get(f"/v1/items/{item}/similar", params={"n": 5, "kind": kind})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["kind"] in ("cf", "content") and (kind == "auto" or body["kind"] == kind)
+        used, expected = bundle.similar(bundle.item_index(item), kind=kind, n=6)
+        want = [bundle.item_id(int(i)) for i in expected.items if bundle.item_id(int(i)) != item]
+        assert ids(body) == want[:5] and item not in ids(body)
+    assert_error(client.get("/v1/items/no-such-item/similar"), 404, "item_id", "not_found")
+    assert_error(client.get(f"/v1/items/{item}/similar", params={"kind": "x"}), 422, "kind")
+
+
+def test_popular_overall_trending_and_per_category(client: TestClient, bundle: Bundle) -> None:
+    body = client.get("/v1/popular", params={"n": 5}).json()
+    assert ids(body) == [bundle.item_id(int(i)) for i in bundle.popular(5).items]
+    scores = [i["score"] for i in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    trending = client.get("/v1/popular", params={"n": 5, "window": "trending"}).json()
+    assert ids(trending) == [
+        bundle.item_id(int(i)) for i in bundle.popular(5, window="trending").items
+    ]
+    cat = bundle.categories[-1]
+    in_cat = client.get("/v1/popular", params={"category": cat}).json()
+    assert in_cat["items"] and all(cat in i["categories"] for i in in_cat["items"])
+    assert_error(client.get("/v1/popular", params={"category": "zzz"}), 422, "category")
+    assert_error(client.get("/v1/popular", params={"window": "week"}), 422, "window")
+
+
+# -- events and erasure ---------------------------------------------------------------------
+def test_an_event_is_durable_and_excluded_at_once(
+    client: TestClient, bundle: Bundle, tmp_path: Path
+) -> None:
+    uid, u = known_user(bundle)
+    before = client.get(f"/v1/users/{uid}/recommendations", params={"n": 5}).json()
+    top = before["items"][0]["item_id"]
+    r = client.post("/v1/events", json={"user_id": uid, "item_id": top, "event": "purchase"})
+    assert r.status_code == 202, r.text
+    assert r.json()["known_user"] and r.json()["known_item"]
+    landed = load_landing(tmp_path / "landing", {"purchase": 8.0, "view": 1.0})
+    assert landed[["user_id", "item_id", "event"]].values.tolist() == [[uid, top, "purchase"]]
+    after = client.get(f"/v1/users/{uid}/recommendations", params={"n": 5}).json()
+    assert after["fresh"] and top not in ids(after) and len(after["items"]) == 5
+
+
+def test_an_event_on_an_unknown_item_is_kept_for_ingest(
+    client: TestClient, bundle: Bundle, tmp_path: Path
+) -> None:
+    uid, _ = known_user(bundle, 1)
+    r = client.post("/v1/events", json={"user_id": uid, "item_id": "brand-new", "timestamp": 5})
+    assert r.status_code == 202 and r.json()["known_item"] is False
+    assert r.json()["timestamp"] == 5
+    body = client.get(f"/v1/users/{uid}/recommendations").json()
+    assert not body["fresh"]  # nothing the bundle can rank with
+    assert len(load_landing(tmp_path / "landing", {"view": 1.0})) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"user_id": "u", "item_id": "i", "event": "wish"}, "event"),
+        ({"user_id": "u", "item_id": "i", "timestamp": 10**13}, "timestamp"),
+        ({"item_id": "i"}, "body.user_id"),
+        ({"user_id": "", "item_id": "i"}, "body.user_id"),
+        ({"user_id": "u", "item_id": "i", "rating": "good"}, "body.rating"),
+    ],
+)
+def test_bad_events_name_the_field(client: TestClient, body: dict, field: str) -> None:
+    assert_error(client.post("/v1/events", json=body), 422, field)
+
+
+def test_erasure(client: TestClient, bundle: Bundle, tmp_path: Path, bundle_path: Path) -> None:
+    uid, _ = known_user(bundle, 2)
+    r = client.delete(f"/v1/users/{uid}")
+    assert r.status_code == 200 and r.json() == {"user_id": uid, "erased": True, "known_user": True}
+    assert load_deletions(tmp_path / "deletions.jsonl") == {uid}
+    body = client.get(f"/v1/users/{uid}/recommendations").json()
+    assert body["fallback"] == "popular" and not body["known_user"]
+    assert_error(client.post("/v1/events", json={"user_id": uid, "item_id": "x"}), 409, "user_id")
+    # a restarted service (fresh memory store) forgets the same users
+    with TestClient(create_app(make_settings(tmp_path, bundle_path))) as again:
+        assert again.get(f"/v1/users/{uid}/recommendations").json()["fallback"] == "popular"
+
+
+def test_api_key_guards_writes_and_admin(tmp_path: Path, bundle_path: Path, bundle) -> None:
+    settings = make_settings(tmp_path, bundle_path, api_key="s3cret")
+    uid, _ = known_user(bundle)
+    with TestClient(create_app(settings)) as c:
+        event = {"user_id": uid, "item_id": "x"}
+        for call in (
+            lambda h: c.post("/v1/events", json=event, headers=h),
+            lambda h: c.delete("/v1/users/someone", headers=h),
+            lambda h: c.post("/admin/reload", headers=h),
+        ):
+            assert_error(call({}), 401, "X-API-Key", "unauthorized")
+            assert_error(call({"X-API-Key": "wrong"}), 401)
+            assert call({"X-API-Key": "s3cret"}).status_code in (200, 202)
+        assert c.get(f"/v1/users/{uid}/recommendations").status_code == 200
+
+
+# -- errors, metrics, reload --------------------------------------------------------------
+def test_unknown_routes_and_methods_get_the_error_shape(client: TestClient) -> None:
+    assert_error(client.get("/v1/nothing"), 404, code="not_found")
+    assert_error(client.put("/v1/popular"), 405, code="method_not_allowed")
+
+
+def test_metrics(client: TestClient, bundle: Bundle) -> None:
+    uid, _ = known_user(bundle)
+    client.get(f"/v1/users/{uid}/recommendations")
+    client.get("/v1/popular", params={"n": 0})
+    text = client.get("/metrics").text
+    ep = 'endpoint="/v1/users/{user_id}/recommendations"'
+    assert f'recpipe_requests_total{{{ep},method="GET",status="200"}} 1.0' in text
+    assert 'recpipe_requests_total{endpoint="/v1/popular",method="GET",status="422"} 1.0' in text
+    assert f"recpipe_request_seconds_bucket{{{ep}" in text
+    assert f'recpipe_bundle_info{{bundle_id="{bundle.id}"}} 1.0' in text
+    assert uid not in text  # ids never become labels
+
+
+def test_reload_swaps_and_a_broken_bundle_keeps_the_old(
+    tmp_path: Path, bundle_path: Path, bundle: Bundle
+) -> None:
+    live = copy_bundle(bundle_path, tmp_path / "live")
+    with TestClient(create_app(make_settings(tmp_path, live, api_key="k"))) as c:
+        key = {"X-API-Key": "k"}
+        shutil_manifest = json.loads((live / "manifest.json").read_text())
+        shutil_manifest["bundle_id"] = "second"
+        (live / "manifest.json").write_text(json.dumps(shutil_manifest))
+        r = c.post("/admin/reload", params={"wait": True}, headers=key)
+        assert r.status_code == 202 and r.json()["bundle_id"] == "second"
+        assert c.get("/v1/popular").json()["bundle_id"] == "second"
+        # a broken bundle: the old one keeps serving and the error is reported
+        (live / "items.parquet").write_bytes(b"not parquet")
+        err = assert_error(c.post("/admin/reload", params={"wait": True}, headers=key), 503)
+        assert "items.parquet" in err["message"]
+        ready = c.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["bundle_id"] == "second"
+        assert "items.parquet" in ready.json()["reload"]["last_error"]
+        assert "items.parquet" in c.get("/v1/version").json()["reload"]["last_error"]
+        assert c.get("/v1/popular").status_code == 200
+        assert 'recpipe_bundle_reloads_total{result="error"} 1.0' in c.get("/metrics").text
+
+
+def test_a_changed_bundle_on_disk_is_picked_up(
+    tmp_path: Path, bundle_path: Path, bundle: Bundle
+) -> None:
+    live = copy_bundle(bundle_path, tmp_path / "live")
+    settings = make_settings(tmp_path, live).model_copy(update={"reload_interval": 0.1})
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/readyz").json()["bundle_id"] == bundle.id
+        manifest = json.loads((live / "manifest.json").read_text())
+        manifest["bundle_id"] = "polled"
+        (live / "manifest.json").write_text(json.dumps(manifest))
+        deadline = time.monotonic() + 20
+        while c.get("/readyz").json()["bundle_id"] != "polled":
+            assert time.monotonic() < deadline, "the new bundle was not picked up"
+            time.sleep(0.1)
+
+
+def test_a_missing_bundle_stops_the_start(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path, tmp_path / "nowhere"))
+    with pytest.raises(BundleError, match="nowhere"), TestClient(app):
+        pass
+
+
+def test_scores_are_finite_numbers(client: TestClient, bundle: Bundle) -> None:
+    uid, _ = known_user(bundle)
+    body = client.get(f"/v1/users/{uid}/recommendations", params={"n": 20}).json()
+    assert np.isfinite([i["score"] for i in body["items"]]).all()
