@@ -1,0 +1,1 @@
+"""One module per dashboard page; each renders when Streamlit runs it as a script."""
