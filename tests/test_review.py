@@ -508,7 +508,14 @@ def test_e2e_worse_als_is_flagged(swept: tuple, tmp_path: Path) -> None:
         git(baseline, "reset", "-q", "--hard", head)  # the baseline, whatever failed above
         reset(baseline)
     # the one changed model re-ran, then what reads its candidates; nothing upstream or beside
-    assert ran["sweep-worse-als"] == ["check", "candidates@als", "blend", "rank", "evaluate"], ran
+    assert ran["sweep-worse-als"] == [
+        "check",
+        "candidates@als",
+        "blend",
+        "rank",
+        "evaluate",
+        "bundle",
+    ], ran
     changed = metrics_diff["reports/metrics.json"]
     assert changed["als.ndcg@10"]["new"] < changed["als.ndcg@10"]["old"], changed
     assert "ease.ndcg@10" not in changed  # EASE does not depend on ALS
@@ -535,7 +542,7 @@ def test_e2e_worse_als_is_flagged(swept: tuple, tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_e2e_queued_sweep_runs_both_experiments(swept: tuple) -> None:
     baseline, ran, shown = swept
-    assert ran["sweep-shallow-ranker"] == ["check", "rank", "evaluate"], ran
+    assert ran["sweep-shallow-ranker"] == ["check", "rank", "evaluate", "bundle"], ran
     found = {}
     for rev in shown:
         for exp in rev.get("experiments") or []:
