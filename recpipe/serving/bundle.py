@@ -136,6 +136,7 @@ class Bundle:
                 f"{m.get('format_version')!r}, this service reads {FORMAT!r} version "
                 f"{FORMAT_VERSION}: rebuild the bundle with this version"
             )
+        self._check_manifest(m)
         self.manifest = m
         self.id = str(m["bundle_id"])
         s = self._json("serve.json")
@@ -172,6 +173,12 @@ class Bundle:
         self._hist_ptr = np.searchsorted(
             hist["user_idx"].to_numpy(np.int64), np.arange(self.n_users + 1)
         )
+        self._check_counts()
+        rated = self._history["rating"].dropna()
+        # the scale of the ratings the models learnt from (None: the data has none)
+        self.rating_range: tuple[float, float] | None = (
+            (float(rated.min()), float(rated.max())) if len(rated) else None
+        )
         self._hist_items = self._history["item_idx"].to_numpy(np.int64)
         self._titles = self.items["title"].astype(str).to_numpy()
         self._item_users = self.items["users"].to_numpy(np.int64)
@@ -181,6 +188,32 @@ class Bundle:
         self._popular = self._popular_lists(self._parquet("popular.parquet"))
         self._neighbours = self._neighbour_lists(self._parquet("neighbours.parquet"))
         self.ranking = self._ranking()
+
+    def _check_manifest(self, m: object) -> None:
+        """The manifest's fields this class reads, with their types."""
+        where = self.path / "manifest.json"
+        if not isinstance(m, dict):
+            raise BundleError(f"{where}: not a JSON object")
+        for key, kind in (
+            ("bundle_id", str),
+            ("models", list),
+            ("lists", list),
+            ("counts", dict),
+        ):
+            if not isinstance(m.get(key), kind):
+                raise BundleError(f"{where}: key {key!r} missing or not a {kind.__name__}")
+
+    def _check_counts(self) -> None:
+        """The tables hold as many rows as the manifest says (files of one build)."""
+        counts = self.manifest["counts"]
+        files = {"users": "users.parquet", "items": "items.parquet", "events": "history.parquet"}
+        got = {"users": self.n_users, "items": self.n_items, "events": len(self._history)}
+        for key, n in got.items():
+            if counts.get(key) != n:
+                raise BundleError(
+                    f"{self.path / files[key]}: {n} rows, the manifest's counts.{key} says "
+                    f"{counts.get(key)} (files of different builds?); rebuild the bundle"
+                )
 
     def _popular_lists(self, df: pd.DataFrame) -> dict[str, Scored]:
         out = {}

@@ -280,8 +280,11 @@ def _contributions(
     if len(rows) == 0:
         return []
     booster: xgb.Booster = result.model.get_booster()
+    # XGBoost refuses infinite inputs here (prediction reads them as values): a feature
+    # that overflowed explains nothing, so it counts as missing
+    finite = np.where(np.isfinite(x[rows]), x[rows], np.nan)
     dm = xgb.DMatrix(
-        x[rows], base_margin=None if base is None else base[rows], feature_names=result.features
+        finite, base_margin=None if base is None else base[rows], feature_names=result.features
     )
     contrib = booster.predict(dm, pred_contribs=True, approx_contribs=True)
     names = result.features
