@@ -156,8 +156,8 @@ class Ranking:
             else:  # the model has nothing to say: its columns stay empty, as in the batch
                 recs = concat_recs([])
                 scorers[m] = _no_scorer
-            lists[m] = _head(recs, n)
-            cands[m] = _head(recs, self.n[m])
+            lists[m] = _first(recs, n)
+            cands[m] = _first(recs, self.n[m])
         if not any(len(c) for c in cands.values()):
             empty = concat_recs([])
             return Lists(empty, empty, lists, [])
@@ -215,7 +215,13 @@ class Ranking:
 
 
 def _head(recs: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Each user's first ``n`` items of a list sorted by user and rank."""
     return recs[recs["rank"] <= n].reset_index(drop=True)
+
+
+def _first(recs: pd.DataFrame, n: int) -> pd.DataFrame:
+    """:func:`_head` of one user's list (ranks 1, 2, ... in order): its first rows."""
+    return recs.iloc[:n].reset_index(drop=True)
 
 
 def normalise_history(history: pd.DataFrame, n_items: int) -> pd.DataFrame:
