@@ -129,17 +129,25 @@ def normalise_per_user(users: np.ndarray, scores: np.ndarray, method: str) -> np
     - ``rank``: percentile of the score among the user's scored pairs, in (0, 1], ties share
       the highest percentile of their group.
     """
-    df = pd.DataFrame({"u": users, "s": scores.astype(np.float64)})
-    g = df.groupby("u")["s"]
+    return normalise_columns(users, np.asarray(scores)[:, None], method)[:, 0]
+
+
+def normalise_columns(users: np.ndarray, scores: np.ndarray, method: str) -> np.ndarray:
+    """:func:`normalise_per_user` of every column of ``scores`` (pairs x models), grouped
+    once: pandas reduces each column on its own, so a column's result is the one it would
+    have alone, for the cost of one grouping instead of one per model."""
+    cols = [str(j) for j in range(scores.shape[1])]
+    df = pd.DataFrame(scores.astype(np.float64), columns=cols)
+    g = df.groupby(users)
     if method == "zscore":
         mean, std = g.transform("mean"), g.transform("std", ddof=0)
-        out = (df["s"] - mean) / std.where(std > 0)
-        out = out.where(~(std.eq(0) & df["s"].notna()), 0.0)
+        out = (df - mean) / std.where(std > 0)
+        out = out.where(~(std.eq(0) & df.notna()), 0.0)
     elif method == "minmax":
         lo, hi = g.transform("min"), g.transform("max")
         span = hi - lo
-        out = ((df["s"] - lo) / span.where(span > 0)).where(span > 0, 1.0)
-        out = out.where(df["s"].notna())
+        out = ((df - lo) / span.where(span > 0)).where(span > 0, 1.0)
+        out = out.where(df.notna())
     elif method == "rank":
         out = g.rank(method="max", pct=True)
     else:
@@ -163,10 +171,14 @@ def score_pairs(
     items): the service scores a fresh history this way, with the same columns."""
     out = pairs.copy()
     u, i = out["user_idx"].to_numpy(), out["item_idx"].to_numpy()
-    for name, score in scorers.items():
-        s = np.asarray(score(u, i), dtype=np.float32)
-        out[f"m_{name}_score"] = s
-        out[f"m_{name}_norm"] = normalise_per_user(u, s, method)
+    names = list(scorers)
+    raw = np.empty((len(out), len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        raw[:, j] = np.asarray(scorers[name](u, i), dtype=np.float32)
+    norm = normalise_columns(u, raw, method) if names else raw
+    for j, name in enumerate(names):
+        out[f"m_{name}_score"] = raw[:, j]
+        out[f"m_{name}_norm"] = norm[:, j]
     return out
 
 
@@ -218,16 +230,16 @@ def hybrid_score(
     caches each model's filled column across calls on the same ``df``."""
     filled = {} if filled is None else filled
     total = sum(w for w in weights.values() if w > 0)
+    used = [m for m, w in weights.items() if w > 0 and f"m_{m}_norm" in df]
+    todo = [m for m in used if m not in filled]
+    if todo:  # one grouping for every column (each column is reduced on its own)
+        cols = [f"m_{m}_norm" for m in todo]
+        floor = df[cols].groupby(df["user_idx"]).transform("min").fillna(0.0)
+        values = df[cols].fillna(floor).to_numpy(np.float64)
+        filled.update({m: values[:, j] for j, m in enumerate(todo)})
     out = np.zeros(len(df), dtype=np.float64)
-    for name, w in weights.items():
-        if w <= 0:
-            continue
-        col = f"m_{name}_norm"
-        if col not in df:
-            continue
-        if name not in filled:
-            filled[name] = fill_by_user(df[col], df["user_idx"])
-        out += (w / total) * filled[name]
+    for name in used:
+        out += (weights[name] / total) * filled[name]
     return out.astype(np.float32)
 
 
