@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -108,12 +109,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(bundle: Path, port: int, workers: int, tmp: Path) -> subprocess.Popen:
+def start_server(
+    bundle: Path, port: int, workers: int, tmp: Path, redis_url: str | None
+) -> subprocess.Popen:
     cmd = [
         sys.executable, "-m", "recpipe.cli", "serve", "--bundle", str(bundle),
         "--port", str(port), "--workers", str(workers), "--landing", str(tmp / "landing"),
         "--deletions", str(tmp / "deletions.jsonl"), "--reload-interval", "0",
     ]  # fmt: skip
+    if redis_url:  # several workers share events and erasures through Redis only
+        cmd += ["--store", "redis", "--redis-url", redis_url]
     log = open(tmp / "server.log", "w")  # noqa: SIM115 (the server's lifetime)
     return subprocess.Popen(cmd, env=env(), stdout=log, stderr=subprocess.STDOUT)
 
@@ -245,8 +250,15 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     tmp = workdir / "serve-bench"
     tmp.mkdir(exist_ok=True)
+    stack = contextlib.ExitStack()
+    redis_url = None
+    if args.workers > 1:
+        from tests.serving_helpers import redis_server  # a real redis-server, as the tests
+
+        (tmp / "redis").mkdir(exist_ok=True)
+        redis_url = stack.enter_context(redis_server(tmp / "redis"))
     started = time.perf_counter()
-    server = start_server(bundle, port, args.workers, tmp)
+    server = start_server(bundle, port, args.workers, tmp, redis_url)
     rows = []
     try:
         asyncio.run(wait_ready(base))
@@ -267,7 +279,12 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"\n{machine()}; server: {args.workers} uvicorn workers; {args.seconds:.0f} s a cell\n")
+        stack.close()
+    store = "redis store" if redis_url else "memory store"
+    print(
+        f"\n{machine()}; server: {args.workers} uvicorn workers, {store}; "
+        f"{args.seconds:.0f} s a cell\n"
+    )
     print(
         f"- bundle load {load:.2f} s + warm {warm:.2f} s (one process); server ready "
         f"{ready_s:.1f} s after start"

@@ -39,8 +39,8 @@ def serve_parser(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=1,
-        help="uvicorn worker processes; with more than one use --store redis so that "
-        "events and erasures reach every worker",
+        help="uvicorn worker processes; more than one needs --store redis (events and "
+        "erasures must reach every worker)",
     )
     p.add_argument("--store", choices=["memory", "redis"], help="shared state (default memory)")
     p.add_argument("--redis-url", help="Redis URL for --store redis")
@@ -77,6 +77,15 @@ def serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("recpipe serve: --workers must be 1 or more", file=sys.stderr)
         return 2
+    if args.workers > 1 and settings.store == "memory":
+        # each worker would keep its own recent events and erased users: an erasure or an
+        # event would reach one worker and the others would go on serving without it
+        print(
+            f"recpipe serve: --workers {args.workers} with the memory store: each worker would "
+            "see only its own events and erasures; use --store redis (with --redis-url)",
+            file=sys.stderr,
+        )
+        return 2
     common = dict(
         host=args.host,
         port=args.port,
@@ -89,12 +98,6 @@ def serve(args: argparse.Namespace) -> int:
 
         uvicorn.run(create_app(settings), **common)
         return 0
-    if settings.store == "memory":
-        print(
-            "recpipe serve: warning: --store memory with several workers: each worker has its "
-            "own recent events and erased users (use --store redis)",
-            file=sys.stderr,
-        )
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # the workers' metrics are summed from files here (recpipe.serving.metrics)
         folder = tempfile.mkdtemp(prefix="recpipe-metrics-")

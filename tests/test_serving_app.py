@@ -3,7 +3,9 @@ every endpoint, every error and its JSON shape, events, erasure, the API key, re
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +15,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recpipe.serving.app import create_app
-from recpipe.serving.bundle import Bundle, BundleError
+from recpipe.serving.bundle import Bundle, BundleError, Scored
+from recpipe.serving.events import DeletionList, EventLog
+from recpipe.serving.routers.convert import recommendations_out
+from recpipe.serving.service import Filters, Service, ServiceError, SessionEvent
 from recpipe.serving.settings import Settings
+from recpipe.serving.store import MemoryStore
 from recpipe.sources.userfiles import load_deletions, load_landing
-from tests.serving_helpers import copy_bundle, tiny_bundle
+from tests.serving_helpers import copy_bundle, redis_server, tiny_bundle
 
 pytestmark = pytest.mark.e2e
 
@@ -435,3 +441,323 @@ def test_scores_are_finite_numbers(client: TestClient, bundle: Bundle) -> None:
     uid, _ = known_user(bundle)
     body = client.get(f"/v1/users/{uid}/recommendations", params={"n": 20}).json()
     assert np.isfinite([i["score"] for i in body["items"]]).all()
+
+
+# -- review fixes: each test names the problem it guards ------------------------------------
+def service_over(bundle: Bundle, tmp_path: Path, **settings) -> Service:
+    """A Service over ``bundle`` (one loaded for the test, free to tweak) and a fresh store."""
+    s = make_settings(tmp_path, bundle.path, **settings)
+    return Service(bundle, MemoryStore(), EventLog(s.landing), DeletionList(s.deletions), s)
+
+
+def test_a_rating_outside_the_data_s_scale_is_refused(client: TestClient, bundle: Bundle) -> None:
+    """A rating of 1e308 was accepted and every later request of the user was a 500."""
+    uid, _ = known_user(bundle)
+    low, high = bundle.rating_range
+    item = bundle.item_id(int(bundle.popular(1).items[0]))
+    for rating in (1e308, -1e308, high + 0.5, low - 0.5):
+        err = assert_error(
+            client.post("/v1/events", json={"user_id": uid, "item_id": item, "rating": rating}),
+            422,
+            "rating",
+        )
+        assert str(high) in err["message"]
+    ok = client.post("/v1/events", json={"user_id": uid, "item_id": item, "rating": high})
+    assert ok.status_code == 202, ok.text
+    after = client.get(f"/v1/users/{uid}/recommendations")
+    assert after.status_code == 200 and after.json()["fresh"]
+
+
+def test_a_bundle_without_ratings_refuses_any_rating(bundle_path: Path, tmp_path: Path) -> None:
+    b = Bundle.load(bundle_path)
+    b.rating_range = None
+    service = service_over(b, tmp_path)
+    with pytest.raises(ServiceError, match="no ratings") as got:
+        service.record_event("u1", "i1", "view", None, 3.0)
+    assert got.value.status == 422 and got.value.field == "rating"
+    assert service.record_event("u1", "i1").event == "view"
+
+
+def test_an_unexpected_error_answers_the_json_shape(
+    tmp_path: Path, bundle_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Service, "popular", broken)
+    app = create_app(make_settings(tmp_path, bundle_path))
+    with TestClient(app, raise_server_exceptions=False) as c, caplog.at_level("ERROR"):
+        r = c.get("/v1/popular")
+        assert_error(r, 500, code="internal_error")
+        assert "boom" not in r.text  # no internals to the client; they go to the log
+        assert "boom" in caplog.text
+        text = c.get("/metrics").text
+        assert 'recpipe_requests_total{endpoint="/v1/popular",method="GET",status="500"}' in text
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"user_id": " u1", "item_id": "i"}, "body.user_id"),
+        ({"user_id": "u1 ", "item_id": "i"}, "body.user_id"),
+        ({"user_id": "   ", "item_id": "i"}, "body.user_id"),
+        ({"user_id": "u1", "item_id": "i\n"}, "body.item_id"),
+        ({"user_id": "u1", "item_id": "\t"}, "body.item_id"),
+        ({"user_id": "u1", "item_id": "i", "event": " view"}, "event"),
+        ({"user_id": "u1", "item_id": "i", "event": ""}, "event"),
+    ],
+)
+def test_events_follow_ingest_s_rules(client: TestClient, body: dict, field: str) -> None:
+    """Ingest strips ids and refuses blank ones and unknown event types: so does the API,
+    or the next ingest would fail or disagree with what was served."""
+    assert_error(client.post("/v1/events", json=body), 422, field)
+
+
+@pytest.mark.parametrize("user_id", ["%20u1", "u1%20", "%20", "%09", "x" * 513])
+def test_erasure_of_an_id_ingest_would_not_match_is_refused(
+    client: TestClient, user_id: str, tmp_path: Path
+) -> None:
+    assert_error(client.delete(f"/v1/users/{user_id}"), 422, "user_id")
+    assert load_deletions(tmp_path / "deletions.jsonl") == set()
+
+
+def test_serve_with_several_workers_needs_redis(
+    bundle_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from recpipe.cli import SERVE_OPTIONS, main
+
+    for variable in SERVE_OPTIONS.values():  # restored after the test: serve sets them
+        monkeypatch.setenv(variable, "")
+        monkeypatch.delenv(variable)
+    code = main(["serve", "--bundle", str(bundle_path), "--workers", "2"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--store redis" in err and "--workers" in err
+    code = main(["serve", "--bundle", str(bundle_path), "--workers", "2", "--store", "memory"])
+    assert code == 2
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"exclude": [f"i{k}" for k in range(1001)]}, "exclude"),
+        ({"exclude": ["x" * 513]}, "exclude.0"),
+        ({"category": ["books"] * 1001}, "category"),
+        ({"category": ["c" * 513]}, "category.0"),
+        ({"category": ""}, "category.0"),
+    ],
+)
+def test_user_filters_are_bounded(client: TestClient, params: dict, field: str) -> None:
+    assert_error(client.get("/v1/users/u1/recommendations", params=params), 422, field)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"items": [], "exclude": [f"i{k}" for k in range(1001)]}, "body.exclude"),
+        ({"items": [], "exclude": ["x" * 513]}, "body.exclude.0"),
+        ({"items": [], "category": ["books"] * 1001}, "body.category"),
+        ({"items": [], "category": [""]}, "body.category.0"),
+        ({"items": ["x" * 513]}, "body.items.0.item_id"),
+        ({"items": [""]}, "body.items.0.item_id"),
+        ({"items": [], "n": True}, "body.n"),
+        ({"items": [], "offset": True}, "body.offset"),
+        ({"items": [{"item_id": "x", "timestamp": True}]}, "body.items.0.timestamp"),
+    ],
+)
+def test_session_bodies_are_bounded_and_strict(client: TestClient, body: dict, field: str) -> None:
+    assert_error(client.post("/v1/recommendations", json=body), 422, field)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"user_id": "u", "item_id": "i", "timestamp": True}, "body.timestamp"),
+        ({"user_id": "u", "item_id": "i", "rating": True}, "body.rating"),
+        ({"user_id": "u", "item_id": "i", "timestamp": 1.5}, "body.timestamp"),
+    ],
+)
+def test_event_numbers_are_strict(client: TestClient, body: dict, field: str) -> None:
+    assert_error(client.post("/v1/events", json=body), 422, field)
+
+
+def test_exclusions_are_resolved_at_once(client: TestClient, bundle: Bundle) -> None:
+    """The largest exclusion list is accepted and applied (one index lookup, not one per id)."""
+    uid, u = known_user(bundle)
+    cached = [bundle.item_id(int(i)) for i in bundle.cached(u).items]
+    exclude = cached[:5] + [f"nope-{k}" for k in range(995)]
+    body = client.get(
+        f"/v1/users/{uid}/recommendations", params={"n": 5, "exclude": exclude}
+    ).json()
+    assert ids(body) == cached[5:10]
+
+
+def test_a_body_over_the_limit_is_413(client: TestClient) -> None:
+    big = b'{"items": [], "pad": "' + b"x" * (2**20) + b'"}'
+    headers = {"Content-Type": "application/json"}
+    r = client.post("/v1/recommendations", content=big, headers=headers)
+    assert_error(r, 413, "body", "payload_too_large")
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for k in range(0, len(big), 65536):
+            yield big[k : k + 65536]
+
+    assert_error(client.post("/v1/recommendations", content=chunks(), headers=headers), 413)
+    small = client.post("/v1/recommendations", content=b'{"items": []}', headers=headers)
+    assert small.status_code == 200
+
+
+def test_a_store_that_stops_answering_is_a_json_503(
+    tmp_path: Path, bundle_path: Path, bundle: Bundle
+) -> None:
+    """Redis down: users, sessions of users, events and erasure get 503 store_unavailable."""
+    uid, _ = known_user(bundle)
+    item = bundle.item_id(int(bundle.popular(1).items[0]))
+    (tmp_path / "redis").mkdir()
+    with contextlib.ExitStack() as stack:
+        with redis_server(tmp_path / "redis") as url:
+            settings = make_settings(tmp_path, bundle_path, store="redis", redis_url=url)
+            c = stack.enter_context(TestClient(create_app(settings)))
+            assert c.get(f"/v1/users/{uid}/recommendations").status_code == 200
+        # the server is stopped
+        assert_error(c.get(f"/v1/users/{uid}/recommendations"), 503, code="store_unavailable")
+        event = {"user_id": uid, "item_id": item}
+        assert_error(c.post("/v1/events", json=event), 503, code="store_unavailable")
+        assert_error(c.delete(f"/v1/users/{uid}"), 503, code="store_unavailable")
+        assert c.get("/v1/popular").status_code == 200  # the bundle alone still answers
+        assert c.get("/readyz").status_code == 503
+
+
+def test_a_far_future_timestamp_is_refused(client: TestClient, bundle: Bundle) -> None:
+    """It would move the next bundle's "now" (the last event of the history)."""
+    uid, _ = known_user(bundle)
+    now = int(time.time())
+    for ts in (now + 2 * 86400, 10_000_000_000):
+        event = {"user_id": uid, "item_id": "i", "timestamp": ts}
+        err = assert_error(client.post("/v1/events", json=event), 422, "timestamp")
+        assert "ahead" in err["message"]
+    session = {"items": [{"item_id": "i", "timestamp": now + 2 * 86400}]}
+    assert_error(client.post("/v1/recommendations", json=session), 422, "items[0].timestamp")
+    ok = {"user_id": uid, "item_id": "i", "timestamp": now + 3600}
+    assert client.post("/v1/events", json=ok).status_code == 202
+
+
+def test_a_stranger_walks_the_bundle_s_fallback_order(bundle_path: Path, tmp_path: Path) -> None:
+    b = Bundle.load(bundle_path)
+    b.config = b.config.model_copy(update={"fallback": ["trending", "popular"]})
+    service = service_over(b, tmp_path)
+    trending = [b.item_id(int(i)) for i in b.popular(1000, window="trending").items]
+    n = len(trending) + 5  # more than the trending list holds: the page goes on with popular
+    rec = service.user_recommendations("stranger", n=n, reasons=False)
+    got = [i.item_id for i in rec.items]
+    assert rec.fallback == "trending" and not rec.known_user
+    assert got[: len(trending)] == trending and len(got) == n and len(set(got)) == n
+    assert {i.source for i in rec.items[len(trending) :]} == {"popular"}
+    popular = [b.item_id(int(i)) for i in b.popular(1000).items]
+    assert got[len(trending) :] == [i for i in popular if i not in trending][:5]
+    assert recommendations_out(rec).fallback == "trending"
+    # a page past the trending list: popular was the first list used
+    rec = service.user_recommendations("stranger", n=3, offset=len(trending), reasons=False)
+    assert rec.fallback == "popular" and [i.item_id for i in rec.items] == got[-5:-2]
+    session = service.session_recommendations([SessionEvent("nope")], n=3, reasons=False)
+    assert session.fallback == "trending" and [i.item_id for i in session.items] == trending[:3]
+
+
+def test_a_category_filter_tops_the_cached_list_up_without_ranking(
+    bundle_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full-length cached list that a category leaves short is topped up with the
+    category's popular items, not ranked fresh (a whole ranking for a few items)."""
+    b = Bundle.load(bundle_path)
+    uid, u = known_user(b)
+    full = b.cached(u)
+    cut = Scored(full.items[:20], full.scores[:20])  # a full-length list of cache_n = 20
+    b.config = b.config.model_copy(update={"cache_n": 20})
+    monkeypatch.setattr(b, "cached", lambda user, model="ranker": cut)
+
+    def no_ranking(*args, **kwargs):
+        raise AssertionError("ranked fresh")
+
+    monkeypatch.setattr(b, "rank_fresh", no_ranking)
+    service = service_over(b, tmp_path)
+    counts = {c: sum(c in b.item_categories(int(i)) for i in cut.items) for c in b.categories}
+    cat = min((c for c in counts if counts[c]), key=counts.get)
+    n = counts[cat] + 3
+    assert n <= 20
+    rec = service.user_recommendations(uid, n=n, filters=Filters(categories=(cat,)))
+    got = [i.item_id for i in rec.items]
+    in_cut = [b.item_id(int(i)) for i in cut.items if cat in b.item_categories(int(i))]
+    seen = {b.item_id(int(i)) for i in b.seen(u)}
+    assert not rec.fresh and got[: len(in_cut)] == in_cut and len(got) == n
+    assert all(cat in i.categories for i in rec.items) and not seen & set(got)
+    assert {i.source for i in rec.items[len(in_cut) :]} == {"popular"}
+
+
+def test_a_failed_reload_is_retried_until_the_bundle_is_complete(
+    tmp_path: Path, bundle_path: Path, bundle: Bundle
+) -> None:
+    """``dvc pull`` may write the manifest before the other files: the poller must try the
+    same manifest again after the interval, not only when it changes."""
+    live = copy_bundle(bundle_path, tmp_path / "live")
+    settings = make_settings(tmp_path, live).model_copy(update={"reload_interval": 0.1})
+    with TestClient(create_app(settings)) as c:
+        good = (live / "items.parquet").read_bytes()
+        (live / "items.parquet").write_bytes(b"half written")
+        manifest = json.loads((live / "manifest.json").read_text())
+        manifest["bundle_id"] = "pulled"
+        (live / "manifest.json").write_text(json.dumps(manifest))
+        deadline = time.monotonic() + 20
+        while not c.get("/readyz").json()["reload"]["last_error"]:
+            assert time.monotonic() < deadline, "the broken bundle was not tried"
+            time.sleep(0.05)
+        assert c.get("/readyz").json()["bundle_id"] == bundle.id
+        (live / "items.parquet").write_bytes(good)  # the rest of the pull arrives
+        while c.get("/readyz").json()["bundle_id"] != "pulled":
+            assert time.monotonic() < deadline, "the completed bundle was not picked up"
+            time.sleep(0.05)
+        assert c.get("/readyz").json()["reload"]["last_error"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "what"),
+    [(b"[" * 100_000 + b"]" * 100_000, "nested"), (b'{"items": ["\xff\xfe"]}', "UTF-8")],
+)
+def test_unparseable_bodies_are_422_naming_the_body(
+    client: TestClient, body: bytes, what: str
+) -> None:
+    r = client.post(
+        "/v1/recommendations", content=body, headers={"Content-Type": "application/json"}
+    )
+    err = assert_error(r, 422, "body", "invalid_request")
+    assert what in err["message"]
+
+
+def test_an_empty_category_is_refused_everywhere(client: TestClient) -> None:
+    assert_error(client.get("/v1/popular", params={"category": ""}), 422, "category")
+    assert_error(
+        client.get("/v1/users/u1/recommendations", params={"category": ""}), 422, "category.0"
+    )
+
+
+def test_a_session_a_model_cannot_rank_says_fallback(client: TestClient, bundle: Bundle) -> None:
+    """svd scores known users only: a session asked of it gets popular items, flagged."""
+    session = [bundle.item_id(int(i)) for i in bundle.popular(3).items]
+    body = client.post("/v1/recommendations", json={"items": session, "model": "svd"}).json()
+    assert body["fallback"] == "popular" and body["items"]
+    assert {i["source"] for i in body["items"]} == {"popular"}
+
+
+def test_non_finite_scores_drop_their_items(
+    bundle_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NaN score was answered as 0.0, as if it were a real score."""
+    b = Bundle.load(bundle_path)
+    uid, u = known_user(b)
+    full = b.cached(u)
+    scores = full.scores.copy()
+    scores[[1, 3]] = [np.nan, np.inf]
+    monkeypatch.setattr(b, "cached", lambda user, model="ranker": Scored(full.items, scores))
+    rec = service_over(b, tmp_path).user_recommendations(uid, n=5, reasons=False)
+    want = [b.item_id(int(i)) for k, i in enumerate(full.items) if k not in (1, 3)][:5]
+    assert [i.item_id for i in rec.items] == want
+    assert all(math.isfinite(i.score) for i in rec.items)

@@ -5,7 +5,9 @@ The bundle is loaded in the ``lifespan`` (never at import time) into a
 service through a dependency (:mod:`recpipe.serving.deps`). One router per resource lives
 in :mod:`recpipe.serving.routers`; the logic they call is :mod:`recpipe.serving.service`.
 Every error has one JSON shape (:class:`~recpipe.serving.schemas.ErrorOut`): 4xx naming the
-field for bad input, never a 500.
+field for bad input (a body that cannot be read as JSON is a 422 naming ``body``, one over
+``max_body_bytes`` a 413), 503 when the store does not answer, and for an unexpected
+failure a logged 500 in the same shape (never the server's plain text).
 """
 
 from __future__ import annotations
@@ -85,12 +87,30 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
     return error_response(422, "invalid_request", message.strip(), field, details)
 
 
+def _unreadable_body(cause: BaseException | None) -> str | None:
+    """Why FastAPI could not parse a body as JSON, when its 400 hides a bad request: bytes
+    that are not UTF-8, or JSON nested deeper than the parser goes."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"body is not valid UTF-8 JSON ({cause.reason} at byte {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "body is JSON nested too deeply to read"
+    return None
+
+
 def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+    if exc.status_code == 400 and (message := _unreadable_body(exc.__cause__)):
+        return error_response(422, "invalid_request", message, "body")
+    codes = {
+        404: "not_found",
+        405: "method_not_allowed",
+        401: "unauthorized",
+        413: "payload_too_large",
+    }
     return error_response(
         exc.status_code,
         codes.get(exc.status_code, "http_error"),
         str(exc.detail),
+        "body" if exc.status_code == 413 else None,
         headers=getattr(exc, "headers", None),
     )
 
@@ -98,6 +118,68 @@ def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
 def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
     headers = {"WWW-Authenticate": "APIKey"} if exc.status == 401 else None
     return error_response(exc.status, exc.code, exc.message, exc.field, headers=headers)
+
+
+def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # a bug, not a bad request: the traceback goes to the log, the client gets the shape
+    log.error(
+        "%s %s failed: %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
+    return error_response(500, "internal_error", "internal error (logged by the service)")
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI middleware: a request body over ``max_bytes`` gets a 413 in the error shape
+    before the app reads it. A declared ``Content-Length`` is judged at once; a chunked body
+    is read here up to the limit and handed on. (FastAPI's own ``max_body_size`` answers a
+    too long ``Content-Length`` in plain text, whatever the app's handlers say.)"""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)  # the server holds the body to its length
+            return
+        if b"transfer-encoding" not in headers:  # no body
+            await self.app(scope, receive, send)
+            return
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send) -> None:
+        message = f"request body larger than {self.max_bytes} bytes"
+        response = error_response(413, "payload_too_large", message, "body")
+        await response(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -156,7 +238,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ServiceError, _service_error)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # the outer one: counts the 413s
     return app
 
 

@@ -5,7 +5,9 @@ on it and swaps the reference in one assignment: a request that already holds th
 service finishes on it, the next one gets the new. A load that fails leaves the old one
 serving and keeps the error (``/readyz``, ``/v1/version``). A poller thread looks at the
 bundle's ``manifest.json`` every ``reload_interval`` seconds and reloads when it changed
-(the bundle stage writes the manifest last).
+(the bundle stage writes the manifest last). A manifest whose bundle failed to load is
+tried again once per interval: a copy (``dvc pull``, rsync) may write the manifest before
+the other files, and the bundle becomes loadable without the manifest changing again.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class ServiceHolder:
         self.status = ReloadStatus()
         self._signature: tuple | None = None
         self._failed_signature: tuple | None = None
+        self._failed_at = 0.0  # time.monotonic() of the last failed load
         self._lock = threading.Lock()  # one reload at a time
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -86,6 +89,7 @@ class ServiceHolder:
             self.status.last_error = f"{type(exc).__name__}: {exc}"
             self.status.last_error_at = time.time()
             self._failed_signature = signature
+            self._failed_at = time.monotonic()
             self._on_load(False)
             log.error("bundle %s not loaded (a loaded one keeps serving): %s", self.path, exc)
             raise
@@ -128,11 +132,16 @@ class ServiceHolder:
         threading.Thread(target=run, name="bundle-reload", daemon=True).start()
         return True
 
-    def changed_on_disk(self) -> bool:
-        """Whether the manifest differs from the loaded bundle's and from the last one that
-        failed (a broken bundle is not retried until it changes again)."""
+    def changed_on_disk(self, retry_after: float | None = None) -> bool:
+        """Whether the manifest differs from the loaded bundle's. The manifest of the last
+        load that failed counts as changed again ``retry_after`` seconds after that
+        failure (None: only when the manifest changes)."""
         signature = manifest_signature(self.path)
-        return signature is not None and signature not in (self._signature, self._failed_signature)
+        if signature is None or signature == self._signature:
+            return False
+        if signature != self._failed_signature:
+            return True
+        return retry_after is not None and time.monotonic() - self._failed_at >= retry_after
 
     def start_polling(self, interval: float) -> None:
         if interval <= 0 or self._poller is not None:
@@ -140,7 +149,7 @@ class ServiceHolder:
 
         def poll() -> None:
             while not self._stop.wait(interval):
-                if self.changed_on_disk() and self.reload_in_background():
+                if self.changed_on_disk(retry_after=interval) and self.reload_in_background():
                     log.info("bundle %s changed on disk: reloading", self.path)
 
         self._poller = threading.Thread(target=poll, name="bundle-poll", daemon=True)

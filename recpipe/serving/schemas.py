@@ -3,14 +3,47 @@ describes every field. They mirror the dataclasses of :mod:`recpipe.serving.serv
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+)
 
 from recpipe.serving.settings import MAX_N
 
 ID_MAX = 512
-"""Longest user or item id accepted (ids are text, as in the data)."""
+"""Longest user, item or category id accepted (ids are text, as in the data)."""
+
+
+def _ingest_id(value: str) -> str:
+    # ingest (recpipe.sources.userfiles) strips ids and refuses blank ones: an id it would
+    # change is refused here, or the events written now would not match what was served
+    if not value.strip():
+        raise ValueError("must not be blank")
+    if value != value.strip():
+        raise ValueError("must not start or end with whitespace (ingest strips it)")
+    return value
+
+
+IngestId = Annotated[
+    str, StringConstraints(min_length=1, max_length=ID_MAX), AfterValidator(_ingest_id)
+]
+"""A user or item id the service writes for ingest: 1..ID_MAX characters, not blank, no
+surrounding whitespace (``recpipe.sources.userfiles`` reads the same id back)."""
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX)]
+"""An id a request only looks up (an item to exclude, a category, a session item)."""
+
+FILTER_MAX = MAX_N
+"""Most categories or exclusions one request may carry."""
 
 
 class Strict(BaseModel):
@@ -37,15 +70,17 @@ class ItemOut(BaseModel):
 
     item_id: str
     score: float = Field(
-        description="the list's score (higher is better; not comparable across lists)"
+        description="the list's score (higher is better; not comparable across lists); an "
+        "item whose score is not a finite number is left out"
     )
     rank: int = Field(description="1-based position in the whole list (offset included)")
     title: str
     categories: list[str]
     reasons: list[ReasonOut] = Field(default_factory=list)
     source: str = Field(
-        description="the list the item came from: the model asked for, popular (fallback or "
-        "top-up of a short filtered list), cf or content (similar items)"
+        description="the list the item came from: the model asked for, popular or trending "
+        "(a fallback list, or popular as the top-up of a short filtered list), cf or content "
+        "(similar items)"
     )
 
 
@@ -57,8 +92,10 @@ class RecommendationsOut(BaseModel):
     n: int
     offset: int
     items: list[ItemOut]
-    fallback: Literal["popular"] | None = Field(
-        description="'popular' when the user is unknown and sent no items"
+    fallback: Literal["popular", "trending"] | None = Field(
+        description="the first non-personal list used, when the user is unknown and sent no "
+        "known items (the bundle's serve.fallback order: popular, trending) or the model "
+        "cannot rank the session (popular)"
     )
     fresh: bool = Field(description="ranked now (new events or a session), not precomputed")
     known_user: bool = Field(description="the bundle knows the user")
@@ -71,27 +108,46 @@ class RecommendationsOut(BaseModel):
 class SessionItem(Strict):
     """One item of a session, with its event type and time when known."""
 
-    item_id: str = Field(min_length=1, max_length=ID_MAX)
-    event: str | None = Field(None, description="event type (default view)")
-    timestamp: int | None = Field(
-        None, description="unix seconds (default: one second apart, the last one now)"
+    item_id: Text
+    event: str | None = Field(None, max_length=ID_MAX, description="event type (default view)")
+    timestamp: StrictInt | None = Field(
+        None,
+        description="unix seconds, at most one day ahead of the server's clock (default: one "
+        "second apart, the last one now)",
     )
+
+
+def _session_item(value: object) -> object:
+    return {"item_id": value} if isinstance(value, str) else value
+
+
+SessionEntry = Annotated[
+    SessionItem,
+    # a bare id is the item alone: checked as one, so an error names body.items.<k>.item_id
+    BeforeValidator(_session_item, json_schema_input_type=SessionItem | Text),
+]
 
 
 class SessionRequest(Strict):
     """A visitor's session (items most recent last) and the same filters as a user's."""
 
-    items: list[SessionItem | str] = Field(
+    items: list[SessionEntry] = Field(
         max_length=MAX_N,
         description="the session's items, most recent last: ids, or objects with event and "
         "timestamp",
     )
-    n: int = Field(10, ge=1, le=MAX_N)
-    offset: int = Field(0, ge=0, le=10_000)
-    category: list[str] = Field(default_factory=list, description="only these categories")
-    exclude: list[str] = Field(default_factory=list, description="item ids never to return")
-    model: str = Field("ranker", description="ranker, blend or an enabled candidate model")
-    reasons: bool = Field(True, description="explain each item")
+    n: StrictInt = Field(10, ge=1, le=MAX_N)
+    offset: StrictInt = Field(0, ge=0, le=10_000)
+    category: list[Text] = Field(
+        default_factory=list, max_length=FILTER_MAX, description="only these categories"
+    )
+    exclude: list[Text] = Field(
+        default_factory=list, max_length=FILTER_MAX, description="item ids never to return"
+    )
+    model: str = Field(
+        "ranker", max_length=ID_MAX, description="ranker, blend or an enabled candidate model"
+    )
+    reasons: StrictBool = Field(True, description="explain each item")
 
 
 class SimilarOut(BaseModel):
@@ -111,11 +167,20 @@ class PopularOut(BaseModel):
 class EventIn(Strict):
     """An event of a user on an item."""
 
-    user_id: str = Field(min_length=1, max_length=ID_MAX)
-    item_id: str = Field(min_length=1, max_length=ID_MAX)
-    event: str = Field("view", description="event type (one of the service's event weights)")
-    timestamp: int | None = Field(None, description="unix seconds (default: now)")
-    rating: float | None = Field(None, description="explicit rating, if any")
+    user_id: IngestId
+    item_id: IngestId
+    event: str = Field(
+        "view", max_length=ID_MAX, description="event type (one of the service's event weights)"
+    )
+    timestamp: StrictInt | None = Field(
+        None,
+        description="unix seconds, at most one day ahead of the server's clock (default: now)",
+    )
+    rating: StrictFloat | None = Field(
+        None,
+        description="explicit rating, if any, within the bundle's ratings (refused when its "
+        "data has none)",
+    )
 
 
 class EventOut(BaseModel):
@@ -173,7 +238,10 @@ class ReloadOut(BaseModel):
 
 class ErrorBody(BaseModel):
     status: int
-    code: str = Field(description="invalid_request, not_found, unauthorized, ...")
+    code: str = Field(
+        description="invalid_request, not_found, unauthorized, user_erased, payload_too_large, "
+        "store_unavailable, not_ready, internal_error, ..."
+    )
     message: str
     field: str | None = Field(
         None, description="the request field at fault, e.g. n or body.items.0"

@@ -9,17 +9,28 @@ A known user's recommendations come from the bundle's precomputed list when the 
 posted nothing the bundle does not already hold; otherwise the bundle ranks the user's
 history plus the new events at once (``Bundle.rank_fresh``). Seen items (the bundle's
 history and the recent events), the request's exclusions and, when asked, items outside
-the requested categories are removed; when the precomputed list runs short after
-filtering the user is ranked fresh, and a list still short is topped up with popular items
-(marked ``source="popular"``). A user the bundle does not know (or who was erased) and
-who has no events gets popular items, per category when filtered, flagged
-``fallback="popular"``.
+the requested categories are removed; a list that filtering leaves short is topped up
+with popular items (per category when filtered; marked ``source="popular"``), without a
+fresh ranking. Only a page that reaches past the precomputed depth (``serve.cache_n``) is
+ranked fresh for a user without new events. A user the bundle does not know (or who was
+erased) and who has no events, and a session or user the model cannot rank, get the
+bundle's fallback lists (``serve.fallback``: popular, trending) walked in order, per
+category when filtered, flagged with the first one used (``fallback="popular"``). Items
+whose score is not a finite number are left out.
+
+Requests are checked with the rules ingest reads the events back with: event types of the
+event weights, timestamps no more than a day ahead of this server's clock (a later one
+would move the next bundle's "now"), ratings within the bundle's ratings. A store that does
+not answer (:class:`~recpipe.serving.store.StoreUnavailable`) is a 503
+``store_unavailable``.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -27,13 +38,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from recpipe.log import get_logger
 from recpipe.schema import EARLIEST, LATEST
 from recpipe.serving.events import DeletionList, EventLog, EventRecord
 from recpipe.serving.settings import Settings
-from recpipe.serving.store import Store, StoredEvent
+from recpipe.serving.store import Store, StoredEvent, StoreUnavailable, UserState
 
 if TYPE_CHECKING:
     from recpipe.serving.bundle import Bundle, Reason
+
+log = get_logger("serve")
+
+FUTURE_SECONDS = 86_400
+"""How far ahead of this server's clock an event's timestamp may be (clock skew between the
+shop and the service); later ones would move the next bundle's "now"."""
 
 
 class ServiceError(Exception):
@@ -142,9 +160,16 @@ class Ranked:
     source: str
 
 
-def check_timestamp(value: int, field_name: str) -> int:
+def check_timestamp(value: int, field_name: str, now: float | None = None) -> int:
+    """Unix seconds ingest accepts, at most :data:`FUTURE_SECONDS` ahead of ``now``."""
     if not EARLIEST <= value < LATEST:
         raise invalid(field_name, f"timestamp {value} is not unix seconds between 1900 and 2300")
+    now = time.time() if now is None else now
+    if value > now + FUTURE_SECONDS:
+        raise invalid(
+            field_name,
+            f"timestamp {value} is more than a day ahead of the server's clock ({int(now)})",
+        )
     return value
 
 
@@ -174,6 +199,9 @@ class Service:
         self.categories = tuple(bundle.categories)
         self._category_set = set(self.categories)
         self._category_items: dict[str, np.ndarray] = {}
+        self._item_index = pd.Index(self.item_ids)
+        # the bundle's fallback lists in order (serve.fallback), as popularity windows
+        self.fallback_order: tuple[str, ...] = tuple(bundle.config.fallback) or ("popular",)
 
     # ------------------------------------------------------------------ helpers
 
@@ -211,6 +239,8 @@ class Service:
 
     def check_categories(self, categories: tuple[str, ...]) -> None:
         for c in categories:
+            if not c:
+                raise invalid("category", "category must not be empty")
             if c not in self._category_set:
                 known = ", ".join(self.categories[:50])
                 more = "" if len(self.categories) <= 50 else ", ..."
@@ -229,7 +259,7 @@ class Service:
     def _item(self, idx: int, score: float, rank: int, source: str) -> RecommendedItem:
         return RecommendedItem(
             item_id=self.item_ids[idx],
-            score=float(score) if math.isfinite(score) else 0.0,
+            score=float(score),
             rank=rank,
             title=self.titles[idx],
             categories=self.item_categories[idx],
@@ -237,18 +267,34 @@ class Service:
         )
 
     def _excluded(self, filters: Filters) -> set[int]:
-        out = set()
-        for item_id in filters.exclude:
-            idx = self.bundle.item_index(item_id)
-            if idx is not None:
-                out.add(idx)
-        return out
+        """The indices of the excluded items the bundle knows, in one look-up."""
+        if not filters.exclude:
+            return set()
+        found = self._item_index.get_indexer(list(filters.exclude))
+        return set(found[found >= 0].tolist())
+
+    @contextmanager
+    def _store_answering(self, what: str) -> Iterator[None]:
+        """A store that does not answer as a 503 (``what`` says what was done anyway)."""
+        try:
+            yield
+        except StoreUnavailable as exc:
+            log.warning("store unavailable: %s", exc)
+            raise ServiceError(
+                503, "store_unavailable", f"the shared store did not answer{what}; retry later"
+            ) from None
+
+    def _user_state(self, user_id: str) -> UserState:
+        with self._store_answering(""):
+            return self.store.user_state(user_id)
 
     def _popular(self, n: int, categories: tuple[str, ...], window: str = "all") -> Ranked:
-        """Popular items, merged over the requested categories by score."""
+        """Popular items (``window`` all or trending), merged over the requested categories
+        by score; ``source`` is ``popular`` or ``trending``."""
+        source = "popular" if window == "all" else window
         if not categories:
             s = self.bundle.popular(n=n, category=None, window=window)
-            return Ranked(s.items, s.scores, None, "popular")
+            return Ranked(s.items, s.scores, None, source)
         parts = [self.bundle.popular(n=n, category=c, window=window) for c in categories]
         items = np.concatenate([p.items for p in parts])
         scores = np.concatenate([p.scores for p in parts])
@@ -256,7 +302,7 @@ class Service:
         items, scores = items[order], scores[order]
         _, first = np.unique(items, return_index=True)
         first.sort()
-        return Ranked(items[first], scores[first], None, "popular")
+        return Ranked(items[first], scores[first], None, source)
 
     def _page(
         self,
@@ -274,7 +320,8 @@ class Service:
         taken = set(removed)
         position = 0
         for ranked in lists:
-            keep = self._allowed(ranked.items, filters, taken)
+            # a score that is not a number says nothing about the item's place: left out
+            keep = self._allowed(ranked.items, filters, taken) & np.isfinite(ranked.scores)
             for j in np.flatnonzero(keep):
                 idx = int(ranked.items[j])
                 if idx in taken:  # a duplicate inside one list
@@ -292,12 +339,16 @@ class Service:
                     return out
         return out
 
-    def _popular_fallback(
+    def _fallback(
         self, filters: Filters, removed: set[int], n: int, offset: int, reasons: bool
-    ) -> list[RecommendedItem]:
+    ) -> tuple[list[RecommendedItem], str]:
+        """The page from the bundle's fallback lists walked in order (a list too short for
+        the page goes on with the next), and the first list the page used."""
         want = offset + n + len(removed)
-        pop = self._popular(want, filters.categories)
-        return self._page([pop], filters, removed, n, offset, np.empty(0, np.int64), reasons)
+        windows = {"popular": "all", "trending": "trending"}
+        lists = [self._popular(want, filters.categories, windows[f]) for f in self.fallback_order]
+        items = self._page(lists, filters, removed, n, offset, np.empty(0, np.int64), reasons)
+        return items, items[0].source if items else self.fallback_order[0]
 
     def _history_frame(self, rows: list[tuple[int, int, str, float, float | None]]) -> pd.DataFrame:
         frame = pd.DataFrame(rows, columns=["item_idx", "timestamp", "event", "weight", "rating"])
@@ -321,7 +372,7 @@ class Service:
         self.check_n(n, offset)
         self.check_model(model)
         self.check_categories(filters.categories)
-        state = self.store.user_state(user_id)
+        state = self._user_state(user_id)
         idx = None if state.erased else self.bundle.user_index(user_id)
         removed = self._excluded(filters)
         new_rows: list[tuple[int, int, str, float, float | None]] = []
@@ -342,16 +393,18 @@ class Service:
                     continue
                 if (item, e.timestamp, e.event) in held:  # already in this bundle
                     continue
-                new_rows.append((item, e.timestamp, e.event, e.weight, e.rating))
+                # a rating outside the bundle's (kept from before it was checked) is dropped
+                rating = e.rating if self._rating_ok(e.rating) else None
+                new_rows.append((item, e.timestamp, e.event, e.weight, rating))
         known_items = self.bundle.history_items(idx) if idx is not None else np.empty(0, np.int64)
         seen = set(known_items.tolist())
         seen |= {r[0] for r in new_rows}
         removed |= seen
         base = dict(user_id=user_id, model=model, n=n, offset=offset, bundle_id=self.bundle_id)
         if idx is None and not new_rows:
-            items = self._popular_fallback(filters, removed, n, offset, reasons)
+            items, used = self._fallback(filters, removed, n, offset, reasons)
             return Recommendations(
-                items=items, fallback="popular", fresh=False, known_user=False, **base
+                items=items, fallback=used, fresh=False, known_user=False, **base
             )
         need = offset + n + len(removed)
         lists: list[Ranked] = []
@@ -361,10 +414,12 @@ class Service:
             cached = self.bundle.cached(idx, model=model)
             if cached is not None:
                 lists.append(Ranked(cached.items, cached.scores, cached.contributions, model))
-                short = not self._fills(lists[0], filters, removed, offset + n)
-                # a full-length cached list that filtering left short: rank the whole
-                # catalogue instead (a shorter one already held every candidate)
-                fresh = short and len(cached.items) >= self.bundle.config.cache_n
+                # a page past a full-length list's depth is ranked fresh (a shorter list
+                # already held every candidate); a list that filters (categories, exclusions)
+                # leave short is topped up with popular items below: a fresh ranking would
+                # cost a whole ranking for the few items the filter keeps
+                depth = len(cached.items)
+                fresh = offset + n > depth and depth >= self.bundle.config.cache_n
             else:
                 fresh = True
         if fresh:
@@ -384,6 +439,11 @@ class Service:
                 + new_rows
             ).sort_values("timestamp", kind="stable")
             s = self.bundle.rank_fresh(rows, user_idx=idx, model=model, n=self._fresh_n(need))
+            if len(s) == 0 and idx is None:  # the model cannot rank a history it does not know
+                items, used = self._fallback(filters, removed, n, offset, reasons)
+                return Recommendations(
+                    items=items, fallback=used, fresh=False, known_user=False, **base
+                )
             lists = [Ranked(s.items, s.scores, s.contributions, model)]
         lists.append(self._popular(need, filters.categories))
         items = self._page(lists, filters, removed, n, offset, hist_items, reasons)
@@ -396,8 +456,11 @@ class Service:
         what filters remove) reaches past it."""
         return max(self.bundle.config.cache_n, need)
 
-    def _fills(self, ranked: Ranked, filters: Filters, removed: set[int], need: int) -> bool:
-        return int(self._allowed(ranked.items, filters, removed).sum()) >= need
+    def _rating_ok(self, rating: float | None) -> bool:
+        if rating is None:
+            return True
+        scale = self.bundle.rating_range
+        return scale is not None and math.isfinite(rating) and scale[0] <= rating <= scale[1]
 
     @staticmethod
     def _history_items(old: np.ndarray, new_rows: list[tuple]) -> np.ndarray:
@@ -422,12 +485,13 @@ class Service:
         self.check_n(n, offset)
         self.check_model(model)
         self.check_categories(filters.categories)
-        now = int(time.time())
+        clock = time.time()
+        now = int(clock)
         rows: list[tuple[int, int, str, float, float | None]] = []
         unknown: list[str] = []
         for k, e in enumerate(session):
             ts = now - (len(session) - 1 - k) if e.timestamp is None else e.timestamp
-            check_timestamp(ts, f"items[{k}].timestamp")
+            check_timestamp(ts, f"items[{k}].timestamp", clock)
             event = e.event or "view"
             if event not in self.settings.event_weights:
                 raise invalid(
@@ -442,19 +506,22 @@ class Service:
             rows.append((idx, ts, event, self._weight(event), None))
         removed = self._excluded(filters) | {r[0] for r in rows}
         base = dict(user_id=None, model=model, n=n, offset=offset, bundle_id=self.bundle_id)
-        if not rows:
-            items = self._popular_fallback(filters, removed, n, offset, reasons)
+        frame = self._history_frame(rows).sort_values("timestamp", kind="stable")
+        need = offset + n + len(removed)
+        s = None
+        if rows:
+            s = self.bundle.rank_fresh(frame, user_idx=None, model=model, n=self._fresh_n(need))
+        if s is None or len(s) == 0:
+            # no known item, or a model that cannot rank a session (svd knows users only)
+            items, used = self._fallback(filters, removed, n, offset, reasons)
             return Recommendations(
                 items=items,
-                fallback="popular",
+                fallback=used,
                 fresh=False,
                 known_user=False,
                 unknown_items=unknown,
                 **base,
             )
-        frame = self._history_frame(rows).sort_values("timestamp", kind="stable")
-        need = offset + n + len(removed)
-        s = self.bundle.rank_fresh(frame, user_idx=None, model=model, n=self._fresh_n(need))
         lists = [
             Ranked(s.items, s.scores, s.contributions, model),
             self._popular(need, filters.categories),
@@ -478,7 +545,7 @@ class Service:
         if idx is None:
             raise ServiceError(404, "not_found", f"unknown item {item_id!r}", "item_id")
         used, s = self.bundle.similar(idx, kind=kind, n=n + 1)
-        keep = s.items != idx
+        keep = (s.items != idx) & np.isfinite(s.scores)
         items = [
             self._item(int(i), float(sc), r + 1, used)
             for r, (i, sc) in enumerate(zip(s.items[keep][:n], s.scores[keep][:n], strict=True))
@@ -489,12 +556,13 @@ class Service:
         self, n: int = 10, category: str | None = None, window: str = "all"
     ) -> PopularItems:
         self.check_n(n)
-        cats = (category,) if category else ()
+        cats = () if category is None else (category,)
         self.check_categories(cats)
         s = self._popular(n, cats, window)
+        keep = np.isfinite(s.scores)
         items = [
-            self._item(int(i), float(sc), r + 1, "popular" if window == "all" else window)
-            for r, (i, sc) in enumerate(zip(s.items[:n], s.scores[:n], strict=True))
+            self._item(int(i), float(sc), r + 1, s.source)
+            for r, (i, sc) in enumerate(zip(s.items[keep][:n], s.scores[keep][:n], strict=True))
         ]
         return PopularItems(category=category, window=window, items=items, bundle_id=self.bundle_id)
 
@@ -515,14 +583,17 @@ class Service:
                 f"unknown event type {event!r} (known: {', '.join(self.settings.event_weights)})",
             )
         ts = int(time.time()) if timestamp is None else check_timestamp(timestamp, "timestamp")
-        if rating is not None and not math.isfinite(rating):
-            raise invalid("rating", "rating must be a finite number")
-        if self.store.user_state(user_id).erased:
+        if rating is not None:
+            self._check_rating(rating)
+        if self._user_state(user_id).erased:
             raise ServiceError(
                 409, "user_erased", f"user {user_id!r} was erased: no events are kept", "user_id"
             )
         self.events.append(EventRecord(user_id, item_id, event, ts, rating))
-        self.store.add_event(user_id, StoredEvent(item_id, event, self._weight(event), ts, rating))
+        with self._store_answering(" (the event is saved for the next ingest, not applied now)"):
+            self.store.add_event(
+                user_id, StoredEvent(item_id, event, self._weight(event), ts, rating)
+            )
         return EventAccepted(
             user_id=user_id,
             item_id=item_id,
@@ -532,10 +603,30 @@ class Service:
             known_item=self.bundle.item_index(item_id) is not None,
         )
 
+    def _check_rating(self, rating: float) -> None:
+        """A rating on the scale of the ratings the bundle's models learnt from: another
+        would skew them (and a huge one overflows the features)."""
+        scale = self.bundle.rating_range
+        if not math.isfinite(rating):
+            raise invalid("rating", "rating must be a finite number")
+        if scale is None:
+            raise invalid(
+                "rating",
+                "this bundle's data has no ratings: send the event without a rating",
+            )
+        low, high = scale
+        if not low <= rating <= high:
+            raise invalid(
+                "rating", f"rating {rating} is outside the data's ratings [{low}, {high}]"
+            )
+
     def forget_user(self, user_id: str) -> UserForgotten:
         """Right to erasure: on the deletion list (durably) first, then forgotten here."""
         self.deletions.append(user_id)
-        self.store.forget(user_id)
+        with self._store_answering(
+            " (the erasure is on the deletion list: a restart or the next ingest honours it)"
+        ):
+            self.store.forget(user_id)
         known = self.bundle.user_index(user_id) is not None
         return UserForgotten(user_id=user_id, known_user=known)
 

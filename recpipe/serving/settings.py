@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     )
     warm: bool = Field(True, description="touch every model once after a load")
     max_n: int = Field(MAX_N, ge=1, le=MAX_N, description="largest n a request may ask for")
+    max_body_bytes: int = Field(
+        2**20,
+        ge=1024,
+        description="largest request body in bytes (413 beyond; default 1 MiB)",
+    )
     recent_max: int = Field(
         200, ge=1, description="recent events kept per user (the newest) until a bundle has them"
     )

@@ -8,7 +8,7 @@ in the bundle, which every replica loads itself: they are read-only and as large
 bundle, so copying them to Redis would only add a network hop to every request.
 
 Users are keyed by their id as given (text), not by a bundle's index, so the state
-outlives a bundle swap.
+outlives a bundle swap. A store that cannot answer raises :class:`StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,15 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Protocol
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer (Redis down, refusing connections or too slow): the
+    service answers 503 ``store_unavailable`` instead of failing the request."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,7 @@ class RedisStore:
         import redis  # only a service configured for Redis needs the client
 
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._errors = redis.RedisError
         self.prefix = prefix
         self.recent_max = recent_max
         self.recent_ttl = recent_ttl
@@ -151,38 +159,51 @@ class RedisStore:
     def _key(self, user_id: str) -> str:
         return f"{self.prefix}:recent:{user_id}"
 
+    @contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Redis's failures (connection refused or lost, timeouts) as StoreUnavailable."""
+        try:
+            yield
+        except self._errors as exc:
+            raise StoreUnavailable(f"Redis did not answer ({type(exc).__name__}: {exc})") from exc
+
     def add_event(self, user_id: str, event: StoredEvent) -> None:
         key = self._key(user_id)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.rpush(key, event.to_json())
-        pipe.ltrim(key, -self.recent_max, -1)
-        if self.recent_ttl:
-            pipe.pexpire(key, max(1, round(self.recent_ttl * 1000)))
-        pipe.execute()
+        with self._answering():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.rpush(key, event.to_json())
+            pipe.ltrim(key, -self.recent_max, -1)
+            if self.recent_ttl:
+                pipe.pexpire(key, max(1, round(self.recent_ttl * 1000)))
+            pipe.execute()
 
     def user_state(self, user_id: str) -> UserState:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.sismember(self._erased_key, user_id)
-        pipe.lrange(self._key(user_id), 0, -1)
-        erased, raw = pipe.execute()
+        with self._answering():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.sismember(self._erased_key, user_id)
+            pipe.lrange(self._key(user_id), 0, -1)
+            erased, raw = pipe.execute()
         return UserState(bool(erased), tuple(StoredEvent.from_json(r) for r in raw))
 
     def forget(self, user_id: str) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.sadd(self._erased_key, user_id)
-        pipe.delete(self._key(user_id))
-        pipe.execute()
+        with self._answering():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.sadd(self._erased_key, user_id)
+            pipe.delete(self._key(user_id))
+            pipe.execute()
 
     def mark_erased(self, user_ids: set[str]) -> None:
         if not user_ids:
             return
-        pipe = self.client.pipeline(transaction=True)
-        pipe.sadd(self._erased_key, *user_ids)
-        pipe.delete(*(self._key(u) for u in user_ids))
-        pipe.execute()
+        with self._answering():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.sadd(self._erased_key, *user_ids)
+            pipe.delete(*(self._key(u) for u in user_ids))
+            pipe.execute()
 
     def erased_count(self) -> int:
-        return int(self.client.scard(self._erased_key))
+        with self._answering():
+            return int(self.client.scard(self._erased_key))
 
     def ping(self) -> bool:
         try:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from recpipe.serving import schemas
 from recpipe.serving.deps import get_service
 from recpipe.serving.routers.convert import item_out
+from recpipe.serving.schemas import ID_MAX
 from recpipe.serving.service import Service
 from recpipe.serving.settings import MAX_N
 
@@ -21,7 +22,7 @@ router = APIRouter(prefix="/v1/items", tags=["items"])
     responses={404: {"model": schemas.ErrorOut, "description": "unknown item"}},
 )
 def similar_items(
-    item_id: str,
+    item_id: Annotated[str, Path(max_length=ID_MAX)],
     n: int = Query(10, ge=1, le=MAX_N),
     kind: Literal["auto", "cf", "content"] = Query(
         "auto",

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from recpipe.serving import schemas
 from recpipe.serving.deps import get_service
 from recpipe.serving.routers.convert import item_out
+from recpipe.serving.schemas import ID_MAX
 from recpipe.serving.service import Service
 from recpipe.serving.settings import MAX_N
 
@@ -18,7 +19,9 @@ router = APIRouter(prefix="/v1/popular", tags=["popular"])
 @router.get("", response_model=schemas.PopularOut)
 def popular(
     n: int = Query(10, ge=1, le=MAX_N),
-    category: str | None = Query(None, description="only this category"),
+    category: str | None = Query(
+        None, min_length=1, max_length=ID_MAX, description="only this category"
+    ),
     window: Literal["all", "trending"] = Query(
         "all", description="all: the whole history; trending: the recent window"
     ),

@@ -20,12 +20,7 @@ def session_recommendations(
 ) -> schemas.RecommendationsOut:
     """Recommendations for a visitor without an account from the session's items (most
     recent last); no known item: popular items (``fallback: popular``)."""
-    session = [
-        SessionEvent(item_id=i)
-        if isinstance(i, str)
-        else SessionEvent(item_id=i.item_id, event=i.event, timestamp=i.timestamp)
-        for i in body.items
-    ]
+    session = [SessionEvent(i.item_id, i.event, i.timestamp) for i in body.items]
     rec = service.session_recommendations(
         session,
         body.n,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from recpipe.serving import schemas
 from recpipe.serving.deps import get_service, require_api_key
 from recpipe.serving.routers.convert import recommendations_out
+from recpipe.serving.schemas import FILTER_MAX, ID_MAX, IngestId, Text
 from recpipe.serving.service import Filters, Service
 from recpipe.serving.settings import MAX_N
 
@@ -16,12 +19,18 @@ router = APIRouter(prefix="/v1/users", tags=["users"])
 @router.get("/{user_id}/recommendations", response_model=schemas.RecommendationsOut)
 def user_recommendations(
     request: Request,
-    user_id: str,
+    user_id: Annotated[str, Path(max_length=ID_MAX)],
     n: int = Query(10, ge=1, le=MAX_N, description="items on the page"),
     offset: int = Query(0, ge=0, le=10_000, description="items skipped before the page"),
-    category: list[str] = Query([], description="only items of these categories (repeat)"),  # noqa: B008
-    exclude: list[str] = Query([], description="item ids never to return (repeat)"),  # noqa: B008
-    model: str = Query("ranker", description="ranker, blend or an enabled candidate model"),
+    category: list[Text] = Query(  # noqa: B008
+        [], max_length=FILTER_MAX, description="only items of these categories (repeat)"
+    ),
+    exclude: list[Text] = Query(  # noqa: B008
+        [], max_length=FILTER_MAX, description="item ids never to return (repeat)"
+    ),
+    model: str = Query(
+        "ranker", max_length=ID_MAX, description="ranker, blend or an enabled candidate model"
+    ),
     reasons: bool = Query(True, description="explain each item"),
     service: Service = Depends(get_service),  # noqa: B008
 ) -> schemas.RecommendationsOut:
@@ -40,8 +49,10 @@ def user_recommendations(
     response_model=schemas.ForgetOut,
     dependencies=[Depends(require_api_key)],
 )
-def forget_user(user_id: str, service: Service = Depends(get_service)) -> schemas.ForgetOut:  # noqa: B008
+def forget_user(user_id: IngestId, service: Service = Depends(get_service)) -> schemas.ForgetOut:  # noqa: B008
     """Right to erasure: forgotten by the service at once (served as a stranger, events
-    refused) and written to the deletion list, which the next ingest honours."""
+    refused) and written to the deletion list, which the next ingest honours. An id ingest
+    would read differently (blank, surrounding whitespace) is refused: it could never match
+    the user's events."""
     done = service.forget_user(user_id)
     return schemas.ForgetOut(user_id=done.user_id, known_user=done.known_user)
