@@ -20,15 +20,20 @@ api_key_header = APIKeyHeader(
 )
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies and the quick endpoints are coroutines: FastAPI runs a plain function in
+# its thread pool, and the hop there and back cost more than a cached answer itself. Work
+# that blocks for long (fresh ranking, fsync'd event writes, reloads) stays in plain functions.
+
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_holder(request: Request) -> ServiceHolder:
+async def get_holder(request: Request) -> ServiceHolder:
     return request.app.state.holder
 
 
-def get_service(holder: ServiceHolder = Depends(get_holder)) -> Service:  # noqa: B008
+async def get_service(holder: ServiceHolder = Depends(get_holder)) -> Service:  # noqa: B008
     """The service of the bundle serving now; the request keeps it to the end even if a
     reload swaps in another meanwhile."""
     service = holder.current
@@ -37,7 +42,7 @@ def get_service(holder: ServiceHolder = Depends(get_holder)) -> Service:  # noqa
     return service
 
 
-def require_api_key(
+async def require_api_key(
     request: Request,
     key: str | None = Security(api_key_header),  # noqa: B008
 ) -> None:

@@ -284,6 +284,11 @@ class Service:
                 503, "store_unavailable", f"the shared store did not answer{what}; retry later"
             ) from None
 
+    def user_state(self, user_id: str) -> UserState:
+        """The user's state in the store (erased, recent events); a 503 when the store
+        does not answer."""
+        return self._user_state(user_id)
+
     def _user_state(self, user_id: str) -> UserState:
         with self._store_answering(""):
             return self.store.user_state(user_id)
@@ -367,12 +372,14 @@ class Service:
         filters: Filters = Filters(),  # noqa: B008 (frozen, never mutated)
         model: str = "ranker",
         reasons: bool = True,
+        state: UserState | None = None,
     ) -> Recommendations:
-        """A user's page of recommendations (see the module's docstring)."""
+        """A user's page of recommendations (see the module's docstring). ``state``: the
+        user's store state when the caller already read it (:meth:`user_state`)."""
         self.check_n(n, offset)
         self.check_model(model)
         self.check_categories(filters.categories)
-        state = self._user_state(user_id)
+        state = self._user_state(user_id) if state is None else state
         idx = None if state.erased else self.bundle.user_index(user_id)
         removed = self._excluded(filters)
         new_rows: list[tuple[int, int, str, float, float | None]] = []

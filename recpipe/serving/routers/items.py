@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/items", tags=["items"])
     response_model=schemas.SimilarOut,
     responses={404: {"model": schemas.ErrorOut, "description": "unknown item"}},
 )
-def similar_items(
+async def similar_items(
     item_id: Annotated[str, Path(max_length=ID_MAX)],
     n: int = Query(10, ge=1, le=MAX_N),
     kind: Literal["auto", "cf", "content"] = Query(

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/popular", tags=["popular"])
 
 
 @router.get("", response_model=schemas.PopularOut)
-def popular(
+async def popular(
     n: int = Query(10, ge=1, le=MAX_N),
     category: str | None = Query(
         None, min_length=1, max_length=ID_MAX, description="only this category"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from recpipe.serving import schemas
 from recpipe.serving.deps import get_service, require_api_key
@@ -17,7 +19,7 @@ router = APIRouter(prefix="/v1/users", tags=["users"])
 
 
 @router.get("/{user_id}/recommendations", response_model=schemas.RecommendationsOut)
-def user_recommendations(
+async def user_recommendations(
     request: Request,
     user_id: Annotated[str, Path(max_length=ID_MAX)],
     n: int = Query(10, ge=1, le=MAX_N, description="items on the page"),
@@ -33,15 +35,28 @@ def user_recommendations(
     ),
     reasons: bool = Query(True, description="explain each item"),
     service: Service = Depends(get_service),  # noqa: B008
-) -> schemas.RecommendationsOut:
+) -> Response:
     """The user's page: seen items excluded; an unknown user gets popular items
     (``fallback: popular``)."""
-    rec = service.user_recommendations(
-        user_id, n, offset, Filters(tuple(category), tuple(exclude)), model, reasons
+    state = service.user_state(user_id)
+    answer = partial(
+        service.user_recommendations,
+        user_id,
+        n,
+        offset,
+        Filters(tuple(category), tuple(exclude)),
+        model,
+        reasons,
+        state,
     )
+    # a user without new events is a cached list (or a stranger): answered here, on the
+    # event loop; ranking fresh takes tens of milliseconds, so it goes to the thread pool
+    rec = answer() if state.erased or not state.events else await run_in_threadpool(answer)
     if rec.fallback:
         request.state.fallback = rec.fallback
-    return recommendations_out(rec)
+    # serialised here from the model the service filled: FastAPI would validate the
+    # returned model against response_model again (the schema stays documented)
+    return Response(recommendations_out(rec).model_dump_json(), media_type="application/json")
 
 
 @router.delete(
