@@ -234,8 +234,17 @@ def hybrid_score(
     todo = [m for m in used if m not in filled]
     if todo:  # one grouping for every column (each column is reduced on its own)
         cols = [f"m_{m}_norm" for m in todo]
-        floor = df[cols].groupby(df["user_idx"]).transform("min").fillna(0.0)
-        values = df[cols].fillna(floor).to_numpy(np.float64)
+        users = df["user_idx"].to_numpy()
+        if len(users) and users[0] == users[-1] and (users == users[0]).all():
+            # one user (the service's fresh ranking): a minimum is exact, no grouping needed
+            raw = df[cols].to_numpy(np.float64)
+            present = ~np.isnan(raw)
+            low = np.where(present, raw, np.inf).min(axis=0)
+            floor = np.where(present.any(axis=0), low, 0.0)
+            values = np.where(present, raw, floor[None, :])
+        else:
+            floor = df[cols].groupby(df["user_idx"]).transform("min").fillna(0.0)
+            values = df[cols].fillna(floor).to_numpy(np.float64)
         filled.update({m: values[:, j] for j, m in enumerate(todo)})
     out = np.zeros(len(df), dtype=np.float64)
     for name in used:
@@ -254,6 +263,14 @@ def rank_by(df: pd.DataFrame, score: np.ndarray, n: int) -> pd.DataFrame:
         }
     )
     recs = recs[np.isfinite(recs["score"])]
+    users = recs["user_idx"].to_numpy()
+    if len(users) and users[0] == users[-1] and (users == users[0]).all():
+        # one user (the service's fresh ranking): the same order without pandas' sort and
+        # grouping (score descending, then item ascending; items are distinct)
+        order = np.lexsort((recs["item_idx"].to_numpy(), -recs["score"].to_numpy()))[:n]
+        out = recs.iloc[order].reset_index(drop=True)
+        out["rank"] = np.arange(1, len(out) + 1, dtype=np.int32)
+        return out
     recs = recs.sort_values(
         ["user_idx", "score", "item_idx"], ascending=[True, False, True], kind="stable"
     )

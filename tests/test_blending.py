@@ -835,3 +835,32 @@ def test_the_valid_fold_streamed_is_the_valid_fold_whole(project: Project, bags:
         assert np.array_equal(u1, u2) and w1 == w2
     pd.testing.assert_frame_equal(got, expected)
     assert streamed.value == searched.value
+
+
+def test_one_users_hybrid_and_ranking_equal_the_grouped_computation() -> None:
+    """The one-user shortcuts of hybrid_score and rank_by (the service's fresh ranking)
+    give exactly what the grouped computation gives that user among others."""
+    rng = np.random.default_rng(3)
+    n = 300
+    one = pd.DataFrame(
+        {
+            "user_idx": np.full(n, 7, dtype=np.int64),
+            "item_idx": rng.permutation(1000)[:n].astype(np.int64),
+            "m_a_norm": rng.normal(size=n).astype(np.float32),
+            "m_b_norm": rng.normal(size=n).astype(np.float32),
+            "m_c_norm": np.full(n, np.nan, dtype=np.float32),  # a model with nothing
+        }
+    )
+    one.loc[rng.random(n) < 0.4, "m_a_norm"] = np.nan
+    one.loc[:20, "m_b_norm"] = 0.5  # ties
+    other = one.assign(user_idx=3, m_a_norm=rng.normal(size=n).astype(np.float32))
+    both = pd.concat([other, one], ignore_index=True)
+    weights = {"a": 0.5, "b": 0.3, "c": 0.2}
+    alone = hybrid_score(one, weights)
+    grouped = hybrid_score(both, weights)[n:]
+    np.testing.assert_array_equal(alone, grouped)
+    score = np.round(alone, 2)  # coarse: many ties, broken by item index
+    got = rank_by(one, score, 50)
+    want = rank_by(both, np.r_[np.zeros(n, np.float32), score], 50)
+    want = want[want["user_idx"] == 7].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want)
