@@ -177,10 +177,18 @@ def assemble(
     """One row per candidate pair (sorted by user, item): blend columns, user, item and pair
     features side by side."""
     df = blend.sort_values(KEY, kind="stable").reset_index(drop=True)
-    df = df.join(user_feats.set_index("user_idx"), on="user_idx")
-    df = df.join(item_feats.set_index("item_idx"), on="item_idx")
+    df = df.join(by_key(user_feats, "user_idx"), on="user_idx")
+    df = df.join(by_key(item_feats, "item_idx"), on="item_idx")
     pf = pair_feats.set_index(KEY)
     return df.join(pf, on=KEY)
+
+
+def by_key(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    """``frame`` indexed by ``key`` (as it is when the caller indexed it once for many
+    calls, as the service does with the item features)."""
+    if frame.index.name == key and key not in frame.columns:
+        return frame
+    return frame.set_index(key)
 
 
 def top_candidates(df: pd.DataFrame, cfg: RankerConfig) -> pd.DataFrame:

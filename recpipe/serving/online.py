@@ -37,7 +37,15 @@ from recpipe.features.pairs import PairContext, block_pair_features, pair_contex
 from recpipe.features.users import user_features
 from recpipe.models.base import Recommender, concat_recs, top_n
 from recpipe.models.retrieval import FactorRecommender
-from recpipe.ranking import KEY, RankerConfig, TrainResult, assemble, margin, top_candidates
+from recpipe.ranking import (
+    KEY,
+    RankerConfig,
+    TrainResult,
+    assemble,
+    by_key,
+    margin,
+    top_candidates,
+)
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -86,6 +94,7 @@ class Ranking:
     now: int
     pop_share: np.ndarray
     _attrs: pd.DataFrame | None = field(default=None, repr=False)
+    _items_by_key: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def ranker_config(self) -> RankerConfig:
@@ -187,7 +196,9 @@ class Ranking:
             KEY, kind="stable", ignore_index=True
         )
         pf = block_pair_features(pairs[KEY], ctx)
-        described = assemble(pairs, uf, self.item_feats, pd.concat([pairs[KEY], pf], axis=1))
+        if self._items_by_key is None:  # indexed once, not at every request
+            self._items_by_key = by_key(self.item_feats, "item_idx")
+        described = assemble(pairs, uf, self._items_by_key, pd.concat([pairs[KEY], pf], axis=1))
         # numpy, not the frame: the same float32 values, without pandas' conversion cost
         x = described[self.ranker.features].to_numpy(np.float32)
         base = margin(described, self.ranker_config)
