@@ -234,7 +234,19 @@ class Bundle:
         return out
 
     def _ranking(self) -> Ranking:
+        import faiss
+        from threadpoolctl import threadpool_limits
+
         from recpipe.features.pairs import pair_context
+
+        # One OpenMP thread for faiss in a process that loads a bundle to serve it: a known user's
+        # factor models retrieve through faiss one user at a time, from many request
+        # threads at once, and its default pool (every core, per call) makes them queue
+        # behind each other's spinning threads. Retrieval results do not depend on it.
+        faiss.omp_set_num_threads(1)
+        # BLAS likewise (ALS's fold-in), for the process: a limit set and restored around
+        # each call would race between request threads
+        threadpool_limits(1, "blas")
 
         s = self.settings
         models = {name: load_model(self.path / "models" / name) for name in self.manifest["models"]}
