@@ -44,14 +44,13 @@ from recpipe.features.items import item_features
 from recpipe.features.metadata import item_category_matrix
 from recpipe.features.pairs import pair_context
 from recpipe.features.users import user_features
-from recpipe.models.base import Recommender, top_n
+from recpipe.models.base import RECS_COLUMNS, Recommender, top_n
 from recpipe.ranking import RankerConfig, TrainResult
 from recpipe.serving.config import ServeConfig
-from recpipe.serving.online import HISTORY_COLUMNS, Ranking, item_statistics
+from recpipe.serving.online import HISTORY_COLUMNS, Ranking
 
 FORMAT = "recpipe-bundle"
 FORMAT_VERSION = 1
-LIST_COLUMNS = ["user_idx", "item_idx", "score", "rank"]
 
 
 def load_ranker(directory: str | Path, threads: int | None = None) -> TrainResult:
@@ -116,8 +115,11 @@ def ranking_of(
     user_feats: pd.DataFrame | None = None,
     item_feats: pd.DataFrame | None = None,
 ) -> Ranking:
-    """The :class:`Ranking` of ``history`` (features computed unless given)."""
+    """The :class:`Ranking` of ``history`` (features computed unless given): the bundle
+    stage builds it to rank every user, :class:`recpipe.serving.bundle.Bundle` to rank
+    fresh histories."""
     now = history_now(history)
+    context = pair_context(history, items, now, fcfg, len(users))
     if user_feats is None:
         user_feats = user_features(history, users, items, now, fcfg).reset_index()
     if item_feats is None:
@@ -132,9 +134,10 @@ def ranking_of(
         items=items,
         user_feats=user_feats,
         item_feats=item_feats,
-        context=pair_context(history, items, now, fcfg, len(users)),
+        context=context,
         now=now,
-        pop_share=item_statistics(history, len(users), len(items)),
+        # the user features' item popularity, from the context's log of the same history
+        pop_share=context.log.pop_share(),
     )
 
 
@@ -210,7 +213,7 @@ def nearest_items(vectors: sp.csr_matrix, k: int, block: int = 512) -> pd.DataFr
         )
         recs = top_n(rows, sims, itself, k)
         parts.append(recs)
-    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=LIST_COLUMNS)
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RECS_COLUMNS)
     return out.rename(columns={"user_idx": "item_idx", "item_idx": "neighbour_idx"})
 
 

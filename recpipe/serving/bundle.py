@@ -27,9 +27,9 @@ import pandas as pd
 from recpipe.artifacts import load_model
 from recpipe.features.config import FeaturesConfig
 from recpipe.persist import ArtifactError
-from recpipe.serving.build import FORMAT, FORMAT_VERSION, load_ranker
+from recpipe.serving.build import FORMAT, FORMAT_VERSION, load_ranker, ranking_of
 from recpipe.serving.config import ServeConfig
-from recpipe.serving.online import HISTORY_COLUMNS, Ranking, item_statistics
+from recpipe.serving.online import HISTORY_COLUMNS, Ranking
 
 KINDS = ("auto", "cf", "content")
 WINDOWS = ("all", "trending")
@@ -237,8 +237,6 @@ class Bundle:
         import faiss
         from threadpoolctl import threadpool_limits
 
-        from recpipe.features.pairs import pair_context
-
         # One OpenMP thread for faiss in a process that loads a bundle to serve it: a known user's
         # factor models retrieve through faiss one user at a time, from many request
         # threads at once, and its default pool (every core, per call) makes them queue
@@ -250,24 +248,17 @@ class Bundle:
 
         s = self.settings
         models = {name: load_model(self.path / "models" / name) for name in self.manifest["models"]}
-        fcfg = FeaturesConfig.model_validate(s["features"])
-        ranker = load_ranker(self.path / "ranker", threads=1)
-        history = self._history
-        now = int(s["now"])
-        catalogue = self._catalogue_for_features()
-        return Ranking(
-            models=models,
-            n={k: int(v) for k, v in s["candidates_n"].items()},
-            weights={k: float(v) for k, v in s["blend"]["weights"].items()},
-            normalise=str(s["blend"]["normalise"]),
-            ranker=ranker,
-            features=fcfg,
-            items=catalogue,
+        return ranking_of(
+            models,
+            {k: int(v) for k, v in s["candidates_n"].items()},
+            s["blend"],
+            load_ranker(self.path / "ranker", threads=1),
+            FeaturesConfig.model_validate(s["features"]),
+            self._history,
+            self._catalogue_for_features(),
+            self.users,
             user_feats=self._parquet("features/users.parquet"),
             item_feats=self._parquet("features/items.parquet"),
-            context=pair_context(history, catalogue, now, fcfg, self.n_users),
-            now=now,
-            pop_share=item_statistics(history, self.n_users, self.n_items),
         )
 
     def _catalogue_for_features(self) -> pd.DataFrame:

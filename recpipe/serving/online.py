@@ -32,7 +32,6 @@ from recpipe.blending import (
     union_candidates,
 )
 from recpipe.features.config import FeaturesConfig
-from recpipe.features.history import _Log
 from recpipe.features.pairs import PairContext, block_pair_features, pair_context
 from recpipe.features.users import user_features
 from recpipe.models.base import Recommender, concat_recs, top_n
@@ -309,15 +308,3 @@ def _contributions(
         {names[j]: round(float(v), 4) for j, v in enumerate(row[:-1]) if v != 0.0}
         for row in contrib
     ]
-
-
-def history_rows(history: pd.DataFrame, user_idx: int) -> pd.DataFrame:
-    """One user's rows of a fold's history, oldest first, in :data:`HISTORY_COLUMNS`."""
-    rows = history[history["user_idx"] == user_idx]
-    return rows.sort_values("timestamp", kind="stable")[HISTORY_COLUMNS].reset_index(drop=True)
-
-
-def item_statistics(history: pd.DataFrame, n_users: int, n_items: int) -> np.ndarray:
-    """Distinct users per item over users with history: the item popularity the user
-    features read (:meth:`recpipe.features.history._Log.pop_share`)."""
-    return _Log(history, n_users, n_items, int(history["timestamp"].max())).pop_share()
