@@ -46,6 +46,7 @@ STAGES = [
     "blend",
     "rank",
     "evaluate",
+    "bundle",
 ]
 
 

@@ -12,7 +12,11 @@ A model is fit on one fold's history (:class:`TrainData`) and then
 Subclasses implement ``fit`` and ``score_users`` (a dense block of scores for some users
 over the whole catalogue); ``score`` and ``recommend`` come from here, so exclusion of seen
 items, tie-breaking and missing values behave the same in every model. Factor models
-override ``recommend`` to retrieve through faiss.
+override ``recommend`` to retrieve through faiss. A model whose scores are sparse products
+(item-kNN, sequential kNN) also gives them as :class:`SparseScores` (``sparse_scores``);
+``score`` and ``recommend`` then never build the dense users x items block, so their cost
+follows the products' nonzeros rather than the catalogue size, with the same results
+(:func:`top_n_sparse` ranks exactly as :func:`top_n`).
 
 Optionally (``supports_history``) a model scores a history given at request time, without
 refitting: ``score_history(history, now)`` and ``recommend_history(history, now, n)``, for a
@@ -25,6 +29,7 @@ whose user factors are learnt, folds the user in instead).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar, Self
 
 import numpy as np
@@ -76,6 +81,11 @@ class Recommender(Persistent, ABC):
     @abstractmethod
     def score_users(self, users: np.ndarray) -> np.ndarray:
         """Dense ``(len(users), n_items)`` float32 scores; NaN where the model has none."""
+
+    def sparse_scores(self, users: np.ndarray) -> SparseScores | None:
+        """The scores of ``score_users`` as :class:`SparseScores` (``dense()`` of it equals
+        ``score_users(users)``), or None for a model without a sparse form (the default)."""
+        return None
 
     def score_history(self, history: pd.DataFrame, now: int) -> np.ndarray:
         """Scores over the whole catalogue (float32, shape ``(n_items,)``, NaN where the model
@@ -158,22 +168,77 @@ class Recommender(Persistent, ABC):
         uniq, inv = np.unique(users[pos], return_inverse=True)
         for start in range(0, len(uniq), self.block_size):
             block = uniq[start : start + self.block_size]
-            scores = self.score_users(block)
             sel = (inv >= start) & (inv < start + len(block))
-            rows = inv[sel] - start
-            out[pos[sel]] = scores[rows, items[pos[sel]]]
+            rows, cols = inv[sel] - start, items[pos[sel]]
+            sparse = self.sparse_scores(block)
+            if sparse is None:
+                out[pos[sel]] = self.score_users(block)[rows, cols]
+            elif sparse.is_sparse():
+                out[pos[sel]] = sparse.pairs(rows, cols)
+            else:
+                out[pos[sel]] = sparse.dense()[rows, cols]
         return out
 
     def recommend(self, users: np.ndarray, n: int) -> pd.DataFrame:
         """Top-``n`` unseen items per user (``user_idx, item_idx, score, rank``)."""
         users = np.unique(np.asarray(users, dtype=np.int64))
         users = users[(users >= 0) & (users < self.n_users)]
-        parts = []
-        for start in range(0, len(users), self.block_size):
-            block = users[start : start + self.block_size]
-            scores = self.score_users(block).astype(np.float32, copy=True)
-            parts.append(top_n(block, scores, self.seen[block], n))
-        return concat_recs(parts)
+        blocks = (users[s : s + self.block_size] for s in range(0, len(users), self.block_size))
+        return concat_recs([self._recommend_block(block, n) for block in blocks])
+
+    def _recommend_block(self, users: np.ndarray, n: int) -> pd.DataFrame:
+        """:meth:`recommend` for one block of distinct users in range, ascending."""
+        sparse = self.sparse_scores(users)
+        if sparse is None:
+            scores = self.score_users(users).astype(np.float32, copy=True)
+        elif sparse.is_sparse():
+            return top_n_sparse(users, sparse, self.seen[users], n)
+        else:
+            scores = sparse.dense()
+        return top_n(users, scores, self.seen[users], n)
+
+
+@dataclass
+class SparseScores:
+    """Scores of some users (rows) over the catalogue held sparsely: a stored entry of
+    ``matrix`` is its pair's score, a missing one scores 0, except in the rows of users the
+    model cannot score (``users_ok`` False) and the columns of items it cannot score
+    (``items_ok`` False), which are NaN."""
+
+    matrix: sp.csr_matrix
+    users_ok: np.ndarray
+    items_ok: np.ndarray
+
+    #: stored share of the block up to which the sparse routines beat the dense block (a
+    #: stored entry costs about as much to sort as 30 dense cells cost to rank)
+    max_density: ClassVar[float] = 0.02
+
+    def is_sparse(self) -> bool:
+        """Whether few enough entries are stored for the sparse routines to pay."""
+        rows, cols = self.matrix.shape
+        return self.matrix.nnz <= self.max_density * rows * cols
+
+    def dense(self) -> np.ndarray:
+        """The dense float32 block these scores stand for."""
+        scores = self.matrix.toarray().astype(np.float32, copy=False)
+        scores[:, ~self.items_ok] = np.nan
+        scores[~self.users_ok] = np.nan
+        return scores
+
+    def pairs(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of the pairs ``(rows[k], items[k])``: ``dense()[rows, items]`` without the
+        dense block."""
+        rows = np.asarray(rows, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        if len(rows) == 0:
+            return np.zeros(0, dtype=np.float32)
+        m = self.matrix
+        if not m.has_sorted_indices:
+            # scipy looks a pair up by bisection in sorted rows, by a scan otherwise
+            m = m.sorted_indices()
+        out = np.asarray(m[rows, items], dtype=np.float32).ravel()
+        out[~self.items_ok[items] | ~self.users_ok[rows]] = np.nan
+        return out
 
 
 #: columns a history must have (``rating`` and ``event`` are optional)
@@ -234,26 +299,27 @@ def history_data(
 
 
 def top_n(users: np.ndarray, scores: np.ndarray, seen: sp.csr_matrix, n: int) -> pd.DataFrame:
-    """Top-``n`` per row of a dense score block, seen and unscored (NaN) items excluded.
+    """Top-``n`` per row of a dense score block, seen and unscored (NaN) items excluded
+    (and infinite scores, which no model gives).
 
     Ties are broken by the lower item index, so results do not depend on the platform's
     partial-sort order.
     """
-    scores = np.where(np.isnan(scores), -np.inf, scores)
+    # Work on negated scores (a new array; the caller's is left alone), so that the best
+    # come first in ascending order; unscored (NaN, or infinite) and seen items go last.
+    neg = np.negative(scores, dtype=np.float32)
+    neg[~np.isfinite(neg)] = np.inf
     rows, cols = seen.nonzero()
-    scores[rows, cols] = -np.inf
-    k = min(n, scores.shape[1])
+    neg[rows, cols] = np.inf
+    k = min(n, neg.shape[1])
     if k == 0:
         return pd.DataFrame(columns=RECS_COLUMNS)
-    # Sort by (score desc, item asc): lexsort on the full row is exact and still vectorised.
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else None
-    if part is None:
-        part = np.tile(np.arange(scores.shape[1]), (len(users), 1))
-    # Include every item tied with the k-th score so tie-breaking is by index, not by chance.
-    kth = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
-    cand_mask = scores >= kth
-    r, c = np.nonzero(cand_mask)
-    s = scores[r, c]
+    # The k-th best value of each row (a partition of the values, not of their indices),
+    # then every item at least as good: all ties with the k-th come along, so the order
+    # below breaks them by item index, not by the partition's chance order.
+    kth = np.partition(neg, k - 1, axis=1)[:, k - 1 : k]
+    r, c = np.nonzero(neg <= kth)
+    s = -neg[r, c]
     order = np.lexsort((c, -s, r))
     r, c, s = r[order], c[order], s[order]
     rank = rank_within(r)
@@ -264,6 +330,117 @@ def top_n(users: np.ndarray, scores: np.ndarray, seen: sp.csr_matrix, n: int) ->
             "item_idx": c[keep].astype(np.int64),
             "score": s[keep].astype(np.float32),
             "rank": rank[keep].astype(np.int32),
+        }
+    )
+
+
+def top_n_sparse(
+    users: np.ndarray, scores: SparseScores, seen: sp.csr_matrix, n: int
+) -> pd.DataFrame:
+    """:func:`top_n` of ``scores.dense()`` without the dense block: the same rows, in the same
+    order, with the same values.
+
+    The dense ranking of a row is its positive stored scores (score descending, then item),
+    then every scorable unseen item scoring 0 (stored or not) by item index, then its
+    negative scores. Only rows with fewer than ``n`` positive scores need the zeros, so the
+    cost is the stored entries plus a little per such row, not users x items.
+    """
+    n_items = scores.matrix.shape[1]
+    k = min(n, n_items)
+    rows_ok = np.flatnonzero(scores.users_ok)
+    if k == 0 or len(rows_ok) == 0:
+        return pd.DataFrame(columns=RECS_COLUMNS)
+    m = sp.csr_matrix(scores.matrix[rows_ok])
+    m.sum_duplicates()
+    seen = sp.csr_matrix(seen[rows_ok])
+    seen.eliminate_zeros()
+    r = np.repeat(np.arange(len(rows_ok), dtype=np.int64), np.diff(m.indptr))
+    c = m.indices.astype(np.int64)
+    v = m.data.astype(np.float32, copy=False)
+    seen_r = np.repeat(np.arange(len(rows_ok), dtype=np.int64), np.diff(seen.indptr))
+    seen_keys = seen_r * n_items + seen.indices
+    keep = scores.items_ok[c] & np.isfinite(v) & ~np.isin(r * n_items + c, seen_keys)
+    r, c, v = r[keep], c[keep], v[keep]
+    # Positive scores first: (row, score descending, item) as top_n orders them; entries
+    # are in (row, item) order already, and lexsort is stable.
+    pos = v > 0
+    order = np.lexsort((-v[pos], r[pos]))
+    pr, pc, pv = r[pos][order], c[pos][order], v[pos][order]
+    prank = rank_within(pr)
+    first = prank <= k
+    out_r, out_c, out_v, out_rank = [pr[first]], [pc[first]], [pv[first]], [prank[first]]
+    n_pos = np.bincount(pr, minlength=len(rows_ok))
+    short = np.flatnonzero(n_pos < k)
+    if len(short):
+        ok_items = np.flatnonzero(scores.items_ok)
+        nz_bounds = np.searchsorted(r, np.arange(len(rows_ok) + 1))
+        for row in short:
+            lo, hi = nz_bounds[row], nz_bounds[row + 1]
+            rc, rv = c[lo:hi], v[lo:hi]
+            held = np.union1d(seen.indices[seen.indptr[row] : seen.indptr[row + 1]], rc[rv != 0])
+            need = k - int(n_pos[row])
+            # The first `need` scorable items outside `held` lie within this prefix.
+            prefix = ok_items[: need + len(held)]
+            zc = prefix[~np.isin(prefix, held)][:need]
+            zv = np.zeros(len(zc), dtype=np.float32)
+            stored = np.isin(rc, zc) & (rv == 0)
+            zv[np.searchsorted(zc, rc[stored])] = rv[stored]
+            neg = rv < 0
+            nord = np.lexsort((rc[neg], -rv[neg]))[: need - len(zc)]
+            cc = np.concatenate([zc, rc[neg][nord]])
+            out_r.append(np.full(len(cc), row, dtype=np.int64))
+            out_c.append(cc)
+            out_v.append(np.concatenate([zv, rv[neg][nord]]))
+            out_rank.append(n_pos[row] + 1 + np.arange(len(cc)))
+    rr, cc, vv, rank = (np.concatenate(a) for a in (out_r, out_c, out_v, out_rank))
+    order = np.lexsort((rank, rr))
+    return pd.DataFrame(
+        {
+            "user_idx": users[rows_ok[rr[order]]].astype(np.int64),
+            "item_idx": cc[order].astype(np.int64),
+            "score": vv[order].astype(np.float32),
+            "rank": rank[order].astype(np.int32),
+        }
+    )
+
+
+def top_n_ordered(
+    users: np.ndarray, order: np.ndarray, values: np.ndarray, seen: sp.csr_matrix, n: int
+) -> pd.DataFrame:
+    """:func:`top_n` for scores that are the same for every user: ``order`` holds the items
+    with a score, best first (ties by item index), ``values`` their scores. Each user gets
+    the first ``n`` items of ``order`` not in their row of ``seen``, so the cost is users x
+    ``n`` plus the seen entries, not users x items."""
+    users = np.asarray(users, dtype=np.int64)
+    seen = sp.csr_matrix(seen)
+    seen.eliminate_zeros()
+    n_items = seen.shape[1]
+    if min(n, n_items) == 0 or len(order) == 0 or len(users) == 0:
+        return pd.DataFrame(columns=RECS_COLUMNS)
+    where = np.full(n_items, -1, dtype=np.int64)
+    where[order] = np.arange(len(order))
+    # Positions in ``order`` of each row's seen items (items without a score drop out).
+    seen_pos = where[seen.indices]
+    seen_row = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(seen.indptr))
+    scored = seen_pos >= 0
+    seen_pos, seen_row = seen_pos[scored], seen_row[scored]
+    # A row's answer lies within the first n + (its seen scored items) positions.
+    length = np.minimum(n + np.bincount(seen_row, minlength=len(users)), len(order))
+    row = np.repeat(np.arange(len(users), dtype=np.int64), length)
+    starts = np.r_[0, np.cumsum(length)[:-1]]
+    position = np.arange(len(row)) - np.repeat(starts, length)
+    fresh = ~np.isin(row * len(order) + position, seen_row * len(order) + seen_pos)
+    row, position = row[fresh], position[fresh]
+    rank = rank_within(row)
+    first = rank <= n
+    row, position, rank = row[first], position[first], rank[first]
+    items = order[position]
+    return pd.DataFrame(
+        {
+            "user_idx": users[row],
+            "item_idx": items.astype(np.int64),
+            "score": values[position].astype(np.float32),
+            "rank": rank.astype(np.int32),
         }
     )
 

@@ -34,7 +34,7 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from recpipe.log import get_logger
-from recpipe.models.base import ModelConfig, Recommender, TrainData
+from recpipe.models.base import ModelConfig, Recommender, TrainData, concat_recs, top_n
 
 log = get_logger("ease")
 
@@ -90,16 +90,30 @@ class EASE(Recommender):
         xa = active_columns(x, self._active)
         return self._scores(xa, np.diff(xa.indptr) > 0)[0]
 
+    def _recommend_block(self, users: np.ndarray, n: int) -> pd.DataFrame:
+        # Only the active items have a score: rank those columns alone (ascending, so ties
+        # still go to the lower item index) and map them back to the catalogue.
+        if len(self._active) == 0:
+            return concat_recs([])
+        block = self._active_scores(self._x[users], self._known_users[users])
+        recs = top_n(users, block, self.seen[users][:, self._active], n)
+        recs["item_idx"] = self._active[recs["item_idx"].to_numpy(np.int64)]
+        return recs
+
     def _scores(self, xa: sp.csr_matrix, known: np.ndarray) -> np.ndarray:
         """Scores of the users whose rows of the matrix on the active items are ``xa``
         (``known``: which of them have a history there)."""
         scores = np.full((xa.shape[0], self.n_items), np.nan, dtype=np.float32)
         if len(self._active) == 0:
             return scores
+        scores[:, self._active] = self._active_scores(xa, known)
+        return scores
+
+    def _active_scores(self, xa: sp.csr_matrix, known: np.ndarray) -> np.ndarray:
+        """:meth:`_scores` on the active items' columns only."""
         block = np.asarray(xa @ self.weights, dtype=np.float32)
         block[~known] = np.nan
-        scores[:, self._active] = block
-        return scores
+        return block
 
 
 def active_columns(x: sp.csc_matrix, active: np.ndarray) -> sp.csr_matrix:

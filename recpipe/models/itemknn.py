@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
-from recpipe.models.base import ModelConfig, Recommender, TrainData
+from recpipe.models.base import ModelConfig, Recommender, SparseScores, TrainData
 
 
 class ItemKNNConfig(ModelConfig):
@@ -92,20 +92,20 @@ class ItemKNN(Recommender):
         return sp.csr_matrix(sp.vstack(blocks, format="csr").T, dtype=np.float32)
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
+        return self.sparse_scores(users).dense()
+
+    def sparse_scores(self, users: np.ndarray) -> SparseScores:
         return self._scores(self._x[users], self._known_users[users])
 
     def score_history(self, history: pd.DataFrame, now: int) -> np.ndarray:
         self._require_fit()
         x = self._history_data(history, self._known_items).matrix(self.config.value)
-        return self._scores(x, np.diff(x.indptr) > 0)[0]
+        return self._scores(x, np.diff(x.indptr) > 0).dense()[0]
 
-    def _scores(self, x: sp.csr_matrix, known: np.ndarray) -> np.ndarray:
+    def _scores(self, x: sp.csr_matrix, known: np.ndarray) -> SparseScores:
         """Scores of the users whose rows of the user x item matrix are ``x`` (``known``:
         which of them have a history)."""
-        scores = (x @ self.similarity).toarray().astype(np.float32, copy=False)
-        scores[:, ~self._known_items] = np.nan
-        scores[~known] = np.nan
-        return scores
+        return SparseScores(x @ self.similarity, known, self._known_items)
 
 
 def _keep_top_k(sim: np.ndarray, k: int) -> sp.csr_matrix:

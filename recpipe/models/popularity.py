@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
-from recpipe.models.base import ModelConfig, Recommender, TrainData
+from recpipe.models.base import ModelConfig, Recommender, TrainData, top_n_ordered
 
 SECONDS_PER_DAY = 86_400.0
 
@@ -142,6 +142,28 @@ class Popularity(Recommender):
         if self._share is not None and self._item_cats is not None:
             share = category_share(data.seen, self._categories())
         return self._scores(share, 1)[0]
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        if self._tilted():
+            return super().score(users, items)
+        # Without the tilt a pair's score is its item's popularity.
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        out = np.full(len(users), np.nan, dtype=np.float32)
+        ok = (users >= 0) & (users < self.n_users) & (items >= 0) & (items < self.n_items)
+        out[ok] = self._pop[items[ok]]
+        return out
+
+    def _recommend_block(self, users: np.ndarray, n: int) -> pd.DataFrame:
+        if self._tilted():
+            return super()._recommend_block(users, n)
+        # One order for everyone: walk it per user, skipping what the user has seen.
+        scored = np.flatnonzero(~np.isnan(self._pop))
+        order = scored[np.lexsort((scored, -self._pop[scored]))]
+        return top_n_ordered(users, order, self._pop[order], self.seen[users], n)
+
+    def _tilted(self) -> bool:
+        return self._share is not None and self._item_cats is not None
 
     def _scores(self, share: sp.csr_matrix | None, n_users: int) -> np.ndarray:
         """Scores of ``n_users`` users whose category shares are the rows of ``share``."""

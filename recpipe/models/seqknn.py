@@ -41,7 +41,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recpipe.hashing import tie_key
-from recpipe.models.base import ModelConfig, Recommender, TrainData
+from recpipe.models.base import ModelConfig, Recommender, SparseScores, TrainData
 
 #: stored co-occurrences handled at once while pruning (bounds the temporaries)
 _PRUNE_BLOCK_ENTRIES = 1 << 22
@@ -200,6 +200,9 @@ class SeqKNN(Recommender):
         )
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
+        return self.sparse_scores(users).dense()
+
+    def sparse_scores(self, users: np.ndarray) -> SparseScores:
         return self._scores(self._profile[users], self._known_users[users])
 
     def score_history(self, history: pd.DataFrame, now: int) -> np.ndarray:
@@ -207,15 +210,12 @@ class SeqKNN(Recommender):
         data = self._history_data(history, self._known_items)
         user, item, from_end = sequences(data, self.seed, tie_user=history_user(history))
         profile = recent_profile(user, item, from_end, (1, self.n_items), self.config)
-        return self._scores(profile, np.array([len(user) > 0]))[0]
+        return self._scores(profile, np.array([len(user) > 0])).dense()[0]
 
-    def _scores(self, profile: sp.csr_matrix, known: np.ndarray) -> np.ndarray:
+    def _scores(self, profile: sp.csr_matrix, known: np.ndarray) -> SparseScores:
         """Scores of the users whose recency-weighted profiles are the rows of ``profile``
         (``known``: which of them have a history)."""
-        scores = (profile @ self.similarity).toarray().astype(np.float32, copy=False)
-        scores[:, ~self._known_items] = np.nan
-        scores[~known] = np.nan
-        return scores
+        return SparseScores(profile @ self.similarity, known, self._known_items)
 
 
 def top_k_per_group(group: np.ndarray, value: np.ndarray, tie: np.ndarray, k: int) -> np.ndarray:

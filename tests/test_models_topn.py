@@ -1,0 +1,183 @@
+"""Top-N and pair scores without the dense users x items block give exactly the dense path's
+results: ``top_n_sparse`` and ``top_n_ordered`` against ``top_n``, and every model that
+takes a shortcut (sparse products, one popularity order, EASE's active columns) against
+ranking its own dense ``score_users``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from recpipe.dataset import TrainData
+from recpipe.models.base import SparseScores, concat_recs, top_n, top_n_ordered, top_n_sparse
+from recpipe.models.registry import model_class
+
+
+def dense_top_n(users: np.ndarray, dense: np.ndarray, seen: sp.csr_matrix, n: int) -> pd.DataFrame:
+    return concat_recs([top_n(users, dense.astype(np.float32, copy=True), seen, n)])
+
+
+def random_scores(seed: int, n_users: int = 30, n_items: int = 25) -> SparseScores:
+    """Sparse scores with positives, negatives, stored zeros and ties, some rows nearly
+    empty (so zeros and negatives fill their lists), an unscorable user and items."""
+    rng = np.random.default_rng(seed)
+    density = rng.uniform(0.02, 0.6, size=(n_users, 1))
+    mask = rng.random((n_users, n_items)) < density
+    values = rng.choice(np.array([-1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 2.0], np.float32), mask.shape)
+    values += np.where(rng.random(mask.shape) < 0.5, rng.random(mask.shape), 0).astype(np.float32)
+    rows, cols = np.nonzero(mask)
+    m = sp.csr_matrix((values[rows, cols], (rows, cols)), shape=(n_users, n_items))
+    users_ok = rng.random(n_users) > 0.1
+    items_ok = rng.random(n_items) > 0.15
+    return SparseScores(m, users_ok, items_ok)
+
+
+def random_seen(seed: int, n_users: int, n_items: int) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed + 100)
+    mask = rng.random((n_users, n_items)) < rng.uniform(0, 0.5, size=(n_users, 1))
+    seen = sp.csr_matrix(mask.astype(np.float32))
+    if seen.nnz:
+        seen.data[0] = 0.0  # a stored zero is not seen
+    return seen
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("n", [1, 3, 10, 40])
+def test_top_n_sparse_equals_dense(seed: int, n: int) -> None:
+    scores = random_scores(seed)
+    users = np.arange(100, 100 + scores.matrix.shape[0], dtype=np.int64)
+    seen = random_seen(seed, *scores.matrix.shape)
+    expected = dense_top_n(users, scores.dense(), seen, n)
+    got = concat_recs([top_n_sparse(users, scores, seen, n)])
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_top_n_sparse_fills_short_rows_with_zeros_then_negatives() -> None:
+    m = sp.csr_matrix(np.array([[0.0, -1.0, 3.0, 0.0, -0.5]], dtype=np.float32))
+    scores = SparseScores(m, np.array([True]), np.array([True, True, True, False, True]))
+    recs = top_n_sparse(np.array([7]), scores, sp.csr_matrix((1, 5)), 5)
+    assert recs["item_idx"].tolist() == [2, 0, 4, 1]  # item 3 cannot be scored
+    assert recs["score"].tolist() == [3.0, 0.0, -0.5, -1.0]
+    assert recs["rank"].tolist() == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("n", [1, 5, 30])
+def test_top_n_ordered_equals_dense(seed: int, n: int) -> None:
+    rng = np.random.default_rng(seed)
+    n_users, n_items = 20, 24
+    values = rng.choice(np.array([1.0, 2.0, 3.5, np.nan], np.float32), n_items)
+    scored = np.flatnonzero(~np.isnan(values))
+    order = scored[np.lexsort((scored, -values[scored]))]
+    users = np.arange(n_users, dtype=np.int64) * 3
+    seen = random_seen(seed, n_users, n_items)
+    expected = dense_top_n(users, np.tile(values, (n_users, 1)), seen, n)
+    got = concat_recs([top_n_ordered(users, order, values[order], seen, n)])
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def shop(seed: int = 0, n_users: int = 60, n_items: int = 45) -> TrainData:
+    """Users with 1 to 25 events (light users get short sparse lists), some negative weights,
+    repeated pairs, categories, and items nobody touched."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    t = 0
+    for u in range(n_users - 2):  # the last two users have no history
+        for i in rng.choice(n_items - 3, int(rng.integers(1, 26)), replace=True):
+            t += int(rng.integers(0, 3))
+            weight = float(rng.choice([1.0, 0.5, -1.0, 2.0]))
+            rows.append((u, int(i), float(rng.integers(1, 6)), "view", weight, t))
+    inter = pd.DataFrame(
+        rows, columns=["user_idx", "item_idx", "rating", "event", "weight", "timestamp"]
+    )
+    inter["user_id"] = inter["user_idx"].astype(str)
+    inter["item_id"] = inter["item_idx"].astype(str)
+    items = pd.DataFrame(
+        {
+            "item_id": [str(i) for i in range(n_items)],
+            "item_idx": np.arange(n_items),
+            "title": [f"item {i}" for i in range(n_items)],
+            "text": [f"word{i % 5} term{i % 3}" for i in range(n_items)],
+            "categories": [[f"c{i % 4}"] for i in range(n_items)],
+        }
+    )
+    users = pd.DataFrame({"user_id": [str(u) for u in range(n_users)]})
+    users["user_idx"] = np.arange(n_users)
+    return TrainData(inter, items, users)
+
+
+CASES = [
+    ("popularity", {}),
+    ("popularity", {"count": "weight", "half_life_days": 3.0}),
+    ("popularity", {"per_category": True}),
+    ("itemknn", {"neighbours": 5}),
+    ("itemknn", {"value": "weight", "neighbours": 0}),
+    ("seqknn", {"window": 2, "neighbours": 4}),
+    ("seqknn", {"direction": "forward", "neighbours": 3, "history": 3}),
+    ("ease", {"l2": 5.0}),
+    ("ease", {"l2": 5.0, "max_items": 12}),
+]
+
+
+@pytest.mark.parametrize(("name", "settings"), CASES)
+@pytest.mark.parametrize("n", [3, 30])
+@pytest.mark.parametrize("density", [0.0, 1.0])
+def test_model_shortcuts_equal_ranking_the_dense_scores(
+    name: str, settings: dict, n: int, density: float, monkeypatch
+) -> None:
+    # max_density 1: sparse products always take the sparse routines; 0: never
+    monkeypatch.setattr(SparseScores, "max_density", density)
+    cls = model_class(name)
+    model = cls(cls.config_class(**settings), seed=3).fit(shop())
+    model.block_size = 7  # several blocks, including a short last one
+    users = np.arange(-1, model.n_users + 2)  # out-of-range users get nothing
+    in_range = np.arange(model.n_users)
+    expected = dense_top_n(in_range, model.score_users(in_range), model.seen[in_range], n)
+    pd.testing.assert_frame_equal(model.recommend(users, n), expected)
+
+    rng = np.random.default_rng(1)
+    pu = rng.integers(-1, model.n_users + 1, 500)
+    pi = rng.integers(-1, model.n_items + 1, 500)
+    dense = model.score_users(in_range)
+    ok = (pu >= 0) & (pu < model.n_users) & (pi >= 0) & (pi < model.n_items)
+    want = np.full(len(pu), np.nan, dtype=np.float32)
+    want[ok] = dense[pu[ok], pi[ok]]
+    np.testing.assert_array_equal(model.score(pu, pi).view(np.int32), want.view(np.int32))
+
+
+def reference_top_n(users: np.ndarray, scores: np.ndarray, seen: sp.csr_matrix, n: int):
+    """Each row's finite scores fully sorted by (score descending, item): the definition
+    top_n implements."""
+    parts = []
+    seen = seen.toarray() != 0
+    for row, user in enumerate(users):
+        ok = np.flatnonzero(np.isfinite(scores[row]) & ~seen[row])
+        ok = ok[np.lexsort((ok, -scores[row, ok]))][:n]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "user_idx": np.full(len(ok), user, dtype=np.int64),
+                    "item_idx": ok.astype(np.int64),
+                    "score": scores[row, ok].astype(np.float32),
+                    "rank": np.arange(1, len(ok) + 1, dtype=np.int32),
+                }
+            )
+        )
+    return concat_recs(parts)
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("n", [1, 4, 24, 50])
+def test_top_n_ranks_by_score_then_item(seed: int, n: int) -> None:
+    rng = np.random.default_rng(seed)
+    # few distinct values: many ties, some at the n-th place; infinities and NaN too
+    values = np.array([np.nan, -np.inf, -2.0, 0.0, 0.5, 1.0, 3.0, np.inf], np.float32)
+    scores = rng.choice(values, size=(15, 24), p=[0.15, 0.05, 0.1, 0.2, 0.2, 0.15, 0.1, 0.05])
+    users = np.arange(15, dtype=np.int64) + 5
+    seen = random_seen(seed, 15, 24)
+    before = scores.copy()
+    got = concat_recs([top_n(users, scores, seen, n)])
+    np.testing.assert_array_equal(scores, before)  # the caller's scores are left alone
+    pd.testing.assert_frame_equal(got, reference_top_n(users, scores, seen, n))
