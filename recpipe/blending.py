@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,7 @@ from pydantic import Field, model_validator
 from recpipe.config import Config
 from recpipe.errors import ConfigError
 from recpipe.log import get_logger
-from recpipe.models.base import Recommender
+from recpipe.models.base import Recommender, rank_within
 
 log = get_logger("blend")
 
@@ -283,15 +284,19 @@ class TrialScorer:
 
     The per-model normalised scores (missing filled as in :func:`hybrid_score`) are laid out
     once as dense users x candidates planes, one per model, so a trial is one weighted sum of
-    planes and one ``argpartition`` per row. Metric definitions
-    are those of :mod:`recpipe.evaluation.metrics` (a test checks they agree with ``topn_metrics``);
-    ties at the cut-off may be broken differently, which only matters for choosing weights.
+    planes and finding the places of the relevant items (:meth:`hits`). Metric definitions
+    are those of :mod:`recpipe.evaluation.metrics`, ties broken by item index as there (a
+    test checks they agree with ``topn_metrics``).
     """
 
     METRICS = ("ndcg", "precision", "recall", "hitrate", "mrr")
 
     # Empty slots of the grid: below any real score once weights (>= 0, sum 1) mix them.
     PAD = np.float32(-1e30)
+    #: relevant slots per user up to which :meth:`hits` counts each one's place directly
+    direct_places: ClassVar[float] = 2.0
+    #: (rows, slots) of the relevant candidates, found at the first trial
+    _relevant: tuple[np.ndarray, np.ndarray] | None = None
 
     def __init__(self, df: pd.DataFrame, truth: pd.DataFrame, names: list[str], k: int) -> None:
         self.k = k
@@ -323,6 +328,40 @@ class TrialScorer:
         self.idcg = np.concatenate([[np.inf], np.cumsum(discounts)])[
             np.minimum(self.row_rel, k).astype(int)
         ]
+
+    def hits(self, grid: np.ndarray, k: int) -> np.ndarray:
+        """``(rows, k)`` booleans: whether the item at each place of each row's top ``k`` of
+        ``grid`` is relevant. Places are by score descending, ties by candidate slot (item
+        index), as the evaluation's metrics break them, so the result does not depend on
+        the platform's partial sort. With few relevant slots (a fold with one target per
+        user) each one's place is counted directly, one comparison pass per slot; with
+        many, each row's top ``k`` is sorted out. Both give the same places."""
+        if self._relevant is None:  # the same for every trial
+            self._relevant = np.nonzero(self.label)
+        rows, slots = self._relevant
+        if len(rows) <= self.direct_places * len(grid):
+            own = grid[rows]
+            value = grid[rows, slots][:, None]
+            before = np.arange(grid.shape[1]) < slots[:, None]
+            place = ((own > value) | ((own == value) & before)).sum(axis=1)
+        else:
+            if k < grid.shape[1]:
+                neg = np.negative(grid)
+                neg.partition(k - 1, axis=1)
+                r, c = np.divmod(np.flatnonzero(grid >= -neg[:, k - 1 : k]), grid.shape[1])
+            else:
+                r, c = np.divmod(np.arange(grid.size), grid.shape[1])
+            order = np.lexsort((c, -grid[r, c], r))
+            r, c = r[order], c[order]
+            at = rank_within(r) - 1
+            relevant = (at < k) & self.label[r, c]
+            hit = np.zeros((len(grid), k), dtype=bool)
+            hit[r[relevant], at[relevant]] = True
+            return hit
+        hit = np.zeros((len(grid), k), dtype=bool)
+        inside = place < k
+        hit[rows[inside], place[inside]] = True
+        return hit
 
     def subset(self, rows: np.ndarray) -> TrialScorer:
         """A scorer of only the candidate users at sorted positions ``rows`` (in ``user_idx``
@@ -365,18 +404,8 @@ class TrialScorer:
         if self.n_rows == 0:
             return np.zeros(0)
         grid = np.tensordot((weights / weights.sum()).astype(np.float32), self.grid3, axes=1)
-        label, row_rel, idcg = self.label, self.row_rel, self.idcg
-        k = min(self.k, self.width)
-        top = (
-            np.argpartition(-grid, k - 1, axis=1)[:, :k]
-            if k < self.width
-            else np.tile(np.arange(self.width), (len(grid), 1))
-        )
-        vals = np.take_along_axis(grid, top, axis=1)
-        order = np.lexsort((top, -vals), axis=-1)
-        top, vals = np.take_along_axis(top, order, 1), np.take_along_axis(vals, order, 1)
-        # Slots past a user's candidates hold PAD and no label, so they never count as hits.
-        hit = np.take_along_axis(label, top, axis=1)
+        row_rel, idcg = self.row_rel, self.idcg
+        hit = self.hits(grid, min(self.k, self.width))
         n_hit = hit.sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             if metric == "ndcg":

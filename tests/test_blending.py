@@ -397,6 +397,33 @@ def test_trial_scorer_agrees_with_topn_metrics(seed: int, max_cands: int) -> Non
             assert got == pytest.approx(expected[f"{metric}@10"], rel=1e-9, abs=1e-12), metric
 
 
+@pytest.mark.parametrize("direct_places", [0.0, 1e9])
+@pytest.mark.parametrize("seed", range(6))
+def test_trial_scorer_breaks_ties_by_item_like_topn_metrics(
+    seed: int, direct_places: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scores from a few values: ties everywhere, at the cut-off too. Both ways of finding the
+    # relevant items' places (counted directly, or the sorted top k) must break them by item
+    # index, as the evaluation does.
+    monkeypatch.setattr(TrialScorer, "direct_places", direct_places)
+    df, truth = random_fold(seed, 30)
+    rng = np.random.default_rng(seed)
+    names = ["a", "b", "c"]
+    for m in names:
+        df[f"m_{m}_norm"] = rng.choice([0.0, 0.5, 1.0], len(df)).astype(np.float32)
+    df.loc[rng.random(len(df)) < 0.2, "m_c_norm"] = np.nan
+    if seed % 2:  # one relevant target per user, the case of a temporal split
+        truth = truth.drop_duplicates("user_idx", ignore_index=True)
+        truth["relevant"] = True
+    scorer = TrialScorer(df, truth, names, k=10)
+    for w in [np.array([1.0, 0, 0]), np.array([0, 0, 1.0]), np.array([0.5, 0.5, 0])]:
+        recs = rank_by(df, hybrid_score(df, dict(zip(names, w, strict=True))), n=10)
+        expected = topn_metrics(recs, truth, [10])
+        for metric in TrialScorer.METRICS:
+            got = scorer.value(w, metric)
+            assert got == pytest.approx(expected[f"{metric}@10"], rel=1e-9, abs=1e-12), metric
+
+
 def test_trial_scorer_counts_a_repeated_relevant_pair_once() -> None:
     df, truth = random_fold(0)
     twice = pd.concat([truth, truth[truth["relevant"]]], ignore_index=True)

@@ -118,6 +118,7 @@ CASES = [
     ("seqknn", {"direction": "forward", "neighbours": 3, "history": 3}),
     ("ease", {"l2": 5.0}),
     ("ease", {"l2": 5.0, "max_items": 12}),
+    ("ease", {"l2": 2.0, "value": "weight"}),
 ]
 
 
