@@ -4,8 +4,9 @@ endpoint at several concurrencies, the bundle's load time and the server's memor
 Builds a bundle from the synthetic shop at MovieLens-1M shape (6,040 users, 3,706 items,
 1M events: `dvc repro bundle` in a scratch copy of the project), starts the real server in
 its own process (`python -m recpipe.cli serve`, uvicorn), and drives it from this process
-with an async HTTP client (aiohttp): for each endpoint and concurrency, that many
-connections send requests back to back for `--seconds`. Prints a Markdown table.
+with an async HTTP client (aiohttp), or with `wrk` (`--driver wrk`, a C load generator whose
+own CPU takes less of the cores the server runs on): for each endpoint and concurrency,
+that many connections send requests back to back for `--seconds`. Prints a Markdown table.
 
     .venv/bin/python bench/serve.py                       # build, then measure
     .venv/bin/python bench/serve.py --reuse               # measure an already built bundle
@@ -180,6 +181,57 @@ async def drive(base: str, make_request, concurrency: int, seconds: float) -> di
     }
 
 
+WRK_REQUESTS = 5000  # distinct requests per cell, cycled through
+
+
+def drive_wrk(base: str, make_request, concurrency: int, seconds: float, tmp: Path) -> dict:
+    """:func:`drive` with ``wrk`` (C, one thread) as the load generator: the same requests
+    (drawn from the same seeded maker, cycled), so the server is measured, not the client's
+    CPU. Percentiles come from wrk's own histogram."""
+    from urllib.parse import quote
+
+    rng = random.Random(0)
+    rows = []
+    for _ in range(WRK_REQUESTS):
+        method, path, body = make_request(rng)
+        path = quote(path, safe="/?&=:-_.~%")
+        payload = "nil" if body is None else f"[==[{json.dumps(body)}]==]"
+        rows.append(f'{{"{method}", [==[{path}]==], {payload}}}')
+    script = tmp / "wrk.lua"
+    script.write_text(
+        "local reqs = {\n" + ",\n".join(rows) + "\n}\n"
+        "local i = 0\n"
+        "request = function()\n"
+        "  i = i % #reqs + 1\n"
+        "  local r = reqs[i]\n"
+        "  if r[3] then\n"
+        '    return wrk.format(r[1], r[2], {["Content-Type"] = "application/json"}, r[3])\n'
+        "  end\n"
+        "  return wrk.format(r[1], r[2])\n"
+        "end\n"
+        "done = function(summary, latency, requests)\n"
+        "  local e = summary.errors\n"
+        '  io.write(string.format("RESULT %d %d %f %f %f %f %d %d\\n", summary.requests,\n'
+        "    summary.duration, latency:percentile(50), latency:percentile(95),\n"
+        "    latency:percentile(99), latency.mean, e.status,\n"
+        "    e.connect + e.read + e.write + e.timeout))\n"
+        "end\n"
+    )
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "-s", str(script), base]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+    n, duration_us, p50, p95, p99, mean, status, failed = line.split()[1:]
+    return {
+        "requests": int(n),
+        "rps": int(n) / (int(duration_us) / 1e6),
+        "p50": float(p50) / 1000,
+        "p95": float(p95) / 1000,
+        "p99": float(p99) / 1000,
+        "mean": float(mean) / 1000,
+        "errors": int(status) + int(failed),
+    }
+
+
 def endpoints(bundle: Path, base: str) -> dict:
     """Request makers per endpoint: random known users, items and categories."""
     import pandas as pd
@@ -238,6 +290,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="per endpoint and concurrency")
     ap.add_argument("--only", nargs="*", help="endpoints to measure (names in the table)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument(
+        "--driver",
+        choices=["aiohttp", "wrk"],
+        default="aiohttp",
+        help="load generator: aiohttp (Python, in this process) or wrk (C, `apt-get install "
+        "wrk`), whose own CPU takes less from the 2 cores the server shares with it",
+    )
     args = ap.parse_args()
 
     workdir = Path(args.workdir)
@@ -272,7 +331,10 @@ def main() -> None:
             for c in args.concurrency:
                 # a short warm-up per cell, not counted
                 asyncio.run(drive(base, make, c, min(1.0, args.seconds / 5)))
-                got = asyncio.run(drive(base, make, c, args.seconds))
+                if args.driver == "wrk":
+                    got = drive_wrk(base, make, c, args.seconds, tmp)
+                else:
+                    got = asyncio.run(drive(base, make, c, args.seconds))
                 rows.append({"endpoint": name, "concurrency": c, **got})
                 print(f"{name} c={c}: {got}", file=sys.stderr)
         rss_end = rss_mib(server.pid)
@@ -283,7 +345,7 @@ def main() -> None:
     store = "redis store" if redis_url else "memory store"
     print(
         f"\n{machine()}; server: {args.workers} uvicorn workers, {store}; "
-        f"{args.seconds:.0f} s a cell\n"
+        f"{args.seconds:.0f} s a cell; load generator {args.driver}\n"
     )
     print(
         f"- bundle load {load:.2f} s + warm {warm:.2f} s (one process); server ready "
