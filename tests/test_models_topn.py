@@ -124,12 +124,13 @@ CASES = [
 
 @pytest.mark.parametrize(("name", "settings"), CASES)
 @pytest.mark.parametrize("n", [3, 30])
-@pytest.mark.parametrize("density", [0.0, 1.0])
+@pytest.mark.parametrize("sparse", [False, True])
 def test_model_shortcuts_equal_ranking_the_dense_scores(
-    name: str, settings: dict, n: int, density: float, monkeypatch
+    name: str, settings: dict, n: int, sparse: bool, monkeypatch
 ) -> None:
-    # max_density 1: sparse products always take the sparse routines; 0: never
-    monkeypatch.setattr(SparseScores, "max_density", density)
+    # sparse products take the sparse routines always, or never
+    monkeypatch.setattr(SparseScores, "is_sparse", lambda self: sparse)
+    monkeypatch.setattr(SparseScores, "sparse_top_n_pays", lambda self: sparse)
     cls = model_class(name)
     model = cls(cls.config_class(**settings), seed=3).fit(shop())
     model.block_size = 7  # several blocks, including a short last one
