@@ -116,6 +116,8 @@ CASES = [
     ("itemknn", {"value": "weight", "neighbours": 0}),
     ("seqknn", {"window": 2, "neighbours": 4}),
     ("seqknn", {"direction": "forward", "neighbours": 3, "history": 3}),
+    ("tfidf", {}),
+    ("tfidf", {"half_life_days": 2.0, "min_df": 2}),
     ("ease", {"l2": 5.0}),
     ("ease", {"l2": 5.0, "max_items": 12}),
     ("ease", {"l2": 2.0, "value": "weight"}),

@@ -23,7 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
-from recpipe.models.base import ModelConfig, Recommender, TrainData
+from recpipe.models.base import ModelConfig, Recommender, SparseScores, TrainData
 from recpipe.text import item_documents
 
 SECONDS_PER_DAY = 86_400.0
@@ -145,17 +145,16 @@ class TfIdf(Recommender):
         return sp.csr_matrix(prof, dtype=np.float32)
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
+        return self.sparse_scores(users).dense()
+
+    def sparse_scores(self, users: np.ndarray) -> SparseScores:
         return self._scores(self.profiles[users], self._known_users[users])
 
     def score_history(self, history: pd.DataFrame, now: int) -> np.ndarray:
         profile = self._profiles(self._history_data(history), now)
-        return self._scores(profile, np.diff(profile.indptr) > 0)[0]
+        return self._scores(profile, np.diff(profile.indptr) > 0).dense()[0]
 
-    def _scores(self, profiles: sp.csr_matrix, known: np.ndarray) -> np.ndarray:
+    def _scores(self, profiles: sp.csr_matrix, known: np.ndarray) -> SparseScores:
         """Cosines of the user profiles ``profiles`` with every item (``known``: which of
-        the users have a profile)."""
-        scores = (profiles @ self._item_vectors_t).toarray()
-        scores = scores.astype(np.float32, copy=False)
-        scores[:, ~self._described] = np.nan
-        scores[~known] = np.nan
-        return scores
+        the users have a profile); items without a description have none."""
+        return SparseScores(profiles @ self._item_vectors_t, known, self._described)
