@@ -13,10 +13,11 @@ Subclasses implement ``fit`` and ``score_users`` (a dense block of scores for so
 over the whole catalogue); ``score`` and ``recommend`` come from here, so exclusion of seen
 items, tie-breaking and missing values behave the same in every model. Factor models
 override ``recommend`` to retrieve through faiss. A model whose scores are sparse products
-(item-kNN, sequential kNN) also gives them as :class:`SparseScores` (``sparse_scores``);
-``score`` and ``recommend`` then never build the dense users x items block, so their cost
-follows the products' nonzeros rather than the catalogue size, with the same results
-(:func:`top_n_sparse` ranks exactly as :func:`top_n`).
+(item-kNN, sequential kNN, TF-IDF) also gives them as :class:`SparseScores`
+(``sparse_scores``); ``recommend`` then ranks each row's stored entries
+(:func:`top_n_sparse`, exactly as :func:`top_n` ranks the dense row) wherever that costs
+less than the dense users x items block, and ``score`` looks pairs up in the sparse rows
+when few entries are stored.
 
 Optionally (``supports_history``) a model scores a history given at request time, without
 refitting: ``score_history(history, now)`` and ``recommend_history(history, now, n)``, for a
