@@ -139,7 +139,9 @@ def normalise_columns(users: np.ndarray, scores: np.ndarray, method: str) -> np.
     have alone, for the cost of one grouping instead of one per model."""
     cols = [str(j) for j in range(scores.shape[1])]
     df = pd.DataFrame(scores.astype(np.float64), columns=cols)
-    g = df.groupby(users)
+    # an Index, not the bare array: pandas would first try the array as a column label and
+    # format it into an error message (a millisecond per call in the service)
+    g = df.groupby(pd.Index(users))
     if method == "zscore":
         mean, std = g.transform("mean"), g.transform("std", ddof=0)
         out = (df - mean) / std.where(std > 0)

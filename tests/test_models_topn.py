@@ -29,6 +29,12 @@ def random_scores(seed: int, n_users: int = 30, n_items: int = 25) -> SparseScor
     values += np.where(rng.random(mask.shape) < 0.5, rng.random(mask.shape), 0).astype(np.float32)
     rows, cols = np.nonzero(mask)
     m = sp.csr_matrix((values[rows, cols], (rows, cols)), shape=(n_users, n_items))
+    # rows unsorted, as a sparse product leaves them
+    for row in range(n_users):
+        lo, hi = m.indptr[row], m.indptr[row + 1]
+        order = lo + rng.permutation(hi - lo)
+        m.indices[lo:hi], m.data[lo:hi] = m.indices[order], m.data[order]
+    m.has_sorted_indices = False
     users_ok = rng.random(n_users) > 0.1
     items_ok = rng.random(n_items) > 0.15
     return SparseScores(m, users_ok, items_ok)

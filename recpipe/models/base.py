@@ -204,7 +204,8 @@ class SparseScores:
     """Scores of some users (rows) over the catalogue held sparsely: a stored entry of
     ``matrix`` is its pair's score, a missing one scores 0, except in the rows of users the
     model cannot score (``users_ok`` False) and the columns of items it cannot score
-    (``items_ok`` False), which are NaN."""
+    (``items_ok`` False), which are NaN. No pair may be stored twice (a sparse product
+    never does that); rows may be unsorted."""
 
     matrix: sp.csr_matrix
     users_ok: np.ndarray
@@ -360,9 +361,11 @@ def top_n_sparse(
     rows_ok = np.flatnonzero(scores.users_ok)
     if k == 0 or len(rows_ok) == 0:
         return pd.DataFrame(columns=RECS_COLUMNS)
-    m = sp.csr_matrix(scores.matrix[rows_ok])
-    m.sum_duplicates()
-    seen = sp.csr_matrix(seen[rows_ok])
+    # Rows need not be sorted (a product's are not, and sorting them would cost more than
+    # the ranking); entries must be distinct, as a product's are.
+    all_ok = len(rows_ok) == scores.matrix.shape[0]
+    m = sp.csr_matrix(scores.matrix if all_ok else scores.matrix[rows_ok])
+    seen = sp.csr_matrix(seen if all_ok else seen[rows_ok])
     seen.eliminate_zeros()
     values = m.data.astype(np.float32, copy=False)
     usable = scores.items_ok[m.indices] & np.isfinite(values)
