@@ -191,3 +191,21 @@ def test_top_n_ranks_by_score_then_item(seed: int, n: int) -> None:
     got = concat_recs([top_n(users, scores, seen, n)])
     np.testing.assert_array_equal(scores, before)  # the caller's scores are left alone
     pd.testing.assert_frame_equal(got, reference_top_n(users, scores, seen, n))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_item_neighbourhoods_keep_the_k_best_positives_ties_to_the_lower_item(seed: int) -> None:
+    from recpipe.models.itemknn import _keep_top_k
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 200))
+    k = int(rng.integers(1, n + 3))
+    values = np.array([0, 0, 0, 0.1, 0.2, 0.5, -0.1], np.float32)  # ties everywhere
+    sim = rng.choice(values, size=(int(rng.integers(1, 40)), n))
+    got = _keep_top_k(sim, k).toarray()
+    want = np.zeros_like(sim)
+    for row in range(len(sim)):
+        cols = np.flatnonzero(sim[row] > 0)
+        cols = cols[np.lexsort((cols, -sim[row, cols]))][:k]
+        want[row, cols] = sim[row, cols]
+    np.testing.assert_array_equal(got, want)

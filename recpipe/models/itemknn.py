@@ -122,7 +122,12 @@ def _keep_top_k(sim: np.ndarray, k: int) -> sp.csr_matrix:
         above = sim > kth
         tie = sim == kth
         need = k - above.sum(axis=1, keepdims=True)
-        keep = above | (tie & (np.cumsum(tie, axis=1, dtype=np.int32) <= need))
+        keep = above | tie
+        # Only rows with more ties than places left need them counted off in column order.
+        over = np.flatnonzero(tie.sum(axis=1, keepdims=True)[:, 0] > need[:, 0])
+        if len(over):
+            first = np.cumsum(tie[over], axis=1, dtype=np.int32) <= need[over]
+            keep[over] = above[over] | (tie[over] & first)
         keep &= sim > 0
     rows, cols = np.nonzero(keep)
     return sp.csr_matrix((sim[rows, cols], (rows, cols)), shape=sim.shape, dtype=np.float32)
