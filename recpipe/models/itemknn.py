@@ -123,8 +123,9 @@ def _keep_top_k(sim: np.ndarray, k: int) -> sp.csr_matrix:
         tie = sim == kth
         need = k - above.sum(axis=1, keepdims=True)
         keep = above | tie
-        # Only rows with more ties than places left need them counted off in column order.
-        over = np.flatnonzero(tie.sum(axis=1, keepdims=True)[:, 0] > need[:, 0])
+        # Only rows with more ties than places left need them counted off in column order,
+        # and only if the ties are positive (others are dropped below anyway).
+        over = np.flatnonzero((kth[:, 0] > 0) & (tie.sum(axis=1) > need[:, 0]))
         if len(over):
             first = np.cumsum(tie[over], axis=1, dtype=np.int32) <= need[over]
             keep[over] = above[over] | (tie[over] & first)
