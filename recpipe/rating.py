@@ -33,8 +33,12 @@ genres and decade. Predictions are clipped to ``[min_rating, max_rating]``.
 
 Everything is vectorised: surprise is called once per SVD fit, every prediction is numpy.
 The item similarity is a dense float32 ``items x items`` matrix (11 MB for 1,682 items,
-0.6 GB for 12,000; it is computed in blocks of rows, so the temporaries stay small), so the
-``knn`` signal is meant for catalogues of up to some ten thousand items.
+0.6 GB for 12,000; it is computed in blocks of rows, so the temporaries stay small). Past
+``knn_max_items`` rated items it covers only that many, the most rated (ties: the lower
+index): the other items' pairs get no neighbourhood (the ``knn`` signal is then the
+baseline, with no support) and they are nobody's neighbour, so its memory is bounded by
+``4 * knn_max_items**2`` bytes whatever the catalogue (a 62,423-item catalogue would need
+15.6 GB).
 """
 
 from __future__ import annotations
@@ -48,9 +52,12 @@ import scipy.sparse as sp
 from pydantic import Field, model_validator
 
 from recpipe.config import Config
+from recpipe.log import get_logger
 from recpipe.models.base import TrainData
 from recpipe.models.svd import SVD, SVDConfig
 from recpipe.persist import Persistent, register
+
+log = get_logger("rating")
 
 Signal = Literal["baseline", "svd", "knn", "content"]
 SIGNALS: tuple[Signal, ...] = ("baseline", "svd", "knn", "content")
@@ -90,6 +97,12 @@ class HybridRatingConfig(Config):
     knn_k: int = Field(40, ge=1, description="knn: neighbours per prediction")
     knn_shrinkage: float = Field(
         100.0, ge=0, description="knn: similarity shrinkage towards 0 for few co-raters"
+    )
+    knn_max_items: int = Field(
+        20_000,
+        ge=1,
+        description="knn: the similarity covers at most this many items, the most rated "
+        "(4 * knn_max_items**2 bytes: 1.5 GiB at 20,000); the others get no neighbourhood",
     )
     content_reg: float = Field(
         5.0, ge=0, description="content: pseudo-ratings shrinking a user's genre/decade taste"
@@ -193,10 +206,11 @@ class Baseline:
 class ItemKNN:
     """Item neighbourhood on baseline residuals (KNNBaseline, pearson-baseline similarity)."""
 
-    sim: np.ndarray  # items x items, float32, zero diagonal
-    residuals: sp.csr_matrix  # users x items, residual of each training rating
-    rated: sp.csr_matrix  # users x items, 1 where the user rated the item
+    sim: np.ndarray  # kept x kept items, float32, zero diagonal
+    residuals: sp.csr_matrix  # users x kept items, residual of each training rating
+    rated: sp.csr_matrix  # users x kept items, 1 where the user rated the item
     k: int
+    kept: np.ndarray | None = None  # the items covered (ascending), None: every item
 
     @classmethod
     def fit(
@@ -208,6 +222,13 @@ class ItemKNN:
         n_items: int,
         cfg: HybridRatingConfig,
     ) -> ItemKNN:
+        kept = _most_rated(items, n_items, cfg.knn_max_items)
+        if kept is not None:
+            pos = np.full(n_items, -1, dtype=np.int64)
+            pos[kept] = np.arange(len(kept))
+            sel = pos[items] >= 0
+            users, items, residuals = users[sel], pos[items[sel]], residuals[sel]
+            n_items = len(kept)
         shape = (n_users, n_items)
         e = sp.csr_matrix((residuals, (users, items)), shape=shape, dtype=np.float64)
         b = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=shape, dtype=np.float64)
@@ -231,11 +252,23 @@ class ItemKNN:
                 ok = (n_co >= 2) & (den > 0) & (den_t > 0)
                 sim[rows] = np.where(ok, corr * shrink, 0.0)
         np.fill_diagonal(sim, 0.0)
-        return cls(sim, e, b.astype(np.float32).tocsr(), cfg.knn_k)
+        return cls(sim, e, b.astype(np.float32).tocsr(), cfg.knn_k, kept)
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(offset, support)`` per pair: the weighted mean neighbour residual (0 without a
-        positive neighbour) and the sum of the neighbours' positive similarities."""
+        positive neighbour) and the sum of the neighbours' positive similarities; 0 and 0
+        for an item the similarity does not cover."""
+        if self.kept is None:
+            return self._predict(users, items)
+        offset = np.zeros(len(users))
+        support = np.zeros(len(users))
+        pos = np.minimum(np.searchsorted(self.kept, items), len(self.kept) - 1)
+        hit = self.kept[pos] == items
+        offset[hit], support[hit] = self._predict(users[hit], pos[hit])
+        return offset, support
+
+    def _predict(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict` with ``items`` as positions among the covered items."""
         offset = np.zeros(len(users))
         support = np.zeros(len(users))
         n_items = self.sim.shape[0]
@@ -259,6 +292,27 @@ class ItemKNN:
                 )
             support[start : start + len(u)] = total
         return offset, support
+
+
+def _most_rated(items: np.ndarray, n_items: int, max_items: int) -> np.ndarray | None:
+    """None when at most ``max_items`` items have a rating, else the ``max_items`` with the
+    most ratings (ties: the lower index), ascending, with a warning naming the setting."""
+    counts = np.bincount(items, minlength=n_items)
+    rated = np.flatnonzero(counts)
+    if len(rated) <= max_items:
+        return None
+    kept = np.sort(rated[np.lexsort((rated, -counts[rated]))[:max_items]])
+    log.warning(
+        "rating knn: %d items are rated; the similarity covers the %d most rated "
+        "(rating.knn_max_items, %.1f GiB), the other %d (%.1f%% of the ratings) get no "
+        "neighbourhood",
+        len(rated),
+        max_items,
+        4 * max_items**2 / 2**30,
+        len(rated) - max_items,
+        100.0 * (1.0 - counts[kept].sum() / counts.sum()),
+    )
+    return kept
 
 
 @register

@@ -412,3 +412,53 @@ def test_item_knn_equals_surprise_knn_baseline() -> None:
         for x, y in zip(users, items, strict=True)
     ]
     np.testing.assert_allclose(ours, np.array(expected, dtype=float), atol=1e-5)
+
+
+def test_item_knn_past_max_items_covers_the_most_rated_items_only(caplog, tmp_path) -> None:
+    """Past ``knn_max_items`` the similarity covers the most rated items (ties: the lower
+    index): their pairs get exactly the neighbourhood of a kNN fitted on their ratings
+    alone, every other pair none (offset and support 0); the warning names the setting;
+    the bounded model survives a save and load. Up to the bound nothing changes."""
+    from recpipe.artifacts import load_model, save_model
+    from recpipe.rating import ItemKNN
+
+    df = _small_ratings()
+    cfg = HybridRatingConfig(knn_k=5, knn_shrinkage=30.0, signals=("baseline", "knn"))
+    base, u, i, r = _our_baseline(df, cfg)
+    res = r - base.predict(u, i)
+    counts = np.bincount(i, minlength=18)
+    # the 7 most rated items, ties to the lower index, by a full sort
+    order = sorted(range(18), key=lambda j: (-counts[j], j))
+    kept = np.sort(order[:7])
+    with caplog.at_level("WARNING"):
+        bounded = ItemKNN.fit(u, i, res, 25, 18, cfg.model_copy(update={"knn_max_items": 7}))
+    assert "rating.knn_max_items" in caplog.text
+    np.testing.assert_array_equal(bounded.kept, kept)
+    assert bounded.sim.shape == (7, 7)
+
+    on_kept = np.isin(i, kept)
+    pos = np.searchsorted(kept, i[on_kept])
+    alone = ItemKNN.fit(u[on_kept], pos, res[on_kept], 25, 7, cfg)
+    np.testing.assert_array_equal(bounded.sim, alone.sim)
+    users, items = np.divmod(np.arange(25 * 18), 18)
+    offset, support = bounded.predict(users, items)
+    covered = np.isin(items, kept)
+    ref_offset, ref_support = alone.predict(users[covered], np.searchsorted(kept, items[covered]))
+    np.testing.assert_array_equal(offset[covered], ref_offset)
+    np.testing.assert_array_equal(support[covered], ref_support)
+    assert (offset[~covered] == 0).all() and (support[~covered] == 0).all()
+    assert np.abs(offset[covered]).max() > 0  # the covered pairs do get neighbours
+
+    # up to the bound: every item covered, the very same model as without a bound
+    full = ItemKNN.fit(u, i, res, 25, 18, cfg.model_copy(update={"knn_max_items": 18}))
+    assert full.kept is None
+    np.testing.assert_array_equal(full.sim, ItemKNN.fit(u, i, res, 25, 18, cfg).sim)
+
+    # a hybrid with the bound saved and loaded predicts the same
+    model = HybridRating(cfg.model_copy(update={"knn_max_items": 7}), seed=0).fit(
+        u, i, r, n_users=25, n_items=18
+    )
+    save_model(model, tmp_path / "rating")
+    again = load_model(tmp_path / "rating")
+    np.testing.assert_array_equal(again.predict(users, items), model.predict(users, items))
+    assert model.base_predictions(users, items)["knn"].notna().any()
