@@ -252,6 +252,14 @@ def test_a_bundle_that_cannot_be_served_is_refused_naming_the_file(
     with pytest.raises(BundleError, match="version 99"):
         Bundle.load(copy)
     (copy / "manifest.bak").rename(copy / "manifest.json")
+    users = pd.read_parquet(copy / "users.parquet")
+    good = users.copy()
+    users.loc[1, "user_id"] = users.loc[0, "user_id"]
+    users.to_parquet(copy / "users.parquet")
+    dup = str(users.loc[0, "user_id"])
+    with pytest.raises(BundleError, match=rf"users.parquet: column 'user_id' holds '{dup}' more"):
+        Bundle.load(copy)
+    good.to_parquet(copy / "users.parquet")
     (copy / "lists/ranker.parquet").write_bytes(b"not parquet")
     with pytest.raises(BundleError, match="cannot load"):
         Bundle.load(copy)

@@ -54,6 +54,25 @@ class Scored:
 
 
 @dataclass(frozen=True)
+class HistoryContext:
+    """A history as :meth:`Bundle.reasons` reads it: its items most recent first, and its
+    events per category (in the order of :attr:`Bundle.categories`)."""
+
+    recent: list[int]
+    category_counts: np.ndarray
+
+
+def _positions(ids: np.ndarray, path: Path, column: str) -> dict[str, int]:
+    """Each id's row, or a :class:`BundleError` naming the first id given twice."""
+    pos = {str(x): i for i, x in enumerate(ids)}
+    if len(pos) != len(ids):
+        seen: set[str] = set()
+        dup = next(x for x in map(str, ids) if x in seen or seen.add(x))
+        raise BundleError(f"{path}: column {column!r} holds {dup!r} more than once")
+    return pos
+
+
+@dataclass(frozen=True)
 class Reason:
     """Why an item is recommended: ``similar_to`` (an item of the history), ``category``
     (a category the history favours), ``popular``/``trending``, or ``feature`` (one of the
@@ -149,9 +168,13 @@ class Bundle:
             raise BundleError(f"{self.path / 'items.parquet'}: item_idx is not 0..n-1")
         if not np.array_equal(self.users["user_idx"].to_numpy(), np.arange(self.n_users)):
             raise BundleError(f"{self.path / 'users.parquet'}: user_idx is not 0..n-1")
-        self._item_ids = pd.Index(self.items["item_id"].astype(str))
-        self._user_ids = pd.Index(self.users["user_id"].astype(str))
-        self._item_id_arr = self._item_ids.to_numpy()
+        self._item_id_arr = self.items["item_id"].astype(str).to_numpy()
+        # dicts, not pandas indexes: a request looks one id up, and a dict answers in well
+        # under a microsecond where get_indexer first builds an index of the one id
+        self._item_pos = _positions(self._item_id_arr, self.path / "items.parquet", "item_id")
+        self._user_pos = _positions(
+            self.users["user_id"].astype(str).to_numpy(), self.path / "users.parquet", "user_id"
+        )
         self._categories = [tuple(str(c) for c in cats) for cats in self.items["categories"]]
         self.categories = tuple(sorted({c for cats in self._categories for c in cats}))
         code = {c: j for j, c in enumerate(self.categories)}
@@ -275,12 +298,10 @@ class Bundle:
 
     # -- ids --------------------------------------------------------------------------
     def user_index(self, user_id: str) -> int | None:
-        pos = self._user_ids.get_indexer([str(user_id)])[0]
-        return None if pos < 0 else int(pos)
+        return self._user_pos.get(str(user_id))
 
     def item_index(self, item_id: str) -> int | None:
-        pos = self._item_ids.get_indexer([str(item_id)])[0]
-        return None if pos < 0 else int(pos)
+        return self._item_pos.get(str(item_id))
 
     def item_id(self, item_idx: int) -> str:
         return str(self._item_id_arr[item_idx])
@@ -370,26 +391,33 @@ class Bundle:
             return Scored(np.zeros(0, np.int64), np.zeros(0, np.float32))
         return Scored(got.items[:n], got.scores[:n])
 
+    def history_context(self, history_items: np.ndarray) -> HistoryContext:
+        """What :meth:`reasons` needs of a history (most recent last), for every item of a
+        page at once."""
+        hist = np.asarray(history_items, dtype=np.int64)
+        return HistoryContext(hist[::-1].tolist(), self._cat_member[hist].sum(axis=0))
+
     def reasons(
         self,
         history_items: np.ndarray,
         item_idx: int,
         contributions: dict[str, float] | None = None,
+        context: HistoryContext | None = None,
     ) -> list[Reason]:
         """Why ``item_idx`` suits a user whose history is ``history_items`` (most recent
         last): the most recent history item among its collaborative neighbours (else its
         content neighbours), the history's most frequent category it belongs to, its
-        popularity, and with ``contributions`` the ranker's two strongest features."""
+        popularity, and with ``contributions`` the ranker's two strongest features.
+        ``context``: :meth:`history_context` of ``history_items`` when the caller has it."""
         out: list[Reason] = []
-        hist = np.asarray(history_items, dtype=np.int64)
-        recent = hist[::-1]
+        ctx = self.history_context(history_items) if context is None else context
         for kind, verb in (("cf", "people who liked"), ("content", "it resembles")):
             got = self._neighbours[kind].get(item_idx)
-            if got is None or len(recent) == 0:
+            if got is None or not ctx.recent:
                 continue
-            hits = np.isin(recent, got.items)
-            if hits.any():
-                j = int(recent[np.argmax(hits)])
+            near = set(got.items.tolist())
+            j = next((h for h in ctx.recent if h in near), None)
+            if j is not None:
                 title = str(self._titles[j])
                 text = (
                     f"because {verb} {title} also liked it"
@@ -399,9 +427,9 @@ class Bundle:
                 out.append(Reason("similar_to", text, item_id=self.item_id(j)))
                 break
         codes = self._cat_codes[item_idx]
-        if len(codes) and len(hist):
+        if len(codes) and ctx.recent:
             # the history's events per category, of the item's categories only
-            counts = self._cat_member[hist][:, codes].sum(axis=0)
+            counts = ctx.category_counts[codes]
             best = int(codes[np.lexsort((codes, -counts))[0]])
             if counts.max() > 0:
                 name = self.categories[best]
