@@ -53,7 +53,7 @@ from pydantic import Field, model_validator
 
 from recpipe.config import Config
 from recpipe.log import get_logger
-from recpipe.models.base import TrainData
+from recpipe.models.base import TrainData, most_counted
 from recpipe.models.svd import SVD, SVDConfig
 from recpipe.persist import Persistent, register
 
@@ -298,10 +298,9 @@ def _most_rated(items: np.ndarray, n_items: int, max_items: int) -> np.ndarray |
     """None when at most ``max_items`` items have a rating, else the ``max_items`` with the
     most ratings (ties: the lower index), ascending, with a warning naming the setting."""
     counts = np.bincount(items, minlength=n_items)
-    rated = np.flatnonzero(counts)
-    if len(rated) <= max_items:
+    rated, kept = most_counted(counts, max_items)
+    if len(kept) == len(rated):
         return None
-    kept = np.sort(rated[np.lexsort((rated, -counts[rated]))[:max_items]])
     log.warning(
         "rating knn: %d items are rated; the similarity covers the %d most rated "
         "(rating.knn_max_items, %.1f GiB), the other %d (%.1f%% of the ratings) get no "

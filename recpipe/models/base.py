@@ -464,6 +464,16 @@ def top_n_ordered(
     )
 
 
+def most_counted(counts: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(active, kept)``: the indices whose count is positive, and of those the ``limit``
+    with the highest counts (ties: the lower index), ascending; ``kept`` is ``active``
+    when they all fit. How a model bounded to its most active items picks them."""
+    active = np.flatnonzero(counts > 0)
+    if len(active) <= limit:
+        return active, active
+    return active, np.sort(active[np.lexsort((active, -counts[active]))[:limit]])
+
+
 def rank_within(groups: np.ndarray) -> np.ndarray:
     """1-based position of each element within its run of equal, sorted group keys."""
     if len(groups) == 0:

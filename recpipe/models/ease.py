@@ -34,7 +34,14 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from recpipe.log import get_logger
-from recpipe.models.base import ModelConfig, Recommender, TrainData, concat_recs, top_n
+from recpipe.models.base import (
+    ModelConfig,
+    Recommender,
+    TrainData,
+    concat_recs,
+    most_counted,
+    top_n,
+)
 
 log = get_logger("ease")
 
@@ -131,10 +138,9 @@ def most_active_items(x: sp.csc_matrix, max_items: int) -> np.ndarray:
     interaction, or the ``max_items`` with the most users (ties: lower index) when there are
     more, with a log line that says what was left out and what to set."""
     users = np.diff(x.indptr)
-    active = np.flatnonzero(users > 0)
-    if len(active) <= max_items:
+    active, keep = most_counted(users, max_items)
+    if len(keep) == len(active):
         return active
-    keep = np.sort(active[np.lexsort((active, -users[active]))[:max_items]])
     left = len(active) - max_items
     log.warning(
         "ease: %d items have interactions; fitting on the %d most active "

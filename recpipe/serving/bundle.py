@@ -66,8 +66,7 @@ def _positions(ids: np.ndarray, path: Path, column: str) -> dict[str, int]:
     """Each id's row, or a :class:`BundleError` naming the first id given twice."""
     pos = {str(x): i for i, x in enumerate(ids)}
     if len(pos) != len(ids):
-        seen: set[str] = set()
-        dup = next(x for x in map(str, ids) if x in seen or seen.add(x))
+        dup = str(ids[pd.Index(ids).duplicated()][0])
         raise BundleError(f"{path}: column {column!r} holds {dup!r} more than once")
     return pos
 
