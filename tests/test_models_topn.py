@@ -209,3 +209,51 @@ def test_item_neighbourhoods_keep_the_k_best_positives_ties_to_the_lower_item(se
         cols = cols[np.lexsort((cols, -sim[row, cols]))][:k]
         want[row, cols] = sim[row, cols]
     np.testing.assert_array_equal(got, want)
+
+
+def test_tfidf_routes_give_the_same_floats_bit_for_bit(monkeypatch) -> None:
+    # the synthetic shop's descriptions share a small vocabulary, as in the large catalogues
+    # the dense route is for; decayed, repeated and variously weighted events
+    from recpipe.models.tfidf import TfIdf, TfIdfConfig
+    from recpipe.schema import finalize
+    from recpipe.sources.synthetic import SyntheticConfig, generate
+
+    raw = generate(SyntheticConfig(n_users=120, n_items=90, n_events=3000), seed=5)
+    inter, items, users, _ = finalize(raw.interactions, raw.items, raw.users, file="synthetic")
+    # an item without a description and a user without history: both unscorable (NaN)
+    items.loc[0, ["title", "text"]] = ""
+    items.at[0, "categories"] = []
+    extra = pd.DataFrame({"user_id": ["nobody"], "user_idx": [len(users)]})
+    data = TrainData(inter, items, pd.concat([users, extra], ignore_index=True))
+    model = TfIdf(TfIdfConfig(half_life_days=20.0)).fit(data)
+    assert model.profiles.has_sorted_indices and model.item_vectors.has_sorted_indices
+    users = np.arange(model.n_users)
+    known = model._known_users
+    sparse = model._scores(model.profiles, known).dense()
+    dense = model._dense_scores(model.profiles, known)
+    assert np.isnan(dense[-1]).all() and np.isnan(dense[:, 0]).all()
+    assert (dense > 0).mean() > 0.5  # profiles reach most items
+    np.testing.assert_array_equal(dense.view(np.int32), sparse.view(np.int32))
+
+    lists = {}
+    for route in (True, False):
+        monkeypatch.setattr(TfIdf, "dense_route_pays", lambda self, p, route=route: route)
+        model.block_size = 17
+        lists[route] = model.recommend(users, 25)
+        pairs = model.score(np.repeat(users, 5), np.tile(np.arange(5), len(users)))
+        np.testing.assert_array_equal(pairs.view(np.int32), sparse[:, :5].ravel().view(np.int32))
+    pd.testing.assert_frame_equal(lists[True], lists[False])
+
+
+def test_tfidf_picks_the_dense_route_where_profiles_reach_most_items() -> None:
+    from recpipe.models.tfidf import TfIdf, TfIdfConfig
+
+    data = shop()
+    model = TfIdf(TfIdfConfig()).fit(data)
+    # shop's documents: 5 + 3 words and 4 categories over 45 items, so a profile meets
+    # most items through a few terms: the dense route pays for a block of users
+    assert model.dense_route_pays(model.profiles)
+    # a profile of one rare term (an item's own title number) does not
+    term = model.vocabulary["44"]
+    rare = sp.csr_matrix(([1.0], ([0], [term])), shape=(1, model.profiles.shape[1]))
+    assert not model.dense_route_pays(rare.astype(np.float32))

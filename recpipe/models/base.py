@@ -191,7 +191,8 @@ class Recommender(Persistent, ABC):
         """:meth:`recommend` for one block of distinct users in range, ascending."""
         sparse = self.sparse_scores(users)
         if sparse is None:
-            scores = self.score_users(users).astype(np.float32, copy=True)
+            # (top_n leaves its input alone: no copy of a block that may be large)
+            scores = self.score_users(users).astype(np.float32, copy=False)
         elif sparse.sparse_top_n_pays():
             return top_n_sparse(users, sparse, self.seen[users], n)
         else:
