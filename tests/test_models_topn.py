@@ -211,15 +211,18 @@ def test_item_neighbourhoods_keep_the_k_best_positives_ties_to_the_lower_item(se
     np.testing.assert_array_equal(got, want)
 
 
-def test_tfidf_routes_give_the_same_floats_bit_for_bit(monkeypatch) -> None:
+def test_tfidf_routes_give_the_same_floats_bit_for_bit(monkeypatch, tmp_path) -> None:
     # the synthetic shop's descriptions share a small vocabulary, as in the large catalogues
-    # the dense route is for; decayed, repeated and variously weighted events
+    # the dense route is for; decayed, repeated and variously weighted events, some negative
+    import recpipe.models.tfidf as tfidf
+    from recpipe.artifacts import load_model, save_model
     from recpipe.models.tfidf import TfIdf, TfIdfConfig
     from recpipe.schema import finalize
     from recpipe.sources.synthetic import SyntheticConfig, generate
 
     raw = generate(SyntheticConfig(n_users=120, n_items=90, n_events=3000), seed=5)
     inter, items, users, _ = finalize(raw.interactions, raw.items, raw.users, file="synthetic")
+    inter.loc[::7, "weight"] *= -1.0
     # an item without a description and a user without history: both unscorable (NaN)
     items.loc[0, ["title", "text"]] = ""
     items.at[0, "categories"] = []
@@ -230,19 +233,40 @@ def test_tfidf_routes_give_the_same_floats_bit_for_bit(monkeypatch) -> None:
     users = np.arange(model.n_users)
     known = model._known_users
     sparse = model._scores(model.profiles, known).dense()
-    dense = model._dense_scores(model.profiles, known)
-    assert np.isnan(dense[-1]).all() and np.isnan(dense[:, 0]).all()
-    assert (dense > 0).mean() > 0.5  # profiles reach most items
-    np.testing.assert_array_equal(dense.view(np.int32), sparse.view(np.int32))
+    assert np.isnan(sparse[-1]).all() and np.isnan(sparse[:, 0]).all()
+    assert (sparse > 0).mean() > 0.3 and (sparse < 0).mean() > 0.02
+    for step in (1, 7, 256):  # one user a product takes scipy's one-vector kernel
+        monkeypatch.setattr(tfidf, "DENSE_CHUNK_USERS", step)
+        dense = model._dense_scores(model.profiles, known)
+        np.testing.assert_array_equal(dense.view(np.int32), sparse.view(np.int32))
 
+    # through recommend and score: the dense route, and the sparse product with its sparse
+    # top-N and pair look-ups
     lists = {}
+    pu, pi = np.repeat(users, 5), np.tile(np.arange(5), len(users))
     for route in (True, False):
         monkeypatch.setattr(TfIdf, "dense_route_pays", lambda self, p, route=route: route)
+        monkeypatch.setattr(SparseScores, "is_sparse", lambda self: True)
+        monkeypatch.setattr(SparseScores, "sparse_top_n_pays", lambda self: True)
         model.block_size = 17
         lists[route] = model.recommend(users, 25)
-        pairs = model.score(np.repeat(users, 5), np.tile(np.arange(5), len(users)))
-        np.testing.assert_array_equal(pairs.view(np.int32), sparse[:, :5].ravel().view(np.int32))
+        np.testing.assert_array_equal(
+            model.score(pu, pi).view(np.int32), sparse[:, :5].ravel().view(np.int32)
+        )
     pd.testing.assert_frame_equal(lists[True], lists[False])
+
+    # a model saved before profiles kept their terms sorted is sorted when loaded
+    old = model.profiles.copy()
+    for row in range(old.shape[0]):
+        lo, hi = old.indptr[row], old.indptr[row + 1]
+        old.indices[lo:hi], old.data[lo:hi] = old.indices[lo:hi][::-1], old.data[lo:hi][::-1]
+    old.has_sorted_indices = False
+    model.profiles = old
+    save_model(model, tmp_path / "tfidf")
+    loaded = load_model(tmp_path / "tfidf")
+    assert loaded.profiles.has_sorted_indices
+    again = loaded._dense_scores(loaded.profiles, known)
+    np.testing.assert_array_equal(again.view(np.int32), sparse.view(np.int32))
 
 
 def test_tfidf_picks_the_dense_route_where_profiles_reach_most_items() -> None:

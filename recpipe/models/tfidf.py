@@ -55,6 +55,10 @@ DENSE_NS_PER_CELL = 14.0
 SPARSE_NS_PER_ENTRY = 10.0
 #: users per dense product: a block's profile columns then stay in cache
 DENSE_CHUNK_USERS = 256
+#: at most this many cells of dense profile columns at once (fewer users per product when
+#: the vocabulary is large: 64 MiB of float32), each costing about 1 ns to lay out
+DENSE_CHUNK_CELLS = 1 << 24
+DENSE_NS_PER_TERM_CELL = 1.0
 
 
 class TfIdfConfig(ModelConfig):
@@ -180,8 +184,9 @@ class TfIdf(Recommender):
     def _check_state(self) -> None:
         super()._check_state()
         # a model saved before the terms were kept sorted: sort them now, as a fit would
-        for m in (self.profiles, self.item_vectors, self._item_vectors_t):
-            if not m.has_sorted_indices:
+        for name in ("profiles", "item_vectors", "_item_vectors_t"):
+            m = getattr(self, name, None)  # (an unfitted model has none)
+            if m is not None and not m.has_sorted_indices:
                 m.sort_indices()
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
@@ -204,6 +209,7 @@ class TfIdf(Recommender):
         dense = (
             DENSE_NS_PER_PRODUCT * rows * self.item_vectors.nnz
             + DENSE_NS_PER_CELL * float(rows) * cols
+            + DENSE_NS_PER_TERM_CELL * float(rows) * profiles.shape[1]
         )
         return dense < sparse
 
@@ -218,15 +224,18 @@ class TfIdf(Recommender):
 
     def _dense_scores(self, profiles: sp.csr_matrix, known: np.ndarray) -> np.ndarray:
         """:meth:`_scores` as a dense block, by the dense route: item vectors times dense
-        profile columns, :data:`DENSE_CHUNK_USERS` users at a time. scipy adds an item
+        profile columns, up to :data:`DENSE_CHUNK_USERS` users at a time (fewer with a large
+        vocabulary: :data:`DENSE_CHUNK_CELLS`). scipy adds an item
         row's products in its (sorted) term order, as the sparse product adds a profile's. A
         term one side lacks adds an exact 0 (both sums start at +0, and adding to +0 never
         gives -0), and a sum the sparse product leaves out as 0 is 0 here too."""
         out = np.empty((profiles.shape[0], self.item_vectors.shape[0]), dtype=np.float32)
-        for start in range(0, profiles.shape[0], DENSE_CHUNK_USERS):
-            chunk = profiles[start : start + DENSE_CHUNK_USERS]
-            # items x users; float32 throughout (scipy keeps the inputs' type)
-            block = self.item_vectors @ np.ascontiguousarray(chunk.T.toarray())
+        step = max(1, min(DENSE_CHUNK_USERS, DENSE_CHUNK_CELLS // max(profiles.shape[1], 1)))
+        for start in range(0, profiles.shape[0], step):
+            chunk = profiles[start : start + step]
+            # items x users; float32 throughout (scipy keeps the inputs' type, and lays the
+            # transposed columns out once)
+            block = self.item_vectors @ chunk.toarray().T
             out[start : start + chunk.shape[0]] = block.T
         out[:, ~self._described] = np.nan
         out[~known] = np.nan
