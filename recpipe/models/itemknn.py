@@ -75,13 +75,17 @@ class ItemKNN(Recommender):
         norms = np.sqrt(np.asarray(xc.multiply(xc).sum(axis=0)).ravel()).astype(np.float32)
         k = cfg.neighbours if cfg.neighbours else n
         xt = sp.csr_matrix(xc.T)
+        # the product's right side as CSR once (scipy would convert a CSC one per block)
+        xr = xc.tocsr()
         blocks = []
         for start in range(0, n, self.sim_block_size):
             stop = min(start + self.sim_block_size, n)
-            dots = (xt[start:stop] @ xc).toarray()
-            denom = norms[start:stop, None] * norms[None, :] + np.float32(cfg.shrinkage)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                sim = np.where(denom > 0, dots / denom, 0.0).astype(np.float32)
+            dots = (xt[start:stop] @ xr).toarray()
+            denom = norms[start:stop, None] * norms[None, :]
+            denom += np.float32(cfg.shrinkage)
+            # in place (float32 throughout): a block is n_items wide
+            sim = np.divide(dots, denom, out=dots, where=denom > 0)
+            sim[denom <= 0] = 0.0
             # An item is not its own neighbour: it would only vouch for itself, and a seen item
             # is never recommended anyway.
             sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
