@@ -281,3 +281,16 @@ def test_tfidf_picks_the_dense_route_where_profiles_reach_most_items() -> None:
     term = model.vocabulary["44"]
     rare = sp.csr_matrix(([1.0], ([0], [term])), shape=(1, model.profiles.shape[1]))
     assert not model.dense_route_pays(rare.astype(np.float32))
+
+
+@pytest.mark.parametrize(("name", "settings"), [c for c in CASES if c[0] != "popularity"])
+def test_blocks_ranked_in_threads_give_the_same_lists(name: str, settings: dict) -> None:
+    cls = model_class(name)
+    assert cls.block_threads >= 1
+    model = cls(cls.config_class(**settings), seed=3).fit(shop())
+    model.block_size = 5  # many blocks, a short last one
+    users = np.arange(model.n_users)
+    model.block_threads = 1
+    one = model.recommend(users, 10)
+    model.block_threads = 3
+    pd.testing.assert_frame_equal(model.recommend(users, 10), one)

@@ -29,7 +29,9 @@ whose user factors are learnt, folds the user in instead).
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
@@ -41,6 +43,10 @@ from pydantic import Field
 from recpipe.config import Config
 from recpipe.dataset import TrainData
 from recpipe.persist import ArtifactError, Persistent
+
+#: threads of the models that rank blocks side by side (``Recommender.block_threads``): the
+#: cores this process may use, at most 4 (each thread holds one block of scores)
+BLOCK_THREADS = max(1, min(4, len(os.sched_getaffinity(0))))
 
 RECS_COLUMNS = ["user_idx", "item_idx", "score", "rank"]
 
@@ -64,6 +70,12 @@ class Recommender(Persistent, ABC):
     config_class: ClassVar[type[Config]]
     #: users scored per dense block in ``score``/``recommend`` (bounds peak memory)
     block_size: ClassVar[int] = 1024
+    #: blocks ``recommend`` ranks side by side, each in a thread. A model opts in (sets it
+    #: to :data:`BLOCK_THREADS`) when its block work is mostly sparse products and numpy
+    #: partitions, which release the GIL, and reads its state without writing it. The lists
+    #: do not depend on it: every block is ranked by the same code, and the blocks are
+    #: joined in order. Peak memory grows with it (one block of scores per thread).
+    block_threads: ClassVar[int] = 1
     #: True in models that implement :meth:`score_history`
     supports_history: ClassVar[bool] = False
 
@@ -184,7 +196,10 @@ class Recommender(Persistent, ABC):
         """Top-``n`` unseen items per user (``user_idx, item_idx, score, rank``)."""
         users = np.unique(np.asarray(users, dtype=np.int64))
         users = users[(users >= 0) & (users < self.n_users)]
-        blocks = (users[s : s + self.block_size] for s in range(0, len(users), self.block_size))
+        blocks = [users[s : s + self.block_size] for s in range(0, len(users), self.block_size)]
+        if self.block_threads > 1 and len(blocks) > 1:
+            with ThreadPoolExecutor(self.block_threads) as pool:
+                return concat_recs(list(pool.map(lambda b: self._recommend_block(b, n), blocks)))
         return concat_recs([self._recommend_block(block, n) for block in blocks])
 
     def _recommend_block(self, users: np.ndarray, n: int) -> pd.DataFrame:

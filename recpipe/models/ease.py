@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from recpipe.log import get_logger
 from recpipe.models.base import (
+    BLOCK_THREADS,
     ModelConfig,
     Recommender,
     TrainData,
@@ -78,6 +79,7 @@ class EASE(Recommender):
     config: EASEConfig
 
     supports_history = True
+    block_threads = BLOCK_THREADS
 
     def _fit(self, data: TrainData) -> None:
         cfg = self.config

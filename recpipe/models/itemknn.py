@@ -24,7 +24,13 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
-from recpipe.models.base import ModelConfig, Recommender, SparseScores, TrainData
+from recpipe.models.base import (
+    BLOCK_THREADS,
+    ModelConfig,
+    Recommender,
+    SparseScores,
+    TrainData,
+)
 
 
 class ItemKNNConfig(ModelConfig):
@@ -59,6 +65,7 @@ class ItemKNN(Recommender):
     sim_block_size: int = 1024
 
     supports_history = True
+    block_threads = BLOCK_THREADS
 
     def _fit(self, data: TrainData) -> None:
         x = data.matrix(self.config.value)

@@ -41,7 +41,13 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recpipe.hashing import tie_key
-from recpipe.models.base import ModelConfig, Recommender, SparseScores, TrainData
+from recpipe.models.base import (
+    BLOCK_THREADS,
+    ModelConfig,
+    Recommender,
+    SparseScores,
+    TrainData,
+)
 
 #: stored co-occurrences handled at once while pruning (bounds the temporaries)
 _PRUNE_BLOCK_ENTRIES = 1 << 22
@@ -145,6 +151,7 @@ class SeqKNN(Recommender):
     config_class = SeqKNNConfig
     config: SeqKNNConfig
     supports_history = True
+    block_threads = BLOCK_THREADS
 
     def _fit(self, data: TrainData) -> None:
         cfg = self.config

@@ -39,7 +39,13 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
-from recpipe.models.base import ModelConfig, Recommender, SparseScores, TrainData
+from recpipe.models.base import (
+    BLOCK_THREADS,
+    ModelConfig,
+    Recommender,
+    SparseScores,
+    TrainData,
+)
 from recpipe.text import item_documents
 
 SECONDS_PER_DAY = 86_400.0
@@ -121,6 +127,7 @@ class TfIdf(Recommender):
     config_class = TfIdfConfig
     config: TfIdfConfig
     supports_history = True
+    block_threads = BLOCK_THREADS
 
     def _fit(self, data: TrainData) -> None:
         # imported here: scikit-learn costs ~1 s to import, and the stages that only read
