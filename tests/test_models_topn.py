@@ -294,3 +294,18 @@ def test_blocks_ranked_in_threads_give_the_same_lists(name: str, settings: dict)
     one = model.recommend(users, 10)
     model.block_threads = 3
     pd.testing.assert_frame_equal(model.recommend(users, 10), one)
+
+
+def test_item_knn_similarity_blocks_in_threads_give_the_same_matrix() -> None:
+    from recpipe.models.itemknn import ItemKNN, ItemKNNConfig
+
+    fitted = []
+    for threads in (1, 3):
+        model = ItemKNN(ItemKNNConfig(neighbours=5))
+        model.sim_block_size, model.block_threads = 4, threads  # 12 blocks of items
+        fitted.append(model.fit(shop()).similarity)
+    one, many = fitted
+    assert one.nnz > 0 and (one != many).nnz == 0
+    np.testing.assert_array_equal(one.indptr, many.indptr)
+    np.testing.assert_array_equal(one.indices, many.indices)
+    np.testing.assert_array_equal(one.data.view(np.int32), many.data.view(np.int32))
