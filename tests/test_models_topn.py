@@ -309,3 +309,13 @@ def test_item_knn_similarity_blocks_in_threads_give_the_same_matrix() -> None:
     np.testing.assert_array_equal(one.indptr, many.indptr)
     np.testing.assert_array_equal(one.indices, many.indices)
     np.testing.assert_array_equal(one.data.view(np.int32), many.data.view(np.int32))
+
+
+def test_ease_gram_matrix_in_threads_is_the_same_matrix() -> None:
+    from recpipe.models.ease import gram_matrix
+
+    x = shop().matrix("weight")
+    want = (x.T @ x).toarray().astype(np.float32)
+    for threads in (1, 3):
+        got = gram_matrix(x, step=4, threads=threads)  # 12 blocks of rows
+        np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
