@@ -284,16 +284,19 @@ def test_tfidf_picks_the_dense_route_where_profiles_reach_most_items() -> None:
 
 
 @pytest.mark.parametrize(("name", "settings"), [c for c in CASES if c[0] != "popularity"])
-def test_blocks_ranked_in_threads_give_the_same_lists(name: str, settings: dict) -> None:
+def test_blocks_in_threads_give_the_same_lists_and_scores(name: str, settings: dict) -> None:
     cls = model_class(name)
     assert cls.block_threads >= 1
     model = cls(cls.config_class(**settings), seed=3).fit(shop())
     model.block_size = 5  # many blocks, a short last one
     users = np.arange(model.n_users)
+    rng = np.random.default_rng(2)
+    pu, pi = rng.integers(-1, model.n_users + 1, 400), rng.integers(-1, model.n_items + 1, 400)
     model.block_threads = 1
-    one = model.recommend(users, 10)
+    one, one_pairs = model.recommend(users, 10), model.score(pu, pi)
     model.block_threads = 3
     pd.testing.assert_frame_equal(model.recommend(users, 10), one)
+    np.testing.assert_array_equal(model.score(pu, pi).view(np.int32), one_pairs.view(np.int32))
 
 
 def test_item_knn_similarity_blocks_in_threads_give_the_same_matrix() -> None:

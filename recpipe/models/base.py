@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
@@ -70,11 +71,12 @@ class Recommender(Persistent, ABC):
     config_class: ClassVar[type[Config]]
     #: users scored per dense block in ``score``/``recommend`` (bounds peak memory)
     block_size: ClassVar[int] = 1024
-    #: blocks ``recommend`` ranks side by side, each in a thread. A model opts in (sets it
-    #: to :data:`BLOCK_THREADS`) when its block work is mostly sparse products and numpy
-    #: partitions, which release the GIL, and reads its state without writing it. The lists
-    #: do not depend on it: every block is ranked by the same code, and the blocks are
-    #: joined in order. Peak memory grows with it (one block of scores per thread).
+    #: blocks ``recommend`` ranks (and ``score`` scores) side by side, each in a thread. A
+    #: model opts in (sets it to :data:`BLOCK_THREADS`) when its block work is mostly sparse
+    #: products and numpy partitions, which release the GIL, and reads its state without
+    #: writing it. The results do not depend on it: every block runs the same code, and the
+    #: blocks are joined in order (or fill their own pairs). Peak memory grows with it (one
+    #: block of scores per thread).
     block_threads: ClassVar[int] = 1
     #: True in models that implement :meth:`score_history`
     supports_history: ClassVar[bool] = False
@@ -179,7 +181,8 @@ class Recommender(Persistent, ABC):
             return out
         pos = np.flatnonzero(ok)
         uniq, inv = np.unique(users[pos], return_inverse=True)
-        for start in range(0, len(uniq), self.block_size):
+
+        def score_block(start: int) -> None:  # each block fills its own pairs of ``out``
             block = uniq[start : start + self.block_size]
             sel = (inv >= start) & (inv < start + len(block))
             rows, cols = inv[sel] - start, items[pos[sel]]
@@ -190,6 +193,8 @@ class Recommender(Persistent, ABC):
                 out[pos[sel]] = sparse.pairs(rows, cols)
             else:
                 out[pos[sel]] = sparse.dense()[rows, cols]
+
+        self._each_block(score_block, list(range(0, len(uniq), self.block_size)))
         return out
 
     def recommend(self, users: np.ndarray, n: int) -> pd.DataFrame:
@@ -197,10 +202,14 @@ class Recommender(Persistent, ABC):
         users = np.unique(np.asarray(users, dtype=np.int64))
         users = users[(users >= 0) & (users < self.n_users)]
         blocks = [users[s : s + self.block_size] for s in range(0, len(users), self.block_size)]
+        return concat_recs(self._each_block(lambda b: self._recommend_block(b, n), blocks))
+
+    def _each_block(self, work: Callable[[Any], Any], blocks: list) -> list:
+        """``[work(b) for b in blocks]``, :attr:`block_threads` blocks side by side."""
         if self.block_threads > 1 and len(blocks) > 1:
             with ThreadPoolExecutor(self.block_threads) as pool:
-                return concat_recs(list(pool.map(lambda b: self._recommend_block(b, n), blocks)))
-        return concat_recs([self._recommend_block(block, n) for block in blocks])
+                return list(pool.map(work, blocks))
+        return [work(b) for b in blocks]
 
     def _recommend_block(self, users: np.ndarray, n: int) -> pd.DataFrame:
         """:meth:`recommend` for one block of distinct users in range, ascending."""
