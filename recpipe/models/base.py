@@ -47,7 +47,13 @@ from recpipe.persist import ArtifactError, Persistent
 
 #: threads of the models that rank blocks side by side (``Recommender.block_threads``): the
 #: cores this process may use, at most 4 (each thread holds one block of scores)
-BLOCK_THREADS = max(1, min(4, len(os.sched_getaffinity(0))))
+BLOCK_THREADS = max(
+    1,
+    min(
+        4,
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+    ),
+)
 
 RECS_COLUMNS = ["user_idx", "item_idx", "score", "rank"]
 
