@@ -29,9 +29,10 @@ whose user factors are learnt, folds the user in instead).
 
 from __future__ import annotations
 
+import functools
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
@@ -54,6 +55,15 @@ BLOCK_THREADS = max(
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
     ),
 )
+
+
+def in_threads(work: Callable[[Any], Any], blocks: Sequence[Any], threads: int) -> list:
+    """``[work(b) for b in blocks]``, ``threads`` blocks side by side (in order)."""
+    if threads > 1 and len(blocks) > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(work, blocks))
+    return [work(b) for b in blocks]
+
 
 RECS_COLUMNS = ["user_idx", "item_idx", "score", "rank"]
 
@@ -200,7 +210,7 @@ class Recommender(Persistent, ABC):
             else:
                 out[pos[sel]] = sparse.dense()[rows, cols]
 
-        self._each_block(score_block, list(range(0, len(uniq), self.block_size)))
+        in_threads(score_block, list(range(0, len(uniq), self.block_size)), self.block_threads)
         return out
 
     def recommend(self, users: np.ndarray, n: int) -> pd.DataFrame:
@@ -208,14 +218,8 @@ class Recommender(Persistent, ABC):
         users = np.unique(np.asarray(users, dtype=np.int64))
         users = users[(users >= 0) & (users < self.n_users)]
         blocks = [users[s : s + self.block_size] for s in range(0, len(users), self.block_size)]
-        return concat_recs(self._each_block(lambda b: self._recommend_block(b, n), blocks))
-
-    def _each_block(self, work: Callable[[Any], Any], blocks: list) -> list:
-        """``[work(b) for b in blocks]``, :attr:`block_threads` blocks side by side."""
-        if self.block_threads > 1 and len(blocks) > 1:
-            with ThreadPoolExecutor(self.block_threads) as pool:
-                return list(pool.map(work, blocks))
-        return [work(b) for b in blocks]
+        work = functools.partial(self._recommend_block, n=n)
+        return concat_recs(in_threads(work, blocks, self.block_threads))
 
     def _recommend_block(self, users: np.ndarray, n: int) -> pd.DataFrame:
         """:meth:`recommend` for one block of distinct users in range, ascending."""

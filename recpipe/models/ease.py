@@ -24,7 +24,6 @@ with the cube of the items (a few minutes at the 25,000 of ``max_items``).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -41,6 +40,7 @@ from recpipe.models.base import (
     Recommender,
     TrainData,
     concat_recs,
+    in_threads,
     most_counted,
     top_n,
 )
@@ -230,8 +230,7 @@ def gram_matrix(
         g[start:stop] = (xt[start:stop] @ xr).toarray()
 
     # blocks side by side (sparse products release the GIL), each writing its own rows
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(rows, range(0, m, step)))
+    in_threads(rows, range(0, m, step), threads)
     return g
 
 

@@ -18,7 +18,6 @@ fit's own ``TrainData.matrix``, items the fit never saw left out.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -32,6 +31,7 @@ from recpipe.models.base import (
     Recommender,
     SparseScores,
     TrainData,
+    in_threads,
 )
 
 
@@ -100,10 +100,8 @@ class ItemKNN(Recommender):
             sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
             return _keep_top_k(sim, k)
 
-        starts = range(0, n, self.sim_block_size)
         # side by side like recommend's blocks (block_threads), joined in order
-        with ThreadPoolExecutor(self.block_threads) as pool:
-            blocks = list(pool.map(block, starts))
+        blocks = in_threads(block, range(0, n, self.sim_block_size), self.block_threads)
         if not blocks:
             return sp.csr_matrix((n, n), dtype=np.float32)
         # Rows so far are targets; scoring multiplies histories (sources) from the left.
