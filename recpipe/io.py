@@ -209,18 +209,20 @@ def staged_files() -> Iterator[StagedFiles]:
         staged._discard()
 
 
-def user_blocks_of(path: str | os.PathLike[str], users: int) -> Iterator[pd.DataFrame]:
+def user_blocks_of(
+    path: str | os.PathLike[str], users: int, columns: list[str] | None = None
+) -> Iterator[pd.DataFrame]:
     """The rows of a Parquet file sorted by ``user_idx``, ``users`` whole users at a time
     (the last block may hold fewer), reading one row group at a time: a user whose rows
     straddle two row groups is kept whole. A file without rows gives one empty frame with
-    its columns."""
+    its columns. ``columns``: only these (``user_idx`` among them), all when None."""
     if users < 1:
         raise ValueError("users must be >= 1")
     file = pq.ParquetFile(path)
     carry: pd.DataFrame | None = None
     emitted = False
     for g in range(file.num_row_groups):
-        part = file.read_row_group(g).to_pandas()
+        part = file.read_row_group(g, columns=columns).to_pandas()
         df = part if carry is None else pd.concat([carry, part], ignore_index=True)
         last = g + 1 == file.num_row_groups
         u = df["user_idx"].to_numpy()
@@ -236,7 +238,8 @@ def user_blocks_of(path: str | os.PathLike[str], users: int) -> Iterator[pd.Data
             pos = end
         carry = df.iloc[starts[pos] :] if pos < len(starts) else None
     if not emitted:
-        yield file.schema_arrow.empty_table().to_pandas()
+        empty = file.schema_arrow.empty_table()
+        yield (empty if columns is None else empty.select(columns)).to_pandas()
 
 
 def write_many(files: Mapping[str | os.PathLike[str], pd.DataFrame | bytes]) -> None:

@@ -23,7 +23,7 @@ from pydantic import Field
 from recpipe.blending import fill_by_user, rank_by
 from recpipe.config import Config
 from recpipe.errors import ConfigError
-from recpipe.features.pairs import PairContext, block_pair_features
+from recpipe.features.pairs import PairContext, PairSimilarities, block_pair_features
 from recpipe.hashing import tie_key
 from recpipe.models.base import rank_within
 
@@ -437,10 +437,12 @@ def rank_block(
     context: PairContext,
     result: TrainResult,
     n: int,
+    similarities: PairSimilarities | None = None,
 ) -> pd.DataFrame:
     """The ranker's top-``n`` of one block of users' candidate ``pairs`` (blend columns):
-    features from the fold's :class:`PairContext`, scores, ranks. A pure function of the
-    block, so a fold's lists are the concatenation of its blocks' in user order."""
-    pf = block_pair_features(pairs[KEY], context)
+    features from the fold's :class:`PairContext` (the similarity features looked up in
+    ``similarities`` when given), scores, ranks. A pure function of the block, so a fold's
+    lists are the concatenation of its blocks' in user order."""
+    pf = block_pair_features(pairs[KEY], context, similarities)
     df = assemble(pairs, user_feats, item_feats, pd.concat([pairs[KEY], pf], axis=1))
     return rank_by(df, predict(result, df), n)

@@ -26,7 +26,13 @@ import pandas as pd
 from recpipe.config import load_params
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.history import history_now
-from recpipe.features.pairs import pair_context, pair_features
+from recpipe.features.pairs import (
+    PairContext,
+    PairSimilarities,
+    pair_context,
+    pair_features,
+    pair_similarities,
+)
 from recpipe.folds import Fold, load_catalogue, load_fold, ranker_folds
 from recpipe.io import atomic_path, user_blocks_of, write_json, write_parquet
 from recpipe.log import get_logger
@@ -54,12 +60,31 @@ LIST_STRIDE = 1 << 40
 log = get_logger("rank")
 
 
-def candidate_blocks(fold: Fold, blend_dir: Path, rcfg: RankerConfig) -> Iterator[pd.DataFrame]:
+def candidate_blocks(
+    fold: Fold, blend_dir: Path, rcfg: RankerConfig, columns: list[str] | None = None
+) -> Iterator[pd.DataFrame]:
     """The fold's candidate pairs the ranker works on, ``rcfg.block_users`` users at a time
     (read a row group at a time): each user's ``rcfg.rerank_top`` by the blend (all with
-    null), with the blend's columns, sorted by user and item."""
-    for block in user_blocks_of(blend_dir / f"{fold.name}.parquet", rcfg.block_users):
+    null), with the blend's columns (or only ``columns``, which must hold the key and the
+    blend's ``m_hybrid``), sorted by user and item."""
+    for block in user_blocks_of(blend_dir / f"{fold.name}.parquet", rcfg.block_users, columns):
         yield top_candidates(block, rcfg).sort_values(KEY, kind="stable", ignore_index=True)
+
+
+def shared_similarities(
+    fold: Fold, blend_dir: Path, rcfg: RankerConfig, context: PairContext
+) -> PairSimilarities | None:
+    """The similarity features of all of the fold's candidate pairs, computed at once, when
+    the fold has more than one block of users (None otherwise): each block would otherwise
+    repeat nearly the whole item x item product (:func:`pair_similarities`). Reads the
+    blend's key and score columns once more."""
+    blocks = candidate_blocks(fold, blend_dir, rcfg, [*KEY, "m_hybrid"])
+    keys = [block[KEY] for block in blocks]
+    if len(keys) < 2:
+        return None
+    pairs = pd.concat(keys, ignore_index=True)
+    del keys
+    return pair_similarities(pairs["user_idx"].to_numpy(), pairs["item_idx"].to_numpy(), context)
 
 
 def candidates(fold: Fold, blend_dir: Path, rcfg: RankerConfig) -> pd.DataFrame:
@@ -166,9 +191,10 @@ def run(args: argparse.Namespace) -> None:
     uf = pd.read_parquet(features_dir / "test" / "users.parquet")
     itf = pd.read_parquet(features_dir / "test" / "items.parquet")
     context = pair_context(test.history, items, history_now(test.history), fcfg, len(users))
+    similarities = shared_similarities(test, blend_dir, cfg, context)
     recs = concat_recs(
         [
-            rank_block(block, uf, itf, context, result, cfg.n)
+            rank_block(block, uf, itf, context, result, cfg.n, similarities)
             for block in candidate_blocks(test, blend_dir, cfg)
         ]
     )

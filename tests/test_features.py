@@ -16,7 +16,12 @@ from recpipe.features.docs import FEATURE_DOCS, feature_doc
 from recpipe.features.history import history_now
 from recpipe.features.items import item_features
 from recpipe.features.metadata import item_vectors
-from recpipe.features.pairs import block_pair_features, pair_context, pair_features
+from recpipe.features.pairs import (
+    block_pair_features,
+    pair_context,
+    pair_features,
+    pair_similarities,
+)
 from recpipe.features.users import user_features
 from recpipe.folds import Fold
 from recpipe.schema import finalize
@@ -389,3 +394,92 @@ def test_pair_features_in_blocks_of_users_equal_the_whole() -> None:
         pd.testing.assert_frame_equal(pd.concat(parts), whole, check_exact=True)
     with pytest.raises(ValueError, match="outside the users the context was made for"):
         block_pair_features(pd.DataFrame({"user_idx": [len(users)], "item_idx": [0]}), ctx)
+
+
+def test_similarity_routes_give_the_same_floats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The content and collaborative similarities by the sparse product and by the dense
+    route (dense column chunks of the other items) are the same floats, bit for bit, for the
+    whole frame (every item a column) and for one user at a time (only the user's history
+    items as columns), with chunks that do not divide the catalogue."""
+    from recpipe.features import pairs as pairs_module
+
+    inter, items, users = _log()
+    rng = np.random.default_rng(5)
+    pairs = pd.DataFrame(
+        {"user_idx": rng.integers(0, len(users), 900), "item_idx": rng.integers(0, len(items), 900)}
+    ).sort_values(["user_idx", "item_idx"], ignore_index=True)
+    now = history_now(inter)
+    routes = []
+    real = pairs_module._dense_right
+
+    restricted = []
+
+    def counted(*args):
+        right = real(*args)
+        routes.append(right is not None)
+        restricted.append(args[1] is not None)
+        return right
+
+    monkeypatch.setattr(pairs_module, "_dense_right", counted)
+
+    def describe() -> list[pd.DataFrame]:
+        ctx = pair_context(inter, items, now, CFG, len(users))
+        one_user = [block_pair_features(part, ctx) for _, part in pairs.groupby("user_idx")]
+        return [pair_features(pairs, inter, items, now, CFG), pd.concat(one_user)]
+
+    monkeypatch.setattr(pairs_module, "_DENSE_RIGHT_BYTES", 0)
+    sparse = describe()
+    assert routes and not any(routes)
+    routes.clear()
+    monkeypatch.setattr(pairs_module, "_DENSE_RIGHT_BYTES", 1 << 30)
+    monkeypatch.setattr(pairs_module, "_DENSE_NS_PER_PRODUCT", 0.0)
+    monkeypatch.setattr(pairs_module, "_DENSE_NS_PER_RIGHT_CELL", 0.0)
+    monkeypatch.setattr(pairs_module, "_DENSE_CHUNK_COLUMNS", 7)
+    dense = describe()
+    assert routes and all(routes)
+    assert any(restricted) and not all(restricted)
+    for a, b in zip(sparse, dense, strict=True):
+        assert a["p_content_max_sim"].notna().mean() > 0.5
+        assert a["p_cf_max_sim"].notna().mean() > 0.5
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_similarities_computed_once_for_a_fold_equal_each_blocks_own() -> None:
+    """The similarity features of all pairs computed together and looked up per block give
+    the same frames as each block computing its own; a pair outside the set is refused."""
+    inter, items, users = _log()
+    rng = np.random.default_rng(6)
+    pairs = pd.DataFrame(
+        {"user_idx": rng.integers(0, len(users), 700), "item_idx": rng.integers(0, len(items), 700)}
+    ).sort_values(["user_idx", "item_idx"], ignore_index=True)
+    history = inter[inter["user_idx"] < len(users) - 5]  # cold users too
+    ctx = pair_context(history, items, history_now(history), CFG, len(users))
+    # duplicates and any order: the pairs are made distinct and sorted
+    shared = pair_similarities(
+        pairs["user_idx"].to_numpy()[::-1], pairs["item_idx"].to_numpy()[::-1], ctx
+    )
+    assert len(shared.keys) == len(pairs.drop_duplicates())
+    edges = np.searchsorted(pairs["user_idx"], np.arange(0, len(users) + 3, 3))
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        block = pairs.iloc[a:b]
+        pd.testing.assert_frame_equal(
+            block_pair_features(block, ctx, shared),
+            block_pair_features(block, ctx),
+            check_exact=True,
+        )
+    unseen = next(
+        (u, i)
+        for u in range(len(users))
+        for i in range(len(items))
+        if not ((pairs["user_idx"] == u) & (pairs["item_idx"] == i)).any()
+    )
+    with pytest.raises(ValueError, match=rf"user_idx {unseen[0]}, item_idx {unseen[1]}\) is not"):
+        block_pair_features(
+            pd.DataFrame({"user_idx": [unseen[0]], "item_idx": [unseen[1]]}), ctx, shared
+        )
+    empty = pair_similarities(np.zeros(0, np.int64), np.zeros(0, np.int64), ctx)
+    with pytest.raises(ValueError, match="not among the precomputed"):
+        block_pair_features(pairs.iloc[:1], ctx, empty)
+    assert len(block_pair_features(pairs.iloc[:0], ctx, empty)) == 0
+    with pytest.raises(ValueError, match="outside the items table"):
+        pair_similarities(np.array([0]), np.array([len(items)]), ctx)

@@ -197,6 +197,11 @@ def test_user_blocks_keep_every_user_whole_across_row_groups(tmp_path: Path, use
     assert all(s == users for s in sizes[:-1]) and 0 < sizes[-1] <= users
     seen = [set(b["user_idx"]) for b in blocks]
     assert all(a.isdisjoint(b) for i, a in enumerate(seen) for b in seen[i + 1 :])
+    # only some columns: the same blocks of those columns
+    narrow = list(user_blocks_of(path, users, ["user_idx", "score"]))
+    assert len(narrow) == len(blocks)
+    for a, b in zip(narrow, blocks, strict=True):
+        pd.testing.assert_frame_equal(a, b[["user_idx", "score"]])
 
 
 def test_user_blocks_of_an_empty_file_give_its_columns(tmp_path: Path) -> None:
@@ -204,3 +209,5 @@ def test_user_blocks_of_an_empty_file_give_its_columns(tmp_path: Path) -> None:
     _users_frame(2).iloc[:0].to_parquet(path, index=False)
     (block,) = list(user_blocks_of(path, 4))
     assert block.empty and list(block.columns) == ["user_idx", "item_idx", "score"]
+    (block,) = list(user_blocks_of(path, 4, ["user_idx", "score"]))
+    assert block.empty and list(block.columns) == ["user_idx", "score"]
