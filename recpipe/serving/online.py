@@ -32,7 +32,12 @@ from recpipe.blending import (
     union_candidates,
 )
 from recpipe.features.config import FeaturesConfig
-from recpipe.features.pairs import PairContext, block_pair_features, pair_context
+from recpipe.features.pairs import (
+    PairContext,
+    PairSimilarities,
+    block_pair_features,
+    pair_context,
+)
 from recpipe.features.users import user_features
 from recpipe.models.base import Recommender, concat_recs, top_n
 from recpipe.models.retrieval import FactorRecommender
@@ -102,7 +107,15 @@ class Ranking:
     # -- batch ------------------------------------------------------------------------
     def rank_users(self, users: np.ndarray, n: int) -> Lists:
         """Every list of ``users`` (known to the fold), each cut at ``n``: exactly the
-        pipeline's stages applied to these users."""
+        pipeline's stages applied to these users (:meth:`blend_users`, then
+        :meth:`rank_pairs`)."""
+        pairs, lists = self.blend_users(users, n)
+        lists.ranker = self.rank_pairs(pairs, n)
+        return lists
+
+    def blend_users(self, users: np.ndarray, n: int) -> tuple[pd.DataFrame, Lists]:
+        """The first half of :meth:`rank_users`: the pairs the ranker works on (the blend's
+        columns, sorted by user and item) and the lists but the ranker's (left empty)."""
         users = np.asarray(users, dtype=np.int64)
         cands: dict[str, pd.DataFrame] = {}
         lists: dict[str, pd.DataFrame] = {}
@@ -113,11 +126,22 @@ class Ranking:
             # kept when empty: a block of users a model has nothing for still gets its
             # columns (NaN), so the lists do not depend on the blocks
             cands[m] = _head(recs, self.n[m])
+        empty = concat_recs([])
         if not any(len(c) for c in cands.values()):
-            empty = concat_recs([])
-            return Lists(empty, empty, lists)
-        df = blend_block(cands, self.models, self.normalise)
-        return self._finish(df, self.user_feats, self.context, n, explain=0, models=lists)
+            return empty, Lists(empty, empty, lists)
+        blend, pairs = self._blend(blend_block(cands, self.models, self.normalise), n)
+        return pairs, Lists(empty, blend, lists)
+
+    def rank_pairs(
+        self, pairs: pd.DataFrame, n: int, similarities: PairSimilarities | None = None
+    ) -> pd.DataFrame:
+        """The second half of :meth:`rank_users`: the ranker's lists of ``pairs`` (of
+        :meth:`blend_users`), with the similarity features looked up in ``similarities``
+        (:func:`~recpipe.features.pairs.pair_similarities` of the fold's pairs) when given."""
+        if len(pairs) == 0:
+            return concat_recs([])
+        ranked, _ = self._rank(pairs, self.user_feats, self.context, n, 0, similarities)
+        return ranked
 
     # -- one fresh history ------------------------------------------------------------
     def rank_history(
@@ -189,12 +213,32 @@ class Ranking:
         explain: int,
         models: dict[str, pd.DataFrame],
     ) -> Lists:
+        blend, pairs = self._blend(df, n)
+        ranked, contributions = self._rank(pairs, uf, ctx, n, explain)
+        return Lists(ranked, blend, models, contributions)
+
+    def _blend(self, df: pd.DataFrame, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The blend's lists of the union ``df`` (which gains ``m_hybrid``), and the pairs
+        the ranker works on, sorted by user and item."""
         df["m_hybrid"] = hybrid_score(df, self.weights)
         blend = rank_by(df, df["m_hybrid"].to_numpy(), n)
         pairs = top_candidates(df, self.ranker_config).sort_values(
             KEY, kind="stable", ignore_index=True
         )
-        pf = block_pair_features(pairs[KEY], ctx)
+        return blend, pairs
+
+    def _rank(
+        self,
+        pairs: pd.DataFrame,
+        uf: pd.DataFrame,
+        ctx: PairContext,
+        n: int,
+        explain: int,
+        similarities: PairSimilarities | None = None,
+    ) -> tuple[pd.DataFrame, list[dict[str, float]] | None]:
+        """The ranker's lists of ``pairs``, and the contributions of the first ``explain``
+        items of each when ``explain``."""
+        pf = block_pair_features(pairs[KEY], ctx, similarities)
         if self._items_by_key is None:  # indexed once, not at every request
             self._items_by_key = by_key(self.item_feats, "item_idx")
         described = assemble(pairs, uf, self._items_by_key, pd.concat([pairs[KEY], pf], axis=1))
@@ -207,7 +251,7 @@ class Ranking:
         if explain:
             top = ranked.head(explain)
             contributions = _contributions(self.ranker, x, base, described, top)
-        return Lists(ranked, blend, models, contributions)
+        return ranked, contributions
 
     def _attributes(self, user_idx: int | None) -> pd.DataFrame:
         """The user's attribute features (``u_attr_*``) from the fold's table, NaN for a
