@@ -109,16 +109,18 @@ def union_candidates(cands: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     keys = {name: key(c) for name, c in frames.items()}
     union = np.sort(np.concatenate(list(keys.values())))
     union = union[np.r_[True, union[1:] != union[:-1]]]  # np.unique hashes: slower here
-    pairs = pd.DataFrame({"user_idx": union >> 32, "item_idx": union & 0xFFFFFFFF})
-    n_models = np.zeros(len(pairs), dtype=np.int16)
+    # every column first, then one frame (inserting columns one by one costs more than the
+    # work on a one-user frame in the service)
+    columns: dict[str, np.ndarray] = {"user_idx": union >> 32, "item_idx": union & 0xFFFFFFFF}
+    n_models = np.zeros(len(union), dtype=np.int16)
     for name, c in cands.items():
-        col = np.full(len(pairs), np.nan, dtype=np.float32)
+        col = np.full(len(union), np.nan, dtype=np.float32)
         if len(c):
             col[np.searchsorted(union, keys[name])] = c["rank"].to_numpy(np.float32)
-        pairs[f"m_{name}_rank"] = col
+        columns[f"m_{name}_rank"] = col
         n_models += ~np.isnan(col)
-    pairs["m_n_models"] = n_models
-    return pairs
+    columns["m_n_models"] = n_models
+    return pd.DataFrame(columns)
 
 
 def normalise_per_user(users: np.ndarray, scores: np.ndarray, method: str) -> np.ndarray:
@@ -172,17 +174,24 @@ def score_pairs(
 ) -> pd.DataFrame:
     """:func:`describe_pairs` with each model's scores given by a function of (users,
     items): the service scores a fresh history this way, with the same columns."""
-    out = pairs.copy()
-    u, i = out["user_idx"].to_numpy(), out["item_idx"].to_numpy()
+    u, i = pairs["user_idx"].to_numpy(), pairs["item_idx"].to_numpy()
     names = list(scorers)
-    raw = np.empty((len(out), len(names)), dtype=np.float32)
+    raw = np.empty((len(pairs), len(names)), dtype=np.float32)
     for j, name in enumerate(names):
         raw[:, j] = np.asarray(scorers[name](u, i), dtype=np.float32)
     norm = normalise_columns(u, raw, method) if names else raw
+    added: dict[str, np.ndarray] = {}
     for j, name in enumerate(names):
-        out[f"m_{name}_score"] = raw[:, j]
-        out[f"m_{name}_norm"] = norm[:, j]
-    return out
+        added[f"m_{name}_score"] = raw[:, j]
+        added[f"m_{name}_norm"] = norm[:, j]
+    if any(c in pairs.columns for c in added):  # scored again: replaced in place
+        out = pairs.copy()
+        for c, values in added.items():
+            out[c] = values
+        return out
+    # one frame of the new columns beside ``pairs`` (a column inserted at a time costs more
+    # than the work on a one-user frame in the service)
+    return pd.concat([pairs, pd.DataFrame(added, index=pairs.index)], axis=1)
 
 
 def blend_block(

@@ -175,12 +175,30 @@ def assemble(
     pair_feats: pd.DataFrame,
 ) -> pd.DataFrame:
     """One row per candidate pair (sorted by user, item): blend columns, user, item and pair
-    features side by side."""
+    features side by side (left joins: NaN where a user or item has no features).
+
+    The same frame as joining them one after the other, put together once: each feature
+    table is looked up at the rows' keys, and pair features that come in the rows' order
+    (as :func:`~recpipe.features.pairs.block_pair_features` gives them) are taken as they
+    are (pandas' joins cost more than the work on a one-user frame in the service)."""
     df = blend.sort_values(KEY, kind="stable").reset_index(drop=True)
-    df = df.join(by_key(user_feats, "user_idx"), on="user_idx")
-    df = df.join(by_key(item_feats, "item_idx"), on="item_idx")
-    pf = pair_feats.set_index(KEY)
-    return df.join(pf, on=KEY)
+    users = by_key(user_feats, "user_idx").reindex(df["user_idx"].to_numpy())
+    items = by_key(item_feats, "item_idx").reindex(df["item_idx"].to_numpy())
+    aligned = len(pair_feats) == len(df) and all(
+        np.array_equal(pair_feats[k].to_numpy(), df[k].to_numpy()) for k in KEY
+    )
+    if aligned:
+        pairs = pair_feats.drop(columns=KEY)
+    else:
+        pairs = df[KEY].join(pair_feats.set_index(KEY), on=KEY).drop(columns=KEY)
+    parts = [df, *(p.set_axis(df.index) for p in (users, items, pairs))]
+    seen: set[str] = set()
+    for part in parts:
+        clash = seen.intersection(part.columns)
+        if clash:
+            raise ValueError(f"feature column {sorted(clash)[0]!r} comes from two tables")
+        seen.update(part.columns)
+    return pd.concat(parts, axis=1)
 
 
 def by_key(frame: pd.DataFrame, key: str) -> pd.DataFrame:

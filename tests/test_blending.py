@@ -32,6 +32,7 @@ from recpipe.blending import (
     out_of_bag_hybrid,
     rank_by,
     resolve_weights,
+    score_pairs,
     search,
     search_weights,
     union_candidates,
@@ -891,3 +892,32 @@ def test_one_users_hybrid_and_ranking_equal_the_grouped_computation() -> None:
     want = rank_by(both, np.r_[np.zeros(n, np.float32), score], 50)
     want = want[want["user_idx"] == 7].reset_index(drop=True)
     pd.testing.assert_frame_equal(got, want)
+
+
+def test_score_pairs_adds_each_models_columns_and_replaces_them_when_scored_again() -> None:
+    pairs = pd.DataFrame(
+        {"user_idx": [0, 0, 1], "item_idx": [2, 5, 2], "m_a_rank": np.float32([1, 2, 1])}
+    )
+    scorers = {
+        "a": lambda u, i: (u + i).astype(np.float32),
+        "b": lambda u, i: np.float32([1.0, np.nan, 2.0]),
+    }
+    once = score_pairs(pairs, scorers, "minmax")
+    assert list(once.columns) == [
+        "user_idx",
+        "item_idx",
+        "m_a_rank",
+        "m_a_score",
+        "m_a_norm",
+        "m_b_score",
+        "m_b_norm",
+    ]
+    assert once["m_a_score"].tolist() == [2.0, 5.0, 3.0]
+    assert once["m_a_norm"].tolist() == [0.0, 1.0, 1.0]  # per user; a lone pair scores 1
+    assert once["m_b_norm"].isna().tolist() == [False, True, False]
+    assert all(once[c].dtype == np.float32 for c in once.columns if c.startswith("m_"))
+    assert "m_a_score" not in pairs  # the input is left alone
+    again = score_pairs(once, {"a": lambda u, i: np.float32([7, 8, 9])}, "minmax")
+    assert list(again.columns) == list(once.columns)
+    assert again["m_a_score"].tolist() == [7.0, 8.0, 9.0]
+    assert again["m_b_score"].equals(once["m_b_score"])

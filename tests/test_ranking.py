@@ -26,6 +26,7 @@ from recpipe.ranking import (
     KEY,
     RankerConfig,
     TrainResult,
+    assemble,
     importance,
     labels,
     margin,
@@ -793,3 +794,49 @@ def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(ranked_extra: 
             blend_out / "blend" / name
         ).read_bytes(), name
     assert (blocked / "blend.json").read_bytes() == (blend_out / "blend.json").read_bytes()
+
+
+def _joined(blend, user_feats, item_feats, pair_feats) -> pd.DataFrame:
+    """assemble's frame by pandas' joins, one after the other (what it must equal)."""
+    df = blend.sort_values(KEY, kind="stable").reset_index(drop=True)
+    df = df.join(user_feats.set_index("user_idx"), on="user_idx")
+    df = df.join(item_feats.set_index("item_idx"), on="item_idx")
+    return df.join(pair_feats.set_index(KEY), on=KEY)
+
+
+def test_assemble_equals_the_joins() -> None:
+    """Users and items without features (NaN, an int column turned float), pair features in
+    the rows' order or not, a one-user block: the joins' frame exactly."""
+    rng = np.random.default_rng(7)
+    blend = pd.DataFrame(
+        {
+            "user_idx": np.repeat([3, 1, 4], 5),
+            "item_idx": np.tile([9, 2, 6, 0, 5], 3),
+            "m_a_norm": rng.random(15).astype(np.float32),
+        }
+    )
+    user_feats = pd.DataFrame(
+        {"user_idx": [1, 3, 8], "u_events": [5, 2, 7], "u_attr_x": [0.5, np.nan, 1.0]}
+    )
+    item_feats = pd.DataFrame(
+        {
+            "item_idx": np.arange(7),  # item 9 has none
+            "i_pop": np.arange(7, dtype=np.int32),
+            "i_new": [True, False] * 3 + [True],
+        }
+    )
+    ordered = blend.sort_values(KEY, ignore_index=True)[KEY]
+    pair_feats = ordered.assign(p_sim=rng.random(15), p_ratio=rng.random(15).astype(np.float32))
+    for pf in (pair_feats, pair_feats.sample(frac=1.0, random_state=1)):
+        want = _joined(blend, user_feats, item_feats, pf)
+        pd.testing.assert_frame_equal(assemble(blend, user_feats, item_feats, pf), want)
+        # the service passes its item table indexed once
+        indexed = item_feats.set_index("item_idx")
+        pd.testing.assert_frame_equal(assemble(blend, user_feats, indexed, pf), want)
+    one = blend[blend["user_idx"] == 4]
+    pf_one = pair_feats[pair_feats["user_idx"] == 4]
+    pd.testing.assert_frame_equal(
+        assemble(one, user_feats, item_feats, pf_one), _joined(one, user_feats, item_feats, pf_one)
+    )
+    with pytest.raises(ValueError, match="'u_events' comes from two tables"):
+        assemble(blend, user_feats, item_feats.assign(u_events=1), pair_feats)
