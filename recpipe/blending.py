@@ -109,8 +109,8 @@ def union_candidates(cands: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     keys = {name: key(c) for name, c in frames.items()}
     union = np.sort(np.concatenate(list(keys.values())))
     union = union[np.r_[True, union[1:] != union[:-1]]]  # np.unique hashes: slower here
-    # every column first, then one frame (inserting columns one by one costs more than the
-    # work on a one-user frame in the service)
+    # every column first, then one frame: in the service's one-user frames, inserting
+    # columns one by one costs more than the work (so in score_pairs and assemble too)
     columns: dict[str, np.ndarray] = {"user_idx": union >> 32, "item_idx": union & 0xFFFFFFFF}
     n_models = np.zeros(len(union), dtype=np.int16)
     for name, c in cands.items():
@@ -189,8 +189,7 @@ def score_pairs(
         for c, values in added.items():
             out[c] = values
         return out
-    # one frame of the new columns beside ``pairs`` (a column inserted at a time costs more
-    # than the work on a one-user frame in the service)
+    # one frame of the new columns beside ``pairs`` (see union_candidates)
     return pd.concat([pairs, pd.DataFrame(added, index=pairs.index)], axis=1)
 
 

@@ -13,6 +13,7 @@ import contextlib
 import glob
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -38,16 +39,48 @@ def temp_beside(target: Path, suffix: str = "") -> Path:
     so a concurrent writer's file is never touched)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}."
-    for stale in glob.glob(glob.escape(str(target.parent / prefix)) + "*.tmp"):
-        pid = Path(stale).name[len(prefix) :].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)) and Path(stale).is_file():
-            Path(stale).unlink(missing_ok=True)
+    for stale in _stale(target, ".tmp"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(
         prefix=f"{prefix}{os.getpid()}.", suffix=suffix + ".tmp", dir=target.parent
     )
     os.close(fd)
     _default_mode(Path(tmp))
     return Path(tmp)
+
+
+@contextlib.contextmanager
+def scratch_beside(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """A new scratch folder next to ``target``, named ``.<name>.<pid>.<random>.scratch``,
+    removed with its files on exit; first removes the scratch folders of ``target`` that a
+    killed earlier run left (those whose process is gone)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in _stale(target, ".scratch"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = Path(
+        tempfile.mkdtemp(
+            prefix=f".{target.name}.{os.getpid()}.", suffix=".scratch", dir=target.parent
+        )
+    )
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stale(target: Path, suffix: str) -> list[Path]:
+    """The temporaries of ``target`` (``.<name>.<pid>.*<suffix>`` beside it) whose process
+    is gone, so a concurrent writer's are never touched."""
+    prefix = f".{target.name}."
+    out = []
+    for path in glob.glob(glob.escape(str(target.parent / prefix)) + "*" + suffix):
+        pid = Path(path).name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            out.append(Path(path))
+    return out
 
 
 def _alive(pid: int) -> bool:
@@ -218,7 +251,13 @@ def user_blocks_of(
     its columns. ``columns``: only these (``user_idx`` among them), all when None."""
     if users < 1:
         raise ValueError("users must be >= 1")
+    if columns is not None and "user_idx" not in columns:
+        raise ValueError(f"{path}: the blocks need the user_idx column among {columns}")
     file = pq.ParquetFile(path)
+    if columns is not None:
+        missing = [c for c in columns if c not in file.schema_arrow.names]
+        if missing:
+            raise ValueError(f"{path}: no column {missing[0]!r}")
     carry: pd.DataFrame | None = None
     emitted = False
     for g in range(file.num_row_groups):

@@ -182,8 +182,10 @@ def assemble(
     (as :func:`~recpipe.features.pairs.block_pair_features` gives them) are taken as they
     are (pandas' joins cost more than the work on a one-user frame in the service)."""
     df = blend.sort_values(KEY, kind="stable").reset_index(drop=True)
-    users = by_key(user_feats, "user_idx").reindex(df["user_idx"].to_numpy())
-    items = by_key(item_feats, "item_idx").reindex(df["item_idx"].to_numpy())
+    users, items = (
+        _unique_keys(by_key(feats, key)).reindex(df[key].to_numpy())
+        for feats, key in ((user_feats, "user_idx"), (item_feats, "item_idx"))
+    )
     aligned = len(pair_feats) == len(df) and all(
         np.array_equal(pair_feats[k].to_numpy(), df[k].to_numpy()) for k in KEY
     )
@@ -199,6 +201,14 @@ def assemble(
             raise ValueError(f"feature column {sorted(clash)[0]!r} comes from two tables")
         seen.update(part.columns)
     return pd.concat(parts, axis=1)
+
+
+def _unique_keys(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame``, refused when a key of its index appears twice."""
+    if not frame.index.is_unique:
+        twice = frame.index[frame.index.duplicated()][0]
+        raise ValueError(f"features: {frame.index.name} {twice} has two rows")
+    return frame
 
 
 def by_key(frame: pd.DataFrame, key: str) -> pd.DataFrame:

@@ -19,7 +19,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +29,11 @@ from recpipe.blending import WEIGHTS_FILE
 from recpipe.config import load_params, parse
 from recpipe.errors import ConfigError, DataError
 from recpipe.features.config import FeaturesConfig
-from recpipe.features.pairs import pair_similarities
+from recpipe.features.pairs import pair_arrays, similarities_by_block
 from recpipe.folds import load_catalogue, load_fold
-from recpipe.io import ParquetRows, json_bytes, staged_files, write_json
+from recpipe.io import ParquetRows, json_bytes, scratch_beside, staged_files, write_json
 from recpipe.log import get_logger
 from recpipe.models.registry import MODELS, model_class
-from recpipe.ranking import KEY
 from recpipe.serving.build import (
     FORMAT,
     FORMAT_VERSION,
@@ -90,18 +88,17 @@ def rank_every_user(
     history: pd.DataFrame,
     cfg: ServeConfig,
     streams: dict[str, ParquetRows],
-    scratch: Path,
+    out: Path,
 ) -> int:
     """Every list of every user with history, ``cfg.block_users`` users at a time, written
     to ``streams`` (one per list name); returns how many users were ranked.
 
     With more than one block, in two passes: the first writes the blend's and each model's
-    lists and keeps each block's pairs for the ranker in a scratch folder under ``scratch``;
-    then the similarity features of all pairs are computed once
-    (:func:`~recpipe.features.pairs.pair_similarities`: each block would otherwise repeat
-    nearly the whole item x item product) and the second pass ranks each block's pairs.
-    The lists are those of :meth:`~recpipe.serving.online.Ranking.rank_users`, block by
-    block."""
+    lists and keeps each block's pairs for the ranker in a scratch folder beside ``out``;
+    the second ranks each block's pairs, with the similarity features of many blocks
+    computed at once (:func:`~recpipe.features.pairs.similarities_by_block`: each block
+    alone would repeat nearly the whole item x item product). The lists are those of
+    :meth:`~recpipe.serving.online.Ranking.rank_users`, block by block."""
     blocks = list(user_blocks(history, cfg.block_users))
     if len(blocks) <= 1:
         for block in blocks:
@@ -109,23 +106,18 @@ def rank_every_user(
             for name, stream in streams.items():
                 stream.write(lists.get(name))
         return sum(len(block) for block in blocks)
-    with tempfile.TemporaryDirectory(prefix=".bundle-pairs-", dir=scratch) as tmp:
+    with scratch_beside(out) as scratch:
         keys = []
         for k, block in enumerate(blocks):
             pairs, lists = ranking.blend_users(block, cfg.cache_n)
             for name, stream in streams.items():
                 if name != "ranker":
                     stream.write(lists.get(name))
-            pairs.to_parquet(Path(tmp) / f"{k}.parquet", index=False)
-            keys.append(pairs[KEY])
-        every = pd.concat(keys, ignore_index=True)
-        del keys
-        similarities = pair_similarities(
-            every["user_idx"].to_numpy(), every["item_idx"].to_numpy(), ranking.context
-        )
-        del every
-        for k in range(len(blocks)):
-            pairs = pd.read_parquet(Path(tmp) / f"{k}.parquet")
+            pairs.to_parquet(scratch / f"{k}.parquet", index=False)
+            keys.append(pair_arrays(pairs))
+        shared = similarities_by_block(keys, ranking.context)
+        for k, similarities in enumerate(shared):
+            pairs = pd.read_parquet(scratch / f"{k}.parquet")
             streams["ranker"].write(ranking.rank_pairs(pairs, cfg.cache_n, similarities))
     return sum(len(block) for block in blocks)
 
@@ -175,7 +167,7 @@ def run(args: argparse.Namespace) -> None:
     with staged_files() as staged:
         names = ["ranker", "blend", *models]
         streams = {name: staged.stream(out / "lists" / f"{name}.parquet") for name in names}
-        n_users = rank_every_user(ranking, history, cfg, streams, out.parent)
+        n_users = rank_every_user(ranking, history, cfg, streams, out)
         counts = {f"list_rows_{name}": streams[name].rows for name in names}
         staged.add(out / "items.parquet", catalogue)
         staged.add(

@@ -26,13 +26,7 @@ import pandas as pd
 from recpipe.config import load_params
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.history import history_now
-from recpipe.features.pairs import (
-    PairContext,
-    PairSimilarities,
-    pair_context,
-    pair_features,
-    pair_similarities,
-)
+from recpipe.features.pairs import pair_arrays, pair_context, pair_features, similarities_by_block
 from recpipe.folds import Fold, load_catalogue, load_fold, ranker_folds
 from recpipe.io import atomic_path, user_blocks_of, write_json, write_parquet
 from recpipe.log import get_logger
@@ -71,20 +65,15 @@ def candidate_blocks(
         yield top_candidates(block, rcfg).sort_values(KEY, kind="stable", ignore_index=True)
 
 
-def shared_similarities(
-    fold: Fold, blend_dir: Path, rcfg: RankerConfig, context: PairContext
-) -> PairSimilarities | None:
-    """The similarity features of all of the fold's candidate pairs, computed at once, when
-    the fold has more than one block of users (None otherwise): each block would otherwise
-    repeat nearly the whole item x item product (:func:`pair_similarities`). Reads the
-    blend's key and score columns once more."""
-    blocks = candidate_blocks(fold, blend_dir, rcfg, [*KEY, "m_hybrid"])
-    keys = [block[KEY] for block in blocks]
-    if len(keys) < 2:
-        return None
-    pairs = pd.concat(keys, ignore_index=True)
-    del keys
-    return pair_similarities(pairs["user_idx"].to_numpy(), pairs["item_idx"].to_numpy(), context)
+def block_keys(
+    fold: Fold, blend_dir: Path, rcfg: RankerConfig
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The pairs of each of :func:`candidate_blocks`, as ``(user_idx, item_idx)`` arrays,
+    from the blend's key and score columns alone: what
+    :func:`~recpipe.features.pairs.similarities_by_block` groups."""
+    return [
+        pair_arrays(block) for block in candidate_blocks(fold, blend_dir, rcfg, [*KEY, "m_hybrid"])
+    ]
 
 
 def candidates(fold: Fold, blend_dir: Path, rcfg: RankerConfig) -> pd.DataFrame:
@@ -191,11 +180,15 @@ def run(args: argparse.Namespace) -> None:
     uf = pd.read_parquet(features_dir / "test" / "users.parquet")
     itf = pd.read_parquet(features_dir / "test" / "items.parquet")
     context = pair_context(test.history, items, history_now(test.history), fcfg, len(users))
-    similarities = shared_similarities(test, blend_dir, cfg, context)
+    # the similarity features of many blocks at once (each block alone would repeat nearly
+    # the whole item x item product on a large fold)
+    shared = similarities_by_block(block_keys(test, blend_dir, cfg), context)
     recs = concat_recs(
         [
             rank_block(block, uf, itf, context, result, cfg.n, similarities)
-            for block in candidate_blocks(test, blend_dir, cfg)
+            for block, similarities in zip(
+                candidate_blocks(test, blend_dir, cfg), shared, strict=True
+            )
         ]
     )
 

@@ -18,9 +18,11 @@ from recpipe.features.items import item_features
 from recpipe.features.metadata import item_vectors
 from recpipe.features.pairs import (
     block_pair_features,
+    pair_arrays,
     pair_context,
     pair_features,
     pair_similarities,
+    similarities_by_block,
 )
 from recpipe.features.users import user_features
 from recpipe.folds import Fold
@@ -431,6 +433,7 @@ def test_similarity_routes_give_the_same_floats(monkeypatch: pytest.MonkeyPatch)
     sparse = describe()
     assert routes and not any(routes)
     routes.clear()
+    restricted.clear()
     monkeypatch.setattr(pairs_module, "_DENSE_RIGHT_BYTES", 1 << 30)
     monkeypatch.setattr(pairs_module, "_DENSE_NS_PER_PRODUCT", 0.0)
     monkeypatch.setattr(pairs_module, "_DENSE_NS_PER_RIGHT_CELL", 0.0)
@@ -441,7 +444,16 @@ def test_similarity_routes_give_the_same_floats(monkeypatch: pytest.MonkeyPatch)
     for a, b in zip(sparse, dense, strict=True):
         assert a["p_content_max_sim"].notna().mean() > 0.5
         assert a["p_cf_max_sim"].notna().mean() > 0.5
-        pd.testing.assert_frame_equal(a, b, check_exact=True)
+        _assert_same_bits(a, b)
+
+
+def _assert_same_bits(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """Equal frames, float columns bit for bit (0.0 and -0.0 differ here)."""
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    for column in a.columns:
+        x, y = a[column].to_numpy(), b[column].to_numpy()
+        if x.dtype.kind == "f":
+            assert np.array_equal(x.view(np.int64), y.view(np.int64)), column
 
 
 def test_similarities_computed_once_for_a_fold_equal_each_blocks_own() -> None:
@@ -460,13 +472,20 @@ def test_similarities_computed_once_for_a_fold_equal_each_blocks_own() -> None:
     )
     assert len(shared.keys) == len(pairs.drop_duplicates())
     edges = np.searchsorted(pairs["user_idx"], np.arange(0, len(users) + 3, 3))
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        block = pairs.iloc[a:b]
-        pd.testing.assert_frame_equal(
-            block_pair_features(block, ctx, shared),
-            block_pair_features(block, ctx),
-            check_exact=True,
-        )
+    blocks = [pairs.iloc[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    own = [block_pair_features(block, ctx) for block in blocks]
+    for block, want in zip(blocks, own, strict=True):
+        _assert_same_bits(block_pair_features(block, ctx, shared), want)
+    # grouped: blocks of at most 60 pairs together, a block over the budget alone (None)
+    keys = [pair_arrays(block) for block in blocks]
+    grouped = list(similarities_by_block(keys, ctx, budget=60))
+    assert len(grouped) == len(blocks)
+    assert any(g is None for g in grouped) and any(g is not None for g in grouped)
+    for block, want, g in zip(blocks, own, grouped, strict=True):
+        if g is not None:
+            assert len(g.keys) <= 60
+        _assert_same_bits(block_pair_features(block, ctx, g), want)
+    assert keys[0][0].dtype == np.int32
     unseen = next(
         (u, i)
         for u in range(len(users))

@@ -16,6 +16,7 @@ import pytest
 from recpipe import io as io_module
 from recpipe.io import (
     atomic_path,
+    scratch_beside,
     staged_files,
     user_blocks_of,
     write_json,
@@ -211,3 +212,37 @@ def test_user_blocks_of_an_empty_file_give_its_columns(tmp_path: Path) -> None:
     assert block.empty and list(block.columns) == ["user_idx", "item_idx", "score"]
     (block,) = list(user_blocks_of(path, 4, ["user_idx", "score"]))
     assert block.empty and list(block.columns) == ["user_idx", "score"]
+
+
+def test_a_scratch_folder_goes_away_on_exit_and_after_a_killed_run(tmp_path: Path) -> None:
+    """The bundle's scratch folder: removed with its files when the block ends, normally or
+    by an error; one a killed run left (its process gone) is removed by the next, a live
+    run's and another target's are not."""
+    target = tmp_path / "bundle"
+    with scratch_beside(target) as scratch:
+        assert scratch.parent == tmp_path and scratch.name.startswith(f".bundle.{os.getpid()}.")
+        (scratch / "0.parquet").write_bytes(b"pairs")
+    assert not scratch.exists()
+    with pytest.raises(RuntimeError, match="ranker failed"), scratch_beside(target) as scratch:
+        (scratch / "0.parquet").write_bytes(b"pairs")
+        raise RuntimeError("ranker failed")
+    assert not scratch.exists()
+    dead, alive = _dead_pid(), os.getppid()
+    stale = tmp_path / f".bundle.{dead}.x1.scratch"
+    kept = [tmp_path / f".bundle.{alive}.x2.scratch", tmp_path / f".other.{dead}.x3.scratch"]
+    for folder in [stale, *kept]:
+        folder.mkdir()
+        (folder / "0.parquet").write_bytes(b"pairs")
+    with scratch_beside(target):
+        assert not stale.exists()
+    assert all(folder.exists() for folder in kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in kept)
+
+
+def test_user_blocks_of_refuses_columns_it_cannot_cut_by(tmp_path: Path) -> None:
+    path = tmp_path / "f.parquet"
+    _users_frame(6).to_parquet(path, index=False)
+    with pytest.raises(ValueError, match="f.parquet: the blocks need the user_idx column"):
+        list(user_blocks_of(path, 2, ["item_idx"]))
+    with pytest.raises(ValueError, match="f.parquet: no column 'rating'"):
+        list(user_blocks_of(path, 2, ["user_idx", "rating"]))

@@ -768,13 +768,37 @@ def test_rank_stage_with_a_row_budget_samples_each_fold(ranked: tuple) -> None:
     assert few["train_sampled_folds"] == 1 and full["train_sampled_folds"] == 0
 
 
-def test_rank_stage_in_blocks_of_two_users_writes_the_same_bytes(ranked: tuple) -> None:
+def test_rank_stage_in_blocks_of_two_users_writes_the_same_bytes(
+    ranked: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The streaming test: scoring the test fold two users at a time gives byte-identical
-    lists (and the same model) as one block."""
+    lists (and the same model) as one block, with the similarity features of all blocks
+    computed together, and in groups of a few blocks (a budget of 900 pairs) and one by
+    one (a budget of one pair)."""
+    from recpipe.features import pairs as pairs_module
+
     p, blend_out, out = ranked
-    blocked = rank_with(p, blend_out, "blocks", block_users=2)
-    for name in ("rank/test_recs.parquet", "model/model.json"):
-        assert (blocked / name).read_bytes() == (out / name).read_bytes(), name
+    groups = []
+    real = pairs_module.pair_similarities
+
+    def counted(*args):
+        groups.append(len(args[0]))
+        return real(*args)
+
+    monkeypatch.setattr(pairs_module, "pair_similarities", counted)
+    for budget in (None, 900, 1):
+        if budget is not None:
+            monkeypatch.setattr(pairs_module, "SHARED_PAIRS", budget)
+        groups.clear()
+        blocked = rank_with(p, blend_out, f"blocks{budget}", block_users=2)
+        for name in ("rank/test_recs.parquet", "model/model.json"):
+            assert (blocked / name).read_bytes() == (out / name).read_bytes(), (budget, name)
+        if budget is None:
+            assert len(groups) == 1  # every block's pairs at once
+        elif budget == 900:
+            assert len(groups) > 1 and max(groups) <= 900
+        else:
+            assert groups == []  # each block computes its own
 
 
 def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(ranked_extra: tuple) -> None:
@@ -840,3 +864,6 @@ def test_assemble_equals_the_joins() -> None:
     )
     with pytest.raises(ValueError, match="'u_events' comes from two tables"):
         assemble(blend, user_feats, item_feats.assign(u_events=1), pair_feats)
+    twice = pd.concat([item_feats, item_feats.iloc[[2]]])
+    with pytest.raises(ValueError, match="features: item_idx 2 has two rows"):
+        assemble(blend, user_feats, twice, pair_feats)

@@ -148,7 +148,7 @@ def test_the_bundle_does_not_depend_on_its_block_size(tiny_repo: Path, tmp_path:
     assert proc.returncode == 0, proc.stderr
     # blocks of 7 users rank in two passes through a scratch folder beside the bundle,
     # which is gone afterwards
-    assert not list(tmp_path.glob(".bundle-pairs-*"))
+    assert not list(tmp_path.glob(".bundle.*.scratch"))
     base = tiny_repo / "models/bundle"
     for f in sorted((base / "lists").iterdir()):
         assert (out / "lists" / f.name).read_bytes() == f.read_bytes(), f.name

@@ -8,7 +8,7 @@ writes the user and item features).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,9 +24,16 @@ from recpipe.features.metadata import _by_index, item_category_matrix, item_vect
 # the content features to ~32 MB per block whatever the catalogue size.
 _SIM_BLOCK_ENTRIES = 1 << 22
 
+KEY_COLUMNS = ("user_idx", "item_idx")
+
+SHARED_PAIRS = 1 << 25
+"""Most pairs whose similarity features :func:`similarities_by_block` computes together
+(about 200 bytes a pair while they are computed, 56 held after: some 7 GB and 1.9 GB at
+this bound, whatever the size of the data; a 25M-event test fold's 32.5M pairs fit)."""
+
 # The similarity's dense route (:func:`_dense_right`): the right-hand side of the item-item
-# product laid out as dense column chunks of _DENSE_CHUNK_COLUMNS (a chunk stays in cache
-# while a block of items is multiplied by it), used while it takes at most
+# product laid out as dense column chunks of _DENSE_CHUNK_COLUMNS (narrow chunks were faster
+# than one wide matrix: 0.84 against 2.15 ms an item at 25M), used while it takes at most
 # _DENSE_RIGHT_BYTES and the cost model below says it is cheaper. Costs in ns, measured on
 # the 25M synthetic catalogue's content vectors (62,423 items x 1,350 terms, 30 terms an
 # item, a term in 1,400 items; 2 cores, 2026-12-06): scipy's sparse product paid 8.2 per
@@ -219,7 +226,7 @@ class PairSimilarities:
 
     def lookup(self, pu: np.ndarray, pi: np.ndarray) -> dict[str, np.ndarray]:
         """The columns at the pairs ``(pu, pi)``, each of which must be here."""
-        wanted = pu * self.n_items + pi
+        wanted = np.asarray(pu, dtype=np.int64) * self.n_items + np.asarray(pi, dtype=np.int64)
         if len(wanted) and not len(self.keys):
             missing = np.arange(len(wanted))
         else:
@@ -251,6 +258,53 @@ def pair_similarities(pu: np.ndarray, pi: np.ndarray, ctx: PairContext) -> PairS
     keys = np.unique(pu * n_items + pi)
     users, items = np.divmod(keys, n_items)
     return PairSimilarities(n_items, keys, _similarity_columns(users, items, ctx))
+
+
+def pair_arrays(pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``pairs``' ``user_idx`` and ``item_idx`` as int32 arrays (half the memory of int64:
+    a large fold's keys are held while its blocks are described)."""
+    out = []
+    for column in KEY_COLUMNS:
+        values = pairs[column].to_numpy()
+        if len(values) and values.max() > np.iinfo(np.int32).max:
+            out.append(values.astype(np.int64))
+        else:
+            out.append(values.astype(np.int32))
+    return out[0], out[1]
+
+
+def similarities_by_block(
+    blocks: Sequence[tuple[np.ndarray, np.ndarray]],
+    ctx: PairContext,
+    budget: int | None = None,
+) -> Iterator[PairSimilarities | None]:
+    """For each block of pairs (its ``(user_idx, item_idx)`` arrays, in the order the blocks
+    will be described), where :func:`block_pair_features` should look its similarity features
+    up: consecutive blocks are grouped while their pairs total at most ``budget``
+    (:data:`SHARED_PAIRS` when None), and a group's are computed once
+    (:func:`pair_similarities`) when its first block comes. A group of one block gets None:
+    the block computes its own, the same work."""
+    budget = SHARED_PAIRS if budget is None else budget
+    groups: list[list[int]] = []
+    total = 0
+    for k, (users, _) in enumerate(blocks):
+        if not groups or total + len(users) > budget:
+            groups.append([])
+            total = 0
+        groups[-1].append(k)
+        total += len(users)
+    for group in groups:
+        if len(group) == 1:
+            yield None
+            continue
+        shared = pair_similarities(
+            np.concatenate([blocks[k][0] for k in group]),
+            np.concatenate([blocks[k][1] for k in group]),
+            ctx,
+        )
+        for _ in group:
+            yield shared
+        del shared
 
 
 def _recency_order(
@@ -403,7 +457,8 @@ def _dense_right(
     :data:`_DENSE_RIGHT_BYTES`.
 
     ``vectors_t`` is ``vectors.T`` or, with ``columns``, ``vectors[columns].T``; column
-    ``c`` of the chunks is the same vector. Both routes give the same floats, bit for bit:
+    ``c`` of the chunks is the same vector. For canonical, finite vectors (no duplicate
+    entries, as the pipeline's are) both routes give the same floats, bit for bit:
     scipy's sparse product and its sparse-times-dense product both add a left row's products
     in the row's stored order, starting from +0; a term the right column lacks adds an exact
     0 here (adding a zero never changes a sum that is not -0, and a sum from +0 is never -0),
