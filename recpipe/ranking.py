@@ -145,8 +145,10 @@ class RankerConfig(Config):
         20_000,
         ge=1,
         description="users whose candidates are described and scored together: bounds the "
-        "memory of scoring a fold (about block_users x rerank_top x features x 8 bytes); "
-        "the output does not depend on it",
+        "memory of scoring a fold (about block_users x rerank_top x features x 8 bytes, "
+        "beside the similarity features that groups of blocks share, at most "
+        "recpipe.features.pairs.SHARED_PAIRS pairs at a time); the output does not depend "
+        "on it",
     )
 
 

@@ -58,6 +58,7 @@ class ServeConfig(Config):
     block_users: int = Field(
         20_000,
         ge=1,
-        description="users ranked together while the bundle is built (bounds its memory; "
-        "the lists do not depend on it)",
+        description="users ranked together while the bundle is built (bounds its memory, "
+        "beside the similarity features that groups of blocks share, at most "
+        "recpipe.features.pairs.SHARED_PAIRS pairs at a time; the lists do not depend on it)",
     )
