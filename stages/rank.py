@@ -181,13 +181,14 @@ def run(args: argparse.Namespace) -> None:
     itf = pd.read_parquet(features_dir / "test" / "items.parquet")
     context = pair_context(test.history, items, history_now(test.history), fcfg, len(users))
     # the similarity features of many blocks at once (each block alone would repeat nearly
-    # the whole item x item product on a large fold)
+    # the whole item x item product on a large fold); a group's are computed before its
+    # first block is read
     shared = similarities_by_block(block_keys(test, blend_dir, cfg), context)
     recs = concat_recs(
         [
             rank_block(block, uf, itf, context, result, cfg.n, similarities)
-            for block, similarities in zip(
-                candidate_blocks(test, blend_dir, cfg), shared, strict=True
+            for similarities, block in zip(
+                shared, candidate_blocks(test, blend_dir, cfg), strict=True
             )
         ]
     )
