@@ -39,8 +39,8 @@ class RankerConfig(Config):
     objective: Literal["rank:ndcg", "rank:pairwise", "rank:map"] = Field(
         "rank:ndcg", description="XGBoost learning-to-rank objective"
     )
-    n_estimators: int = Field(400, ge=1, description="maximum number of trees")
-    learning_rate: float = Field(0.05, gt=0, description="shrinkage per tree")
+    n_estimators: int = Field(200, ge=1, description="maximum number of trees")
+    learning_rate: float = Field(0.1, gt=0, description="shrinkage per tree")
     max_depth: int = Field(4, ge=1, description="depth of each tree (shallow: less overfit)")
     min_child_weight: float = Field(5.0, ge=0, description="minimum hessian per leaf")
     subsample: float = Field(0.8, gt=0, le=1, description="row share sampled per tree")
@@ -54,7 +54,7 @@ class RankerConfig(Config):
     )
     pairs_per_sample: int = Field(8, ge=1, description="lambdarank_num_pair_per_sample")
     eval_at: int = Field(10, ge=1, description="K of the NDCG@K used for early stopping")
-    early_stopping_rounds: int = Field(50, ge=1, description="stop after this many flat rounds")
+    early_stopping_rounds: int = Field(25, ge=1, description="stop after this many flat rounds")
     cv_folds: int = Field(
         5,
         ge=1,
