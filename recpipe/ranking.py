@@ -229,10 +229,33 @@ def top_candidates(df: pd.DataFrame, cfg: RankerConfig) -> pd.DataFrame:
     if "m_hybrid" not in df.columns:
         raise ConfigError("params.yaml: ranker.rerank_top needs the blend's m_hybrid column")
     score = df["m_hybrid"].astype(np.float64).fillna(-np.inf).to_numpy()
-    order = np.lexsort((df["item_idx"].to_numpy(), -score, df["user_idx"].to_numpy()))
+    users = df["user_idx"].to_numpy()
+    order = best_first(users, df["item_idx"].to_numpy(), score)
     keep = np.zeros(len(df), dtype=bool)
-    keep[order] = rank_within(df["user_idx"].to_numpy()[order]) <= cfg.rerank_top
+    keep[order] = rank_within(users[order]) <= cfg.rerank_top
     return df[keep].reset_index(drop=True)
+
+
+def best_first(users: np.ndarray, items: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """``np.lexsort((items, -score, users))``: rows by user, then score descending, then
+    item; ``score`` without NaN.
+
+    Rows already sorted by (user, item), as the blend writes them, with scores that are
+    float32 values (the blend's) and user indices below 2^31, sort as one uint64 key (user,
+    then the score's float32 bits made to sort as numbers, -0 as 0) in a stable sort, which
+    keeps the item order within ties: about six times faster than the three-key sort on a
+    25M-event fold's blocks. Other rows take the three-key sort."""
+    n = len(users)
+    if n > 1 and users.min() >= 0 and users.max() < 2**31:
+        du, di = np.diff(users), np.diff(items)
+        negated = (-score).astype(np.float32) + np.float32(0.0)  # -0.0 + 0.0 is +0.0
+        if np.all((du > 0) | ((du == 0) & (di > 0))) and np.array_equal(negated, -score):
+            bits = negated.view(np.uint32)
+            # negative floats: all bits flipped; others: the sign bit set
+            ordered = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))
+            key = (users.astype(np.uint64) << np.uint64(32)) | ordered.astype(np.uint64)
+            return np.argsort(key, kind="stable")
+    return np.lexsort((items, -score, users))
 
 
 def training_rows(

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 # The project builder lives with the blend stage's test (the rank stage needs its outputs).
 from test_blending import Project, build_project, run_blend
@@ -27,6 +29,7 @@ from recpipe.ranking import (
     RankerConfig,
     TrainResult,
     assemble,
+    best_first,
     importance,
     labels,
     margin,
@@ -867,3 +870,29 @@ def test_assemble_equals_the_joins() -> None:
     twice = pd.concat([item_feats, item_feats.iloc[[2]]])
     with pytest.raises(ValueError, match="features: item_idx 2 has two rows"):
         assemble(blend, user_feats, twice, pair_feats)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 300))
+def test_best_first_is_the_three_key_sort(seed: int, n: int) -> None:
+    """The one-key sort (rows sorted by user and item, float32 scores) gives the three-key
+    sort's order, ties, -0.0 against 0.0 and -inf included; other rows fall back to it."""
+    rng = np.random.default_rng(seed)
+    pairs = np.unique(rng.integers(0, 8, n) * 1000 + rng.integers(0, 40, n))
+    users, items = pairs // 1000, pairs % 1000
+    score = rng.choice(
+        np.float32([-np.inf, -2.5, -0.0, 0.0, 0.25, 0.25, 1.0, 3.0e38]), len(pairs)
+    ).astype(np.float64)
+    want = np.lexsort((items, -score, users))
+    real_lexsort = np.lexsort
+    with pytest.MonkeyPatch.context() as mp:  # the fast path must not need the three keys
+        if len(pairs) > 1:  # (one row needs no sort)
+            mp.setattr(np, "lexsort", lambda *a, **k: pytest.fail("three-key sort used"))
+        got = best_first(users, items, score)
+    assert np.array_equal(got, want)
+    # not sorted by (user, item), or scores float32 cannot hold: the three-key sort
+    shuffled = rng.permutation(len(pairs))
+    u, i, s = users[shuffled], items[shuffled], score[shuffled]
+    assert np.array_equal(best_first(u, i, s), real_lexsort((i, -s, u)))
+    fine = score + 1e-12 * rng.random(len(pairs))
+    assert np.array_equal(best_first(users, items, fine), real_lexsort((items, -fine, users)))
