@@ -24,8 +24,6 @@ from recpipe.features.metadata import _by_index, item_category_matrix, item_vect
 # the content features to ~32 MB per block whatever the catalogue size.
 _SIM_BLOCK_ENTRIES = 1 << 22
 
-KEY_COLUMNS = ("user_idx", "item_idx")
-
 SHARED_PAIRS = 1 << 25
 """Most pairs whose similarity features :func:`similarities_by_block` computes together
 (about 200 bytes a pair while they are computed, 56 held after: some 7 GB and 1.9 GB at
@@ -264,7 +262,7 @@ def pair_arrays(pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """``pairs``' ``user_idx`` and ``item_idx`` as int32 arrays (half the memory of int64:
     a large fold's keys are held while its blocks are described)."""
     out = []
-    for column in KEY_COLUMNS:
+    for column in ("user_idx", "item_idx"):
         values = pairs[column].to_numpy()
         if len(values) and values.max() > np.iinfo(np.int32).max:
             out.append(values.astype(np.int64))
