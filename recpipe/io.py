@@ -108,10 +108,29 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
             tmp_path.unlink()
 
 
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns a Parquet file of ``schema`` dictionary-encodes: all but floating point.
+    Ids, counts and strings repeat, so a dictionary shrinks them; a score column rarely
+    repeats a value, so pyarrow would build a dictionary only to fall back to plain values,
+    which doubled the time to write the blend's frames (1M events: 1.40 -> 0.61 s for a
+    fold's 2.3M pairs, the file 161 -> 149 MB)."""
+    return [f.name for f in schema if not pa.types.is_floating(f.type)]
+
+
+def frame_parquet(
+    df: pd.DataFrame, dest: str | os.PathLike[str] | Any, index: bool | None = False
+) -> None:
+    """Write ``df`` as Parquet to ``dest`` (a path or a binary file object), as every
+    output of the project is written: ``index`` as in ``DataFrame.to_parquet``, the
+    encodings of :func:`dictionary_columns`, deterministic bytes for equal frames."""
+    table = pa.Table.from_pandas(df, preserve_index=index)
+    pq.write_table(table, dest, use_dictionary=dictionary_columns(table.schema))
+
+
 def write_parquet(df: pd.DataFrame, target: str | os.PathLike[str]) -> None:
-    """Write ``df`` to parquet atomically (no index, deterministic bytes for equal frames)."""
+    """Write ``df`` to parquet atomically (:func:`frame_parquet`, no index)."""
     with atomic_path(target, ".parquet") as tmp:
-        df.to_parquet(tmp, index=False)
+        frame_parquet(df, tmp)
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -133,13 +152,13 @@ def write_text(text: str, target: str | os.PathLike[str]) -> None:
 
 ROW_GROUP = 1024 * 1024
 """Rows per Parquet row group: pyarrow's default, so a file written in pieces by
-:class:`ParquetRows` is byte for byte the file ``DataFrame.to_parquet`` writes at once."""
+:class:`ParquetRows` is byte for byte the file :func:`frame_parquet` writes at once."""
 
 
 class ParquetRows:
     """A Parquet file written a frame at a time, in row groups of :data:`ROW_GROUP` rows
     whatever the frames' sizes: the bytes depend only on the rows written, so the same rows
-    in blocks of any size give the same file (and the same file as one ``to_parquet``)."""
+    in blocks of any size give the same file (and the same file as one :func:`frame_parquet`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -167,7 +186,9 @@ class ParquetRows:
         assert self._schema is not None
         table = pa.concat_tables(self._pending)
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, self._schema)
+            self._writer = pq.ParquetWriter(
+                self.path, self._schema, use_dictionary=dictionary_columns(self._schema)
+            )
         self._writer.write_table(table.slice(0, n), row_group_size=ROW_GROUP)
         rest = table.slice(n)
         self._pending, self._pending_rows = [rest], len(rest)
@@ -212,7 +233,7 @@ class StagedFiles:
         if isinstance(content, bytes):
             tmp.write_bytes(content)
         else:
-            content.to_parquet(tmp, index=False)
+            frame_parquet(content, tmp)
 
     def _commit(self) -> None:
         for rows in self._streams:

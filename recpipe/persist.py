@@ -42,7 +42,7 @@ import scipy.sparse as sp
 
 from recpipe.config import Config, config_type
 from recpipe.errors import DataError
-from recpipe.io import atomic_path
+from recpipe.io import atomic_path, frame_parquet
 
 FORMAT = "recpipe-object"
 FORMAT_VERSION = 2
@@ -146,7 +146,7 @@ class _Writer:
         if isinstance(value, pd.DataFrame):
             path = self.side_file(key, ".parquet")
             buf = io.BytesIO()
-            value.to_parquet(buf)
+            frame_parquet(value, buf, index=None)
             self.files[path] = buf.getvalue()
             return {"table": path.name, "rows": len(value)}
         if _is_xgboost(value):

@@ -31,7 +31,14 @@ from recpipe.errors import ConfigError, DataError
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.pairs import pair_arrays, similarities_by_block
 from recpipe.folds import load_catalogue, load_fold
-from recpipe.io import ParquetRows, json_bytes, scratch_beside, staged_files, write_json
+from recpipe.io import (
+    ParquetRows,
+    frame_parquet,
+    json_bytes,
+    scratch_beside,
+    staged_files,
+    write_json,
+)
 from recpipe.log import get_logger
 from recpipe.models.registry import MODELS, model_class
 from recpipe.serving.build import (
@@ -113,7 +120,7 @@ def rank_every_user(
             for name, stream in streams.items():
                 if name != "ranker":
                     stream.write(lists.get(name))
-            pairs.to_parquet(scratch / f"{k}.parquet", index=False)
+            frame_parquet(pairs, scratch / f"{k}.parquet")
             keys.append(pair_arrays(pairs))
         shared = similarities_by_block(keys, ranking.context)
         for k, similarities in enumerate(shared):

@@ -66,7 +66,7 @@ from recpipe.evaluation.scoring import (
 )
 from recpipe.features.metadata import item_category_matrix, item_vectors
 from recpipe.folds import load_catalogue, load_fold
-from recpipe.io import write_many
+from recpipe.io import frame_parquet, write_many
 from recpipe.log import get_logger
 from recpipe.stage import run_stage
 
@@ -155,7 +155,7 @@ def csv_bytes(df: pd.DataFrame) -> bytes:
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
+    frame_parquet(df, buf)
     return buf.getvalue()
 
 

@@ -50,16 +50,19 @@ def test_every_writer_gives_the_usual_mode(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "m.parquet"), frame)
 
 
-def test_write_many_replaces_all_or_nothing(tmp_path: Path) -> None:
+def test_write_many_replaces_all_or_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "a.md").write_bytes(b"old a")
     (tmp_path / "b.parquet").write_bytes(b"old b")
 
-    class Broken(pd.DataFrame):
-        def to_parquet(self, *args, **kwargs):  # a disk that fills up half-way
-            raise OSError("No space left on device")
+    def disk_full(table: object, dest: str | os.PathLike[str], **kwargs: object) -> None:
+        Path(dest).write_bytes(b"PAR1 half a file")  # a disk that fills up half-way
+        raise OSError("No space left on device")
 
+    monkeypatch.setattr(io_module.pq, "write_table", disk_full)
     with pytest.raises(OSError, match="No space"):
-        write_many({tmp_path / "a.md": b"new a", tmp_path / "b.parquet": Broken({"x": [1]})})
+        write_many({tmp_path / "a.md": b"new a", tmp_path / "b.parquet": pd.DataFrame({"x": [1]})})
     assert (tmp_path / "a.md").read_bytes() == b"old a"
     assert (tmp_path / "b.parquet").read_bytes() == b"old b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md", "b.parquet"]  # no temp left
@@ -159,12 +162,34 @@ def test_a_file_streamed_in_blocks_is_the_file_written_at_once(
             rows.write(df.iloc[start : start + block])
     assert pieces.read_bytes() == whole.read_bytes()
     assert pq.ParquetFile(whole).metadata.num_row_groups == -(-len(df) // 16)
-    # At pyarrow's default row group, the streamed file is to_parquet's, byte for byte.
+    # At pyarrow's default row group, the streamed file is frame_parquet's, byte for byte.
     monkeypatch.setattr(io_module, "ROW_GROUP", 1024 * 1024)
     with staged_files() as staged:
         staged.stream(pieces).write(df)
-    df.to_parquet(tmp_path / "pandas.parquet", index=False)
-    assert pieces.read_bytes() == (tmp_path / "pandas.parquet").read_bytes()
+    io_module.frame_parquet(df, tmp_path / "at_once.parquet")
+    assert pieces.read_bytes() == (tmp_path / "at_once.parquet").read_bytes()
+
+
+def test_parquet_outputs_dictionary_encode_all_but_floats(tmp_path: Path) -> None:
+    df = _users_frame(40).assign(
+        event=lambda d: np.where(d["item_idx"] % 2 == 0, "view", "buy"),
+        rank=lambda d: d["item_idx"].astype(np.float64),
+    )
+    streamed, at_once = tmp_path / "streamed.parquet", tmp_path / "at_once.parquet"
+    with staged_files() as staged:
+        staged.stream(streamed).write(df)
+    io_module.frame_parquet(df, at_once)
+    for path in (streamed, at_once):
+        group = pq.ParquetFile(path).metadata.row_group(0)
+        encodings = {
+            group.column(j).path_in_schema: group.column(j).encodings
+            for j in range(group.num_columns)
+        }
+        for col in ("user_idx", "item_idx", "event"):
+            assert "RLE_DICTIONARY" in encodings[col], col
+        for col in ("score", "rank"):
+            assert "RLE_DICTIONARY" not in encodings[col], col
+        pd.testing.assert_frame_equal(pd.read_parquet(path), df)
 
 
 def test_staged_files_put_nothing_in_place_when_the_block_fails(tmp_path: Path) -> None:
