@@ -137,27 +137,53 @@ def normalise_per_user(users: np.ndarray, scores: np.ndarray, method: str) -> np
 
 def normalise_columns(users: np.ndarray, scores: np.ndarray, method: str) -> np.ndarray:
     """:func:`normalise_per_user` of every column of ``scores`` (pairs x models), grouped
-    once: pandas reduces each column on its own, so a column's result is the one it would
-    have alone, for the cost of one grouping instead of one per model."""
-    cols = [str(j) for j in range(scores.shape[1])]
-    df = pd.DataFrame(scores.astype(np.float64), columns=cols)
-    # an Index, not the bare array: pandas would first try the array as a column label and
-    # format it into an error message (a millisecond per call in the service)
-    g = df.groupby(pd.Index(users))
-    if method == "zscore":
-        mean, std = g.transform("mean"), g.transform("std", ddof=0)
-        out = (df - mean) / std.where(std > 0)
-        out = out.where(~(std.eq(0) & df.notna()), 0.0)
-    elif method == "minmax":
-        lo, hi = g.transform("min"), g.transform("max")
-        span = hi - lo
-        out = ((df - lo) / span.where(span > 0)).where(span > 0, 1.0)
-        out = out.where(df.notna())
-    elif method == "rank":
-        out = g.rank(method="max", pct=True)
-    else:
+    once; a column's result is the one it would have alone.
+
+    ``zscore`` and ``minmax`` reduce each user's consecutive rows with numpy (rows are put in
+    user order first when they are not in it), the variance about the mean in a second pass.
+    Against pandas' grouped ``mean`` and ``std`` on the 1M blend's score columns (16M
+    values), all but one value were equal to the bit (that one 4e-9 apart), at 0.05 ms
+    instead of 1.4 ms for one user's 300 candidates, the service's case. ``rank`` is pandas'
+    grouped rank."""
+    scores = np.asarray(scores)
+    if method == "rank":
+        df = pd.DataFrame(scores.astype(np.float64))
+        # an Index, not the bare array: pandas would first try the array as a column label
+        # and format it into an error message (a millisecond per call in the service)
+        return df.groupby(pd.Index(users)).rank(method="max", pct=True).to_numpy(np.float32)
+    if method not in ("zscore", "minmax"):
         raise ValueError(f"unknown normalisation {method!r}")
-    return out.to_numpy(np.float32)
+    users = np.asarray(users)
+    if len(users) == 0:
+        return np.zeros(scores.shape, dtype=np.float32)
+    order = None
+    if np.any(users[1:] < users[:-1]):
+        order = np.argsort(users, kind="stable")
+        users, scores = users[order], scores[order]
+    starts = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
+    sizes = np.diff(np.r_[starts, len(users)])
+    x = scores.astype(np.float64)
+    valid = ~np.isnan(x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if method == "zscore":
+            count = np.add.reduceat(valid, starts, axis=0)
+            mean = np.add.reduceat(np.where(valid, x, 0.0), starts, axis=0) / count
+            dev = x - np.repeat(mean, sizes, axis=0)
+            var = np.add.reduceat(np.where(valid, dev * dev, 0.0), starts, axis=0) / count
+            std = np.repeat(np.sqrt(var), sizes, axis=0)
+            # a user's constant column -> 0; NaN stays NaN
+            out = np.where(std > 0, dev / std, np.where(valid, 0.0, np.nan))
+        else:
+            lo = np.repeat(np.fmin.reduceat(x, starts, axis=0), sizes, axis=0)
+            span = np.repeat(np.fmax.reduceat(x, starts, axis=0), sizes, axis=0) - lo
+            # a constant user -> 1; NaN stays NaN
+            out = np.where(span > 0, (x - lo) / span, np.where(valid, 1.0, np.nan))
+    out = out.astype(np.float32)
+    if order is not None:
+        back = np.empty_like(out)
+        back[order] = out
+        out = back
+    return out
 
 
 def describe_pairs(

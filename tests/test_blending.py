@@ -240,6 +240,34 @@ def test_normalise_is_invariant_to_row_order(method: str, data: tuple) -> None:
     np.testing.assert_array_equal(normalise_per_user(users[perm], s[perm], method), out[perm])
 
 
+def pandas_normalised(users: np.ndarray, s: np.ndarray, method: str) -> np.ndarray:
+    """The grouped normalisation as pandas states it: the reference for numpy's."""
+    x = pd.Series(s.astype(np.float64))
+    g = x.groupby(users)
+    if method == "zscore":
+        std = g.transform("std", ddof=0)
+        out = ((x - g.transform("mean")) / std.where(std > 0)).where(~(std.eq(0) & x.notna()), 0.0)
+    else:
+        lo, hi = g.transform("min"), g.transform("max")
+        out = ((x - lo) / (hi - lo).where(hi > lo)).where(hi > lo, 1.0).where(x.notna())
+    return out.to_numpy(np.float32)
+
+
+@pytest.mark.parametrize("method", ["zscore", "minmax"])
+@settings(max_examples=60, deadline=None)
+@given(data=st.one_of(grouped_scores(separated=True), grouped_scores(separated=False)))
+def test_normalise_agrees_with_pandas_groupings(method: str, data: tuple) -> None:
+    users, s, perm = data
+    users, s = users[perm], s[perm]  # users in any order
+    np.testing.assert_allclose(
+        normalise_per_user(users, s, method),
+        pandas_normalised(users, s, method),
+        rtol=1e-5,
+        atol=1e-6,
+        equal_nan=True,
+    )
+
+
 @pytest.mark.parametrize("method", METHODS)
 @settings(max_examples=40, deadline=None)
 @given(value=st.floats(-1e6, 1e6, width=32), n=st.integers(1, 15))
