@@ -76,14 +76,14 @@ def main() -> None:
         "cf": (ctx.cf, fcfg.content_history, sorted(fcfg.recent_items), ctx.cf_recent, ctx.cf_t),
     }
     chosen: list[bool] = []
-    real = pairs_module._dense_right
+    real = pairs_module.dense_right
 
     def recorded(*a):
         right = real(*a)
         chosen.append(right is not None)
         return right
 
-    pairs_module._dense_right = recorded
+    pairs_module.dense_right = recorded
     knobs = ("_DENSE_RIGHT_BYTES", "_DENSE_NS_PER_PRODUCT", "_DENSE_NS_PER_RIGHT_CELL")
     defaults = {knob: getattr(pairs_module, knob) for knob in knobs}
     for name, (vectors, k, prefixes, recent, vectors_t) in features.items():

@@ -412,7 +412,7 @@ def test_similarity_routes_give_the_same_floats(monkeypatch: pytest.MonkeyPatch)
     ).sort_values(["user_idx", "item_idx"], ignore_index=True)
     now = history_now(inter)
     routes = []
-    real = pairs_module._dense_right
+    real = pairs_module.dense_right
 
     restricted = []
 
@@ -422,7 +422,7 @@ def test_similarity_routes_give_the_same_floats(monkeypatch: pytest.MonkeyPatch)
         restricted.append(args[1] is not None)
         return right
 
-    monkeypatch.setattr(pairs_module, "_dense_right", counted)
+    monkeypatch.setattr(pairs_module, "dense_right", counted)
 
     def describe() -> list[pd.DataFrame]:
         ctx = pair_context(inter, items, now, CFG, len(users))

@@ -26,13 +26,26 @@ MODELS = ("popularity", "itemknn", "svd", "als", "tfidf", "ease", "seqknn")
 
 
 # -- pure parts ---------------------------------------------------------------------------
-def test_nearest_items_are_the_brute_force_cosine_neighbours() -> None:
+@pytest.mark.parametrize(("route", "threads"), [("sparse", 1), ("dense", 2), ("sparse", 3)])
+def test_nearest_items_are_the_brute_force_cosine_neighbours(
+    route: str, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recpipe.features import pairs as pairs_module
+
+    if route == "sparse":
+        monkeypatch.setattr(pairs_module, "_DENSE_RIGHT_BYTES", 0)
+    else:  # the dense route whatever the cost, in chunks that do not divide the catalogue
+        monkeypatch.setattr(pairs_module, "_DENSE_NS_PER_PRODUCT", 0.0)
+        monkeypatch.setattr(pairs_module, "_DENSE_NS_PER_RIGHT_CELL", 0.0)
+        monkeypatch.setattr(pairs_module, "_DENSE_CHUNK_COLUMNS", 7)
     rng = np.random.default_rng(0)
     dense = rng.random((30, 12)) * (rng.random((30, 12)) < 0.4)
     dense[7] = 0.0  # an item without a vector has no neighbours and is nobody's
     norms = np.linalg.norm(dense, axis=1, keepdims=True)
     unit = np.divide(dense, norms, out=np.zeros_like(dense), where=norms > 0)
-    got = nearest_items(sp.csr_matrix(unit), k=4, block=8)
+    got = nearest_items(sp.csr_matrix(unit), k=4, block=8, threads=threads)
+    one = nearest_items(sp.csr_matrix(unit), k=4, block=30, threads=1)
+    pd.testing.assert_frame_equal(got, one, check_exact=True)  # same bits, any blocks
     sims = (unit @ unit.T).astype(np.float32)
     for i in range(30):
         mine = got[got["item_idx"] == i].sort_values("rank")

@@ -29,7 +29,7 @@ SHARED_PAIRS = 1 << 25
 (about 200 bytes a pair while they are computed, 56 held after: some 7 GB and 1.9 GB at
 this bound, whatever the size of the data; a 25M-event test fold's 32.5M pairs fit)."""
 
-# The similarity's dense route (:func:`_dense_right`): the right-hand side of the item-item
+# The similarity's dense route (:func:`dense_right`): the right-hand side of the item-item
 # product laid out as dense column chunks of _DENSE_CHUNK_COLUMNS (narrow chunks were faster
 # than one wide matrix: 0.84 against 2.15 ms an item at 25M), used while it takes at most
 # _DENSE_RIGHT_BYTES and the cost model below says it is cheaper. Costs in ns, measured on
@@ -374,7 +374,7 @@ def _recent_similarity(
     where the item or the user's history is undescribed).
 
     Item-item similarities are computed in blocks of candidate items (a sparse product made
-    dense, or, where the cost model of :func:`_dense_right` says so, the candidates' sparse
+    dense, or, where the cost model of :func:`dense_right` says so, the candidates' sparse
     rows times dense chunks of the other items: the same floats), and each pair gathers its
     row's entries at the user's (padded) history items: one item-item block per chunk of
     the catalogue and dense gathers, no per-pair loop.
@@ -415,18 +415,11 @@ def _recent_similarity(
     slots = np.arange(hist.shape[1])
     # pairs gathered at once: bounds the (pairs x history) temporaries like the block above
     step = max(1, _SIM_BLOCK_ENTRIES // max(hist.shape[1], 1))
-    right = _dense_right(vectors, columns if restricted else None, vectors_t, distinct)
+    right = dense_right(vectors, columns if restricted else None, vectors_t, distinct)
     for b in range(0, len(distinct), block):
         block_items = distinct[b : b + block]
         lo, hi = np.searchsorted(cand_items, [block_items[0], block_items[-1] + 1])
-        if right is None:
-            sims = (vectors[block_items] @ vectors_t).toarray().ravel()
-        else:
-            left = vectors[block_items]
-            dense = np.empty((len(block_items), n_items))
-            for start, chunk in right:
-                dense[:, start : start + chunk.shape[1]] = left @ chunk
-            sims = dense.ravel()
+        sims = item_similarities(vectors, block_items, vectors_t, right).ravel()
         for r in range(lo, hi, step):
             rows = cand[r : min(r + step, hi)]
             local = np.searchsorted(block_items, pi[rows])
@@ -443,7 +436,26 @@ def _recent_similarity(
     return out
 
 
-def _dense_right(
+def item_similarities(
+    vectors: sp.csr_matrix,
+    items: np.ndarray,
+    vectors_t: sp.csr_matrix,
+    right: list[tuple[int, np.ndarray]] | None,
+) -> np.ndarray:
+    """The similarities of the ``items`` rows of ``vectors`` with every column of
+    ``vectors_t``, dense (items x columns): the sparse product made dense, or with ``right``
+    (:func:`dense_right`'s chunks) the rows' sparse vectors times the dense chunks, the same
+    floats."""
+    if right is None:
+        return (vectors[items] @ vectors_t).toarray()
+    left = vectors[items]
+    dense = np.empty((len(items), vectors_t.shape[1]))
+    for start, chunk in right:
+        dense[:, start : start + chunk.shape[1]] = left @ chunk
+    return dense
+
+
+def dense_right(
     vectors: sp.csr_matrix,
     columns: np.ndarray | None,
     vectors_t: sp.csr_matrix,

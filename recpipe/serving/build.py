@@ -42,9 +42,9 @@ from recpipe.features.config import FeaturesConfig
 from recpipe.features.history import SECONDS_PER_DAY, history_now
 from recpipe.features.items import item_features
 from recpipe.features.metadata import item_category_matrix
-from recpipe.features.pairs import pair_context
+from recpipe.features.pairs import dense_right, item_similarities, pair_context
 from recpipe.features.users import user_features
-from recpipe.models.base import RECS_COLUMNS, Recommender, top_n
+from recpipe.models.base import BLOCK_THREADS, RECS_COLUMNS, Recommender, in_threads, top_n
 from recpipe.ranking import RankerConfig, TrainResult
 from recpipe.serving.config import ServeConfig
 from recpipe.serving.online import HISTORY_COLUMNS, Ranking
@@ -193,26 +193,32 @@ def popular_lists(items: pd.DataFrame, pop: pd.DataFrame, n: int) -> pd.DataFram
 
 
 # -- neighbours ---------------------------------------------------------------------------
-def nearest_items(vectors: sp.csr_matrix, k: int, block: int = 512) -> pd.DataFrame:
+def nearest_items(
+    vectors: sp.csr_matrix, k: int, block: int = 512, threads: int = BLOCK_THREADS
+) -> pd.DataFrame:
     """Each item's ``k`` nearest items by the cosine of L2-normalised ``vectors`` rows
     (``item_idx, neighbour_idx, score, rank``): itself and items with an empty row left
     out, only positive similarities, ties to the lower index; computed ``block`` items at a
-    time (memory ~ block x items)."""
+    time (memory ~ block x items), ``threads`` blocks side by side. The similarities take
+    the features' dense route where its cost model says so (:func:`dense_right`: the same
+    floats)."""
     n = vectors.shape[0]
     described = np.diff(vectors.indptr) > 0
     vt = sp.csr_matrix(vectors.T)
-    parts = []
-    for start in range(0, n, block):
+    right = dense_right(vectors, None, vt, np.arange(n))
+
+    def part(start: int) -> pd.DataFrame:
         rows = np.arange(start, min(start + block, n))
-        sims = (vectors[rows] @ vt).toarray().astype(np.float32)
+        sims = item_similarities(vectors, rows, vt, right).astype(np.float32)
         sims[:, ~described] = np.nan
         sims[sims <= 0] = np.nan
         itself = sp.csr_matrix(
             (np.ones(len(rows), dtype=np.float32), (np.arange(len(rows)), rows)),
             shape=(len(rows), n),
         )
-        recs = top_n(rows, sims, itself, k)
-        parts.append(recs)
+        return top_n(rows, sims, itself, k)
+
+    parts = in_threads(part, list(range(0, n, block)), threads)
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RECS_COLUMNS)
     return out.rename(columns={"user_idx": "item_idx", "item_idx": "neighbour_idx"})
 
