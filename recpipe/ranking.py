@@ -52,7 +52,7 @@ class RankerConfig(Config):
         description="lambdarank_pair_method: topk pairs every item with the top "
         "pairs_per_sample; mean samples pairs_per_sample pairs per item",
     )
-    pairs_per_sample: int = Field(8, ge=1, description="lambdarank_num_pair_per_sample")
+    pairs_per_sample: int = Field(4, ge=1, description="lambdarank_num_pair_per_sample")
     eval_at: int = Field(10, ge=1, description="K of the NDCG@K used for early stopping")
     early_stopping_rounds: int = Field(25, ge=1, description="stop after this many flat rounds")
     cv_folds: int = Field(
