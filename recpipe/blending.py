@@ -153,16 +153,11 @@ def normalise_columns(users: np.ndarray, scores: np.ndarray, method: str) -> np.
         return df.groupby(pd.Index(users)).rank(method="max", pct=True).to_numpy(np.float32)
     if method not in ("zscore", "minmax"):
         raise ValueError(f"unknown normalisation {method!r}")
-    users = np.asarray(users)
     if len(users) == 0:
-        return np.zeros(scores.shape, dtype=np.float32)
-    order = None
-    if np.any(users[1:] < users[:-1]):
-        order = np.argsort(users, kind="stable")
-        users, scores = users[order], scores[order]
-    starts = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
-    sizes = np.diff(np.r_[starts, len(users)])
-    x = scores.astype(np.float64)
+        return np.zeros(np.shape(scores), dtype=np.float32)
+    runs = UserRuns(users)
+    x = runs.in_order(scores).astype(np.float64)
+    starts, sizes = runs.starts, runs.sizes
     valid = ~np.isnan(x)
     with np.errstate(invalid="ignore", divide="ignore"):
         if method == "zscore":
@@ -178,12 +173,45 @@ def normalise_columns(users: np.ndarray, scores: np.ndarray, method: str) -> np.
             span = np.repeat(np.fmax.reduceat(x, starts, axis=0), sizes, axis=0) - lo
             # a constant user -> 1; NaN stays NaN
             out = np.where(span > 0, (x - lo) / span, np.where(valid, 1.0, np.nan))
-    out = out.astype(np.float32)
-    if order is not None:
-        back = np.empty_like(out)
-        back[order] = out
-        out = back
-    return out
+    return runs.back(out.astype(np.float32))
+
+
+class UserRuns:
+    """The rows of ``users`` as runs of one user each, for numpy reductions per user: rows
+    not in user order are put in it first (a stable sort), and results put back."""
+
+    def __init__(self, users: np.ndarray) -> None:
+        users = np.asarray(users)
+        self.order: np.ndarray | None = None
+        if np.any(users[1:] < users[:-1]):
+            self.order = np.argsort(users, kind="stable")
+            users = users[self.order]
+        self.starts = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
+        self.sizes = np.diff(np.r_[self.starts, len(users)])
+
+    def in_order(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values) if self.order is None else np.asarray(values)[self.order]
+
+    def back(self, values: np.ndarray) -> np.ndarray:
+        if self.order is None:
+            return values
+        out = np.empty_like(values)
+        out[self.order] = values
+        return out
+
+
+def fill_with_user_min(users: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` (rows x columns) as float64, each NaN replaced by its user's lowest value
+    in its column (0 when the user has none): a missing score is evidence against the pair,
+    not a neutral zero. Exact: a minimum does not depend on the order it is taken in."""
+    values = np.asarray(values, dtype=np.float64)
+    missing = np.isnan(values)
+    if not missing.any():
+        return values
+    runs = UserRuns(users)
+    low = np.fmin.reduceat(runs.in_order(values), runs.starts, axis=0)  # NaN: the user has none
+    floor = runs.back(np.repeat(np.where(np.isnan(low), 0.0, low), runs.sizes, axis=0))
+    return np.where(missing, floor, values)
 
 
 def describe_pairs(
@@ -250,11 +278,10 @@ def candidate_blocks(
         }
 
 
-def fill_by_user(values: pd.Series, users: pd.Series) -> np.ndarray:
-    """``values`` as float64, each NaN replaced by its user's lowest value (0 when the user
-    has none): a missing score is evidence against the pair, not a neutral zero."""
-    floor = values.groupby(users).transform("min").fillna(0.0)
-    return values.fillna(floor).to_numpy(np.float64)
+def fill_by_user(values: pd.Series | np.ndarray, users: pd.Series | np.ndarray) -> np.ndarray:
+    """:func:`fill_with_user_min` of one column."""
+    column = np.asarray(values, dtype=np.float64)[:, None]
+    return fill_with_user_min(np.asarray(users), column)[:, 0]
 
 
 def hybrid_score(
@@ -269,19 +296,9 @@ def hybrid_score(
     total = sum(w for w in weights.values() if w > 0)
     used = [m for m, w in weights.items() if w > 0 and f"m_{m}_norm" in df]
     todo = [m for m in used if m not in filled]
-    if todo:  # one grouping for every column (each column is reduced on its own)
+    if todo:  # one pass over every column (each column is reduced on its own)
         cols = [f"m_{m}_norm" for m in todo]
-        users = df["user_idx"].to_numpy()
-        if len(users) and users[0] == users[-1] and (users == users[0]).all():
-            # one user (the service's fresh ranking): a minimum is exact, no grouping needed
-            raw = df[cols].to_numpy(np.float64)
-            present = ~np.isnan(raw)
-            low = np.where(present, raw, np.inf).min(axis=0)
-            floor = np.where(present.any(axis=0), low, 0.0)
-            values = np.where(present, raw, floor[None, :])
-        else:
-            floor = df[cols].groupby(df["user_idx"]).transform("min").fillna(0.0)
-            values = df[cols].fillna(floor).to_numpy(np.float64)
+        values = fill_with_user_min(df["user_idx"].to_numpy(), df[cols].to_numpy(np.float64))
         filled.update({m: values[:, j] for j, m in enumerate(todo)})
     out = np.zeros(len(df), dtype=np.float64)
     for name in used:
@@ -292,22 +309,23 @@ def hybrid_score(
 def rank_by(df: pd.DataFrame, score: np.ndarray, n: int) -> pd.DataFrame:
     """Each user's top-``n`` pairs by ``score`` (ties: lower item index first) as a
     ``user_idx, item_idx, score, rank`` frame."""
-    recs = pd.DataFrame(
-        {
-            "user_idx": df["user_idx"].to_numpy(),
-            "item_idx": df["item_idx"].to_numpy(),
-            "score": np.asarray(score, dtype=np.float32),
-        }
-    )
-    recs = recs[np.isfinite(recs["score"])]
-    users = recs["user_idx"].to_numpy()
+    users, items = df["user_idx"].to_numpy(), df["item_idx"].to_numpy()
+    score = np.asarray(score, dtype=np.float32)
     if len(users) and users[0] == users[-1] and (users == users[0]).all():
         # one user (the service's fresh ranking): the same order without pandas' sort and
-        # grouping (score descending, then item ascending; items are distinct)
-        order = np.lexsort((recs["item_idx"].to_numpy(), -recs["score"].to_numpy()))[:n]
-        out = recs.iloc[order].reset_index(drop=True)
-        out["rank"] = np.arange(1, len(out) + 1, dtype=np.int32)
-        return out
+        # grouping (score descending, then item ascending; items are distinct), one frame
+        rows = np.flatnonzero(np.isfinite(score))
+        rows = rows[np.lexsort((items[rows], -score[rows]))][:n]
+        return pd.DataFrame(
+            {
+                "user_idx": users[rows],
+                "item_idx": items[rows],
+                "score": score[rows],
+                "rank": np.arange(1, len(rows) + 1, dtype=np.int32),
+            }
+        )
+    recs = pd.DataFrame({"user_idx": users, "item_idx": items, "score": score})
+    recs = recs[np.isfinite(recs["score"])]
     recs = recs.sort_values(
         ["user_idx", "score", "item_idx"], ascending=[True, False, True], kind="stable"
     )

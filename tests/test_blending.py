@@ -26,6 +26,7 @@ from recpipe.blending import (
     blend_block,
     choose_weights,
     describe_pairs,
+    fill_with_user_min,
     fold_hybrid,
     hybrid_score,
     normalise_per_user,
@@ -268,6 +269,22 @@ def test_normalise_agrees_with_pandas_groupings(method: str, data: tuple) -> Non
     )
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    a=st.one_of(grouped_scores(separated=True), grouped_scores(separated=False)),
+    b=st.one_of(grouped_scores(separated=True), grouped_scores(separated=False)),
+)
+def test_fill_with_user_min_is_pandas_grouped_min_to_the_bit(a: tuple, b: tuple) -> None:
+    users, s, perm = a
+    other = np.resize(b[1], len(s))  # a second column, with its own NaN
+    values = np.c_[s, other].astype(np.float64)[perm]
+    users = users[perm]  # users in any order
+    frame = pd.DataFrame(values)
+    floor = frame.groupby(users).transform("min").fillna(0.0)
+    expected = frame.fillna(floor).to_numpy(np.float64)
+    np.testing.assert_array_equal(fill_with_user_min(users, values), expected)
+
+
 @pytest.mark.parametrize("method", METHODS)
 @settings(max_examples=40, deadline=None)
 @given(value=st.floats(-1e6, 1e6, width=32), n=st.integers(1, 15))
@@ -342,6 +359,15 @@ def test_rank_by_orders_breaks_ties_by_item_and_drops_nan() -> None:
     assert full[full["user_idx"] == 2]["item_idx"].tolist() == [1, 3, 9]
     assert 5 not in set(full["user_idx"])  # a user with only NaN scores gets no list
     assert full.index.tolist() == list(range(len(full)))
+    # one user (the service's path) gives that user's rows of the general path
+    for user in (0, 2, 5):
+        mine = df["user_idx"].to_numpy() == user
+        for n in (2, 10):
+            alone = rank_by(df[mine], score[mine], n=n)
+            general = rank_by(df, score, n=n)
+            pd.testing.assert_frame_equal(
+                alone, general[general["user_idx"] == user].reset_index(drop=True)
+            )
 
 
 # --------------------------------------------------------------------------- config
