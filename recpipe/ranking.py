@@ -170,6 +170,19 @@ def select_features(columns: list[str], cfg: RankerConfig) -> list[str]:
     return chosen
 
 
+def learning_columns(df: pd.DataFrame, features: list[str], cfg: RankerConfig) -> pd.DataFrame:
+    """What :func:`train` reads of a described frame ``df``: the key, the ``features`` as
+    the float32 the booster is given, and the base-margin column as it is (when it is a
+    feature too it stays as it is; :func:`train` casts it the same). A training fold's frame
+    held this way is about half as wide, and the booster sees the same values."""
+    columns: dict[str, np.ndarray] = {c: df[c].to_numpy() for c in KEY}
+    for c in features:
+        columns[c] = df[c].to_numpy() if c == cfg.base_margin else df[c].to_numpy(np.float32)
+    if cfg.base_margin is not None and cfg.base_margin in df.columns:
+        columns[cfg.base_margin] = df[cfg.base_margin].to_numpy()
+    return pd.DataFrame(columns)
+
+
 def assemble(
     blend: pd.DataFrame,
     user_feats: pd.DataFrame,
@@ -380,8 +393,10 @@ def train(
     cfg: RankerConfig,
     seed: int,
     queries: np.ndarray | None = None,
+    features: list[str] | None = None,
 ) -> TrainResult:
-    """Fit the ranker on the pairs ``df`` with labels ``y``.
+    """Fit the ranker on the pairs ``df`` with labels ``y``, from the columns ``features``
+    (by default :func:`select_features` of ``df``'s).
 
     Each list the ranker learns to order is one user's candidates in one fold: ``queries``
     gives every row's list (rows sorted by it), by default its ``user_idx`` (one fold).
@@ -396,7 +411,7 @@ def train(
     model cut to that many trees). Every fit starts from the
     ``cfg.base_margin`` column (see :func:`margin`).
     """
-    feats = select_features(list(df.columns), cfg)
+    feats = select_features(list(df.columns), cfg) if features is None else list(features)
     users = df["user_idx"].to_numpy()
     qid = users if queries is None else np.asarray(queries)
     if len(qid) != len(df) or (len(qid) and np.any(np.diff(qid) < 0)):

@@ -37,6 +37,7 @@ from recpipe.ranking import (
     assemble,
     importance,
     labels,
+    learning_columns,
     negatives_cap,
     rank_block,
     select_features,
@@ -105,15 +106,18 @@ def training_lists(
     cfg: FeaturesConfig,
     rcfg: RankerConfig,
     seed: int,
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, int, int]:
+) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarray, int, int]:
     """The pairs the ranker learns from: of every fold of ``folds``, the lists with a
     positive (and of those the rows :func:`recpipe.ranking.training_rows` keeps), described
-    and labelled with that fold's targets, stacked; with each row's list id (fold number
+    and labelled with that fold's targets, stacked (only what training reads:
+    :func:`~recpipe.ranking.learning_columns`); the features; with each row's list id (fold number
     times a stride above every user index, plus the user), so a user's lists of different
     folds stay apart; how many lists were left out for having no positive; and how many
     folds were sampled (``ranker.train_max_rows``, ``train_negatives``)."""
     frames, ys, queries = [], [], []
     dropped = sampled = 0
+    feats: list[str] | None = None
+    columns: list[str] = []
     for k, name in enumerate(folds):
         fold = load_fold(split_dir, name)
         pairs = candidates(fold, blend_dir, rcfg)
@@ -132,17 +136,21 @@ def training_lists(
         # features only for the rows learnt from: they are most of the stage's cost
         df = describe(fold, pairs[keep].reset_index(drop=True), features_dir, items, cfg)
         ys.append(labels(df, fold.targets))
-        frames.append(df)
-        queries.append(df["user_idx"].to_numpy(np.int64) + k * LIST_STRIDE)
-    columns = list(frames[0].columns)
-    for name, df in zip(folds, frames, strict=True):
-        if list(df.columns) != columns:
+        if feats is None:  # the first fold's columns: a pattern matching none is an error
+            feats = select_features(list(df.columns), rcfg)
+        elif list(df.columns) != columns:
             raise ValueError(
                 f"fold {name}: its columns differ from the {folds[0]} fold's (models or "
                 "features written by different runs?); rerun the pipeline"
             )
+        columns = list(df.columns)
+        queries.append(df["user_idx"].to_numpy(np.int64) + k * LIST_STRIDE)
+        frames.append(learning_columns(df, feats, rcfg))  # held until all folds are stacked
+        del df
+    assert feats is not None  # folds holds at least the valid fold
     return (
         pd.concat(frames, ignore_index=True),
+        feats,
         np.concatenate(ys).astype(np.float32),
         np.concatenate(queries),
         dropped,
@@ -158,11 +166,10 @@ def run(args: argparse.Namespace) -> None:
     blend_dir, features_dir = Path(args.blend), Path(args.features)
 
     train_folds = ("valid", *ranker_folds(args.split))
-    train_df, y, queries, dropped, sampled = training_lists(
+    train_df, feats, y, queries, dropped, sampled = training_lists(
         args.split, train_folds, blend_dir, features_dir, items, fcfg, cfg, seed
     )
-    select_features(list(train_df.columns), cfg)
-    result = train(train_df, y, cfg, seed, queries)
+    result = train(train_df, y, cfg, seed, queries, feats)
     log.info(
         "trained on %d lists of %d folds (%d without a positive left out), %d trees, "
         "holdout ndcg@%d %.4f",

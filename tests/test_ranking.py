@@ -32,6 +32,7 @@ from recpipe.ranking import (
     best_first,
     importance,
     labels,
+    learning_columns,
     margin,
     negatives_cap,
     predict,
@@ -228,6 +229,38 @@ def test_ranker_finds_the_planted_signal(strong: dict) -> None:
     assert "p_signal" not in blind.features
     blind_ndcg = ndcg_at_10(strong["test"], predict(blind, strong["test"]), strong["targets"])
     assert blind_ndcg <= 0.5 and blind_ndcg < ndcg - 0.4
+
+
+def test_learning_columns_train_the_same_model(strong: dict) -> None:
+    """The narrow float32 frame rank holds for training gives the booster the same values:
+    the same model, byte for byte, with float64 and integer features, an excluded column
+    and a float64 base margin that is also a feature."""
+    rng = np.random.default_rng(3)
+    wide = strong["df"].assign(
+        m_hybrid=lambda d: d["m_a_norm"].astype(np.float64) + rng.normal(0, 0.1, len(d)),
+        u_count=lambda d: (d["user_idx"] % 7).astype(np.int64),
+        i_wide=lambda d: rng.normal(size=len(d)),  # float64
+        m_a_score=lambda d: rng.normal(size=len(d)),  # not a feature
+    )
+    wide.loc[wide.index[::9], "m_hybrid"] = np.nan
+    cfg = RankerConfig(
+        **{**STRONG_CFG, "base_margin": "m_hybrid"},
+    ).model_copy(
+        update={
+            "features": ["m_*_rank", "m_*_norm", "m_hybrid", "u_*", "i_*", "p_*"],
+            "exclude": ["p_noise"],
+        }
+    )
+    feats = select_features(list(wide.columns), cfg)
+    assert "m_hybrid" in feats and "u_count" in feats and "p_noise" not in feats
+    narrow = learning_columns(wide, feats, cfg)
+    assert narrow.columns.tolist() == ["user_idx", "item_idx", *feats]
+    assert narrow["m_hybrid"].dtype == np.float64 and narrow["i_wide"].dtype == np.float32
+    full = train(wide, strong["y"], cfg, seed=1)
+    held = train(narrow, strong["y"], cfg, seed=1, features=feats)
+    assert held.features == full.features == feats
+    raw = [r.model.get_booster().save_raw(raw_format="json") for r in (full, held)]
+    assert raw[0] == raw[1]
 
 
 def test_lists_without_positive_are_left_out_and_counted(strong: dict) -> None:
@@ -637,7 +670,7 @@ def test_rank_stage_learns_from_every_ranker_fold(ranked: tuple, ranked_extra) -
     assert three["lists_trained"] > one["lists_trained"]
     items, _ = load_catalogue(p.prepared)
     folds = ("valid", "extra1", "extra2")
-    df, y, lists, dropped, sampled = rank.training_lists(
+    df, feats, y, lists, dropped, sampled = rank.training_lists(
         p.split,
         folds,
         blend_out / "blend",
