@@ -99,6 +99,10 @@ class Ranking:
     pop_share: np.ndarray
     _attrs: pd.DataFrame | None = field(default=None, repr=False)
     _items_by_key: pd.DataFrame | None = field(default=None, repr=False)
+    # the ranker's item features as float32, for one user's pairs (_one_user_features)
+    _item_table: tuple[dict[str, int], np.ndarray, np.ndarray] | None = field(
+        default=None, repr=False
+    )
 
     @property
     def ranker_config(self) -> RankerConfig:
@@ -241,9 +245,16 @@ class Ranking:
         pf = block_pair_features(pairs[KEY], ctx, similarities)
         if self._items_by_key is None:  # indexed once, not at every request
             self._items_by_key = by_key(self.item_feats, "item_idx")
-        described = assemble(pairs, uf, self._items_by_key, pd.concat([pairs[KEY], pf], axis=1))
-        # numpy, not the frame: the same float32 values, without pandas' conversion cost
-        x = described[self.ranker.features].to_numpy(np.float32)
+        users = pairs["user_idx"].to_numpy()
+        if len(uf) == 1 and len(users) and (users == uf["user_idx"].iloc[0]).all():
+            # one user's fresh ranking: the pairs come sorted by item, as assemble sorts
+            described = pairs
+            x = self._one_user_features(pairs, uf, pf)
+        else:
+            pf = pd.concat([pairs[KEY], pf], axis=1)
+            described = assemble(pairs, uf, self._items_by_key, pf)
+            # numpy, not the frame: the same float32 values, without pandas' conversion cost
+            x = described[self.ranker.features].to_numpy(np.float32)
         base = margin(described, self.ranker_config)
         scores = self.ranker.model.predict(x, base_margin=base, output_margin=True)
         ranked = rank_by(described, scores.astype(np.float32), n)
@@ -252,6 +263,44 @@ class Ranking:
             top = ranked.head(explain)
             contributions = _contributions(self.ranker, x, base, described, top)
         return ranked, contributions
+
+    def _one_user_features(
+        self, pairs: pd.DataFrame, uf: pd.DataFrame, pf: pd.DataFrame
+    ) -> np.ndarray:
+        """The ranker's features of one user's ``pairs`` (sorted by item; ``uf`` the user's
+        one row, ``pf`` the pair features in the pairs' order) as the float32 matrix of
+        :func:`~recpipe.ranking.assemble` and ``to_numpy``, put together without the frame:
+        each column converted to float32 alone, as pandas converts them, the user's values
+        repeated, the item features read from a float32 table made once (NaN for an item
+        without features). The known-user test checks the lists equal the batch ones."""
+        feats = self.ranker.features
+        if self._item_table is None:
+            table = self._items_by_key
+            cols = [c for c in feats if c in table.columns]
+            index = table.index.to_numpy(np.int64)
+            row_of = np.full(int(index.max()) + 2 if len(index) else 1, -1, dtype=np.int64)
+            row_of[index] = np.arange(len(index))
+            self._item_table = (
+                {c: j for j, c in enumerate(cols)},
+                table[cols].to_numpy(np.float32),
+                row_of,
+            )
+        item_col, item_values, row_of = self._item_table
+        items = pairs["item_idx"].to_numpy(np.int64)
+        rows = row_of[np.minimum(items, len(row_of) - 1)]  # the last slot is -1
+        x = np.empty((len(pairs), len(feats)), dtype=np.float32)
+        for j, f in enumerate(feats):
+            if f in pairs.columns:
+                x[:, j] = pairs[f].to_numpy(np.float32)
+            elif f in uf.columns:
+                x[:, j] = uf[f].to_numpy(np.float32)[0]
+            elif f in item_col:
+                x[:, j] = np.where(rows >= 0, item_values[rows, item_col[f]], np.nan)
+            elif f in pf.columns:
+                x[:, j] = pf[f].to_numpy(np.float32)
+            else:
+                raise KeyError(f"ranker feature {f!r} is in none of the tables")
+        return x
 
     def _attributes(self, user_idx: int | None) -> pd.DataFrame:
         """The user's attribute features (``u_attr_*``) from the fold's table, NaN for a
