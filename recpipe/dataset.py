@@ -59,8 +59,7 @@ class TrainData:
             df = df[df["rating"].notna()].sort_values("timestamp", kind="stable")
             df = df.drop_duplicates(["user_idx", "item_idx"], keep="last")
             data = df["rating"].to_numpy(np.float32)
-        elif value == "binary":
-            df = df.drop_duplicates(["user_idx", "item_idx"])
+        elif value == "binary":  # ones, summed below, then set back to one
             data = np.ones(len(df), dtype=np.float32)
         else:
             data = df["weight"].to_numpy(np.float32)
@@ -70,4 +69,6 @@ class TrainData:
             dtype=np.float32,
         )
         m.sum_duplicates()
+        if value == "binary":  # the same matrix as ones on the distinct pairs, no pandas pass
+            m.data[:] = 1.0
         return m

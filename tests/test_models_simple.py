@@ -145,6 +145,35 @@ def test_configs_reject_out_of_range_values(cls: type[Recommender], bad: dict) -
 # -- popularity ------------------------------------------------------------------------------
 
 
+def test_binary_matrix_is_ones_on_the_distinct_pairs() -> None:
+    rng = np.random.default_rng(4)
+    n = 400
+    inter = pd.DataFrame(
+        {
+            "user_idx": rng.integers(0, 12, n),
+            "item_idx": rng.integers(0, 30, n),  # many pairs repeat
+            "weight": rng.random(n).astype(np.float32),
+            "timestamp": np.arange(n),
+        }
+    )
+    data = TrainData(
+        inter,
+        items=pd.DataFrame(index=pd.RangeIndex(30)),
+        users=pd.DataFrame(index=pd.RangeIndex(12)),
+    )
+    got = data.matrix("binary")
+    distinct = inter.drop_duplicates(["user_idx", "item_idx"])
+    want = sp.csr_matrix(
+        (np.ones(len(distinct), np.float32), (distinct["user_idx"], distinct["item_idx"])),
+        shape=(12, 30),
+    )
+    want.sum_duplicates()
+    assert got.dtype == np.float32 and got.has_canonical_format
+    for attr in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(got, attr), getattr(want, attr))
+    assert got.nnz == len(distinct) < n
+
+
 def test_popularity_order_equals_hand_counts() -> None:
     # item 0: users 0,1,2 (user 0 three times); item 1: users 0,1; item 2: user 3 (weight 9);
     # item 3: nobody. User 4 has no history.

@@ -384,8 +384,11 @@ def _contributions(
     same ordering of the strongest features), non-zero ones only, rounded."""
     import xgboost as xgb
 
-    pos = pd.Series(np.arange(len(described)), index=described["item_idx"].to_numpy())
-    rows = pos.loc[ranked["item_idx"].to_numpy()].to_numpy()
+    items, wanted = described["item_idx"].to_numpy(), ranked["item_idx"].to_numpy()
+    if len(items) and np.all(items[1:] > items[:-1]):  # one user's pairs, sorted by item
+        rows = np.searchsorted(items, wanted)
+    else:
+        rows = pd.Series(np.arange(len(described)), index=items).loc[wanted].to_numpy()
     if len(rows) == 0:
         return []
     booster: xgb.Booster = result.model.get_booster()
