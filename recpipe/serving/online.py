@@ -323,8 +323,9 @@ def _head(recs: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 def _first(recs: pd.DataFrame, n: int) -> pd.DataFrame:
-    """:func:`_head` of one user's list (ranks 1, 2, ... in order): its first rows."""
-    return recs.iloc[:n].reset_index(drop=True)
+    """:func:`_head` of one user's list (ranks 1, 2, ... in order, a range index): its first
+    rows (the list itself when it is no longer: frames are copied on write)."""
+    return recs if len(recs) <= n else recs.iloc[:n].reset_index(drop=True)
 
 
 def normalise_history(history: pd.DataFrame, n_items: int) -> pd.DataFrame:
@@ -395,10 +396,9 @@ def _contributions(
     # XGBoost refuses infinite inputs here (prediction reads them as values): a feature
     # that overflowed explains nothing, so it counts as missing
     finite = np.where(np.isfinite(x[rows]), x[rows], np.nan)
-    dm = xgb.DMatrix(
-        finite, base_margin=None if base is None else base[rows], feature_names=result.features
-    )
-    contrib = booster.predict(dm, pred_contribs=True, approx_contribs=True)
+    # the columns are the booster's features in its order (x is built so): no names to check
+    dm = xgb.DMatrix(finite, base_margin=None if base is None else base[rows])
+    contrib = booster.predict(dm, pred_contribs=True, approx_contribs=True, validate_features=False)
     names = result.features
     return [
         {names[j]: round(float(v), 4) for j, v in enumerate(row[:-1]) if v != 0.0}
