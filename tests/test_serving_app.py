@@ -415,6 +415,27 @@ def test_reload_swaps_and_a_broken_bundle_keeps_the_old(
         assert 'recpipe_bundle_reloads_total{result="error"} 1.0' in c.get("/metrics").text
 
 
+def test_a_loaded_bundle_is_kept_out_of_full_collections(
+    tmp_path: Path, bundle_path: Path, bundle: Bundle
+) -> None:
+    import gc
+
+    live = copy_bundle(bundle_path, tmp_path / "live")
+    gc.unfreeze()
+    with TestClient(create_app(make_settings(tmp_path, live, api_key="k"))) as c:
+        served = c.app.state.holder.current.bundle
+        # the bundle's tables no longer reach the collector: it does not track them
+        assert not any(o is served for o in gc.get_objects())
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        for _ in range(2):  # each reload puts everything back in view first
+            r = c.post("/admin/reload", params={"wait": True}, headers={"X-API-Key": "k"})
+            assert r.status_code == 202
+        assert gc.get_freeze_count() < 2 * frozen
+        assert c.app.state.holder.current.bundle is not served
+    gc.unfreeze()
+
+
 def test_a_changed_bundle_on_disk_is_picked_up(
     tmp_path: Path, bundle_path: Path, bundle: Bundle
 ) -> None:

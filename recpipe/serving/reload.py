@@ -12,6 +12,7 @@ the other files, and the bundle becomes loadable without the manifest changing a
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -50,6 +51,17 @@ def manifest_signature(path: Path) -> tuple[str | None, int, int] | None:
     except (OSError, ValueError, AttributeError):
         return None
     return (str(bundle_id) if bundle_id is not None else None, stat.st_mtime_ns, stat.st_size)
+
+
+def settle_heap() -> None:
+    """Take what is alive now (mostly the bundle: some 150,000 objects at MovieLens-1M
+    shape) out of the garbage collector's full collections, which otherwise scan all of it
+    every few hundred requests: a 60 ms pause in a 23 ms request (in process, 1M shape).
+    Objects are still freed when nothing refers to them; a replaced bundle's reference
+    cycles are collected at the next load, which first puts everything back in view."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class ServiceHolder:
@@ -94,6 +106,7 @@ class ServiceHolder:
             log.error("bundle %s not loaded (a loaded one keeps serving): %s", self.path, exc)
             raise
         self.current = service  # the swap: one reference assignment
+        settle_heap()
         self._signature = signature
         self._failed_signature = None
         self.status.loaded_at = time.time()
