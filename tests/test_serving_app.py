@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +243,47 @@ def test_session_is_ranked_fresh_without_its_items(client: TestClient, bundle: B
     objects = [{"item_id": session[0], "event": "purchase", "timestamp": 1_700_000_000}]
     r = client.post("/v1/recommendations", json={"items": objects, "model": "blend", "n": 3})
     assert r.status_code == 200 and r.json()["model"] == "blend"
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_fresh_rankings_run_at_most_the_set_number_at_once(
+    tmp_path: Path, bundle_path: Path, bundle: Bundle, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """Sessions and users with new events are ranked ``fresh_concurrency`` at a time in a
+    process, however many requests arrive together; every request is answered."""
+    running, most = 0, 0
+    lock = threading.Lock()
+    rank_fresh = Bundle.rank_fresh
+
+    def counted(self, *args, **kwargs):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.05)  # long enough for the others to arrive
+            return rank_fresh(self, *args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(Bundle, "rank_fresh", counted)
+    uid, _ = known_user(bundle)
+    session = [bundle.item_id(int(i)) for i in bundle.popular(3).items]
+    settings = make_settings(tmp_path, bundle_path, fresh_concurrency=limit)
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/v1/events", json={"user_id": uid, "item_id": session[0], "event": "view"})
+        assert r.status_code == 202, r.text
+
+        def ask(k: int):
+            if k % 2:
+                return c.get(f"/v1/users/{uid}/recommendations", params={"n": 3})
+            return c.post("/v1/recommendations", json={"items": session, "n": 3})
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(ask, range(8)))
+    assert all(a.status_code == 200 and a.json()["fresh"] for a in answers)
+    assert most == limit
 
 
 def test_session_of_unknown_items_falls_back(client: TestClient) -> None:

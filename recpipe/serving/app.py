@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -217,6 +218,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = store
         app.state.holder = holder
         app.state.metrics = metrics
+        # made here, on the event loop it belongs to (see deps.run_fresh)
+        app.state.fresh_limiter = anyio.CapacityLimiter(settings.fresh_concurrency)
         try:
             yield
         finally:

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
+from typing import TypeVar
 
+import anyio.to_thread
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
@@ -23,6 +26,19 @@ api_key_header = APIKeyHeader(
 # The dependencies and the quick endpoints are coroutines: FastAPI runs a plain function in
 # its thread pool, and the hop there and back cost more than a cached answer itself. Work
 # that blocks for long (fresh ranking, fsync'd event writes, reloads) stays in plain functions.
+
+
+T = TypeVar("T")
+
+
+async def run_fresh(request: Request, work: Callable[[], T]) -> T:
+    """``work`` (an answer that ranks fresh: tens of milliseconds of Python) in a worker
+    thread, at most ``settings.fresh_concurrency`` at a time in this process; the others
+    wait on the event loop, holding no thread. Rankings side by side contend for the
+    interpreter lock: eight at once in one process finished about half as many per second
+    as one at a time (bench/README.md), so more cores want more worker processes, not
+    threads."""
+    return await anyio.to_thread.run_sync(work, limiter=request.app.state.fresh_limiter)
 
 
 async def get_settings(request: Request) -> Settings:

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
         "loaded and swapped in (0: only POST /admin/reload)",
     )
     warm: bool = Field(True, description="touch every model once after a load")
+    fresh_concurrency: int = Field(
+        1,
+        ge=1,
+        description="fresh rankings (sessions, users with new events) a worker process runs "
+        "at once; the others wait their turn. Side by side they contend for Python's "
+        "interpreter lock and each finishes later: run one worker per core instead",
+    )
     max_n: int = Field(MAX_N, ge=1, le=MAX_N, description="largest n a request may ask for")
     max_body_bytes: int = Field(
         2**20,

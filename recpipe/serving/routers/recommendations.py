@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Depends, Request
 
 from recpipe.serving import schemas
-from recpipe.serving.deps import get_service
+from recpipe.serving.deps import get_service, run_fresh
 from recpipe.serving.routers.convert import recommendations_out
 from recpipe.serving.service import Filters, Service, SessionEvent
 
@@ -13,7 +15,7 @@ router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"])
 
 
 @router.post("", response_model=schemas.RecommendationsOut)
-def session_recommendations(
+async def session_recommendations(
     request: Request,
     body: schemas.SessionRequest,
     service: Service = Depends(get_service),  # noqa: B008
@@ -21,7 +23,8 @@ def session_recommendations(
     """Recommendations for a visitor without an account from the session's items (most
     recent last); no known item: popular items (``fallback: popular``)."""
     session = [SessionEvent(i.item_id, i.event, i.timestamp) for i in body.items]
-    rec = service.session_recommendations(
+    answer = partial(
+        service.session_recommendations,
         session,
         body.n,
         body.offset,
@@ -29,6 +32,7 @@ def session_recommendations(
         body.model,
         body.reasons,
     )
+    rec = await run_fresh(request, answer)
     if rec.fallback:
         request.state.fallback = rec.fallback
     return recommendations_out(rec)

@@ -6,10 +6,9 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 
 from recpipe.serving import schemas
-from recpipe.serving.deps import get_service, require_api_key
+from recpipe.serving.deps import get_service, require_api_key, run_fresh
 from recpipe.serving.routers.convert import recommendations_out
 from recpipe.serving.schemas import FILTER_MAX, ID_MAX, IngestId, Text
 from recpipe.serving.service import Filters, Service
@@ -50,8 +49,8 @@ async def user_recommendations(
         state,
     )
     # a user without new events is a cached list (or a stranger): answered here, on the
-    # event loop; ranking fresh takes tens of milliseconds, so it goes to the thread pool
-    rec = answer() if state.erased or not state.events else await run_in_threadpool(answer)
+    # event loop; ranking fresh takes tens of milliseconds, so it goes to a worker thread
+    rec = answer() if state.erased or not state.events else await run_fresh(request, answer)
     if rec.fallback:
         request.state.fallback = rec.fallback
     # serialised here from the model the service filled: FastAPI would validate the
