@@ -148,6 +148,20 @@ def test_exact_index_equals_brute_force() -> None:
         np.testing.assert_allclose(g["score"], scores, rtol=1e-5, atol=1e-5)
 
 
+def test_explicit_zeros_in_seen_exclude_nothing() -> None:
+    """An entry of ``seen`` stored as 0 is not seen (as in the dense ranking)."""
+    index, parts = random_index(seed=4)
+    index.block_size = 16
+    seen = random_seen(5, 70, 400)
+    seen.data[::3] = 0.0  # stored, but zero
+    users = np.arange(70)
+    recs = index.recommend(users, 10, seen)
+    expected = brute_force(parts, users, 10, seen)
+    assert set(recs["user_idx"]) == set(expected)
+    for u, g in recs.groupby("user_idx"):
+        assert g["item_idx"].tolist() == expected[u][0].tolist()
+
+
 def test_exact_index_equals_dense_top_n_and_score() -> None:
     index, _ = random_index(seed=2)
     seen = random_seen(3, 70, 400)

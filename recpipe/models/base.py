@@ -319,22 +319,24 @@ def history_data(
         )
     if history["timestamp"].isna().any():
         raise ValueError("history: column 'timestamp' has missing values")
+    # the kept rows picked from each column before the frame is built (one frame, not a
+    # frame and its filtered copy: a fresh ranking builds one per model); the event column
+    # as it is (no model reads it, and converting text again costs more than the rest)
+    keep = slice(None) if known_items is None else known_items[items]
     inter = pd.DataFrame(
         {
-            "user_idx": np.zeros(len(history), dtype=np.int64),
-            "item_idx": items,
+            "user_idx": np.zeros(len(items[keep]), dtype=np.int64),
+            "item_idx": items[keep],
             "rating": (
-                history["rating"].to_numpy()
+                history["rating"].to_numpy()[keep]
                 if "rating" in history.columns
-                else np.full(len(history), np.nan)
+                else np.full(len(history), np.nan)[keep]
             ),
-            "event": history["event"].to_numpy() if "event" in history.columns else None,
-            "weight": history["weight"].to_numpy(),
-            "timestamp": history["timestamp"].to_numpy(np.int64),
+            "event": history["event"].array[keep] if "event" in history.columns else None,
+            "weight": history["weight"].to_numpy()[keep],
+            "timestamp": history["timestamp"].to_numpy(np.int64)[keep],
         }
     )
-    if known_items is not None:
-        inter = inter[known_items[items]].reset_index(drop=True)
     return TrainData(inter, items=_rows_only(n_items), users=_rows_only(1))
 
 

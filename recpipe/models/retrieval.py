@@ -215,16 +215,25 @@ class FactorIndex(Persistent):
     ) -> pd.DataFrame:
         """Top-``n`` of one block of known users (see the module docstring for the steps)."""
         n_indexed = len(self.indexed)
-        # Seen items in index space: only indexed items can come back from faiss.
-        seen_idx = seen[users][:, self.indexed].tocsr()
-        seen_idx.eliminate_zeros()
-        n_seen = np.diff(seen_idx.indptr)
+        # Seen items in index space (only indexed items can come back from faiss): the
+        # block's rows of ``seen`` gathered from its arrays, each nonzero entry of an
+        # indexed item as (row, position in the index); scipy's row and column selections
+        # cost more than a one-user search
+        position = np.full(self.n_items, -1, dtype=np.int64)
+        position[self.indexed] = np.arange(n_indexed)
+        starts, lengths = seen.indptr[users], np.diff(seen.indptr)[users]
+        entries = np.arange(int(lengths.sum())) + np.repeat(
+            starts - np.cumsum(lengths) + lengths, lengths
+        )
+        rows = np.arange(len(users))
+        entry_row, entry_pos = np.repeat(rows, lengths), position[seen.indices[entries]]
+        real = (entry_pos >= 0) & (seen.data[entries] != 0)
+        n_seen = np.bincount(entry_row[real], minlength=len(users))
         k = min(n + int(n_seen.max(initial=0)) + TIE_MARGIN, n_indexed)
         found_scores, found = index.search(
             self.user_vectors[users], k, params=self._search_params(k)
         )
-        rows = np.arange(len(users))
-        seen_keys = np.repeat(rows, n_seen) * n_indexed + seen_idx.indices
+        seen_keys = entry_row[real] * n_indexed + entry_pos[real]
         fresh = (found >= 0) & ~np.isin(rows[:, None] * n_indexed + found, seen_keys)
         # Faiss's order is good enough to pick the n + margin best unseen items of each
         # user; only those are scored exactly and sorted with the deterministic tie-break.
@@ -237,12 +246,13 @@ class FactorIndex(Persistent):
         r, item, score = r[order], item[order], score[order]
         rank = np.arange(len(r)) - np.searchsorted(r, r, side="left") + 1
         keep = rank <= n
+        r, rank, score = r[keep], rank[keep].astype(np.int32), score[keep].astype(np.float32)
         recs = pd.DataFrame(
             {
-                "user_idx": users[r[keep]].astype(np.int64),
+                "user_idx": users[r].astype(np.int64),
                 "item_idx": item[keep].astype(np.int64),
-                "score": score[keep].astype(np.float32),
-                "rank": rank[keep].astype(np.int32),
+                "score": score,
+                "rank": rank,
             },
             columns=RECS_COLUMNS,
         )
@@ -252,7 +262,8 @@ class FactorIndex(Persistent):
         # the wanted-th unseen item, or the last one fetched for users with fewer.
         last = np.where(count[:, -1] >= wanted, np.argmax(count >= wanted, axis=1), k - 1)
         floor = found_scores[rows, last]
-        redo = self._ties_at_cut(users, recs, floor, n)
+        at_n = rank == n
+        redo = self._ties_at_cut(users, r[at_n], score[at_n], floor)
         if not redo.any():
             return recs
         # Rare: an item left out may tie with the n-th; settle these users on the full row.
@@ -263,12 +274,12 @@ class FactorIndex(Persistent):
         )
 
     def _ties_at_cut(
-        self, users: np.ndarray, recs: pd.DataFrame, floor: np.ndarray, n: int
+        self, users: np.ndarray, rows_at_n: np.ndarray, scores_at_n: np.ndarray, floor: np.ndarray
     ) -> np.ndarray:
-        """Users whose ``n``-th score is not clearly above ``floor`` (or who got fewer)."""
+        """Users whose ``n``-th score is not clearly above ``floor`` (or who got fewer), from
+        the ``n``-th items' rows (positions in ``users``) and scores."""
         nth = np.full(len(users), -np.inf, dtype=np.float64)
-        last = recs[recs["rank"] == n]
-        nth[np.searchsorted(users, last["user_idx"].to_numpy())] = last["score"].to_numpy()
+        nth[rows_at_n] = scores_at_n
         nth -= self.user_offset[users]  # back to the search's scale, where floor lives
         tol = 1e-4 * (1.0 + np.abs(floor))
         return nth <= floor + tol
