@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -512,6 +513,26 @@ def service_over(bundle: Bundle, tmp_path: Path, **settings) -> Service:
     """A Service over ``bundle`` (one loaded for the test, free to tweak) and a fresh store."""
     s = make_settings(tmp_path, bundle.path, **settings)
     return Service(bundle, MemoryStore(), EventLog(s.landing), DeletionList(s.deletions), s)
+
+
+def test_text_is_python_strings_while_serving_and_answers_do_not_change(
+    tmp_path: Path, bundle_path: Path, bundle: Bundle
+) -> None:
+    """The app serves with pandas' Python-backed strings (restored when it stops); a fresh
+    ranking answers the same as a service over a bundle loaded with the Arrow-backed ones."""
+    before = pd.get_option("mode.string_storage")
+    assert before != "python"  # else this test shows nothing
+    session = [bundle.item_id(int(i)) for i in bundle.popular(3).items]
+    outside = service_over(bundle, tmp_path / "outside").session_recommendations(
+        [SessionEvent(i, None, 1_700_000_000 + k) for k, i in enumerate(session)], 8
+    )
+    body = [{"item_id": i, "timestamp": 1_700_000_000 + k} for k, i in enumerate(session)]
+    with TestClient(create_app(make_settings(tmp_path, bundle_path))) as c:
+        assert pd.get_option("mode.string_storage") == "python"
+        served = c.post("/v1/recommendations", json={"items": body, "n": 8}).json()
+    assert pd.get_option("mode.string_storage") == before
+    assert ids(served) == [i.item_id for i in outside.items]
+    assert [i["score"] for i in served["items"]] == [i.score for i in outside.items]
 
 
 def test_a_rating_outside_the_data_s_scale_is_refused(client: TestClient, bundle: Bundle) -> None:
