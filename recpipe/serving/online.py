@@ -400,7 +400,11 @@ def _contributions(
     dm = xgb.DMatrix(finite, base_margin=None if base is None else base[rows])
     contrib = booster.predict(dm, pred_contribs=True, approx_contribs=True, validate_features=False)
     names = result.features
-    return [
-        {names[j]: round(float(v), 4) for j, v in enumerate(row[:-1]) if v != 0.0}
-        for row in contrib
-    ]
+    # the non-zero contributions (the last column is the bias) in row, then feature order
+    at, feature = np.nonzero(contrib[:, :-1])
+    out: list[dict[str, float]] = [{} for _ in range(len(contrib))]
+    for r, j, v in zip(
+        at.tolist(), feature.tolist(), contrib[at, feature].astype(np.float64).tolist(), strict=True
+    ):
+        out[r][names[j]] = round(v, 4)
+    return out
