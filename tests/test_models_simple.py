@@ -451,6 +451,25 @@ def test_seqknn_orders_same_second_items_by_a_seeded_hash_not_by_id() -> None:
     assert not np.array_equal(item, sequences(data, seed=1)[1])
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_seqknn_sequences_of_one_user_equal_those_among_others(seed: int) -> None:
+    """A one-user log (a history ranked at request time) takes a numpy path: its sequence
+    equals the one the groupby gives that user in a log of several users (repeated items,
+    times tied and out of order, hash ties by ``tie_user``)."""
+    from recpipe.models.seqknn import sequences
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40))
+    mine = [(3, int(i), int(t)) for i, t in zip(rng.integers(0, 12, n), rng.integers(0, 6, n))]
+    others = [(u, int(rng.integers(0, 12)), int(rng.integers(0, 6))) for u in (0, 5, 5, 1)]
+    alone = sequences(make_data(mine, 6, 12), seed=seed, tie_user=3)
+    mixed = make_data(others[:2] + mine + others[2:], 6, 12)
+    user, item, from_end = sequences(mixed, seed=seed)
+    assert np.all(alone[0] == 3)
+    np.testing.assert_array_equal(alone[1], item[user == 3])
+    np.testing.assert_array_equal(alone[2], from_end[user == 3])
+
+
 def test_ease_falls_back_to_float64_when_float32_cannot_factorise(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

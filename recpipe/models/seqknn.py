@@ -97,14 +97,26 @@ def sequences(
     scored at request time sits in row 0 but breaks ties as its own user did in the fit).
     """
     df = data.interactions
-    first = (
-        df.groupby(["user_idx", "item_idx"], sort=False, observed=True)["timestamp"]
-        .min()
-        .reset_index()
-    )
-    user = first["user_idx"].to_numpy(np.int64)
-    item = first["item_idx"].to_numpy(np.int64)
-    ts = first["timestamp"].to_numpy(np.int64)
+    users = df["user_idx"].to_numpy(np.int64)
+    if len(users) and (users == users[0]).all():
+        # one user (a history ranked at request time): the groupby below in numpy, the
+        # same rows in the same order (items in order of first appearance, earliest time)
+        items = df["item_idx"].to_numpy(np.int64)
+        by_item = np.argsort(items, kind="stable")
+        starts = np.r_[0, np.flatnonzero(np.diff(items[by_item])) + 1]
+        appear = np.argsort(by_item[starts], kind="stable")
+        item = items[by_item[starts]][appear]
+        ts = np.minimum.reduceat(df["timestamp"].to_numpy(np.int64)[by_item], starts)[appear]
+        user = np.full(len(item), users[0], dtype=np.int64)
+    else:
+        first = (
+            df.groupby(["user_idx", "item_idx"], sort=False, observed=True)["timestamp"]
+            .min()
+            .reset_index()
+        )
+        user = first["user_idx"].to_numpy(np.int64)
+        item = first["item_idx"].to_numpy(np.int64)
+        ts = first["timestamp"].to_numpy(np.int64)
     salt = user if tie_user is None else np.full_like(user, tie_user)
     order = np.lexsort((tie_key(salt, item, seed), ts, user))
     user, item = user[order], item[order]
