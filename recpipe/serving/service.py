@@ -365,6 +365,30 @@ class Service:
         frame = pd.DataFrame(rows, columns=["item_idx", "timestamp", "event", "weight", "rating"])
         return frame.astype({"item_idx": "int64", "timestamp": "int64", "weight": "float64"})
 
+    def _with_new_events(
+        self, history: pd.DataFrame, rows: list[tuple[int, int, str, float, float | None]]
+    ) -> pd.DataFrame:
+        """The bundle's ``history`` of a user (or an empty frame) and the ``rows`` of new
+        events, ordered by time (ties in that order): :meth:`_history_frame` of both, put
+        together column by column (a frame of the history's rows as tuples cost a tenth of
+        a fresh answer)."""
+        if len(history) == 0:
+            return self._history_frame(rows).sort_values("timestamp", kind="stable")
+        new = list(zip(*rows, strict=True)) if rows else [()] * 5
+        rating = [np.nan if r is None else r for r in new[4]]
+        frame = pd.DataFrame(
+            {
+                "item_idx": np.r_[history["item_idx"].to_numpy(np.int64), new[0]].astype(np.int64),
+                "timestamp": np.r_[history["timestamp"].to_numpy(np.int64), new[1]].astype(
+                    np.int64
+                ),
+                "event": np.r_[history["event"].to_numpy(object), np.array(new[2], dtype=object)],
+                "weight": np.r_[history["weight"].to_numpy(np.float64), new[3]].astype(np.float64),
+                "rating": np.r_[history["rating"].to_numpy(np.float64), rating].astype(np.float64),
+            }
+        )
+        return frame.sort_values("timestamp", kind="stable")
+
     def _weight(self, event: str) -> float:
         return float(self.settings.event_weights.get(event, 1.0))
 
@@ -438,19 +462,7 @@ class Service:
         if fresh:
             if idx is not None and history.empty:
                 history = self.bundle.history(idx)
-            rows = self._history_frame(
-                list(
-                    zip(
-                        history.get("item_idx", []),
-                        history.get("timestamp", []),
-                        history.get("event", []),
-                        history.get("weight", []),
-                        history.get("rating", []),
-                        strict=True,
-                    )
-                )
-                + new_rows
-            ).sort_values("timestamp", kind="stable")
+            rows = self._with_new_events(history, new_rows)
             s = self.bundle.rank_fresh(rows, user_idx=idx, model=model, n=self._fresh_n(need))
             if len(s) == 0 and idx is None:  # the model cannot rank a history it does not know
                 items, used = self._fallback(filters, removed, n, offset, reasons)
