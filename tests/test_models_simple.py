@@ -460,7 +460,10 @@ def test_seqknn_sequences_of_one_user_equal_those_among_others(seed: int) -> Non
 
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 40))
-    mine = [(3, int(i), int(t)) for i, t in zip(rng.integers(0, 12, n), rng.integers(0, 6, n))]
+    mine = [
+        (3, int(i), int(t))
+        for i, t in zip(rng.integers(0, 12, n), rng.integers(0, 6, n), strict=True)
+    ]
     others = [(u, int(rng.integers(0, 12)), int(rng.integers(0, 6))) for u in (0, 5, 5, 1)]
     alone = sequences(make_data(mine, 6, 12), seed=seed, tie_user=3)
     mixed = make_data(others[:2] + mine + others[2:], 6, 12)
