@@ -197,6 +197,28 @@ def test_history_scores_equal_batch_scores(fitted: Recommender, data: TrainData)
         assert np.array_equal(scores, batch[u], equal_nan=True), u
 
 
+def test_history_scores_inside_shared_histories_equal_those_outside() -> None:
+    """A fresh ranking scores one history with every model inside ``shared_histories``
+    (checked and converted once): the same scores as each model alone; another frame
+    inside the block is converted on its own, and a bad one still refused."""
+    from recpipe.models.base import history_data, shared_histories
+
+    data = tied_data()
+    models = [make(name, seed=3).fit(data) for name in sorted(HISTORY_MODELS)]
+    histories = [history_of(data, u) for u in range(3)]
+    alone = [[m.score_history(h, data.now) for m in models] for h in histories]
+    with shared_histories():
+        for h, expected in zip(histories, alone, strict=True):
+            for m, scores in zip(models, expected, strict=True):
+                assert np.array_equal(m.score_history(h, data.now), scores, equal_nan=True)
+        pd.testing.assert_frame_equal(
+            history_data(histories[1], N_ITEMS).interactions,
+            history_data(histories[1].copy(), N_ITEMS).interactions,
+        )
+        with pytest.raises(ValueError, match="outside"):
+            history_data(histories[0].assign(item_idx=N_ITEMS), N_ITEMS)
+
+
 # Settings that take the other branches of the user-side code (category tilt, decays,
 # summed weights, the EASE item cap, SeqKNN's order options), on data with ties.
 HISTORY_SETTINGS = [

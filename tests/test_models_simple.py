@@ -509,3 +509,20 @@ def test_top_n_is_the_full_sort_by_score_then_item(seed: int, n: int) -> None:
         best = sorted(ok, key=lambda j: (-scores[row, j], j))[:n]
         expected += [(users[row], j, scores[row, j], r + 1) for r, j in enumerate(best)]
     assert list(got.itertuples(index=False, name=None)) == expected
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top_n_of_one_row_equals_its_rows_in_a_block(seed: int) -> None:
+    """One row (a fresh ranking's shortcut) ranks as it does among other rows, an entry of
+    ``seen`` stored as 0 not counting as seen."""
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 5, size=(6, 40)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.2] = np.nan
+    seen = sp.csr_matrix((rng.random((6, 40)) < 0.3).astype(np.float32))
+    seen.data[::4] = 0.0
+    users = np.arange(6) + 10
+    block = top_n(users, scores.copy(), seen, 12)
+    for row in range(6):
+        alone = top_n(users[row : row + 1], scores[row : row + 1].copy(), seen[row], 12)
+        mine = block[block["user_idx"] == users[row]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(alone, mine)

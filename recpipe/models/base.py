@@ -32,8 +32,10 @@ from __future__ import annotations
 import functools
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -289,6 +291,23 @@ class SparseScores:
 HISTORY_COLUMNS = ("item_idx", "weight", "timestamp")
 
 
+_SHARED_HISTORIES: ContextVar[dict[int, tuple[pd.DataFrame, int, dict]] | None] = ContextVar(
+    "recpipe_shared_histories", default=None
+)
+
+
+@contextmanager
+def shared_histories() -> Iterator[None]:
+    """Within this block (in this thread or task), :func:`history_data` checks and converts
+    each history frame once, however many models ask for it: a fresh ranking passes one
+    history to every model. The frames must not change inside the block."""
+    token = _SHARED_HISTORIES.set({})
+    try:
+        yield
+    finally:
+        _SHARED_HISTORIES.reset(token)
+
+
 def history_data(
     history: pd.DataFrame, n_items: int, known_items: np.ndarray | None = None
 ) -> TrainData:
@@ -299,6 +318,27 @@ def history_data(
     dropped; row order is kept (it decides ties, as in the fit). Only the lengths of the
     ``items`` and ``users`` tables are meaningful.
     """
+    shared = _SHARED_HISTORIES.get()
+    held = None if shared is None else shared.get(id(history))
+    if held is not None and held[0] is history and held[1] == n_items:
+        columns = held[2]
+    else:
+        columns = _history_columns(history, n_items)
+        if shared is not None:  # the frame is held too, so its id is not reused meanwhile
+            shared[id(history)] = (history, n_items, columns)
+    # the kept rows picked from each column before the frame is built (one frame, not a
+    # frame and its filtered copy: a fresh ranking builds one per model)
+    keep = slice(None) if known_items is None else known_items[columns["item_idx"]]
+    inter = pd.DataFrame(
+        {name: None if values is None else values[keep] for name, values in columns.items()}
+    )
+    return TrainData(inter, items=_rows_only(n_items), users=_rows_only(1))
+
+
+def _history_columns(history: pd.DataFrame, n_items: int) -> dict[str, Any]:
+    """The checked columns of :func:`history_data`'s frame, before rows are dropped; the
+    event column as it is (no model reads it, and converting text again costs more than
+    the rest)."""
     if not isinstance(history, pd.DataFrame):
         raise TypeError(f"history must be a pandas DataFrame, not {type(history).__name__}")
     for col in HISTORY_COLUMNS:
@@ -319,25 +359,18 @@ def history_data(
         )
     if history["timestamp"].isna().any():
         raise ValueError("history: column 'timestamp' has missing values")
-    # the kept rows picked from each column before the frame is built (one frame, not a
-    # frame and its filtered copy: a fresh ranking builds one per model); the event column
-    # as it is (no model reads it, and converting text again costs more than the rest)
-    keep = slice(None) if known_items is None else known_items[items]
-    inter = pd.DataFrame(
-        {
-            "user_idx": np.zeros(len(items[keep]), dtype=np.int64),
-            "item_idx": items[keep],
-            "rating": (
-                history["rating"].to_numpy()[keep]
-                if "rating" in history.columns
-                else np.full(len(history), np.nan)[keep]
-            ),
-            "event": history["event"].array[keep] if "event" in history.columns else None,
-            "weight": history["weight"].to_numpy()[keep],
-            "timestamp": history["timestamp"].to_numpy(np.int64)[keep],
-        }
-    )
-    return TrainData(inter, items=_rows_only(n_items), users=_rows_only(1))
+    return {
+        "user_idx": np.zeros(len(items), dtype=np.int64),
+        "item_idx": items,
+        "rating": (
+            history["rating"].to_numpy()
+            if "rating" in history.columns
+            else np.full(len(history), np.nan)
+        ),
+        "event": history["event"].array if "event" in history.columns else None,
+        "weight": history["weight"].to_numpy(),
+        "timestamp": history["timestamp"].to_numpy(np.int64),
+    }
 
 
 @functools.lru_cache(maxsize=16)
@@ -359,8 +392,12 @@ def top_n(users: np.ndarray, scores: np.ndarray, seen: sp.csr_matrix, n: int) ->
     # come first in ascending order; unscored (NaN, or infinite) and seen items go last.
     neg = np.negative(scores, dtype=np.float32)
     neg[~np.isfinite(neg)] = np.inf
-    rows, cols = seen.nonzero()
-    neg[rows, cols] = np.inf
+    one_row = neg.shape[0] == 1  # a fresh ranking: its seen items and ranks read directly
+    if one_row and seen.format == "csr" and seen.shape[0] == 1:
+        neg[0, seen.indices[seen.data != 0]] = np.inf
+    else:
+        rows, cols = seen.nonzero()
+        neg[rows, cols] = np.inf
     k = min(n, neg.shape[1])
     if k == 0:
         return pd.DataFrame(columns=RECS_COLUMNS)
@@ -372,7 +409,7 @@ def top_n(users: np.ndarray, scores: np.ndarray, seen: sp.csr_matrix, n: int) ->
     s = -neg[r, c]
     order = np.lexsort((c, -s, r))
     r, c, s = r[order], c[order], s[order]
-    rank = rank_within(r)
+    rank = np.arange(1, len(r) + 1) if one_row else rank_within(r)
     keep = (rank <= k) & np.isfinite(s)
     return pd.DataFrame(
         {

@@ -39,7 +39,7 @@ from recpipe.features.pairs import (
     pair_context,
 )
 from recpipe.features.users import user_features
-from recpipe.models.base import Recommender, concat_recs, top_n
+from recpipe.models.base import Recommender, concat_recs, shared_histories, top_n
 from recpipe.models.retrieval import FactorRecommender
 from recpipe.ranking import (
     KEY,
@@ -177,23 +177,24 @@ class Ranking:
         # a known user's index decides tie order in models that learn from sequences (a
         # seeded hash of user and item), as in the fit; a visitor's ties take user 0's
         as_user = history.assign(user_idx=int(user_idx) if known else 0)
-        for m, model in self.models.items():
-            k = max(self.n[m], n)
-            if known and (isinstance(model, FactorRecommender) or not model.supports_history):
-                # what the model learnt of the user, through the batch path's own calls (a
-                # factor model's fold-in of the history would only approximate it)
-                u = np.array([user_idx], dtype=np.int64)
-                recs = model.recommend(u, k).assign(user_idx=SESSION_USER)
-                scorers[m] = _stored_scorer(model, int(user_idx))
-            elif model.supports_history and len(history):
-                dense = model.score_history(as_user, now)
-                recs = top_n(np.array([SESSION_USER]), dense[None, :].copy(), seen, k)
-                scorers[m] = _dense_scorer(dense)
-            else:  # the model has nothing to say: its columns stay empty, as in the batch
-                recs = concat_recs([])
-                scorers[m] = _no_scorer
-            lists[m] = _first(recs, n)
-            cands[m] = _first(recs, self.n[m])
+        with shared_histories():  # as_user checked and converted once, not per model
+            for m, model in self.models.items():
+                k = max(self.n[m], n)
+                if known and (isinstance(model, FactorRecommender) or not model.supports_history):
+                    # what the model learnt of the user, through the batch path's own calls (a
+                    # factor model's fold-in of the history would only approximate it)
+                    u = np.array([user_idx], dtype=np.int64)
+                    recs = model.recommend(u, k).assign(user_idx=SESSION_USER)
+                    scorers[m] = _stored_scorer(model, int(user_idx))
+                elif model.supports_history and len(history):
+                    dense = model.score_history(as_user, now)
+                    recs = top_n(np.array([SESSION_USER]), dense[None, :].copy(), seen, k)
+                    scorers[m] = _dense_scorer(dense)
+                else:  # the model has nothing to say: its columns stay empty, as in the batch
+                    recs = concat_recs([])
+                    scorers[m] = _no_scorer
+                lists[m] = _first(recs, n)
+                cands[m] = _first(recs, self.n[m])
         if not any(len(c) for c in cands.values()):
             empty = concat_recs([])
             return Lists(empty, empty, lists, [])
