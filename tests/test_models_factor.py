@@ -162,6 +162,16 @@ def test_explicit_zeros_in_seen_exclude_nothing() -> None:
         assert g["item_idx"].tolist() == expected[u][0].tolist()
 
 
+def test_seen_columns_past_the_catalogue_are_ignored() -> None:
+    index, _ = random_index(seed=6)
+    seen = random_seen(7, 70, 400)
+    wider = sp.hstack([seen, sp.csr_matrix(np.ones((70, 3), dtype=np.float32))]).tocsr()
+    users = np.arange(70)
+    pd.testing.assert_frame_equal(
+        index.recommend(users, 10, wider), index.recommend(users, 10, seen)
+    )
+
+
 def test_exact_index_equals_dense_top_n_and_score() -> None:
     index, _ = random_index(seed=2)
     seen = random_seen(3, 70, 400)

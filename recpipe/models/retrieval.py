@@ -219,7 +219,7 @@ class FactorIndex(Persistent):
         # block's rows of ``seen`` gathered from its arrays, each nonzero entry of an
         # indexed item as (row, position in the index); scipy's row and column selections
         # cost more than a one-user search
-        position = np.full(self.n_items, -1, dtype=np.int64)
+        position = np.full(max(self.n_items, seen.shape[1]), -1, dtype=np.int64)
         position[self.indexed] = np.arange(n_indexed)
         starts, lengths = seen.indptr[users], np.diff(seen.indptr)[users]
         entries = np.arange(int(lengths.sum())) + np.repeat(

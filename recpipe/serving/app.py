@@ -12,8 +12,9 @@ failure a logged 500 in the same shape (never the server's plain text).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
@@ -183,6 +184,35 @@ class BodyLimitMiddleware:
         await response(scope, receive, send)
 
 
+_strings_lock = threading.Lock()
+_strings_users = 0
+_strings_before: str | None = None
+
+
+@contextmanager
+def python_strings() -> Iterator[None]:
+    """pandas' text as Python strings, not its default Arrow-backed ones, while any app in
+    this process serves: a fresh ranking builds a few dozen small frames, and making and
+    looking up their Arrow-backed column labels took a fifth of it (the same values
+    either way; the served lists are checked against the pipeline's). The option is the
+    process's: the first app to start sets it, the last to stop restores it."""
+    import pandas as pd
+
+    global _strings_users, _strings_before
+    with _strings_lock:
+        if _strings_users == 0:
+            _strings_before = pd.get_option("mode.string_storage")
+            pd.set_option("mode.string_storage", "python")
+        _strings_users += 1
+    try:
+        yield
+    finally:
+        with _strings_lock:
+            _strings_users -= 1
+            if _strings_users == 0:
+                pd.set_option("mode.string_storage", _strings_before)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app over ``settings.bundle`` (settings from the environment when not given)."""
     settings = settings or Settings()
@@ -190,13 +220,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import pandas as pd
-
-        # Text as Python strings while serving, not pandas' default Arrow-backed ones: a
-        # fresh ranking builds a few dozen small frames, and making and looking up their
-        # Arrow-backed column labels took a fifth of it (the same values either way; the
-        # served lists are checked against the pipeline's)
-        with pd.option_context("mode.string_storage", "python"):
+        with python_strings():
             async with serving(app):
                 yield
 

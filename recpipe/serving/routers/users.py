@@ -48,9 +48,11 @@ async def user_recommendations(
         reasons,
         state,
     )
-    # a user without new events is a cached list (or a stranger): answered here, on the
-    # event loop; ranking fresh takes tens of milliseconds, so it goes to a worker thread
-    rec = answer() if state.erased or not state.events else await run_fresh(request, answer)
+    # a user without new events whose page lies within the cached lists' depth is a cached
+    # list (or a stranger): answered here, on the event loop; anything that may be ranked
+    # fresh (tens of milliseconds) goes to a worker thread, in turn
+    quick = state.erased or (not state.events and offset + n <= service.bundle.config.cache_n)
+    rec = answer() if quick else await run_fresh(request, answer)
     if rec.fallback:
         request.state.fallback = rec.fallback
     # serialised here from the model the service filled: FastAPI would validate the
