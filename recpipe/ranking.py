@@ -177,8 +177,8 @@ def learning_columns(df: pd.DataFrame, features: list[str], cfg: RankerConfig) -
     held this way is about half as wide, and the booster sees the same values."""
     columns: dict[str, np.ndarray] = {c: df[c].to_numpy() for c in KEY}
     for c in features:
-        columns[c] = df[c].to_numpy() if c == cfg.base_margin else df[c].to_numpy(np.float32)
-    if cfg.base_margin is not None and cfg.base_margin in df.columns:
+        columns[c] = df[c].to_numpy(np.float32)
+    if cfg.base_margin is not None and cfg.base_margin in df.columns:  # (in its place if a feature)
         columns[cfg.base_margin] = df[cfg.base_margin].to_numpy()
     return pd.DataFrame(columns)
 
@@ -249,6 +249,12 @@ def top_candidates(df: pd.DataFrame, cfg: RankerConfig) -> pd.DataFrame:
     return df[keep].reset_index(drop=True)
 
 
+def sorted_by_key(users: np.ndarray, items: np.ndarray) -> bool:
+    """Whether the pairs ``(users[k], items[k])`` come in (user, item) order, no pair twice."""
+    du, di = np.diff(users), np.diff(items)
+    return bool(np.all((du > 0) | ((du == 0) & (di > 0))))
+
+
 def best_first(users: np.ndarray, items: np.ndarray, score: np.ndarray) -> np.ndarray:
     """``np.lexsort((items, -score, users))``: rows by user, then score descending, then
     item; ``score`` without NaN.
@@ -260,9 +266,8 @@ def best_first(users: np.ndarray, items: np.ndarray, score: np.ndarray) -> np.nd
     25M-event fold's blocks. Other rows take the three-key sort."""
     n = len(users)
     if n > 1 and users.min() >= 0 and users.max() < 2**31:
-        du, di = np.diff(users), np.diff(items)
         negated = (-score).astype(np.float32) + np.float32(0.0)  # -0.0 + 0.0 is +0.0
-        if np.all((du > 0) | ((du == 0) & (di > 0))) and np.array_equal(negated, -score):
+        if sorted_by_key(users, items) and np.array_equal(negated, -score):
             bits = negated.view(np.uint32)
             # negative floats: all bits flipped; others: the sign bit set
             ordered = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))

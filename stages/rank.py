@@ -137,13 +137,13 @@ def training_lists(
         df = describe(fold, pairs[keep].reset_index(drop=True), features_dir, items, cfg)
         ys.append(labels(df, fold.targets))
         if feats is None:  # the first fold's columns: a pattern matching none is an error
-            feats = select_features(list(df.columns), rcfg)
+            columns = list(df.columns)
+            feats = select_features(columns, rcfg)
         elif list(df.columns) != columns:
             raise ValueError(
                 f"fold {name}: its columns differ from the {folds[0]} fold's (models or "
                 "features written by different runs?); rerun the pipeline"
             )
-        columns = list(df.columns)
         queries.append(df["user_idx"].to_numpy(np.int64) + k * LIST_STRIDE)
         frames.append(learning_columns(df, feats, rcfg))  # held until all folds are stacked
         del df

@@ -48,6 +48,7 @@ from recpipe.ranking import (
     assemble,
     by_key,
     margin,
+    sorted_by_key,
     top_candidates,
 )
 
@@ -228,9 +229,7 @@ class Ranking:
         df["m_hybrid"] = hybrid_score(df, self.weights)
         blend = rank_by(df, df["m_hybrid"].to_numpy(), n)
         pairs = top_candidates(df, self.ranker_config)  # in df's order, a range index
-        users, items = pairs["user_idx"].to_numpy(), pairs["item_idx"].to_numpy()
-        step = np.diff(users)
-        if not np.all((step > 0) | ((step == 0) & (np.diff(items) > 0))):
+        if not sorted_by_key(pairs["user_idx"].to_numpy(), pairs["item_idx"].to_numpy()):
             # (the union comes sorted by user and item, and a sorted frame is its own sort)
             pairs = pairs.sort_values(KEY, kind="stable", ignore_index=True)
         return blend, pairs
