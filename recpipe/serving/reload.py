@@ -106,7 +106,6 @@ class ServiceHolder:
             log.error("bundle %s not loaded (a loaded one keeps serving): %s", self.path, exc)
             raise
         self.current = service  # the swap: one reference assignment
-        settle_heap()
         self._signature = signature
         self._failed_signature = None
         self.status.loaded_at = time.time()
@@ -116,6 +115,10 @@ class ServiceHolder:
         self.status.last_error_at = None
         self._on_load(True)
         log.info("bundle %s loaded in %.2f s", bundle.id, self.status.load_seconds)
+        # after the status is brought up to date, not between the swap and it: a collection
+        # takes tens of milliseconds, in which /readyz showed the new bundle beside the
+        # previous load's error
+        settle_heap()
         return service
 
     def load(self) -> Service:
