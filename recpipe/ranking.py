@@ -392,6 +392,54 @@ def _cut(model: xgb.XGBRanker, cfg: RankerConfig, seed: int, n_trees: int) -> xg
     return cut
 
 
+def fit_rounds(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    qid: np.ndarray,
+    base: np.ndarray | None,
+    cfg: RankerConfig,
+    seed: int,
+    rows: np.ndarray,
+    n_trees: int,
+    hold: np.ndarray | None,
+) -> tuple[xgb.XGBRanker, list[float]]:
+    """A ranker of up to ``n_trees`` trees fitted on the ``rows`` of ``X`` (labels ``y``,
+    lists ``qid``, starting scores ``base``), and with ``hold`` the holdout NDCG of each
+    round (the fit then stops early on it).
+
+    What ``XGBRanker.fit`` does, but with the holdout in a plain ``DMatrix``: the booster
+    predicts each round's tree for it from the raw values, where from the bins of the
+    quantile matrix that ``fit`` builds it costs about six times as much (on the synthetic
+    default's 150k held-out rows, 5 against 31 ms a round). The predictions, and so the
+    curve and the trees, are the same: a test checks it against ``fit``."""
+    import xgboost as xgb
+
+    def part(index: np.ndarray) -> np.ndarray | None:
+        return None if base is None else base[index]
+
+    model = _ranker(cfg, seed, n_trees, early_stop=hold is not None)
+    train_m = xgb.QuantileDMatrix(
+        X[rows], y[rows], qid=qid[rows], base_margin=part(rows), nthread=cfg.n_threads
+    )
+    evals, curves = [], {}
+    if hold is not None:
+        held_m = xgb.DMatrix(
+            X[hold], y[hold], qid=qid[hold], base_margin=part(hold), nthread=cfg.n_threads
+        )
+        evals = [(held_m, "holdout")]
+    booster = xgb.train(
+        model.get_xgb_params(),
+        train_m,
+        num_boost_round=n_trees,
+        evals=evals,
+        early_stopping_rounds=model.early_stopping_rounds,
+        evals_result=curves,
+        verbose_eval=False,
+    )
+    model.load_model(bytearray(booster.save_raw(raw_format="json")))
+    return model, list(curves["holdout"][f"ndcg@{cfg.eval_at}"]) if hold is not None else []
+
+
 def train(
     df: pd.DataFrame,
     y: np.ndarray,
@@ -451,34 +499,20 @@ def train(
     X = df[feats].astype(np.float32)
     base = margin(df, cfg, qid)
 
-    def part(rows: np.ndarray) -> np.ndarray | None:
-        return None if base is None else base[rows]
-
-    def fit(rows: np.ndarray, n_trees: int, hold: np.ndarray | None) -> xgb.XGBRanker:
-        model = _ranker(cfg, seed, n_trees, early_stop=hold is not None)
-        evals = {}
-        if hold is not None:
-            evals = {
-                "eval_set": [(X[hold], y[hold])],
-                "eval_qid": [qid[hold]],
-                "base_margin_eval_set": None if base is None else [part(hold)],
-            }
-        model.fit(X[rows], y[rows], qid=qid[rows], base_margin=part(rows), verbose=False, **evals)
-        return model
-
     # The holdout NDCG of each round, averaged over folds; a fold that stopped early keeps
     # its last value for the rounds it did not grow (it was past its best).
     held_out = [1] if n_folds == 1 else range(n_folds)
     curves = np.zeros((len(held_out), cfg.n_estimators))
     for k, f in enumerate(held_out):
-        model = fit(in_keep & (row_fold != f), cfg.n_estimators, in_keep & (row_fold == f))
-        curve = np.asarray(model.evals_result()["validation_0"][f"ndcg@{cfg.eval_at}"])
+        fitting, held = in_keep & (row_fold != f), in_keep & (row_fold == f)
+        model, rounds = fit_rounds(X, y, qid, base, cfg, seed, fitting, cfg.n_estimators, held)
+        curve = np.asarray(rounds)
         curves[k] = np.r_[curve, np.full(cfg.n_estimators - len(curve), curve[-1])]
     mean_curve = curves.mean(axis=0)
     best = int(np.argmax(mean_curve))
     refit = cfg.refit and (cfg.refit_max_lists is None or len(keep_lists) <= cfg.refit_max_lists)
     if refit or n_folds > 1:
-        model = fit(in_keep, best + 1, None)
+        model = fit_rounds(X, y, qid, base, cfg, seed, in_keep, best + 1, None)[0]
     else:
         # The holdout model cut to its best round: the same trees, byte for byte, as a
         # refit of best + 1 rounds on the same rows (a test checks it), for no second fit.

@@ -28,8 +28,10 @@ from recpipe.ranking import (
     KEY,
     RankerConfig,
     TrainResult,
+    _ranker,
     assemble,
     best_first,
+    fit_rounds,
     importance,
     labels,
     learning_columns,
@@ -394,6 +396,34 @@ def weak_train(weak: dict, **overrides: object) -> TrainResult:
 def test_each_setting_changes_the_predictions(weak: dict, overrides: dict) -> None:
     changed = predict(weak_train(weak, **overrides), weak["test"])
     assert np.array_equal(weak["base"], changed) == (not overrides)
+
+
+def test_fit_rounds_matches_xgbrankers_own_fit(weak: dict) -> None:
+    """The holdout held in a plain DMatrix (faster to predict each round) gives the curve
+    and the trees that ``XGBRanker.fit`` gives with the same rows as its ``eval_set``, with
+    and without a starting score, stopping early before the last round."""
+    df, y = weak["df"], weak["y"]
+    X = df[select_features(list(df.columns), RankerConfig(features=FEATURES))]
+    qid = df["user_idx"].to_numpy()
+    hold = qid % 4 == 0
+    for start in (None, "p_weak0"):
+        cfg = RankerConfig(**{**WEAK_BASE, "early_stopping_rounds": 3, "base_margin": start})
+        base = margin(df, cfg, qid)
+        ours, curve = fit_rounds(X, y, qid, base, cfg, 5, ~hold, 30, hold)
+        theirs = _ranker(cfg, 5, 30, early_stop=True).fit(
+            X[~hold],
+            y[~hold],
+            qid=qid[~hold],
+            base_margin=None if base is None else base[~hold],
+            eval_set=[(X[hold], y[hold])],
+            eval_qid=[qid[hold]],
+            base_margin_eval_set=[None if base is None else base[hold]],
+        )
+        assert curve == theirs.evals_result()["validation_0"]["ndcg@10"]
+        assert len(curve) < 30  # it stopped early, on the same round
+        assert bytes(ours.get_booster().save_raw("json")) == bytes(
+            theirs.get_booster().save_raw("json")
+        )
 
 
 def test_many_users_use_one_holdout_instead_of_folds(weak: dict) -> None:
