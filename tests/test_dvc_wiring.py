@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,13 +12,12 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
+from recpipe.codedeps import PACKAGES, stage_files
 from recpipe.models.registry import MODELS
 from stages import check, ingest, split
 from stages.candidates import params_for
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("stages", "recpipe")
-"""The project's own top-level packages: imports of these are dependencies to declare."""
 
 
 def dvc_stages() -> dict:
@@ -39,14 +39,6 @@ def test_declared_params_match_what_stages_read() -> None:
     for name in MODELS:
         declared = tuple(p.replace("${item}", name) for p in cand["do"]["params"])
         assert declared == params_for(name)
-
-
-def test_candidate_stages_depend_on_their_own_module_only() -> None:
-    deps = dvc_stages()["candidates"]["do"]["deps"]
-    models = [d for d in deps if d.startswith("recpipe/models/")]
-    assert "recpipe/models/${item}.py" in models
-    others = {f"recpipe/models/{m}.py" for m in MODELS}
-    assert not others & set(models)
 
 
 def compose_params(*overrides: str) -> dict:
@@ -131,7 +123,6 @@ def test_the_tiny_preset_alone_composes_what_it_did_before() -> None:
 
 def _load_params_keys(module_file: Path) -> set[str]:
     """The params blocks a stage module passes to ``load_params`` (string literals)."""
-    import ast
 
     found = set()
     for node in ast.walk(ast.parse(module_file.read_text())):
@@ -152,116 +143,58 @@ def test_params_constants_are_what_the_code_loads() -> None:
         assert loaded == set(module.PARAMS), name
 
 
-def _module_file(name: str) -> Path | None:
-    """The project file of module ``name`` (``recpipe.x.y``), or None if it is not ours."""
-    base = ROOT.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
-def _direct_imports(name: str, path: Path) -> set[str]:
-    """Project modules named by any import statement of one file, at any depth (an import
-    inside a function is a dependency too); parent packages included."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                parent = ".".join(parts[: len(parts) - node.level + 1])
-                mod = f"{parent}.{node.module}" if node.module else parent
-            else:
-                mod = node.module or ""
-            # `from pkg import sub` imports the submodule when there is one
-            targets = [mod] + [f"{mod}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        for target in targets:
-            parts = target.split(".")
-            found |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
-    return {m for m in found if m.split(".")[0] in PACKAGES and _module_file(m)}
-
-
-def _runs_code(path: Path) -> bool:
-    """Whether a file holds more than a docstring (an ``__init__.py`` that runs code, like
-    ``stages/__init__.py`` pinning the CPU kernels, shapes every output of its package)."""
-    body = ast.parse(path.read_text()).body
-    return any(
-        not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)) for node in body
-    )
-
-
-def _imported_modules(modules: list[str]) -> dict[str, set[str]]:
-    """For each module, the project files that importing it can load: the closure of its
-    import statements, read from the source (``__init__.py`` files only when they run
-    code)."""
-    out = {}
-    for root in modules:
-        seen: set[str] = set()
-        todo = [root]
-        while todo:
-            name = todo.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            parts = name.split(".")
-            todo += [".".join(parts[:i]) for i in range(1, len(parts))]
-            todo += sorted(_direct_imports(name, _module_file(name)) - seen)
-        paths = {_module_file(m) for m in seen}
-        out[root] = {
-            p.relative_to(ROOT).as_posix()
-            for p in paths
-            if p.name != "__init__.py" or _runs_code(p)
-        }
-    return out
-
-
-def test_import_closure_follows_every_kind_of_import(tmp_path: Path, monkeypatch) -> None:
-    """The closure the dependency check uses: absolute, relative, `from pkg import module`
-    and function-level imports, through packages; third-party modules and names that are
-    not modules are left out."""
-    files = {
-        "stages/__init__.py": "",
-        "stages/top.py": "import numpy\nfrom recpipe.sub import a\n",
-        "recpipe/__init__.py": "",
-        "recpipe/sub/__init__.py": '"""Doc."""\nfrom recpipe.sub import pkg_dep\n',
-        "recpipe/sub/pkg_dep.py": "",
-        "recpipe/sub/a.py": "from .b import thing\nfrom recpipe.sub.a import helper\n",
-        "recpipe/sub/b.py": "def f():\n    from recpipe.lazy import g\n",
-        "recpipe/lazy.py": "",
-        "recpipe/unused.py": "",
-    }
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
-    found = _imported_modules(["stages.top"])["stages.top"]
-    assert found == {
-        "stages/top.py",
-        "recpipe/sub/__init__.py",  # it runs code; the empty ones are left out
-        "recpipe/sub/a.py",
-        "recpipe/sub/b.py",
-        "recpipe/lazy.py",
-        "recpipe/sub/pkg_dep.py",
-    }
-
-
-def test_stages_depend_on_every_module_they_import() -> None:
+def test_every_stage_depends_on_its_code_file_and_no_module() -> None:
+    """Each stage depends on ``data/code/<stage>.txt`` (``candidates@<model>`` on
+    ``data/code/candidates/<model>.txt``), which the code stage writes, and on no project
+    file itself: only the code stage reads the two folders."""
     stages = dvc_stages()
-    imported = _imported_modules([f"stages.{name}" for name in stages])
+    written = stage_files(ROOT)
     for name, stage in stages.items():
-        if name == "candidates":
-            for model in MODELS:
-                deps = {d.replace("${item}", model) for d in stage["do"]["deps"]}
-                missing = imported["stages.candidates"] - deps
-                assert not missing, (name, model, missing)
+        deps = stage["do"]["deps"] if name == "candidates" else stage["deps"]
+        if name == "code":
+            assert set(deps) == set(PACKAGES)
             continue
-        missing = imported[f"stages.{name}"] - set(stage["deps"])
-        assert not missing, (name, missing)
+        code = (
+            "data/code/candidates/${item}.txt" if name == "candidates" else f"data/code/{name}.txt"
+        )
+        assert code in deps, name
+        assert not [d for d in deps if d.endswith(".py") or d in PACKAGES], name
+        if name == "candidates":
+            assert {f"candidates/{m}" for m in stage["foreach"]} <= set(written)
+        else:
+            assert name in written
+
+
+def test_code_stage_lists_every_module_a_stage_imports() -> None:
+    """Every project module a stage module imports at run time (as Python loads them,
+    in a fresh interpreter) is among the files its code file lists."""
+    written = stage_files(ROOT)
+    for name in dvc_stages():
+        if name == "candidates":
+            continue
+        out = subprocess.run(
+            [sys.executable, "-c", LOADED.format(module=f"stages.{name}")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert f"stages/{name}.py" in out and "recpipe/stage.py" in out, (name, out)
+        assert set(out) <= set(written[name]), (name, set(out) - set(written[name]))
+
+
+LOADED = """
+import sys, pathlib, {module}
+root = pathlib.Path.cwd()
+for m in list(sys.modules.values()):
+    f = getattr(m, "__file__", None)
+    if f and pathlib.Path(f).resolve().is_relative_to(root):
+        p = pathlib.Path(f).resolve().relative_to(root).as_posix()
+        if p.split("/")[0] in ("recpipe", "stages") and (
+            not p.endswith("__init__.py") or p == "stages/__init__.py"
+        ):
+            print(p)
+"""
 
 
 def _config_fields(cls) -> set[str]:
@@ -300,12 +233,15 @@ def test_every_conf_file_sets_exactly_its_config_fields() -> None:
 
 
 def test_every_registered_model_is_wired_into_blend_and_evaluate() -> None:
-    """blend and evaluate unpickle the models: their modules and folders must be deps, and
-    every model's list must be evaluated and plotted, or a new model leaves them stale."""
+    """blend and evaluate load the models: their modules (through the code files) and
+    folders must be deps, and every model's list must be evaluated and plotted, or a new
+    model leaves them stale."""
     doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     stages = doc["stages"]
+    written = stage_files(ROOT)
     for name in MODELS:
-        assert f"recpipe/models/{name}.py" in stages["blend"]["deps"], name
+        for stage in ("blend", "evaluate", "bundle", "check"):
+            assert f"recpipe/models/{name}.py" in written[stage], (stage, name)
         assert f"models/{name}" in stages["blend"]["deps"], name
         assert f"--recs {name}=data/candidates/test/{name}.parquet" in stages["evaluate"]["cmd"]
     plotted = {}
@@ -322,35 +258,13 @@ def test_every_registered_model_is_wired_into_blend_and_evaluate() -> None:
         assert set(MODELS) <= cols, set(MODELS) - cols
 
 
-LOADED_BY_NAME = {
-    "check": [f"recpipe.models.{m}" for m in MODELS],
-    "candidates": ["recpipe.models.${item}"],
-    "blend": [f"recpipe.models.{m}" for m in MODELS],
-    "evaluate": ["recpipe.models.svd", "recpipe.models.als", "recpipe.rating"],
-    "bundle": [f"recpipe.models.{m}" for m in MODELS],
-}
-"""Modules a stage imports by name rather than with an import statement (the model
-registry, the rating model behind ``recpipe.artifacts.load_model``)."""
-
-
-def test_stages_declare_no_module_they_do_not_use() -> None:
-    """The other half of exact dependencies: a declared module that the stage neither
-    imports nor loads by name would re-run the stage for nothing when it changes."""
-    stages = dvc_stages()
-    for name, stage in stages.items():
-        deps = stage["do"]["deps"] if name == "candidates" else stage["deps"]
-        declared = {d for d in deps if d.endswith(".py")}
-        used = set(_imported_modules([f"stages.{name}"])[f"stages.{name}"])
-        for module in LOADED_BY_NAME.get(name, []):
-            if "${item}" in module:
-                # each model's stage: its own module and whatever model modules import
-                used.add("recpipe/models/${item}.py")
-                for model in MODELS:
-                    closure = _imported_modules([f"recpipe.models.{model}"])
-                    used |= closure[f"recpipe.models.{model}"] - {f"recpipe/models/{model}.py"}
-            else:
-                used |= _imported_modules([module])[module]
-        assert declared <= used, (name, declared - used)
+def test_each_candidate_stage_runs_its_own_model_only() -> None:
+    """Editing one model's module re-runs that model's candidate stage, not the others'."""
+    written = stage_files(ROOT)
+    for name in MODELS:
+        models = {f for f in written[f"candidates/{name}"] if f.startswith("recpipe/models/")}
+        assert f"recpipe/models/{name}.py" in models, name
+        assert not models & {f"recpipe/models/{m}.py" for m in MODELS if m != name}, name
 
 
 def test_every_stage_waits_for_the_params_check() -> None:
@@ -358,7 +272,7 @@ def test_every_stage_waits_for_the_params_check() -> None:
     stage depends on the check's output, and the check reads every block."""
     stages = dvc_stages()
     for name, stage in stages.items():
-        if name == "check":
+        if name in ("code", "check"):  # code reads no params, and check runs after it
             continue
         deps = stage["do"]["deps"] if name == "candidates" else stage["deps"]
         assert "reports/params_checked.json" in deps, name
