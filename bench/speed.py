@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import SIZES, composed_params, copy_project, machine  # noqa: E402
 
 STAGES = [
+    "code",
     "check",
     "ingest",
     "split",
