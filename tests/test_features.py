@@ -456,6 +456,38 @@ def _assert_same_bits(a: pd.DataFrame, b: pd.DataFrame) -> None:
             assert np.array_equal(x.view(np.int64), y.view(np.int64)), column
 
 
+def test_similarity_tables_give_the_same_floats() -> None:
+    """Every item pair's similarity laid out once (what the service does) gives the features
+    the products give, bit for bit: for the whole frame, for one user at a time (only the
+    user's history items as columns) and for one user's fresh context built on the tabled
+    one (the service's path), and the tables hold each pair once, both ways."""
+    from recpipe.features.pairs import similarity_tables_bytes, with_similarity_tables
+
+    inter, items, users = _log()
+    rng = np.random.default_rng(8)
+    pairs = pd.DataFrame(
+        {"user_idx": rng.integers(0, len(users), 900), "item_idx": rng.integers(0, len(items), 900)}
+    ).sort_values(["user_idx", "item_idx"], ignore_index=True)
+    now = history_now(inter)
+    ctx = pair_context(inter, items, now, CFG, len(users))
+    tabled = with_similarity_tables(ctx)
+    assert ctx.cf_table is None and tabled.cf_table is not None
+    assert similarity_tables_bytes(ctx) == tabled.cf_table.nbytes + tabled.content_table.nbytes
+    np.testing.assert_array_equal(tabled.cf_table, tabled.cf_table.T)
+    computed = block_pair_features(pairs, ctx)
+    assert computed["p_cf_max_sim"].notna().mean() > 0.5
+    assert computed["p_content_max_sim"].notna().mean() > 0.5
+    _assert_same_bits(block_pair_features(pairs, tabled), computed)
+    for u, part in pairs.groupby("user_idx"):
+        _assert_same_bits(block_pair_features(part, tabled), block_pair_features(part, ctx))
+        session = inter[inter["user_idx"] == u].assign(user_idx=0)
+        one = part.assign(user_idx=0)
+        fresh = pair_context(session, items, now, CFG, 1, items_from=ctx)
+        fresh_tabled = pair_context(session, items, now, CFG, 1, items_from=tabled)
+        assert fresh_tabled.cf_table is tabled.cf_table  # shared, not copied
+        _assert_same_bits(block_pair_features(one, fresh_tabled), block_pair_features(one, fresh))
+
+
 def test_similarities_computed_once_for_a_fold_equal_each_blocks_own() -> None:
     """The similarity features of all pairs computed together and looked up per block give
     the same frames as each block computing its own; a pair outside the set is refused."""

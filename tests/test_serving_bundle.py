@@ -191,6 +191,33 @@ def test_a_known_users_own_history_ranked_fresh_gives_the_cached_lists(served: B
 
 
 @pytest.mark.e2e
+def test_similarity_tables_rank_fresh_histories_the_same(tiny_repo: Path, served: Bundle) -> None:
+    """A service that lays out the similarity tables answers every fresh ranking (a known
+    user with a new event, a visitor's session) with the same items, scores and
+    contributions; a budget one byte short of the tables lays out nothing."""
+    from recpipe.features.pairs import similarity_tables_bytes
+
+    need = similarity_tables_bytes(served.ranking.context)
+    assert not served.similarity_tables
+    assert not Bundle.load(tiny_repo / "models/bundle", need - 1).similarity_tables
+    tabled = Bundle.load(tiny_repo / "models/bundle", need)
+    assert tabled.similarity_tables
+    checked = 0
+    for user in range(0, served.n_users, max(1, served.n_users // 15)):
+        history = served.history(user)
+        if history.empty:
+            continue
+        new = history.tail(1).assign(item_idx=(history["item_idx"].iloc[-1] + 7) % served.n_items)
+        for h, u in ((pd.concat([history, new], ignore_index=True), user), (history.tail(3), None)):
+            want, got = served.rank_fresh(h, u), tabled.rank_fresh(h, u)
+            assert np.array_equal(want.items, got.items) and len(got) > 0, user
+            assert np.array_equal(want.scores, got.scores), user
+            assert want.contributions == got.contributions, user
+            checked += 1
+    assert checked >= 10
+
+
+@pytest.mark.e2e
 def test_a_visitors_session_is_ranked_with_reasons(served: Bundle) -> None:
     assert served.model_names[:2] == ("ranker", "blend")
     session = served.history(3).tail(4)[["item_idx", "timestamp"]]

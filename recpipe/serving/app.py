@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -241,9 +242,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.set_bundle(bundle.id)
             return service
 
+        def load(path: Path) -> Bundle:
+            return Bundle.load(path, settings.similarity_tables_mb << 20)
+
         holder = ServiceHolder(
             settings.bundle,
-            Bundle.load,
+            load,
             build,
             settings.warm,
             on_load=lambda ok: metrics.reloads.labels("ok" if ok else "error").inc(),

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from recpipe.artifacts import load_model
+from recpipe.features import pairs
 from recpipe.features.config import FeaturesConfig
 from recpipe.persist import ArtifactError
 from recpipe.serving.build import FORMAT, FORMAT_VERSION, load_ranker, ranking_of
@@ -115,17 +116,32 @@ class Bundle:
 
     # -- loading ----------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path) -> Bundle:
+    def load(cls, path: str | Path, similarity_tables_bytes: int = 0) -> Bundle:
         """Read and check the bundle in ``path``; :class:`BundleError` naming the file
-        when something is missing, of another format version, or inconsistent."""
+        when something is missing, of another format version, or inconsistent.
+
+        When every item pair's content and collaborative similarities fit in
+        ``similarity_tables_bytes`` (:func:`~recpipe.features.pairs.similarity_tables_bytes`),
+        they are laid out once here and fresh rankings read them instead of computing them:
+        the same features, faster (a service's choice; 0 never)."""
         b = cls(Path(path))
         try:
             b._load()
+            context = b.ranking.context
+            if similarity_tables_bytes > 0 and (
+                similarity_tables_bytes >= pairs.similarity_tables_bytes(context)
+            ):
+                b.ranking.context = pairs.with_similarity_tables(context)
         except BundleError:
             raise
         except (OSError, ValueError, KeyError, TypeError, ArtifactError) as exc:
             raise BundleError(f"{b.path}: cannot load the bundle: {exc}") from exc
         return b
+
+    @property
+    def similarity_tables(self) -> bool:
+        """Whether fresh rankings read laid-out similarity tables (see :meth:`load`)."""
+        return self.ranking.context.cf_table is not None
 
     def _json(self, name: str) -> dict:
         f = self.path / name

@@ -67,6 +67,14 @@ class Settings(BaseSettings):
         "at once; the others wait their turn. Side by side they contend for Python's "
         "interpreter lock and each finishes later: run one worker per core instead",
     )
+    similarity_tables_mb: int = Field(
+        512,
+        ge=0,
+        description="lay out every item pair's content and collaborative similarity at load "
+        "(two float64 item x item tables: 210 MiB at 3,706 items) when they fit in this many "
+        "MiB; fresh rankings then read their similarity features instead of computing them "
+        "(the same values, about a tenth of a ranking less). 0: never",
+    )
     max_n: int = Field(MAX_N, ge=1, le=MAX_N, description="largest n a request may ask for")
     max_body_bytes: int = Field(
         2**20,
