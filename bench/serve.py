@@ -69,12 +69,16 @@ def load_time(bundle: Path) -> tuple[float, float]:
     """(load seconds, warm seconds) of the bundle in a fresh process."""
     code = (
         "import time, json, sys; from recpipe.serving.bundle import Bundle\n"
-        "t = time.perf_counter(); b = Bundle.load(sys.argv[1]); l = time.perf_counter() - t\n"
+        "from recpipe.serving.settings import Settings\n"
+        "tables = Settings().similarity_tables_mb << 20  # as the service loads it\n"
+        "t = time.perf_counter(); b = Bundle.load(sys.argv[1], tables)\n"
+        "l = time.perf_counter() - t\n"
         "t = time.perf_counter(); b.warm(); w = time.perf_counter() - t\n"
         "print(json.dumps([l, w]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(bundle)],
+        cwd=ROOT,
         env=env(),
         capture_output=True,
         text=True,
@@ -121,7 +125,9 @@ def start_server(
     if redis_url:  # several workers share events and erasures through Redis only
         cmd += ["--store", "redis", "--redis-url", redis_url]
     log = open(tmp / "server.log", "w")  # noqa: SIM115 (the server's lifetime)
-    return subprocess.Popen(cmd, env=env(), stdout=log, stderr=subprocess.STDOUT)
+    # in this checkout: `python -m` puts the working folder first on sys.path, before
+    # PYTHONPATH, so from another checkout the server would run that one's code
+    return subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=log, stderr=subprocess.STDOUT)
 
 
 async def wait_ready(base: str, timeout: float = 120) -> None:
@@ -301,7 +307,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    workdir = Path(args.workdir)
+    workdir = Path(args.workdir).resolve()  # the server runs in ROOT
     bundle = workdir / "models" / "bundle"
     if not (args.reuse and (bundle / "manifest.json").is_file()):
         bundle = build(args.size, workdir)
