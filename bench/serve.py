@@ -70,7 +70,7 @@ def load_time(bundle: Path) -> tuple[float, float]:
     code = (
         "import time, json, sys; from recpipe.serving.bundle import Bundle\n"
         "from recpipe.serving.settings import Settings\n"
-        "tables = Settings().similarity_tables_mb << 20  # as the service loads it\n"
+        "tables = Settings().similarity_tables_bytes  # as the service loads it\n"
         "t = time.perf_counter(); b = Bundle.load(sys.argv[1], tables)\n"
         "l = time.perf_counter() - t\n"
         "t = time.perf_counter(); b.warm(); w = time.perf_counter() - t\n"

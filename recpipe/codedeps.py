@@ -2,8 +2,8 @@
 
 A stage must re-run when code it runs changes, and only then. ``dvc.yaml`` used to list, for
 every stage, each module it imports: about 400 file entries in ``dvc.lock``, which DVC
-parses and rewrites whole after every stage it runs (half a second a stage on the synthetic
-default, a tenth of its run; treeverse/dvc#10629). Instead, the ``code`` stage
+parses and rewrites whole after every stage it runs (treeverse/dvc#10629; halving the lock
+saved about 5 s of the synthetic default's minute). Instead, the ``code`` stage
 (``stages/code.py``) depends on the ``recpipe/`` and ``stages/`` folders and writes one
 small file per stage listing the sha256 of every project file that stage can run
 (:func:`stage_files`); each stage depends on its file alone. The file's bytes change
@@ -16,9 +16,11 @@ included (an ``__init__.py`` only when it runs code). The model registry imports
 module from its name (:data:`recpipe.models.registry.MODELS`, read from the registry's
 source): a stage that reaches the registry can load any model, so it depends on every
 model's files, except the stages of :data:`PER_MODEL_STAGES`, which run once per model
-(``candidates@<model>``), load that model and nothing else by name, and get one file per
-model, with that model's files only. Other modules named in strings are followed the same
-way (``recpipe.artifacts`` imports the rating model's module by name).
+(``candidates@<model>``), load that model and nothing else through the loaders
+(:data:`LOADERS`), and get one file per model, with that model's files only. Other modules
+named in strings are followed the same way (``recpipe.artifacts`` imports the rating
+model's module by name). An import whose module name is computed anywhere but in the
+loaders stops the code stage with the file and line, rather than leave a file out.
 """
 
 from __future__ import annotations
@@ -38,17 +40,32 @@ REGISTRY = "recpipe.models.registry"
 
 PER_MODEL_STAGES = ("candidates",)
 """Stage modules that ``dvc.yaml`` runs once per registered model, each run loading its own
-model and nothing else by name: fingerprinted per model, as ``<stage>/<model>.txt``."""
+model and nothing else through :data:`LOADERS`: fingerprinted per model, as
+``<stage>/<model>.txt``."""
+
+LOADERS = {
+    REGISTRY: "a model's module, from the MODELS literal",
+    "recpipe.artifacts": "the rating model's module, from _RATING_CLASS",
+}
+"""The modules that import a module whose name they compute (``importlib.import_module``
+given a variable), with what they load: the names they hold in strings are followed as
+their imports. A computed import anywhere else stops the code stage (it could not tell
+which files the stage runs)."""
 
 
 def module_file(root: Path, name: str) -> Path | None:
     """The file of project module ``name`` (``recpipe.x.y``) under ``root``, or None when
     it is not one of the project's."""
     base = root.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
+    for path in (base / "__init__.py", base.with_suffix(".py")):  # a package wins, as in Python
         if path.is_file():
             return path
     return None
+
+
+def _is_module(root: Path, name: str) -> bool:
+    """A project module: a file, or a folder (a package, with or without ``__init__.py``)."""
+    return module_file(root, name) is not None or root.joinpath(*name.split(".")).is_dir()
 
 
 def _project_modules(root: Path, names: set[str]) -> set[str]:
@@ -57,7 +74,7 @@ def _project_modules(root: Path, names: set[str]) -> set[str]:
     for target in names:
         parts = target.split(".")
         found |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
-    return {m for m in found if m.split(".")[0] in PACKAGES and module_file(root, m)}
+    return {m for m in found if m.split(".")[0] in PACKAGES and _is_module(root, m)}
 
 
 def direct_imports(root: Path, name: str, path: Path) -> tuple[set[str], set[str]]:
@@ -69,7 +86,7 @@ def direct_imports(root: Path, name: str, path: Path) -> tuple[set[str], set[str
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     stated: set[str] = set()
     named: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
         if isinstance(node, ast.Import):
             stated.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -84,13 +101,30 @@ def direct_imports(root: Path, name: str, path: Path) -> tuple[set[str], set[str
             ref = node.value.partition(":")[0]
             if "." in ref and ref.replace(".", "").replace("_", "").isalnum():
                 named.add(ref)
+        elif isinstance(node, ast.Call) and _computed_import(node) and name not in LOADERS:
+            raise ValueError(
+                f"{path}, line {node.lineno}: an import whose module name is computed; the "
+                "code stage cannot tell which files it loads: import it with a statement, "
+                "or name the module in a string and add this module to "
+                "recpipe.codedeps.LOADERS"
+            )
     return _project_modules(root, stated), _project_modules(root, named) - {name}
+
+
+def _computed_import(call: ast.Call) -> bool:
+    """``importlib.import_module(x)`` or ``__import__(x)`` with ``x`` not a string literal."""
+    func = call.func
+    called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    if called not in ("import_module", "__import__") or not call.args:
+        return False
+    first = call.args[0]
+    return not (isinstance(first, ast.Constant) and isinstance(first.value, str))
 
 
 def runs_code(path: Path) -> bool:
     """Whether a file holds more than a docstring (an ``__init__.py`` that runs code, like
     ``stages/__init__.py`` pinning the CPU kernels, shapes every output of its package)."""
-    body = ast.parse(path.read_text(), filename=str(path)).body
+    body = ast.parse(path.read_bytes(), filename=str(path)).body
     return any(
         not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)) for node in body
     )
@@ -100,12 +134,12 @@ def import_closure(
     root: Path,
     module: str,
     memo: dict[str, tuple[set[str], set[str]]] | None = None,
-    by_name: bool = True,
+    names_not_followed: frozenset[str] = frozenset(),
 ) -> set[str]:
     """Every project module that importing ``module`` can load (itself included),
-    following both kinds of :func:`direct_imports`, or with ``by_name`` false the import
-    statements alone. ``memo`` keeps each module's imports across calls (each file is read
-    once)."""
+    following both kinds of :func:`direct_imports`, except the names held by the modules of
+    ``names_not_followed``. ``memo`` keeps each module's imports across calls (each file is
+    read once)."""
     memo = {} if memo is None else memo
     seen: set[str] = set()
     todo = [module]
@@ -115,15 +149,16 @@ def import_closure(
             continue
         if name not in memo:
             path = module_file(root, name)
-            if path is None:
+            if path is None and not _is_module(root, name):
                 raise ValueError(f"{name}: no such module under {root}")
-            memo[name] = direct_imports(root, name, path)
+            # a folder without __init__.py is a package with no code of its own
+            memo[name] = (set(), set()) if path is None else direct_imports(root, name, path)
         seen.add(name)
         stated, named = memo[name]
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]
         todo += sorted(stated - seen)
-        if by_name:
+        if name not in names_not_followed:
             todo += sorted(named - seen)
     return seen
 
@@ -142,7 +177,7 @@ def files_of(root: Path, modules: set[str]) -> set[str]:
 def registered_models(root: Path) -> dict[str, str]:
     """The registry's models, name -> module, read from its ``MODELS`` literal."""
     path = module_file(root, REGISTRY)
-    for node in ast.parse(path.read_text(), filename=str(path)).body if path else []:
+    for node in ast.parse(path.read_bytes(), filename=str(path)).body if path else []:
         target = node.target if isinstance(node, ast.AnnAssign) else None
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target = node.targets[0]
@@ -173,11 +208,11 @@ def stage_files(root: Path) -> dict[str, list[str]]:
         if stage not in PER_MODEL_STAGES or REGISTRY not in reached:
             out[stage] = sorted(files_of(root, reached))
             continue
-        # each run loads one model by name, and nothing else
-        common = import_closure(root, module, memo, by_name=False)
+        # each run loads its one model through the loaders, and nothing else through them
+        skip = frozenset(LOADERS)
+        common = import_closure(root, module, memo, skip)
         for model, model_module in registered_models(root).items():
-            own = import_closure(root, model_module, memo, by_name=False)
-            files = files_of(root, common | own)
+            files = files_of(root, common | import_closure(root, model_module, memo, skip))
             out[f"{stage}/{model}"] = sorted(files)
     return out
 

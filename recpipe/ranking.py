@@ -418,14 +418,16 @@ def fit_rounds(
         return None if base is None else base[index]
 
     model = _ranker(cfg, seed, n_trees, early_stop=hold is not None)
+    # what fit builds: its max_bin and missing, the booster's threads
+    common = {"missing": model.missing, "nthread": cfg.n_threads}
     train_m = xgb.QuantileDMatrix(
-        X[rows], y[rows], qid=qid[rows], base_margin=part(rows), nthread=cfg.n_threads
+        X[rows], y[rows], qid=qid[rows], base_margin=part(rows), max_bin=model.max_bin, **common
     )
     evals, curves = [], {}
     if hold is not None:
-        held_m = xgb.DMatrix(
-            X[hold], y[hold], qid=qid[hold], base_margin=part(hold), nthread=cfg.n_threads
-        )
+        # (8 bytes a cell against the quantile matrix's 1: the holdout is a fifth of at
+        # most ranker.train_max_rows rows)
+        held_m = xgb.DMatrix(X[hold], y[hold], qid=qid[hold], base_margin=part(hold), **common)
         evals = [(held_m, "holdout")]
     booster = xgb.train(
         model.get_xgb_params(),

@@ -44,7 +44,9 @@ TREE = {
     "recpipe/models/__init__.py": "",
     "recpipe/models/base.py": "",
     "recpipe/models/registry.py": REGISTRY,
-    "recpipe/models/one.py": "from recpipe.models.base import x\n",
+    # a module a model loads by name: followed for its candidate stage too
+    "recpipe/models/one.py": 'from recpipe.models.base import x\nPLUGIN = "recpipe.plugin"\n',
+    "recpipe/plugin.py": "",
     "recpipe/models/two.py": "from recpipe.models.base import x\nfrom recpipe import lazy\n",
 }
 
@@ -73,7 +75,8 @@ def test_closure_follows_every_kind_of_import(tree: Path) -> None:
         "recpipe.lazy",
         "recpipe.named",
     }
-    assert "recpipe.named" not in import_closure(tree, "stages.top", by_name=False)
+    held_by_b = import_closure(tree, "stages.top", names_not_followed=frozenset({"recpipe.sub.b"}))
+    assert "recpipe.named" not in held_by_b
 
 
 def test_each_stage_lists_the_files_it_runs(tree: Path) -> None:
@@ -96,7 +99,13 @@ def test_each_stage_lists_the_files_it_runs(tree: Path) -> None:
     # a candidate stage runs its own model (and what it imports) and no other
     common = ["recpipe/models/base.py", "recpipe/models/registry.py", "recpipe/stage.py"]
     assert files["candidates/one"] == sorted(
-        [*common, "recpipe/models/one.py", "stages/__init__.py", "stages/candidates.py"]
+        [
+            *common,
+            "recpipe/models/one.py",
+            "recpipe/plugin.py",
+            "stages/__init__.py",
+            "stages/candidates.py",
+        ]
     )
     assert files["candidates/two"] == sorted(
         [
@@ -127,6 +136,26 @@ def test_an_edit_changes_the_files_of_exactly_the_stages_that_run_it(tree: Path)
     changed = {name for name in before if before[name] != after[name]}
     assert changed == {"top.txt", "blend.txt", "candidates/two.txt"}
     assert os.listdir(out.parent) == ["code"]  # no temporary folder left beside it
+
+
+def test_a_computed_import_outside_the_loaders_stops_the_code_stage(tree: Path) -> None:
+    """The registry computes its imports (it is one of the loaders); anywhere else the code
+    stage cannot tell what would be loaded, so it says where instead of leaving it out."""
+    assert stage_files(tree)  # the tree's registry imports by a computed name: allowed
+    (tree / "recpipe/sub/b.py").write_text(
+        "import importlib\n\ndef f(n):\n    return importlib.import_module(f'recpipe.{n}')\n"
+    )
+    with pytest.raises(ValueError, match=r"sub/b\.py, line 4: an import whose module name"):
+        stage_files(tree)
+    (tree / "recpipe/sub/b.py").write_text("def f():\n    return __import__('recpipe.lazy')\n")
+    assert "recpipe/lazy.py" in stage_files(tree)["top"]  # a literal name is followed
+
+
+def test_a_folder_without_init_is_a_package(tree: Path) -> None:
+    (tree / "recpipe/ns").mkdir()
+    (tree / "recpipe/ns/mod.py").write_text("")
+    (tree / "stages/plain.py").write_text("from recpipe import stage\nfrom recpipe.ns import mod\n")
+    assert "recpipe/ns/mod.py" in stage_files(tree)["plain"]
 
 
 def test_a_registry_without_its_models_literal_is_an_error(tree: Path) -> None:

@@ -456,11 +456,12 @@ def _assert_same_bits(a: pd.DataFrame, b: pd.DataFrame) -> None:
             assert np.array_equal(x.view(np.int64), y.view(np.int64)), column
 
 
-def test_similarity_tables_give_the_same_floats() -> None:
+def test_similarity_tables_give_the_same_floats(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every item pair's similarity laid out once (what the service does) gives the features
     the products give, bit for bit: for the whole frame, for one user at a time (only the
     user's history items as columns) and for one user's fresh context built on the tabled
-    one (the service's path), and the tables hold each pair once, both ways."""
+    one (the service's path); and with the tables no similarity is computed."""
+    from recpipe.features import pairs as pairs_module
     from recpipe.features.pairs import similarity_tables_bytes, with_similarity_tables
 
     inter, items, users = _log()
@@ -470,22 +471,30 @@ def test_similarity_tables_give_the_same_floats() -> None:
     ).sort_values(["user_idx", "item_idx"], ignore_index=True)
     now = history_now(inter)
     ctx = pair_context(inter, items, now, CFG, len(users))
+    # rows a block at a time, as for a large catalogue
+    monkeypatch.setattr(pairs_module, "_SIM_BLOCK_ENTRIES", 3 * len(items))
     tabled = with_similarity_tables(ctx)
     assert ctx.cf_table is None and tabled.cf_table is not None
     assert similarity_tables_bytes(ctx) == tabled.cf_table.nbytes + tabled.content_table.nbytes
-    np.testing.assert_array_equal(tabled.cf_table, tabled.cf_table.T)
-    computed = block_pair_features(pairs, ctx)
-    assert computed["p_cf_max_sim"].notna().mean() > 0.5
-    assert computed["p_content_max_sim"].notna().mean() > 0.5
-    _assert_same_bits(block_pair_features(pairs, tabled), computed)
+    np.testing.assert_array_equal(tabled.cf_table, (ctx.cf @ ctx.cf_t).toarray())
+    cases = [(pairs, ctx, tabled)]
     for u, part in pairs.groupby("user_idx"):
-        _assert_same_bits(block_pair_features(part, tabled), block_pair_features(part, ctx))
+        cases.append((part, ctx, tabled))
         session = inter[inter["user_idx"] == u].assign(user_idx=0)
-        one = part.assign(user_idx=0)
         fresh = pair_context(session, items, now, CFG, 1, items_from=ctx)
         fresh_tabled = pair_context(session, items, now, CFG, 1, items_from=tabled)
         assert fresh_tabled.cf_table is tabled.cf_table  # shared, not copied
-        _assert_same_bits(block_pair_features(one, fresh_tabled), block_pair_features(one, fresh))
+        cases.append((part.assign(user_idx=0), fresh, fresh_tabled))
+    computed = [block_pair_features(p, c) for p, c, _ in cases]
+    assert computed[0]["p_cf_max_sim"].notna().mean() > 0.5
+    assert computed[0]["p_content_max_sim"].notna().mean() > 0.5
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("a similarity computed where the tables hold it")
+
+    monkeypatch.setattr(pairs_module, "item_similarities", refuse)
+    for want, (p, _, t) in zip(computed, cases, strict=True):
+        _assert_same_bits(block_pair_features(p, t), want)
 
 
 def test_similarities_computed_once_for_a_fold_equal_each_blocks_own() -> None:

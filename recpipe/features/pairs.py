@@ -89,9 +89,20 @@ def with_similarity_tables(ctx: PairContext) -> PairContext:
     read from it are the same (a test checks it)."""
     return replace(
         ctx,
-        content_table=(ctx.content @ ctx.content_t).toarray(),
-        cf_table=(ctx.cf @ ctx.cf_t).toarray(),
+        content_table=_dense_products(ctx.content, ctx.content_t),
+        cf_table=_dense_products(ctx.cf, ctx.cf_t),
     )
+
+
+def _dense_products(vectors: sp.csr_matrix, vectors_t: sp.csr_matrix) -> np.ndarray:
+    """``vectors @ vectors_t`` as a dense array, a block of rows at a time (the sparse
+    product of a block is at most :data:`_SIM_BLOCK_ENTRIES` entries beside the array)."""
+    out = np.empty((vectors.shape[0], vectors_t.shape[1]))
+    step = max(1, _SIM_BLOCK_ENTRIES // max(vectors_t.shape[1], 1))
+    for start in range(0, vectors.shape[0], step):
+        rows = np.arange(start, min(start + step, vectors.shape[0]))
+        out[rows] = item_similarities(vectors, rows, vectors_t, None)
+    return out
 
 
 def pair_context(

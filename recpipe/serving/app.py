@@ -243,7 +243,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return service
 
         def load(path: Path) -> Bundle:
-            return Bundle.load(path, settings.similarity_tables_mb << 20)
+            return Bundle.load(path, settings.similarity_tables_bytes)
 
         holder = ServiceHolder(
             settings.bundle,

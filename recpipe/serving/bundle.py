@@ -27,10 +27,13 @@ import pandas as pd
 from recpipe.artifacts import load_model
 from recpipe.features import pairs
 from recpipe.features.config import FeaturesConfig
+from recpipe.log import get_logger
 from recpipe.persist import ArtifactError
 from recpipe.serving.build import FORMAT, FORMAT_VERSION, load_ranker, ranking_of
 from recpipe.serving.config import ServeConfig
 from recpipe.serving.online import HISTORY_COLUMNS, Ranking
+
+log = get_logger("serve")
 
 KINDS = ("auto", "cf", "content")
 WINDOWS = ("all", "trending")
@@ -131,7 +134,10 @@ class Bundle:
             if similarity_tables_bytes > 0 and (
                 similarity_tables_bytes >= pairs.similarity_tables_bytes(context)
             ):
-                b.ranking.context = pairs.with_similarity_tables(context)
+                try:
+                    b.ranking.context = pairs.with_similarity_tables(context)
+                except MemoryError:  # slower, not wrong: the features are computed instead
+                    log.warning("%s: no memory for the similarity tables; serving without", path)
         except BundleError:
             raise
         except (OSError, ValueError, KeyError, TypeError, ArtifactError) as exc:

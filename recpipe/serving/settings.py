@@ -73,7 +73,7 @@ class Settings(BaseSettings):
         description="lay out every item pair's content and collaborative similarity at load "
         "(two float64 item x item tables: 210 MiB at 3,706 items) when they fit in this many "
         "MiB; fresh rankings then read their similarity features instead of computing them "
-        "(the same values, about a tenth of a ranking less). 0: never",
+        "(the same values, about a sixth of a ranking less at that size). 0: never",
     )
     max_n: int = Field(MAX_N, ge=1, le=MAX_N, description="largest n a request may ask for")
     max_body_bytes: int = Field(
@@ -95,3 +95,8 @@ class Settings(BaseSettings):
         description="event types accepted by POST /v1/events and their weight in fresh "
         "ranking; keep them equal to data.event_weights, which ingest checks",
     )
+
+    @property
+    def similarity_tables_bytes(self) -> int:
+        """:attr:`similarity_tables_mb` in bytes, as :meth:`Bundle.load` takes it."""
+        return self.similarity_tables_mb << 20
