@@ -374,14 +374,20 @@ def test_config_yaml_matches_defaults_and_rejects_unknown_keys() -> None:
         parse({"windows_days": [0]}, FeaturesConfig, "features")
 
 
+def _random_pairs(n_users: int, n_items: int, n: int, seed: int) -> pd.DataFrame:
+    """``n`` random (user, item) pairs, sorted by user and item (repeats possible)."""
+    rng = np.random.default_rng(seed)
+    pairs = pd.DataFrame(
+        {"user_idx": rng.integers(0, n_users, n), "item_idx": rng.integers(0, n_items, n)}
+    )
+    return pairs.sort_values(["user_idx", "item_idx"], ignore_index=True)
+
+
 def test_pair_features_in_blocks_of_users_equal_the_whole() -> None:
     """Streaming: pairs described a few users at a time from one PairContext give exactly
     the frame of describing them all at once (cold users beyond the history included)."""
     inter, items, users = _log()
-    rng = np.random.default_rng(4)
-    pairs = pd.DataFrame(
-        {"user_idx": rng.integers(0, len(users), 600), "item_idx": rng.integers(0, len(items), 600)}
-    ).sort_values(["user_idx", "item_idx"], ignore_index=True)
+    pairs = _random_pairs(len(users), len(items), 600, seed=4)
     history = inter[inter["user_idx"] < len(users) - 5]  # the last users are cold
     now = history_now(history)
     whole = pair_features(pairs, history, items, now, CFG)
@@ -406,10 +412,7 @@ def test_similarity_routes_give_the_same_floats(monkeypatch: pytest.MonkeyPatch)
     from recpipe.features import pairs as pairs_module
 
     inter, items, users = _log()
-    rng = np.random.default_rng(5)
-    pairs = pd.DataFrame(
-        {"user_idx": rng.integers(0, len(users), 900), "item_idx": rng.integers(0, len(items), 900)}
-    ).sort_values(["user_idx", "item_idx"], ignore_index=True)
+    pairs = _random_pairs(len(users), len(items), 900, seed=5)
     now = history_now(inter)
     routes = []
     real = pairs_module.dense_right
@@ -465,10 +468,7 @@ def test_similarity_tables_give_the_same_floats(monkeypatch: pytest.MonkeyPatch)
     from recpipe.features.pairs import similarity_tables_bytes, with_similarity_tables
 
     inter, items, users = _log()
-    rng = np.random.default_rng(8)
-    pairs = pd.DataFrame(
-        {"user_idx": rng.integers(0, len(users), 900), "item_idx": rng.integers(0, len(items), 900)}
-    ).sort_values(["user_idx", "item_idx"], ignore_index=True)
+    pairs = _random_pairs(len(users), len(items), 900, seed=8)
     now = history_now(inter)
     ctx = pair_context(inter, items, now, CFG, len(users))
     # rows a block at a time, as for a large catalogue
@@ -501,10 +501,7 @@ def test_similarities_computed_once_for_a_fold_equal_each_blocks_own() -> None:
     """The similarity features of all pairs computed together and looked up per block give
     the same frames as each block computing its own; a pair outside the set is refused."""
     inter, items, users = _log()
-    rng = np.random.default_rng(6)
-    pairs = pd.DataFrame(
-        {"user_idx": rng.integers(0, len(users), 700), "item_idx": rng.integers(0, len(items), 700)}
-    ).sort_values(["user_idx", "item_idx"], ignore_index=True)
+    pairs = _random_pairs(len(users), len(items), 700, seed=6)
     history = inter[inter["user_idx"] < len(users) - 5]  # cold users too
     ctx = pair_context(history, items, history_now(history), CFG, len(users))
     # duplicates and any order: the pairs are made distinct and sorted
