@@ -17,6 +17,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recpipe import blending
 from recpipe.artifacts import load_model, model_dir
 from recpipe.blending import (
     BlendConfig,
@@ -29,6 +30,7 @@ from recpipe.blending import (
     fill_with_user_min,
     fold_hybrid,
     hybrid_score,
+    normalise_columns,
     normalise_per_user,
     out_of_bag_hybrid,
     rank_by,
@@ -283,6 +285,26 @@ def test_fill_with_user_min_is_pandas_grouped_min_to_the_bit(a: tuple, b: tuple)
     floor = frame.groupby(users).transform("min").fillna(0.0)
     expected = frame.fillna(floor).to_numpy(np.float64)
     np.testing.assert_array_equal(fill_with_user_min(users, values), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    a=st.one_of(grouped_scores(separated=True), grouped_scores(separated=False)),
+    rows=st.integers(1, 12),
+)
+def test_per_user_reductions_in_chunks_equal_one_chunk_to_the_bit(a: tuple, rows: int) -> None:
+    """Folds go through normalisation and the fill in chunks of whole users: a chunk of a
+    few rows (a user larger than it alone in its chunk) gives the bits of one chunk."""
+    users, s, perm = a
+    users, s = users[perm], s[perm]  # users in any order
+    values = np.c_[s, s[::-1]]
+    whole = {m: normalise_columns(users, values, m) for m in ("zscore", "minmax")}
+    filled = fill_with_user_min(users, values)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(blending, "CHUNK_ROWS", rows)
+        for method, expected in whole.items():
+            np.testing.assert_array_equal(normalise_columns(users, values, method), expected)
+        np.testing.assert_array_equal(fill_with_user_min(users, values), filled)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -702,8 +724,9 @@ def blind_split(p: Project) -> Path:
     return blind
 
 
-def run_blend(p: Project, out: Path, params: Path | None = None) -> int:
-    """Run the blend stage on the project (always without the test targets)."""
+def run_blend(p: Project, out: Path, params: Path | None = None, memo: Path | None = None) -> int:
+    """Run the blend stage on the project (always without the test targets), with the
+    score memo in ``memo`` if given."""
     return blend.main(
         [
             "--split",

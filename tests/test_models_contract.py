@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -157,6 +158,24 @@ def test_score_agrees_with_recommend(fitted: Recommender) -> None:
     recs = fitted.recommend(np.arange(N_USERS - 1), 5)
     s = fitted.score(recs["user_idx"].to_numpy(), recs["item_idx"].to_numpy())
     np.testing.assert_allclose(s, recs["score"].to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_pairs_score_does_not_depend_on_the_pairs_scored_with_it(fitted: Recommender) -> None:
+    """The blend's outputs do not depend on its block of users (blend.block_users): each
+    block scores other pairs. Every pair of the grid, scored in one call, in shuffled
+    subsets of every size and in blocks of 2 users, gives the same bits."""
+    users, items = np.divmod(np.arange(N_USERS * N_ITEMS), N_ITEMS)
+    users = np.r_[users, -1, N_USERS + 2]  # pairs out of range score NaN wherever they are
+    items = np.r_[items, 0, 1]
+    whole = fitted.score(users, items)
+    rng = np.random.default_rng(4)
+    for size in (1, 2, 7, 50, len(users) // 3, len(users)):
+        pick = rng.permutation(len(users))[:size]
+        got = fitted.score(users[pick], items[pick])
+        assert np.array_equal(got, whole[pick], equal_nan=True), size
+    blocked = copy.copy(fitted)
+    blocked.block_size = 2  # every user block in score is 2 users
+    assert np.array_equal(blocked.score(users, items), whole, equal_nan=True)
 
 
 @pytest.mark.parametrize("name", sorted(set(MODELS) - {"popularity"}))
