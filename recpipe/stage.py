@@ -12,14 +12,11 @@ Same numbers on every machine: :func:`pin_numerics` (called by ``stages/__init__
 before any stage imports numpy) makes OpenBLAS and numpy run the same kernels on every
 x86-64 CPU with AVX2 and FMA, instead of the fastest ones each CPU offers, whose floats
 differ in the last bits (README, "Same numbers on every machine").
-:func:`keep_freed_memory` (called there too) has glibc's malloc reuse freed memory instead
-of mapping every large temporary afresh.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import platform
 import sys
@@ -94,50 +91,6 @@ def pin_numerics(
     disabled += [f for f in NUMPY_ABOVE_AVX2 if f not in disabled]
     env["NPY_DISABLE_CPU_FEATURES"] = " ".join(disabled)
     return f"OpenBLAS {OPENBLAS_KERNELS} kernels, numpy dispatch up to AVX2"
-
-
-SYSTEM_MALLOC = "RECPIPE_SYSTEM_MALLOC"
-"""Environment variable: ``1`` leaves glibc's malloc its own settings in every stage
-(:func:`keep_freed_memory` is not applied)."""
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-HEAP_BLOCKS_UP_TO = 1 << 30
-"""Blocks up to this size come from malloc's heap instead of a mapping of their own."""
-KEEP_FREED_UP_TO = (1 << 31) - 1
-"""Freed memory at the top of the heap is kept for reuse up to this size (mallopt's
-largest value: its argument is a C int)."""
-
-
-def keep_freed_memory(environ: Mapping[str, str] | None = None) -> str:
-    """Have glibc's malloc serve blocks up to 1 GiB from its heap and keep what is freed
-    for the next allocation; says what it did.
-
-    By default glibc gives every block over a threshold (128 KiB, rising to at most 32 MiB
-    as blocks are freed) a fresh mapping of its own and returns it to the kernel when
-    freed. A stage's numpy temporaries of a whole fold (tens to hundreds of MB, one per
-    operation) then each cost a page fault per 4 KiB page, which at 1M events took more
-    time than the arithmetic: a whole 1M pipeline ran in 174 s with these settings against
-    194 and 196 s without (the same machine, back to back), peak 2,875 MiB against 2,762.
-    Memory is no longer returned while the stage runs, so a stage's peak can grow by what
-    fragmentation keeps (about 110 MiB at 1M). Floats are unaffected. Called by
-    ``stages/__init__.py``; ``RECPIPE_SYSTEM_MALLOC=1`` turns it off, and it does nothing
-    outside Linux and glibc.
-    """
-    env = os.environ if environ is None else environ
-    if env.get(SYSTEM_MALLOC, "") not in ("", "0"):
-        return f"malloc's own settings ({SYSTEM_MALLOC} is set)"
-    if not sys.platform.startswith("linux"):
-        return f"malloc's own settings on {sys.platform}"
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return "malloc's own settings (not glibc)"
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    if not (
-        mallopt(M_MMAP_THRESHOLD, HEAP_BLOCKS_UP_TO) and mallopt(M_TRIM_THRESHOLD, KEEP_FREED_UP_TO)
-    ):
-        return "malloc's own settings (glibc refused the thresholds)"
-    return "malloc keeps freed memory for reuse (blocks up to 1 GiB from its heap)"
 
 
 def stage_parser(
