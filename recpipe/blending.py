@@ -70,12 +70,12 @@ class BlendConfig(Config):
     search_metric: str = Field("ndcg@10", description="valid-fold metric the search maximises")
     n: int = Field(100, ge=1, description="length of the hybrid's top-N list")
     block_users: int = Field(
-        20_000,
+        2_000,
         ge=1,
         description="users whose candidates are merged and scored together: every fold is "
         "built and written one block at a time (the valid fold's weight search builds only "
         "its bags' users), so memory is bounded by this, not by the data; outputs do not "
-        "depend on it",
+        "depend on it (smaller blocks are faster too, down to about 2,000 users)",
     )
 
     @model_validator(mode="after")

@@ -142,7 +142,7 @@ class RankerConfig(Config):
     )
     n: int = Field(100, ge=1, description="length of the ranker's top-N list per user")
     block_users: int = Field(
-        20_000,
+        2_000,
         ge=1,
         description="users whose candidates are described and scored together: bounds the "
         "memory of scoring a fold (about block_users x rerank_top x features x 8 bytes, "

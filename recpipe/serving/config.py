@@ -56,7 +56,7 @@ class ServeConfig(Config):
         "tried in this order until one has enough items",
     )
     block_users: int = Field(
-        20_000,
+        2_000,
         ge=1,
         description="users ranked together while the bundle is built (bounds its memory, "
         "beside the similarity features that groups of blocks share, at most "
