@@ -163,7 +163,7 @@ def test_score_agrees_with_recommend(fitted: Recommender) -> None:
 def test_a_pairs_score_does_not_depend_on_the_pairs_scored_with_it(fitted: Recommender) -> None:
     """The blend's outputs do not depend on its block of users (blend.block_users): each
     block scores other pairs. Every pair of the grid, scored in one call, in shuffled
-    subsets of every size and in blocks of 2 users, gives the same bits."""
+    subsets of six sizes and in blocks of 2 users, gives the same bits."""
     users, items = np.divmod(np.arange(N_USERS * N_ITEMS), N_ITEMS)
     users = np.r_[users, -1, N_USERS + 2]  # pairs out of range score NaN wherever they are
     items = np.r_[items, 0, 1]
@@ -174,7 +174,9 @@ def test_a_pairs_score_does_not_depend_on_the_pairs_scored_with_it(fitted: Recom
         got = fitted.score(users[pick], items[pick])
         assert np.array_equal(got, whole[pick], equal_nan=True), size
     blocked = copy.copy(fitted)
-    blocked.block_size = 2  # every user block in score is 2 users
+    # the user blocks of Recommender.score, 2 users each (the factor models and untilted
+    # popularity score pairs without them)
+    blocked.block_size = 2
     assert np.array_equal(blocked.score(users, items), whole, equal_nan=True)
 
 
