@@ -95,12 +95,30 @@ class BlendConfig(Config):
         return self
 
 
+Columns = Mapping[str, np.ndarray]
+"""A table as plain arrays by column name. The service's fresh ranking passes one user's
+pairs this way where the batch passes frames: building and reading a one-user frame costs
+more than the work done on it. Functions that take ``pd.DataFrame | Columns`` read only
+columns (:func:`column`), so both give the same values."""
+
+
+def column(table: pd.DataFrame | Columns, name: str) -> np.ndarray:
+    """The column ``name`` of a frame or of :data:`Columns`, as an array."""
+    values = table[name]
+    return values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+
+
 def union_candidates(cands: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Distinct (user_idx, item_idx) pairs proposed by any model, sorted, with every model's
     rank (NaN where that model did not propose the pair) and ``m_n_models``."""
+    return pd.DataFrame(union_columns(cands))
+
+
+def union_columns(cands: Mapping[str, pd.DataFrame]) -> dict[str, np.ndarray]:
+    """:func:`union_candidates` as :data:`Columns`."""
     frames = {name: c for name, c in cands.items() if len(c)}
     if not frames:
-        return pd.DataFrame({"user_idx": np.zeros(0, np.int64), "item_idx": np.zeros(0, np.int64)})
+        return {"user_idx": np.zeros(0, np.int64), "item_idx": np.zeros(0, np.int64)}
 
     def key(c: pd.DataFrame) -> np.ndarray:
         # One sortable int64 per pair: user in the high half, item in the low one.
@@ -109,8 +127,8 @@ def union_candidates(cands: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     keys = {name: key(c) for name, c in frames.items()}
     union = np.sort(np.concatenate(list(keys.values())))
     union = union[np.r_[True, union[1:] != union[:-1]]]  # np.unique hashes: slower here
-    # every column first, then one frame: in the service's one-user frames, inserting
-    # columns one by one costs more than the work (so in score_pairs and assemble too)
+    # every column first, then one frame: inserting columns one by one costs more than the
+    # work in small frames (so in score_pairs and assemble too)
     columns: dict[str, np.ndarray] = {"user_idx": union >> 32, "item_idx": union & 0xFFFFFFFF}
     n_models = np.zeros(len(union), dtype=np.int16)
     for name, c in cands.items():
@@ -120,7 +138,7 @@ def union_candidates(cands: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         columns[f"m_{name}_rank"] = col
         n_models += ~np.isnan(col)
     columns["m_n_models"] = n_models
-    return pd.DataFrame(columns)
+    return columns
 
 
 CHUNK_ROWS = 32_768
@@ -272,16 +290,9 @@ def score_pairs(
 ) -> pd.DataFrame:
     """:func:`describe_pairs` with each model's scores given by a function of (users,
     items): the service scores a fresh history this way, with the same columns."""
-    u, i = pairs["user_idx"].to_numpy(), pairs["item_idx"].to_numpy()
-    names = list(scorers)
-    raw = np.empty((len(pairs), len(names)), dtype=np.float32)
-    for j, name in enumerate(names):
-        raw[:, j] = np.asarray(scorers[name](u, i), dtype=np.float32)
-    norm = normalise_columns(u, raw, method) if names else raw
-    added: dict[str, np.ndarray] = {}
-    for j, name in enumerate(names):
-        added[f"m_{name}_score"] = raw[:, j]
-        added[f"m_{name}_norm"] = norm[:, j]
+    added = score_columns(
+        pairs["user_idx"].to_numpy(), pairs["item_idx"].to_numpy(), scorers, method
+    )
     if any(c in pairs.columns for c in added):  # scored again: replaced in place
         out = pairs.copy()
         for c, values in added.items():
@@ -289,6 +300,25 @@ def score_pairs(
         return out
     # one frame of the new columns beside ``pairs`` (see union_candidates)
     return pd.concat([pairs, pd.DataFrame(added, index=pairs.index)], axis=1)
+
+
+def score_columns(
+    users: np.ndarray,
+    items: np.ndarray,
+    scorers: Mapping[str, Callable[[np.ndarray, np.ndarray], np.ndarray]],
+    method: str,
+) -> dict[str, np.ndarray]:
+    """The columns :func:`score_pairs` adds for the pairs ``(users[k], items[k])``."""
+    names = list(scorers)
+    raw = np.empty((len(users), len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        raw[:, j] = np.asarray(scorers[name](users, items), dtype=np.float32)
+    norm = normalise_columns(users, raw, method) if names else raw
+    added: dict[str, np.ndarray] = {}
+    for j, name in enumerate(names):
+        added[f"m_{name}_score"] = raw[:, j]
+        added[f"m_{name}_norm"] = norm[:, j]
+    return added
 
 
 def blend_block(
@@ -329,7 +359,7 @@ def fill_by_user(values: pd.Series | np.ndarray, users: pd.Series | np.ndarray) 
 
 
 def hybrid_score(
-    df: pd.DataFrame,
+    df: pd.DataFrame | Columns,
     weights: Mapping[str, float],
     filled: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
@@ -342,18 +372,22 @@ def hybrid_score(
     todo = [m for m in used if m not in filled]
     if todo:  # one pass over every column (each column is reduced on its own)
         cols = [f"m_{m}_norm" for m in todo]
-        values = fill_with_user_min(df["user_idx"].to_numpy(), df[cols].to_numpy(np.float64))
+        if isinstance(df, pd.DataFrame):
+            block = df[cols].to_numpy(np.float64)
+        else:
+            block = np.column_stack([np.asarray(df[c], dtype=np.float64) for c in cols])
+        values = fill_with_user_min(column(df, "user_idx"), block)
         filled.update({m: values[:, j] for j, m in enumerate(todo)})
-    out = np.zeros(len(df), dtype=np.float64)
+    out = np.zeros(len(column(df, "user_idx")), dtype=np.float64)
     for name in used:
         out += (weights[name] / total) * filled[name]
     return out.astype(np.float32)
 
 
-def rank_by(df: pd.DataFrame, score: np.ndarray, n: int) -> pd.DataFrame:
+def rank_by(df: pd.DataFrame | Columns, score: np.ndarray, n: int) -> pd.DataFrame:
     """Each user's top-``n`` pairs by ``score`` (ties: lower item index first) as a
     ``user_idx, item_idx, score, rank`` frame."""
-    users, items = df["user_idx"].to_numpy(), df["item_idx"].to_numpy()
+    users, items = column(df, "user_idx"), column(df, "item_idx")
     score = np.asarray(score, dtype=np.float32)
     if len(users) and users[0] == users[-1] and (users == users[0]).all():
         # one user (the service's fresh ranking): the same order without pandas' sort and
@@ -366,7 +400,8 @@ def rank_by(df: pd.DataFrame, score: np.ndarray, n: int) -> pd.DataFrame:
                 "item_idx": items[rows],
                 "score": score[rows],
                 "rank": np.arange(1, len(rows) + 1, dtype=np.int32),
-            }
+            },
+            copy=False,  # fresh arrays
         )
     recs = pd.DataFrame({"user_idx": users, "item_idx": items, "score": score})
     recs = recs[np.isfinite(recs["score"])]

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from recpipe.blending import fill_by_user, rank_by
+from recpipe.blending import Columns, column, fill_by_user, rank_by
 from recpipe.config import Config
 from recpipe.errors import ConfigError
 from recpipe.features.pairs import PairContext, PairSimilarities, block_pair_features
@@ -237,16 +237,23 @@ def by_key(frame: pd.DataFrame, key: str) -> pd.DataFrame:
 def top_candidates(df: pd.DataFrame, cfg: RankerConfig) -> pd.DataFrame:
     """The pairs the ranker works on: each user's ``cfg.rerank_top`` best by ``m_hybrid``
     (ties: lower item index), in the order of ``df``; all of them when it is null."""
+    keep = candidate_rows(df, cfg)
+    return df if keep is None else df[keep].reset_index(drop=True)
+
+
+def candidate_rows(df: pd.DataFrame | Columns, cfg: RankerConfig) -> np.ndarray | None:
+    """The rows :func:`top_candidates` keeps (a boolean mask), None for all of them."""
     if cfg.rerank_top is None:
-        return df
-    if "m_hybrid" not in df.columns:
+        return None
+    if "m_hybrid" not in df:
         raise ConfigError("params.yaml: ranker.rerank_top needs the blend's m_hybrid column")
-    score = df["m_hybrid"].astype(np.float64).fillna(-np.inf).to_numpy()
-    users = df["user_idx"].to_numpy()
-    order = best_first(users, df["item_idx"].to_numpy(), score)
-    keep = np.zeros(len(df), dtype=bool)
+    score = column(df, "m_hybrid").astype(np.float64)
+    score[np.isnan(score)] = -np.inf
+    users = column(df, "user_idx")
+    order = best_first(users, column(df, "item_idx"), score)
+    keep = np.zeros(len(users), dtype=bool)
     keep[order] = rank_within(users[order]) <= cfg.rerank_top
-    return df[keep].reset_index(drop=True)
+    return keep
 
 
 def sorted_by_key(users: np.ndarray, items: np.ndarray) -> bool:
@@ -331,7 +338,7 @@ def labels(pairs: pd.DataFrame, targets: pd.DataFrame) -> np.ndarray:
 
 
 def margin(
-    df: pd.DataFrame, cfg: RankerConfig, queries: np.ndarray | None = None
+    df: pd.DataFrame | Columns, cfg: RankerConfig, queries: np.ndarray | None = None
 ) -> np.ndarray | None:
     """The starting score of each pair (``cfg.base_margin`` times its scale), or None.
 
@@ -341,12 +348,12 @@ def margin(
     """
     if cfg.base_margin is None:
         return None
-    if cfg.base_margin not in df.columns:
+    if cfg.base_margin not in df:
         raise ConfigError(
             f"params.yaml: ranker.base_margin: no column {cfg.base_margin!r} among the features"
         )
-    groups = df["user_idx"] if queries is None else pd.Series(queries, index=df.index)
-    return cfg.base_margin_scale * fill_by_user(df[cfg.base_margin].astype(np.float64), groups)
+    groups = column(df, "user_idx") if queries is None else np.asarray(queries)
+    return cfg.base_margin_scale * fill_by_user(column(df, cfg.base_margin), groups)
 
 
 @dataclass

@@ -35,10 +35,12 @@ from recpipe.blending import (
     out_of_bag_hybrid,
     rank_by,
     resolve_weights,
+    score_columns,
     score_pairs,
     search,
     search_weights,
     union_candidates,
+    union_columns,
 )
 from recpipe.config import parse
 from recpipe.errors import ConfigError
@@ -312,6 +314,44 @@ def test_per_user_reductions_in_chunks_equal_one_chunk_to_the_bit(
         for method, expected in whole.items():
             np.testing.assert_array_equal(normalise_columns(users, values, method), expected)
         np.testing.assert_array_equal(fill_with_user_min(users, values), filled)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    a=st.one_of(grouped_scores(separated=True), grouped_scores(separated=False)),
+    one_user=st.booleans(),
+    n=st.integers(1, 6),
+)
+def test_columns_give_what_frames_give_to_the_bit(a: tuple, one_user: bool, n: int) -> None:
+    """The service's fresh ranking passes one user's pairs as plain arrays (Columns) where
+    the batch passes frames: the union, the scores, the hybrid and the lists are the same."""
+    users, s, _ = a
+    if one_user:
+        users = np.zeros_like(users)
+    items = np.arange(len(users), dtype=np.int64)
+    order = np.argsort(users, kind="stable")
+    users = users[order]
+    ranks = np.ones(len(users), dtype=np.int32)
+    model_cands = {
+        "a": pd.DataFrame({"user_idx": users, "item_idx": items, "rank": ranks}),
+        "b": pd.DataFrame({"user_idx": users[::2], "item_idx": items[::2], "rank": ranks[::2]}),
+        "c": cands([]),
+    }
+    frame, columns = union_candidates(model_cands), union_columns(model_cands)
+    assert list(frame.columns) == list(columns)
+    for c in columns:
+        np.testing.assert_array_equal(frame[c].to_numpy(), columns[c])
+    table = {"a": s, "b": s[::-1].copy()}
+    scorers = {m: (lambda u, i, t=t: t[order][np.searchsorted(items, i)]) for m, t in table.items()}
+    for method in METHODS:
+        scored = score_pairs(frame, scorers, method)
+        added = score_columns(columns["user_idx"], columns["item_idx"], scorers, method)
+        cols = dict(columns) | added
+        assert list(scored.columns) == list(cols)
+        weights = {"a": 0.3, "b": 0.7, "c": 0.5}
+        hybrid = hybrid_score(scored, weights)
+        np.testing.assert_array_equal(hybrid_score(cols, weights), hybrid)
+        pd.testing.assert_frame_equal(rank_by(cols, hybrid, n), rank_by(scored, hybrid, n))
 
 
 @pytest.mark.parametrize("method", METHODS)

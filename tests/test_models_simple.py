@@ -526,3 +526,57 @@ def test_top_n_of_one_row_equals_its_rows_in_a_block(seed: int) -> None:
         alone = top_n(users[row : row + 1], scores[row : row + 1].copy(), seen[row], 12)
         mine = block[block["user_idx"] == users[row]].reset_index(drop=True)
         pd.testing.assert_frame_equal(alone, mine)
+
+
+def reference_profiles(model: TfIdf, data: TrainData, now: int) -> sp.csr_matrix:
+    """The profiles' formula written the plain way: decayed weights summed per user and
+    item, times the whole float64 item matrix, rows scaled by a diagonal product."""
+    from recpipe.models.tfidf import time_decay
+
+    inter = data.interactions
+    w = inter["weight"].to_numpy(np.float64) * time_decay(
+        inter["timestamp"].to_numpy(), now, model.config.half_life_days
+    )
+    hist = sp.csr_matrix(
+        (w, (inter["user_idx"].to_numpy(), inter["item_idx"].to_numpy())),
+        shape=(data.n_users, data.n_items),
+    )
+    hist.sum_duplicates()
+    prof = sp.csr_matrix(hist @ model.item_vectors.astype(np.float64))
+    prof.eliminate_zeros()
+    norms = np.sqrt(np.asarray(prof.multiply(prof).sum(axis=1)).ravel())
+    prof = sp.diags(np.where(norms > 0, 1.0 / np.maximum(norms, 1e-300), 0.0)) @ prof
+    prof = sp.csr_matrix(prof, dtype=np.float32)
+    prof.sort_indices()
+    return prof
+
+
+@pytest.mark.parametrize("tiny", [False, True])
+def test_tfidf_profiles_equal_the_plain_formula_bit_for_bit(rich_data: TrainData, tiny) -> None:
+    """The profiles take only the touched items' rows when a few users touch few items, and
+    scale rows in place: the same bits as the plain formula, for the whole fold (every
+    item touched: the whole matrix), for each user alone (the service's one history: the
+    touched rows), and for weights so small that a profile's squares underflow (its norm is
+    0, so it is empty either way)."""
+    data = rich_data
+    if tiny:
+        inter = data.interactions.assign(weight=data.interactions["weight"] * 1e-170)
+        data = TrainData(inter, data.items, data.users)
+    model = TfIdf(TfIdfConfig(half_life_days=30.0)).fit(data)
+    parts = [data] + [
+        TrainData(
+            data.interactions[data.interactions["user_idx"] == u].assign(user_idx=0),
+            data.items,
+            data.users.iloc[:1],
+        )
+        for u in np.unique(data.interactions["user_idx"])
+    ]
+    for part in parts:
+        got, want = model._profiles(part, data.now), reference_profiles(model, part, data.now)
+        assert got.shape == want.shape and got.dtype == want.dtype == np.float32
+        assert np.array_equal(got.indptr, want.indptr)
+        assert np.array_equal(got.indices, want.indices)
+        assert np.array_equal(got.data, want.data)
+    assert model.profiles.nnz > 0 or tiny
+    if tiny:  # every norm underflowed: nobody has a profile, as with the plain formula
+        assert model.profiles.nnz == 0

@@ -31,6 +31,7 @@ from recpipe.ranking import (
     _ranker,
     assemble,
     best_first,
+    candidate_rows,
     fit_rounds,
     importance,
     labels,
@@ -135,6 +136,13 @@ def test_top_candidates_keeps_each_users_best_by_the_hybrid() -> None:
     assert top_candidates(df, RankerConfig(rerank_top=None)).equals(df)
     with pytest.raises(ConfigError, match="rerank_top needs the blend's m_hybrid"):
         top_candidates(df.drop(columns="m_hybrid"), RankerConfig(rerank_top=2))
+    # the same rows from plain arrays (the service's one-user Columns)
+    columns = {c: df[c].to_numpy() for c in df.columns}
+    keep = candidate_rows(columns, RankerConfig(rerank_top=2))
+    assert df[keep].reset_index(drop=True).equals(top)
+    assert candidate_rows(columns, RankerConfig(rerank_top=None)) is None
+    with pytest.raises(ConfigError, match="rerank_top needs the blend's m_hybrid"):
+        candidate_rows({"user_idx": columns["user_idx"]}, RankerConfig(rerank_top=2))
 
 
 def test_labels() -> None:
@@ -317,6 +325,10 @@ def test_missing_base_margin_counts_as_the_users_lowest() -> None:
     assert margin(df, RankerConfig(base_margin=None)) is None
     with pytest.raises(ConfigError, match="ranker.base_margin: no column 'm_blend'"):
         margin(df, RankerConfig(base_margin="m_blend"))
+    columns = {c: df[c].to_numpy() for c in df.columns}  # the service's one-user Columns
+    np.testing.assert_array_equal(margin(columns, RankerConfig(base_margin_scale=3.0)), got)
+    with pytest.raises(ConfigError, match="ranker.base_margin: no column 'm_blend'"):
+        margin(columns, RankerConfig(base_margin="m_blend"))
 
 
 def test_importance_names_every_feature_and_ranks_the_planted_one_first(strong: dict) -> None:

@@ -120,10 +120,10 @@ def pair_context(
     vectors, popularity) comes from that context instead of ``history``: the service
     describes one user's fresh history against the whole bundle's items, which gives the
     user's pairs the same features as a context of the whole history would."""
-    items = _by_index(items)
     log = _Log(history, n_users, len(items), now)
     tables = (None, None) if items_from is None else (items_from.content_table, items_from.cf_table)
     if items_from is None:
+        items = _by_index(items)  # (with items_from, items is only counted)
         item_cats, _ = item_category_matrix(items)
         content = item_vectors(items)
         cf = interaction_vectors(log)
@@ -186,11 +186,24 @@ def block_pair_features(
     """:func:`pair_features` of ``pairs`` from a :class:`PairContext`; the similarity
     columns looked up in ``similarities`` (:func:`pair_similarities` of a superset of the
     pairs, from the same context) when given."""
+    return pd.DataFrame(
+        pair_feature_columns(
+            pairs["user_idx"].to_numpy(np.int64),
+            pairs["item_idx"].to_numpy(np.int64),
+            ctx,
+            similarities,
+        ),
+        index=pairs.index,
+    )
+
+
+def pair_feature_columns(
+    pu: np.ndarray, pi: np.ndarray, ctx: PairContext, similarities: PairSimilarities | None = None
+) -> dict[str, np.ndarray]:
+    """The columns of :func:`block_pair_features` for the pairs ``(pu[k], pi[k])`` (int64)."""
     log, now = ctx.log, ctx.now
-    pu = pairs["user_idx"].to_numpy(np.int64)
-    pi = pairs["item_idx"].to_numpy(np.int64)
     _check_pairs(pu, pi, log)
-    n = len(pairs)
+    n = len(pu)
 
     events, item_cats, uc, t0 = ctx.events, ctx.item_cats, ctx.user_cats, ctx.t0
     pos, cat = _expand_rows(item_cats, pi)
@@ -213,16 +226,13 @@ def block_pair_features(
     days_cat = np.where(last_touch > 0, (now - (last_touch + t0 - 1)) / SECONDS_PER_DAY, np.nan)
 
     sims = _similarity_columns(pu, pi, ctx) if similarities is None else similarities.lookup(pu, pi)
-    return pd.DataFrame(
-        {
-            "p_cat_affinity": aff,
-            "p_cat_max_affinity": aff_max,
-            "p_days_since_cat": days_cat,
-            **sims,
-            "p_user_item_pop_ratio": _safe_div(ctx.pop[pi], ctx.mean_pop_u[pu]),
-        },
-        index=pairs.index,
-    )
+    return {
+        "p_cat_affinity": aff,
+        "p_cat_max_affinity": aff_max,
+        "p_days_since_cat": days_cat,
+        **sims,
+        "p_user_item_pop_ratio": _safe_div(ctx.pop[pi], ctx.mean_pop_u[pu]),
+    }
 
 
 def _check_pairs(pu: np.ndarray, pi: np.ndarray, log: _Log) -> None:

@@ -33,6 +33,23 @@ def user_features(
     the user the same features as the batch computation over that history.
     """
     user_idx = users["user_idx"].to_numpy(np.int64)
+    cols = user_feature_columns(history, user_idx, items, now, cfg, pop_share, item_cats)
+    attrs = _attribute_features(users, "u_attr_", now, cfg.max_attribute_levels)
+    _check_no_clash(cols, attrs)
+    return _frame(cols | attrs, user_idx, "user_idx")
+
+
+def user_feature_columns(
+    history: pd.DataFrame,
+    user_idx: np.ndarray,
+    items: pd.DataFrame,
+    now: int,
+    cfg: FeaturesConfig,
+    pop_share: np.ndarray | None = None,
+    item_cats: sp.csr_matrix | None = None,
+) -> dict[str, np.ndarray]:
+    """The columns of :func:`user_features` but the attributes, for the users ``user_idx``
+    (int64, in that order)."""
     n_users = int(user_idx.max()) + 1 if len(user_idx) else 0
     log = _Log(history, n_users, _n_items(items), now)
     n = log.n_users
@@ -82,10 +99,7 @@ def user_features(
         }
     )
     cols.update(_session_features(log, cfg.session_gap_hours))
-    cols = {k: v[user_idx] for k, v in cols.items()}
-    attrs = _attribute_features(users, "u_attr_", now, cfg.max_attribute_levels)
-    _check_no_clash(cols, attrs)
-    return _frame(cols | attrs, user_idx, "user_idx")
+    return {k: v[user_idx] for k, v in cols.items()}
 
 
 def _session_features(log: _Log, gap_hours: float) -> dict[str, np.ndarray]:

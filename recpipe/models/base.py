@@ -417,7 +417,8 @@ def top_n(users: np.ndarray, scores: np.ndarray, seen: sp.csr_matrix, n: int) ->
             "item_idx": c[keep].astype(np.int64),
             "score": s[keep].astype(np.float32),
             "rank": rank[keep].astype(np.int32),
-        }
+        },
+        copy=False,  # fresh arrays
     )
 
 

@@ -42,7 +42,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recpipe.config import Config
-from recpipe.models.base import RECS_COLUMNS, Recommender, concat_recs, top_n
+from recpipe.models.base import Recommender, concat_recs, top_n
 from recpipe.persist import ArtifactError, Persistent
 
 #: extra items fetched beyond ``n + seen`` so that a near-tie at the cut is detectable
@@ -254,7 +254,7 @@ class FactorIndex(Persistent):
                 "score": score,
                 "rank": rank,
             },
-            columns=RECS_COLUMNS,
+            copy=False,  # fresh arrays, in the order of RECS_COLUMNS
         )
         if self.config.index != "exact" or k >= n_indexed:
             return recs

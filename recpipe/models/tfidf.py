@@ -177,11 +177,26 @@ class TfIdf(Recommender):
             shape=(data.n_users, data.n_items),
         )
         hist.sum_duplicates()
+        vectors = self.item_vectors
+        used = np.unique(hist.indices)
+        if 2 * len(used) < hist.shape[1]:
+            # a few users (the service's one history): only the rows of the items they
+            # touched, converted to float64, instead of the whole catalogue's; the product
+            # meets the same terms in the same order, so it is the same to the bit
+            vectors = vectors[used]
+            hist = sp.csr_matrix(
+                (hist.data, np.searchsorted(used, hist.indices), hist.indptr),
+                shape=(hist.shape[0], len(used)),
+            )
         # Summed rather than averaged: the final L2 normalisation makes the scale irrelevant.
-        prof = sp.csr_matrix(hist @ self.item_vectors.astype(np.float64))
+        prof = sp.csr_matrix(hist @ vectors.astype(np.float64))
         prof.eliminate_zeros()
         norms = np.sqrt(np.asarray(prof.multiply(prof).sum(axis=1)).ravel())
-        prof = sp.diags(np.where(norms > 0, 1.0 / np.maximum(norms, 1e-300), 0.0)) @ prof
+        # each row scaled to unit length in place: the products a diagonal matrix's product
+        # gives, whose zeros (an underflow) it drops, as eliminate_zeros does here
+        scale = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-300), 0.0)
+        prof.data *= np.repeat(scale, np.diff(prof.indptr))
+        prof.eliminate_zeros()
         prof = sp.csr_matrix(prof, dtype=np.float32)
         # a product leaves each row's terms in the order it met them: sorted, a score sums
         # its terms in one order whichever route computes it (module doc)

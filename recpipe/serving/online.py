@@ -25,11 +25,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recpipe.blending import (
+    Columns,
     blend_block,
+    column,
     hybrid_score,
     rank_by,
-    score_pairs,
-    union_candidates,
+    score_columns,
+    union_columns,
 )
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.pairs import (
@@ -37,8 +39,9 @@ from recpipe.features.pairs import (
     PairSimilarities,
     block_pair_features,
     pair_context,
+    pair_feature_columns,
 )
-from recpipe.features.users import user_features
+from recpipe.features.users import user_feature_columns
 from recpipe.models.base import Recommender, concat_recs, shared_histories, top_n
 from recpipe.models.retrieval import FactorRecommender
 from recpipe.ranking import (
@@ -47,6 +50,7 @@ from recpipe.ranking import (
     TrainResult,
     assemble,
     by_key,
+    candidate_rows,
     margin,
     sorted_by_key,
     top_candidates,
@@ -98,7 +102,8 @@ class Ranking:
     context: PairContext
     now: int
     pop_share: np.ndarray
-    _attrs: pd.DataFrame | None = field(default=None, repr=False)
+    # the user attribute features as float32 (names, a row per user, row of each user_idx)
+    _attrs: tuple[list[str], np.ndarray, dict[int, int]] | None = field(default=None, repr=False)
     _items_by_key: pd.DataFrame | None = field(default=None, repr=False)
     # the ranker's item features as float32, for one user's pairs (_one_user_features)
     _item_table: tuple[dict[str, int], np.ndarray, np.ndarray] | None = field(
@@ -145,7 +150,15 @@ class Ranking:
         (:func:`~recpipe.features.pairs.pair_similarities` of the fold's pairs) when given."""
         if len(pairs) == 0:
             return concat_recs([])
-        ranked, _ = self._rank(pairs, self.user_feats, self.context, n, 0, similarities)
+        pf = block_pair_features(pairs[KEY], self.context, similarities)
+        if self._items_by_key is None:  # indexed once, not at every call
+            self._items_by_key = by_key(self.item_feats, "item_idx")
+        described = assemble(
+            pairs, self.user_feats, self._items_by_key, pd.concat([pairs[KEY], pf], axis=1)
+        )
+        # numpy, not the frame: the same float32 values, without pandas' conversion cost
+        x = described[self.ranker.features].to_numpy(np.float32)
+        ranked, _ = self._score(described, x, n, explain=0)
         return ranked
 
     # -- one fresh history ------------------------------------------------------------
@@ -159,25 +172,25 @@ class Ranking:
         score a history then use what they learnt of the user). The lists' ``user_idx`` is
         :data:`SESSION_USER`. ``explain``: the ranker's feature contributions for this many items
         at the top of its list."""
-        history = normalise_history(history, len(self.items))
+        known = user_idx is not None and 0 <= user_idx < self.context.log.n_users
+        session = normalise_history(history, len(self.items))  # as user SESSION_USER
+        # a known user's index decides tie order in models that learn from sequences (a
+        # seeded hash of user and item), as in the fit; a visitor's ties take user 0's
+        as_user = (
+            session.assign(user_idx=int(user_idx))
+            if known and user_idx != SESSION_USER
+            else session
+        )
+        times = session["timestamp"].to_numpy()
+        now = max(self.now, int(times.max())) if len(times) else self.now
+        distinct = np.unique(session["item_idx"].to_numpy())
         seen = sp.csr_matrix(
-            (
-                np.ones(history["item_idx"].nunique(), dtype=np.float32),
-                (
-                    np.zeros(history["item_idx"].nunique(), dtype=np.int64),
-                    np.unique(history["item_idx"].to_numpy()),
-                ),
-            ),
+            (np.ones(len(distinct), np.float32), (np.zeros(len(distinct), np.int64), distinct)),
             shape=(1, len(self.items)),
         )
-        now = max(self.now, int(history["timestamp"].max())) if len(history) else self.now
         scorers: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {}
         cands: dict[str, pd.DataFrame] = {}
         lists: dict[str, pd.DataFrame] = {}
-        known = user_idx is not None and 0 <= user_idx < self.context.log.n_users
-        # a known user's index decides tie order in models that learn from sequences (a
-        # seeded hash of user and item), as in the fit; a visitor's ties take user 0's
-        as_user = history.assign(user_idx=int(user_idx) if known else 0)
         with shared_histories():  # as_user checked and converted once, not per model
             for m, model in self.models.items():
                 k = max(self.n[m], n)
@@ -187,7 +200,7 @@ class Ranking:
                     u = np.array([user_idx], dtype=np.int64)
                     recs = model.recommend(u, k).assign(user_idx=SESSION_USER)
                     scorers[m] = _stored_scorer(model, int(user_idx))
-                elif model.supports_history and len(history):
+                elif model.supports_history and len(session):
                     dense = model.score_history(as_user, now)
                     recs = top_n(np.array([SESSION_USER]), dense[None, :].copy(), seen, k)
                     scorers[m] = _dense_scorer(dense)
@@ -199,84 +212,79 @@ class Ranking:
         if not any(len(c) for c in cands.values()):
             empty = concat_recs([])
             return Lists(empty, empty, lists, [])
-        df = score_pairs(union_candidates(cands), scorers, self.normalise)
-        session = history.assign(user_idx=SESSION_USER)
-        one = pd.DataFrame({"user_idx": np.array([SESSION_USER], dtype=np.int64)})
-        uf = user_features(
-            session, one, self.items, now, self.features, self.pop_share, self.context.item_cats
+        # from here on one user's pairs as plain arrays (Columns), not frames: the same
+        # functions as the batch, which takes frames, without the cost of one-user frames
+        union = union_columns(cands)
+        union.update(score_columns(union["user_idx"], union["item_idx"], scorers, self.normalise))
+        blend, pairs = self._blend(union, n)
+        user = user_feature_columns(
+            session,
+            np.array([SESSION_USER], dtype=np.int64),
+            self.items,
+            now,
+            self.features,
+            self.pop_share,
+            self.context.item_cats,
         )
-        uf = uf.join(self._attributes(user_idx)).reset_index()
+        user.update(self._attributes(user_idx))
         ctx = pair_context(session, self.items, now, self.features, 1, items_from=self.context)
-        return self._finish(df, uf, ctx, n, explain=explain, models=lists)
+        pu, pi = column(pairs, "user_idx"), column(pairs, "item_idx")
+        pf = pair_feature_columns(pu.astype(np.int64), pi.astype(np.int64), ctx)
+        ranked, contributions = self._score(
+            pairs, self._one_user_features(pairs, user, pf), n, explain
+        )
+        return Lists(ranked, blend, lists, contributions)
 
     # -- shared -----------------------------------------------------------------------
-    def _finish(
-        self,
-        df: pd.DataFrame,
-        uf: pd.DataFrame,
-        ctx: PairContext,
-        n: int,
-        explain: int,
-        models: dict[str, pd.DataFrame],
-    ) -> Lists:
-        blend, pairs = self._blend(df, n)
-        ranked, contributions = self._rank(pairs, uf, ctx, n, explain)
-        return Lists(ranked, blend, models, contributions)
-
-    def _blend(self, df: pd.DataFrame, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def _blend(
+        self, df: pd.DataFrame | Columns, n: int
+    ) -> tuple[pd.DataFrame, pd.DataFrame | Columns]:
         """The blend's lists of the union ``df`` (which gains ``m_hybrid``), and the pairs
-        the ranker works on, sorted by user and item."""
+        the ranker works on, sorted by user and item (a frame, or Columns for Columns)."""
         df["m_hybrid"] = hybrid_score(df, self.weights)
-        blend = rank_by(df, df["m_hybrid"].to_numpy(), n)
+        blend = rank_by(df, column(df, "m_hybrid"), n)
+        if not isinstance(df, pd.DataFrame):  # union_columns: sorted by user and item
+            keep = candidate_rows(df, self.ranker_config)
+            return blend, {c: a if keep is None else a[keep] for c, a in df.items()}
         pairs = top_candidates(df, self.ranker_config)  # in df's order, a range index
         if not sorted_by_key(pairs["user_idx"].to_numpy(), pairs["item_idx"].to_numpy()):
             # (the union comes sorted by user and item, and a sorted frame is its own sort)
             pairs = pairs.sort_values(KEY, kind="stable", ignore_index=True)
         return blend, pairs
 
-    def _rank(
-        self,
-        pairs: pd.DataFrame,
-        uf: pd.DataFrame,
-        ctx: PairContext,
-        n: int,
-        explain: int,
-        similarities: PairSimilarities | None = None,
+    def _score(
+        self, described: pd.DataFrame | Columns, x: np.ndarray, n: int, explain: int
     ) -> tuple[pd.DataFrame, list[dict[str, float]] | None]:
-        """The ranker's lists of ``pairs``, and the contributions of the first ``explain``
-        items of each when ``explain``."""
-        pf = block_pair_features(pairs[KEY], ctx, similarities)
-        if self._items_by_key is None:  # indexed once, not at every request
-            self._items_by_key = by_key(self.item_feats, "item_idx")
-        users = pairs["user_idx"].to_numpy()
-        if len(uf) == 1 and len(users) and (users == uf["user_idx"].iloc[0]).all():
-            # one user's fresh ranking: the pairs come sorted by item, as assemble sorts
-            described = pairs
-            x = self._one_user_features(pairs, uf, pf)
-        else:
-            pf = pd.concat([pairs[KEY], pf], axis=1)
-            described = assemble(pairs, uf, self._items_by_key, pf)
-            # numpy, not the frame: the same float32 values, without pandas' conversion cost
-            x = described[self.ranker.features].to_numpy(np.float32)
+        """The ranker's lists of the pairs ``described`` (their features ``x``, in the
+        ranker's order), and the contributions of the first ``explain`` items of each when
+        ``explain``."""
         base = margin(described, self.ranker_config)
         scores = self.ranker.model.predict(x, base_margin=base, output_margin=True)
         ranked = rank_by(described, scores.astype(np.float32), n)
         contributions = None
         if explain:
-            top = ranked.head(explain)
-            contributions = _contributions(self.ranker, x, base, described, top)
+            contributions = _contributions(
+                self.ranker,
+                x,
+                base,
+                column(described, "item_idx"),
+                ranked["item_idx"].to_numpy()[:explain],
+            )
         return ranked, contributions
 
     def _one_user_features(
-        self, pairs: pd.DataFrame, uf: pd.DataFrame, pf: pd.DataFrame
+        self, pairs: Columns, user: dict[str, np.ndarray], pf: Columns
     ) -> np.ndarray:
-        """The ranker's features of one user's ``pairs`` (sorted by item; ``uf`` the user's
-        one row, ``pf`` the pair features in the pairs' order) as the float32 matrix of
-        :func:`~recpipe.ranking.assemble` and ``to_numpy``, put together without the frame:
-        each column converted to float32 alone, as pandas converts them, the user's values
-        repeated, the item features read from a float32 table made once (NaN for an item
-        without features). The known-user test checks the lists equal the batch ones."""
+        """The ranker's features of one user's ``pairs`` (sorted by item; ``user`` the
+        user's features, each an array of one value, ``pf`` the pair features in the pairs'
+        order) as the float32 matrix of :func:`~recpipe.ranking.assemble` and
+        ``to_numpy``, put together without the frame: each column converted to float32
+        alone, as pandas converts them, the user's values repeated, the item features read
+        from a float32 table made once (NaN for an item without features). The known-user
+        test checks the lists equal the batch ones."""
         feats = self.ranker.features
+        if self._items_by_key is None:
+            self._items_by_key = by_key(self.item_feats, "item_idx")
         if self._item_table is None:
             table = self._items_by_key
             cols = [c for c in feats if c in table.columns]
@@ -289,35 +297,38 @@ class Ranking:
                 row_of,
             )
         item_col, item_values, row_of = self._item_table
-        items = pairs["item_idx"].to_numpy(np.int64)
+        items = np.asarray(pairs["item_idx"], dtype=np.int64)
         rows = row_of[np.minimum(items, len(row_of) - 1)]  # the last slot is -1
-        x = np.empty((len(pairs), len(feats)), dtype=np.float32)
+        x = np.empty((len(items), len(feats)), dtype=np.float32)
         for j, f in enumerate(feats):
-            if f in pairs.columns:
-                x[:, j] = pairs[f].to_numpy(np.float32)
-            elif f in uf.columns:
-                x[:, j] = uf[f].to_numpy(np.float32)[0]
+            if f in pairs:
+                x[:, j] = np.asarray(pairs[f], dtype=np.float32)
+            elif f in user:
+                x[:, j] = np.asarray(user[f], dtype=np.float32)[0]
             elif f in item_col:
                 x[:, j] = np.where(rows >= 0, item_values[rows, item_col[f]], np.nan)
-            elif f in pf.columns:
-                x[:, j] = pf[f].to_numpy(np.float32)
+            elif f in pf:
+                x[:, j] = np.asarray(pf[f], dtype=np.float32)
             else:
                 raise KeyError(f"ranker feature {f!r} is in none of the tables")
         return x
 
-    def _attributes(self, user_idx: int | None) -> pd.DataFrame:
-        """The user's attribute features (``u_attr_*``) from the fold's table, NaN for a
-        visitor: they do not depend on the history, and their columns (levels) are the
-        fold's."""
+    def _attributes(self, user_idx: int | None) -> dict[str, np.ndarray]:
+        """The user's attribute features (``u_attr_*``) from the fold's table as float32
+        arrays of one value, NaN for a visitor: they do not depend on the history, and
+        their columns (levels) are the fold's."""
         if self._attrs is None:
             cols = [c for c in self.user_feats.columns if c.startswith("u_attr_")]
-            self._attrs = self.user_feats.set_index("user_idx")[cols]
-        attrs = self._attrs
-        if user_idx is not None and user_idx in attrs.index:
-            row = attrs.loc[[user_idx]]
-        else:
-            row = pd.DataFrame(np.nan, index=[0], columns=attrs.columns)
-        return row.set_axis(pd.Index([SESSION_USER], name="user_idx"))
+            # column by column, as the batch path converts them
+            values = np.empty((len(self.user_feats) + 1, len(cols)), dtype=np.float32)
+            for j, c in enumerate(cols):
+                values[:-1, j] = self.user_feats[c].to_numpy(np.float32)
+            values[-1] = np.nan  # a visitor's row
+            users = self.user_feats["user_idx"].to_numpy(np.int64).tolist()
+            self._attrs = (cols, values, {u: r for r, u in enumerate(users)})
+        cols, values, row_of = self._attrs
+        row = values[row_of.get(int(user_idx), -1) if user_idx is not None else -1]
+        return {c: row[j : j + 1] for j, c in enumerate(cols)}
 
 
 def _head(recs: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -332,8 +343,8 @@ def _first(recs: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 def normalise_history(history: pd.DataFrame, n_items: int) -> pd.DataFrame:
-    """``history`` with every column of :data:`HISTORY_COLUMNS` (defaults filled), items
-    checked against the catalogue."""
+    """``history`` with every column of :data:`HISTORY_COLUMNS` (defaults filled), then
+    ``user_idx`` (:data:`SESSION_USER`), items checked against the catalogue."""
     if "item_idx" not in history or "timestamp" not in history:
         raise ValueError("a history needs the columns item_idx and timestamp")
     out = pd.DataFrame(
@@ -349,6 +360,7 @@ def normalise_history(history: pd.DataFrame, n_items: int) -> pd.DataFrame:
             "rating": history["rating"].to_numpy(np.float64)
             if "rating" in history
             else np.full(len(history), np.nan),
+            "user_idx": np.full(len(history), SESSION_USER, dtype=np.int64),
         }
     )
     items = out["item_idx"].to_numpy()
@@ -379,20 +391,20 @@ def _contributions(
     result: TrainResult,
     x: np.ndarray,
     base: np.ndarray | None,
-    described: pd.DataFrame,
-    ranked: pd.DataFrame,
+    items: np.ndarray,
+    wanted: np.ndarray,
 ) -> list[dict[str, float]]:
-    """Per row of ``ranked``: each feature's contribution to the ranker's score, by the
+    """For each item of ``wanted`` (among the pairs' ``items``, whose features are the rows
+    of ``x``): each feature's contribution to the ranker's score, by the
     trees' path attribution (XGBoost's ``approx_contribs``: the change of the expected
     leaf value at each split on the path; exact SHAP values cost ten times more for the
     same ordering of the strongest features), non-zero ones only, rounded."""
     import xgboost as xgb
 
-    items, wanted = described["item_idx"].to_numpy(), ranked["item_idx"].to_numpy()
     if len(items) and np.all(items[1:] > items[:-1]):  # one user's pairs, sorted by item
         rows = np.searchsorted(items, wanted)
     else:
-        rows = pd.Series(np.arange(len(described)), index=items).loc[wanted].to_numpy()
+        rows = pd.Series(np.arange(len(items)), index=items).loc[wanted].to_numpy()
     if len(rows) == 0:
         return []
     booster: xgb.Booster = result.model.get_booster()
