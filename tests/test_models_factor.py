@@ -187,6 +187,38 @@ def test_exact_index_equals_dense_top_n_and_score() -> None:
     )
 
 
+def test_lists_do_not_depend_on_the_block_even_for_users_settled_on_the_full_row(
+    monkeypatch,
+) -> None:
+    """Items sharing one vector tie with the n-th item past the fetched window, so those
+    users' lists are settled on their full rows: scored as ``score`` scores (not by a
+    matrix product, whose last bits depend on which users share the block), so every
+    blocking gives the same frame to the bit, and the scores equal ``score``'s."""
+    index, parts = random_index(seed=8, n_items=300)
+    # 60 items with one vector and a bias (the last column) that puts them first for all
+    index.item_vectors[:60] = index.item_vectors[0]
+    index.item_vectors[:60, -1] = 100.0
+    seen = random_seen(9, 70, 300)
+    users = np.arange(70)
+    settled = []
+    exact_rows = FactorIndex._exact_rows
+    monkeypatch.setattr(
+        FactorIndex, "_exact_rows", lambda self, u: settled.append(len(u)) or exact_rows(self, u)
+    )
+    frames = []
+    for size in (1000, 16, 5, 1):
+        index.block_size = size
+        frames.append(index.recommend(users, 10, seen))
+    assert sum(settled) > 0  # the full-row path was taken
+    for other in frames[1:]:
+        pd.testing.assert_frame_equal(other, frames[0])
+    recs = frames[0]
+    np.testing.assert_array_equal(
+        index.score(recs["user_idx"].to_numpy(), recs["item_idx"].to_numpy()), recs["score"]
+    )
+    assert recs["user_idx"].is_monotonic_increasing
+
+
 def test_more_wanted_than_available_returns_every_unseen_known_item() -> None:
     index, parts = random_index(seed=4, n_items=30)
     seen = random_seen(5, 70, 30)

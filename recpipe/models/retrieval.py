@@ -10,17 +10,19 @@ Retrieval steps for a block of users:
 1. faiss returns the ``k = n + s + margin`` best items of each user, ``s`` being the largest
    number of seen (indexed) items of any user in the block, so that at least ``n + margin``
    unseen items remain once seen items are removed (``k`` is capped at the number of
-   indexed items);
+   indexed items); users are blocked with others of about as many seen items, so ``s``
+   stays near each user's own count;
 2. seen items are dropped, and the first ``n + margin`` unseen ones (in faiss's order) are
    scored again with numpy, through the same arithmetic as :meth:`FactorIndex.score`, so
    the scores of ``recommend`` and ``score`` agree and do not depend on faiss's kernels;
 3. each user's list is sorted by score, descending, then item index, ascending
    (deterministic ties), and cut at ``n``.
 
-With the exact index (``IndexFlatIP``) the result is that of :func:`base.top_n` on the dense
-score block (up to float32 rounding between scores that differ in the last bits): a user
-whose ``n``-th score ties, within float32 noise, with the last candidate considered in
-step 2 (so that an item left out might tie too) is recomputed from the dense block. The
+With the exact index (``IndexFlatIP``) the result is that of :func:`base.top_n` on every
+item scored as :meth:`FactorIndex.score` scores it: a user whose ``n``-th score ties,
+within float32 noise, with the last candidate considered in step 2 (so that an item left
+out might tie too) is recomputed from such a full row. Either way a user's list and its
+scores do not depend on the other users of its block. The
 approximate indexes (``ivf``, ``hnsw``) trade this guarantee for speed: they can miss some of
 the true top-n items (and ties at the cut are not settled); use them for catalogues of
 hundreds of thousands of items and more, where the exact search dominates.
@@ -202,13 +204,22 @@ class FactorIndex(Persistent):
         if len(users) == 0 or len(self.indexed) == 0 or n < 1:
             return concat_recs([])
         seen = sp.csr_matrix(seen)
+        # Blocks of users with about as many seen items: a block fetches n + its largest
+        # seen count + margin items for every user (step 1), so one heavy user among light
+        # ones would make each of them fetch, and filter, most of the catalogue. Each
+        # user's list does not depend on its block (the module docstring's steps).
+        by_seen = users[np.argsort(np.diff(seen.indptr)[users], kind="stable")]
         with faiss_threads(self.config.threads):
             index = self._faiss_index()
             parts = [
-                self._recommend_block(index, users[s : s + self.block_size], n, seen)
+                self._recommend_block(index, np.sort(by_seen[s : s + self.block_size]), n, seen)
                 for s in range(0, len(users), self.block_size)
             ]
-        return concat_recs(parts)
+        recs = concat_recs(parts)
+        if len(parts) > 1:  # back to user order (each user's rows together, in rank order)
+            recs = recs.take(np.argsort(recs["user_idx"].to_numpy(), kind="stable"))
+            recs = recs.reset_index(drop=True)
+        return recs
 
     def _recommend_block(
         self, index: Any, users: np.ndarray, n: int, seen: sp.csr_matrix
@@ -268,10 +279,20 @@ class FactorIndex(Persistent):
             return recs
         # Rare: an item left out may tie with the n-th; settle these users on the full row.
         again = users[redo]
-        dense = top_n(again, self.score_users(again), seen[again], n)
+        dense = top_n(again, self._exact_rows(again), seen[again], n)
         return concat_recs([recs[~np.isin(recs["user_idx"], again)], dense]).sort_values(
             ["user_idx", "rank"], ignore_index=True, kind="stable"
         )
+
+    def _exact_rows(self, users: np.ndarray) -> np.ndarray:
+        """:meth:`score_users` of known ``users`` through :meth:`_pair_scores`: the floats of
+        :meth:`score`, whatever other users come along (a matrix product's last bits
+        depend on the block's shape, and so on which users need their full row)."""
+        items = np.flatnonzero(self.known_items)
+        out = np.full((len(users), self.n_items), np.nan, dtype=np.float32)
+        pairs = self._pair_scores(np.repeat(users, len(items)), np.tile(items, len(users)))
+        out[:, items] = pairs.reshape(len(users), len(items))
+        return out
 
     def _ties_at_cut(
         self, users: np.ndarray, rows_at_n: np.ndarray, scores_at_n: np.ndarray, floor: np.ndarray
