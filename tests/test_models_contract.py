@@ -236,6 +236,12 @@ def test_history_scores_inside_shared_histories_equal_those_outside() -> None:
             history_data(histories[1], N_ITEMS).interactions,
             history_data(histories[1].copy(), N_ITEMS).interactions,
         )
+        # models that keep every item share one TrainData; a mask gets its own rows
+        assert history_data(histories[2], N_ITEMS) is history_data(histories[2], N_ITEMS)
+        mask = np.ones(N_ITEMS, dtype=bool)
+        mask[histories[2]["item_idx"].iloc[0]] = False
+        kept = history_data(histories[2], N_ITEMS, mask).interactions["item_idx"]
+        assert len(kept) == (~np.isin(histories[2]["item_idx"], np.flatnonzero(~mask))).sum()
         with pytest.raises(ValueError, match="outside"):
             history_data(histories[0].assign(item_idx=N_ITEMS), N_ITEMS)
 

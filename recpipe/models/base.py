@@ -291,7 +291,7 @@ class SparseScores:
 HISTORY_COLUMNS = ("item_idx", "weight", "timestamp")
 
 
-_SHARED_HISTORIES: ContextVar[dict[int, tuple[pd.DataFrame, int, dict]] | None] = ContextVar(
+_SHARED_HISTORIES: ContextVar[dict[int, tuple[pd.DataFrame, int, dict, dict]] | None] = ContextVar(
     "recpipe_shared_histories", default=None
 )
 
@@ -300,7 +300,9 @@ _SHARED_HISTORIES: ContextVar[dict[int, tuple[pd.DataFrame, int, dict]] | None] 
 def shared_histories() -> Iterator[None]:
     """Within this block (in this thread or task), :func:`history_data` checks and converts
     each history frame once, however many models ask for it: a fresh ranking passes one
-    history to every model. The frames must not change inside the block."""
+    history to every model. Models that keep every item of it get one shared
+    :class:`TrainData` (no model writes to its data). The frames must not change inside
+    the block."""
     token = _SHARED_HISTORIES.set({})
     try:
         yield
@@ -321,18 +323,23 @@ def history_data(
     shared = _SHARED_HISTORIES.get()
     held = None if shared is None else shared.get(id(history))
     if held is not None and held[0] is history and held[1] == n_items:
-        columns = held[2]
+        columns, whole = held[2], held[3]
     else:
-        columns = _history_columns(history, n_items)
+        columns, whole = _history_columns(history, n_items), {}
         if shared is not None:  # the frame is held too, so its id is not reused meanwhile
-            shared[id(history)] = (history, n_items, columns)
+            shared[id(history)] = (history, n_items, columns, whole)
+    if known_items is None and whole:
+        return whole["data"]
     # the kept rows picked from each column before the frame is built (one frame, not a
     # frame and its filtered copy: a fresh ranking builds one per model)
     keep = slice(None) if known_items is None else known_items[columns["item_idx"]]
     inter = pd.DataFrame(
         {name: None if values is None else values[keep] for name, values in columns.items()}
     )
-    return TrainData(inter, items=_rows_only(n_items), users=_rows_only(1))
+    data = TrainData(inter, items=_rows_only(n_items), users=_rows_only(1))
+    if known_items is None and shared is not None:
+        whole["data"] = data
+    return data
 
 
 def _history_columns(history: pd.DataFrame, n_items: int) -> dict[str, Any]:
@@ -565,6 +572,8 @@ def rank_within(groups: np.ndarray) -> np.ndarray:
 def concat_recs(parts: list[pd.DataFrame]) -> pd.DataFrame:
     """Concatenate recommendation blocks into one frame with the standard columns."""
     parts = [p for p in parts if len(p)]
+    if len(parts) == 1 and parts[0].index.equals(pd.RangeIndex(len(parts[0]))):
+        return parts[0]  # (what concat would copy; frames are copied on write)
     if not parts:
         return pd.DataFrame(
             {

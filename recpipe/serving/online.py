@@ -16,6 +16,7 @@ batch list item for item.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -417,9 +418,7 @@ def _contributions(
     names = result.features
     # the non-zero contributions (the last column is the bias) in row, then feature order
     at, feature = np.nonzero(contrib[:, :-1])
-    out: list[dict[str, float]] = [{} for _ in range(len(contrib))]
-    for r, j, v in zip(
-        at.tolist(), feature.tolist(), contrib[at, feature].astype(np.float64).tolist(), strict=True
-    ):
-        out[r][names[j]] = round(v, 4)
-    return out
+    keys = [names[j] for j in feature.tolist()]
+    values = [round(v, 4) for v in contrib[at, feature].astype(np.float64).tolist()]
+    ends = np.searchsorted(at, np.arange(len(contrib) + 1)).tolist()
+    return [dict(zip(keys[a:b], values[a:b], strict=True)) for a, b in itertools.pairwise(ends)]
