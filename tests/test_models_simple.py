@@ -551,16 +551,22 @@ def reference_profiles(model: TfIdf, data: TrainData, now: int) -> sp.csr_matrix
     return prof
 
 
-@pytest.mark.parametrize("tiny", [False, True])
-def test_tfidf_profiles_equal_the_plain_formula_bit_for_bit(rich_data: TrainData, tiny) -> None:
+@pytest.mark.parametrize("weights", ["plain", "tiny", "nan"])
+def test_tfidf_profiles_equal_the_plain_formula_bit_for_bit(rich_data: TrainData, weights) -> None:
     """The profiles take only the touched items' rows when a few users touch few items, and
     scale rows in place: the same bits as the plain formula, for the whole fold (every
     item touched: the whole matrix), for each user alone (the service's one history: the
-    touched rows), and for weights so small that a profile's squares underflow (its norm is
-    0, so it is empty either way)."""
+    touched rows), for weights so small that a profile's squares underflow (its norm is
+    0, so it is empty either way), and for a user whose weights are not numbers (no norm:
+    an empty row, as the diagonal product leaves it)."""
     data = rich_data
-    if tiny:
-        inter = data.interactions.assign(weight=data.interactions["weight"] * 1e-170)
+    tiny = weights == "tiny"
+    if weights != "plain":
+        inter = data.interactions
+        if tiny:
+            inter = inter.assign(weight=inter["weight"] * 1e-170)
+        else:
+            inter = inter.assign(weight=inter["weight"].where(inter["user_idx"] != 4, np.nan))
         data = TrainData(inter, data.items, data.users)
     model = TfIdf(TfIdfConfig(half_life_days=30.0)).fit(data)
     parts = [data] + [
@@ -580,3 +586,5 @@ def test_tfidf_profiles_equal_the_plain_formula_bit_for_bit(rich_data: TrainData
     assert model.profiles.nnz > 0 or tiny
     if tiny:  # every norm underflowed: nobody has a profile, as with the plain formula
         assert model.profiles.nnz == 0
+    if weights == "nan":
+        assert model.profiles[4].nnz == 0 and model.profiles[5].nnz > 0

@@ -24,7 +24,8 @@ within float32 noise, with the last candidate considered in step 2 (so that an i
 out might tie too) is recomputed from such a full row. Either way a user's list and its
 scores do not depend on the other users of its block. The
 approximate indexes (``ivf``, ``hnsw``) trade this guarantee for speed: they can miss some of
-the true top-n items (and ties at the cut are not settled); use them for catalogues of
+the true top-n items (and ties at the cut are not settled; hnsw's search width follows
+``k``, so its lists also depend on the block); use them for catalogues of
 hundreds of thousands of items and more, where the exact search dominates.
 
 Items the model cannot score are left out of the index (NaN scores); users without a vector
@@ -290,8 +291,11 @@ class FactorIndex(Persistent):
         depend on the block's shape, and so on which users need their full row)."""
         items = np.flatnonzero(self.known_items)
         out = np.full((len(users), self.n_items), np.nan, dtype=np.float32)
-        pairs = self._pair_scores(np.repeat(users, len(items)), np.tile(items, len(users)))
-        out[:, items] = pairs.reshape(len(users), len(items))
+        step = max(1, RESCORE_CHUNK // max(1, len(items)))  # users whose pairs are listed at once
+        for s in range(0, len(users), step):
+            some = users[s : s + step]
+            pairs = self._pair_scores(np.repeat(some, len(items)), np.tile(items, len(some)))
+            out[s : s + step, items] = pairs.reshape(len(some), len(items))
         return out
 
     def _ties_at_cut(

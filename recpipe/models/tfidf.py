@@ -180,8 +180,8 @@ class TfIdf(Recommender):
         vectors = self.item_vectors
         used = np.unique(hist.indices)
         if 2 * len(used) < hist.shape[1]:
-            # a few users (the service's one history): only the rows of the items they
-            # touched, converted to float64, instead of the whole catalogue's; the product
+            # fewer than half the items touched (the service's one history): only their
+            # rows, converted to float64, instead of the whole catalogue's; the product
             # meets the same terms in the same order, so it is the same to the bit
             vectors = vectors[used]
             hist = sp.csr_matrix(
@@ -192,10 +192,13 @@ class TfIdf(Recommender):
         prof = sp.csr_matrix(hist @ vectors.astype(np.float64))
         prof.eliminate_zeros()
         norms = np.sqrt(np.asarray(prof.multiply(prof).sum(axis=1)).ravel())
-        # each row scaled to unit length in place: the products a diagonal matrix's product
-        # gives, whose zeros (an underflow) it drops, as eliminate_zeros does here
+        # each row scaled to unit length in place: what a diagonal matrix's product gives,
+        # which drops the rows it scales by 0 (no norm, or not a number) and every product
+        # that is 0 (an underflow)
         scale = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-300), 0.0)
-        prof.data *= np.repeat(scale, np.diff(prof.indptr))
+        per_entry = np.repeat(scale, np.diff(prof.indptr))
+        prof.data *= per_entry
+        prof.data[per_entry == 0] = 0.0  # (0 times NaN is NaN)
         prof.eliminate_zeros()
         prof = sp.csr_matrix(prof, dtype=np.float32)
         # a product leaves each row's terms in the order it met them: sorted, a score sums

@@ -65,7 +65,7 @@ HISTORY_COLUMNS = ["item_idx", "timestamp", "event", "weight", "rating"]
 ``rating`` are filled with ``view``, 1 and null when missing)."""
 
 SESSION_USER = 0
-"""The user index a fresh history takes inside its own one-user frames."""
+"""The user index a fresh history takes in its one-user frames and Columns."""
 
 
 @dataclass
@@ -176,7 +176,8 @@ class Ranking:
         known = user_idx is not None and 0 <= user_idx < self.context.log.n_users
         session = normalise_history(history, len(self.items))  # as user SESSION_USER
         # a known user's index decides tie order in models that learn from sequences (a
-        # seeded hash of user and item), as in the fit; a visitor's ties take user 0's
+        # seeded hash of user and item), as in the fit; a visitor's ties take those of user
+        # SESSION_USER (0), as before there were Columns
         as_user = (
             session.assign(user_idx=int(user_idx))
             if known and user_idx != SESSION_USER
@@ -238,7 +239,7 @@ class Ranking:
 
     # -- shared -----------------------------------------------------------------------
     def _blend(
-        self, df: pd.DataFrame | Columns, n: int
+        self, df: pd.DataFrame | dict[str, np.ndarray], n: int
     ) -> tuple[pd.DataFrame, pd.DataFrame | Columns]:
         """The blend's lists of the union ``df`` (which gains ``m_hybrid``), and the pairs
         the ranker works on, sorted by user and item (a frame, or Columns for Columns)."""
