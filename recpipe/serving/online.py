@@ -152,10 +152,8 @@ class Ranking:
         if len(pairs) == 0:
             return concat_recs([])
         pf = block_pair_features(pairs[KEY], self.context, similarities)
-        if self._items_by_key is None:  # indexed once, not at every call
-            self._items_by_key = by_key(self.item_feats, "item_idx")
         described = assemble(
-            pairs, self.user_feats, self._items_by_key, pd.concat([pairs[KEY], pf], axis=1)
+            pairs, self.user_feats, self._items_indexed(), pd.concat([pairs[KEY], pf], axis=1)
         )
         # numpy, not the frame: the same float32 values, without pandas' conversion cost
         x = described[self.ranker.features].to_numpy(np.float32)
@@ -285,10 +283,8 @@ class Ranking:
         from a float32 table made once (NaN for an item without features). The known-user
         test checks the lists equal the batch ones."""
         feats = self.ranker.features
-        if self._items_by_key is None:
-            self._items_by_key = by_key(self.item_feats, "item_idx")
         if self._item_table is None:
-            table = self._items_by_key
+            table = self._items_indexed()
             cols = [c for c in feats if c in table.columns]
             index = table.index.to_numpy(np.int64)
             row_of = np.full(int(index.max()) + 2 if len(index) else 1, -1, dtype=np.int64)
@@ -314,6 +310,12 @@ class Ranking:
             else:
                 raise KeyError(f"ranker feature {f!r} is in none of the tables")
         return x
+
+    def _items_indexed(self) -> pd.DataFrame:
+        """The item features indexed by ``item_idx``, made once, not at every call."""
+        if self._items_by_key is None:
+            self._items_by_key = by_key(self.item_feats, "item_idx")
+        return self._items_by_key
 
     def _attributes(self, user_idx: int | None) -> dict[str, np.ndarray]:
         """The user's attribute features (``u_attr_*``) from the fold's table as float32
