@@ -8,7 +8,8 @@ For each size it copies the project into a scratch git repository, writes params
 `dvc exp run` would compose it (with the size overrides), times one `dvc repro` of the whole
 pipeline (end to end, as a user runs it), then runs each stage again alone with `dvc repro
 --force --single-item <stage>` in DAG order, timing its wall clock and peak memory (the
-largest resident set of the stage's process tree; each pays its own DVC start-up). Then it
+largest resident set of one process of the stage's tree, or the tree's summed proportional
+set size where worker processes make that larger; each pays its own DVC start-up). Then it
 times `dvc repro` with nothing to do, and `dvc repro` after `candidates.als.factors` changes
 (ALS, blend, rank and evaluate re-run). Prints medians over `--repeats` fresh runs.
 """
@@ -21,6 +22,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -57,19 +59,63 @@ def env() -> dict[str, str]:
     return e
 
 
+def tree_pss_mib(root: int) -> float:
+    """The proportional set size of ``root`` and its descendants, MiB (Linux): pages that
+    forked workers share with their parent are counted once, split between them."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    kib, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            if line.startswith("Pss:"):
+                kib += int(line.split()[1])
+                break
+    return kib / 1024.0
+
+
 def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """(seconds, peak MiB of the process tree) of one command; raises on failure."""
+    """(seconds, peak MiB of the process tree) of one command; raises on failure.
+
+    The peak is the larger of the largest single process's resident set (``ru_maxrss``, what
+    a stage run in one process is measured by) and the tree's summed proportional set size
+    sampled every 0.2 s (what a stage with worker processes holds at once; the sampling can
+    miss a spike shorter than that)."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+    sampled = [0.0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            sampled[0] = max(sampled[0], tree_pss_mib(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    # Read the output while waiting: a stage that logs more than a pipe holds must not block.
+    out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
-    out = proc.stdout.read() if proc.stdout else ""
+    done.set()
+    sampler.join()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out}")
     # ru_maxrss of a reaped child covers its reaped descendants too (Linux, KiB).
-    return seconds, usage.ru_maxrss / 1024.0
+    return seconds, max(usage.ru_maxrss / 1024.0, sampled[0])
 
 
 def fresh_repo(workdir: Path, params: dict) -> Path:

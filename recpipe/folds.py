@@ -92,6 +92,13 @@ def load_fold(split_dir: str | Path, name: str) -> Fold:
     return Fold(name, history, targets)
 
 
+def history_events(split_dir: str | Path) -> int:
+    """Events in the largest fold's history (``train`` and ``valid``, the test fold's), read
+    from the Parquet footers: what one block of a stage that works fold by fold holds."""
+    split_dir = Path(split_dir)
+    return sum(pq.read_metadata(split_dir / f"{p}.parquet").num_rows for p in ("train", "valid"))
+
+
 def load_catalogue(prepared_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The items and users tables (the id maps with their metadata)."""
     prepared_dir = Path(prepared_dir)

@@ -235,6 +235,14 @@ class StagedFiles:
         else:
             frame_parquet(content, tmp)
 
+    def temporary(self, target: str | os.PathLike[str]) -> Path:
+        """A temporary file beside ``target`` for someone else to write (a worker process of
+        :mod:`recpipe.engine`), put in place with the others; removed if anything fails."""
+        target = Path(target)
+        tmp = temp_beside(target)
+        self._staged.append((tmp, target))
+        return tmp
+
     def _commit(self) -> None:
         for rows in self._streams:
             rows.close()

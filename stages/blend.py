@@ -9,7 +9,8 @@ With ``blend.search`` the weights are picked on the valid fold (its labels) and 
 unchanged to the test fold; the test fold's targets are never read here. With search bags,
 the valid fold's own hybrid is out of bag: each user's comes from the bags without the user.
 Every fold is built and written ``blend.block_users`` users at a time (the search holds
-only its bags' users).
+only its bags' users); the folds after the valid one are independent blocks, blended side
+by side in worker processes where :mod:`recpipe.engine` says.
 ``<out>/weights.json`` holds the weights applied to the test fold (unrounded) and the
 normalisation, which the serving bundle applies again.
 Extra ranker folds (``split.ranker_folds``) get ``<out>/<fold>.parquet`` only, their hybrid
@@ -21,6 +22,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -36,9 +39,10 @@ from recpipe.blending import (
     rank_by,
 )
 from recpipe.config import load_params
+from recpipe.engine import describe, run_blocks, workers
 from recpipe.errors import ConfigError, DataError
-from recpipe.folds import FOLDS, fold_names, load_fold
-from recpipe.io import json_bytes, staged_files
+from recpipe.folds import FOLDS, fold_names, history_events, load_fold
+from recpipe.io import ParquetRows, json_bytes, staged_files
 from recpipe.log import get_logger
 from recpipe.models.registry import MODELS
 from recpipe.stage import run_stage
@@ -63,64 +67,122 @@ def with_hybrid(df: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
     return df
 
 
+@dataclass(frozen=True)
+class _FoldJob:
+    """What blending a fold after the valid one needs (picklable: it goes to a worker)."""
+
+    cfg: BlendConfig
+    weights: dict[str, float]
+    candidates: Path
+    models: Path
+    out: dict[str, tuple[Path, Path | None]]  # fold -> temporaries of its pairs and recs
+
+
+def fold_inputs(
+    cand_dir: Path, models_dir: Path, fold_name: str
+) -> tuple[dict[str, pd.DataFrame], dict]:
+    """The fold's candidates of every enabled model and those models, fitted on the fold."""
+    cands = enabled_candidates(cand_dir, fold_name)
+    if not cands:
+        enabled = [m for m in MODELS if model_enabled(model_dir(models_dir, m, fold_name))]
+        if not enabled:
+            raise ConfigError("no enabled candidate model: enable at least one in candidates.*")
+        raise DataError(
+            f"no candidates for the {fold_name} fold: the enabled models "
+            f"({', '.join(enabled)}) recommended nothing (does the fold have target "
+            "users? see reports/split.json)",
+            file=str(cand_dir),
+        )
+    return cands, {m: load_model(model_dir(models_dir, m, fold_name)) for m in cands}
+
+
+def write_fold(
+    frames: Iterable[pd.DataFrame], pairs: ParquetRows, recs: ParquetRows | None, n: int
+) -> int:
+    """Write a fold's blocks (and the hybrid's top ``n`` of each to ``recs``); its users."""
+    users = 0
+    for df in frames:
+        pairs.write(df)
+        if recs is not None:  # an extra ranker fold only feeds the ranker
+            recs.write(rank_by(df, df["m_hybrid"].to_numpy(), n))
+        users += int(df["user_idx"].nunique())  # blocks never share a user
+    return users
+
+
+def blend_fold(job: _FoldJob, fold_name: str) -> tuple[int, int]:
+    """Blend one fold after the valid one with its weights (one block of the engine): write
+    its pairs and recs into the temporaries ``job.out`` names; (pairs, users)."""
+    cands, models = fold_inputs(job.candidates, job.models, fold_name)
+    frames = (
+        with_hybrid(blend_block(block, models, job.cfg.normalise), job.weights)
+        for block in candidate_blocks(cands, job.cfg.block_users)
+    )
+    pairs_path, recs_path = job.out[fold_name]
+    pairs = ParquetRows(pairs_path)
+    recs = None if recs_path is None else ParquetRows(recs_path)
+    users = write_fold(frames, pairs, recs, job.cfg.n)
+    for rows in (pairs, recs):
+        if rows is not None:
+            rows.close()
+    return pairs.rows, users
+
+
 def run(args: argparse.Namespace) -> None:
     cfg = load_params("blend", BlendConfig, args.params)
     seed = load_params("seed", int, args.params)
-    cand_dir, out = Path(args.candidates), Path(args.out)
-    weights: dict[str, float] = {}
+    cand_dir, models_dir, out = Path(args.candidates), Path(args.models), Path(args.out)
     summary: dict = {"normalise": cfg.normalise}
     with staged_files() as staged:
-        for fold_name in fold_names(args.split):  # valid first: it fixes the weights
-            cands = enabled_candidates(cand_dir, fold_name)
-            if not cands:
-                enabled = [m for m in MODELS if model_enabled(model_dir(args.models, m, fold_name))]
-                if not enabled:
-                    raise ConfigError(
-                        "no enabled candidate model: enable at least one in candidates.*"
-                    )
-                raise DataError(
-                    f"no candidates for the {fold_name} fold: the enabled models "
-                    f"({', '.join(enabled)}) recommended nothing (does the fold have target "
-                    "users? see reports/split.json)",
-                    file=str(cand_dir),
+        # The valid fold first: its labels fix the weights.
+        cands, models = fold_inputs(cand_dir, models_dir, "valid")
+        truth = load_fold(args.split, "valid").targets if cfg.search else None
+        valid = ValidFold(cands, models, cfg, seed, truth)
+        weights = valid.weights
+        if valid.searched is not None:
+            log.info("searched weights %s", valid.searched.weights)
+        pairs = staged.stream(out / "valid.parquet")
+        users = write_fold(valid.blocks(), pairs, staged.stream(out / "valid_recs.parquet"), cfg.n)
+        summary["valid"] = fold_summary(pairs.rows, users)
+        log.info("valid: %d pairs for %d users", pairs.rows, users)
+        if valid.value is not None:
+            summary[f"valid_{cfg.search_metric}"] = round(valid.value, 4)
+            log.info("valid %s of the searched weights: %.4f", cfg.search_metric, valid.value)
+        del valid, cands, models
+        # Then every other fold with those weights: independent blocks.
+        rest = [f for f in fold_names(args.split) if f != "valid"]
+        job = _FoldJob(
+            cfg,
+            weights,
+            cand_dir,
+            models_dir,
+            {
+                f: (
+                    staged.temporary(out / f"{f}.parquet"),
+                    staged.temporary(out / f"{f}_recs.parquet") if f in FOLDS else None,
                 )
-            models = {m: load_model(model_dir(args.models, m, fold_name)) for m in cands}
-            valid = None
-            if fold_name == "valid":  # first: it fixes the weights
-                truth = load_fold(args.split, "valid").targets if cfg.search else None
-                valid = ValidFold(cands, models, cfg, seed, truth)
-                weights = valid.weights
-                if valid.searched is not None:
-                    log.info("searched weights %s", valid.searched.weights)
-                frames: Iterable[pd.DataFrame] = valid.blocks()
-            else:
-                frames = (
-                    with_hybrid(blend_block(block, models, cfg.normalise), weights)
-                    for block in candidate_blocks(cands, cfg.block_users)
-                )
-            pairs = staged.stream(out / f"{fold_name}.parquet")
-            recs = staged.stream(out / f"{fold_name}_recs.parquet") if fold_name in FOLDS else None
-            users = 0
-            for df in frames:
-                pairs.write(df)
-                if recs is not None:  # an extra ranker fold only feeds the ranker
-                    recs.write(rank_by(df, df["m_hybrid"].to_numpy(), cfg.n))
-                users += int(df["user_idx"].nunique())  # blocks never share a user
-            del frames, cands, models
-            if valid is not None and valid.value is not None:
-                summary[f"valid_{cfg.search_metric}"] = round(valid.value, 4)
-                log.info("valid %s of the searched weights: %.4f", cfg.search_metric, valid.value)
-            summary[fold_name] = {
-                "pairs": pairs.rows,
-                "users": users,
-                "mean_candidates_per_user": round(pairs.rows / users, 2) if users else 0.0,
-            }
-            log.info("%s: %d pairs for %d users", fold_name, pairs.rows, users)
+                for f in rest
+            },
+        )
+        n_workers = workers(history_events(args.split))
+        describe(n_workers, len(rest), "folds")
+        for fold_name, (rows, users) in zip(
+            rest, run_blocks(partial(blend_fold, job), rest, n_workers), strict=True
+        ):
+            summary[fold_name] = fold_summary(rows, users)
+            log.info("%s: %d pairs for %d users", fold_name, rows, users)
         summary["weights"] = {m: round(float(w), 4) for m, w in sorted(weights.items())}
         # unrounded, for whatever applies the blend later (the serving bundle)
         applied = {m: float(w) for m, w in weights.items()}
         staged.add(out / WEIGHTS_FILE, json_bytes({"normalise": cfg.normalise, "weights": applied}))
         staged.add(Path(args.summary), json_bytes(summary))
+
+
+def fold_summary(rows: int, users: int) -> dict:
+    return {
+        "pairs": rows,
+        "users": users,
+        "mean_candidates_per_user": round(rows / users, 2) if users else 0.0,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

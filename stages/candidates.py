@@ -8,20 +8,31 @@ For each fold (``valid``, ``test`` and any extra ranker folds of ``split.ranker_
 model is fitted on that fold's history (docs/architecture.md, "Folds") and recommends for
 the fold's target users; it writes the candidates (``user_idx, item_idx, score, rank``) and
 the fitted model where :mod:`recpipe.artifacts` says (the blend and the evaluation score
-arbitrary pairs with it). A disabled model writes empty candidates and no model file, so
-the DAG keeps its shape.
+arbitrary pairs with it). The folds are independent blocks, fitted side by side in worker
+processes where :mod:`recpipe.engine` says. A disabled model writes empty candidates and
+no model file, so the DAG keeps its shape.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from recpipe.artifacts import EXTRA_DIR, candidates_file, remove_model, save_model
-from recpipe.config import load_params
+from recpipe.config import Config, load_params
+from recpipe.engine import describe, run_blocks, workers
 from recpipe.errors import ConfigError
-from recpipe.folds import fold_names, load_catalogue, load_fold, ranker_folds, train_data
+from recpipe.folds import (
+    fold_names,
+    history_events,
+    load_catalogue,
+    load_fold,
+    ranker_folds,
+    train_data,
+)
 from recpipe.io import write_json, write_parquet
 from recpipe.log import get_logger
 from recpipe.models.base import concat_recs
@@ -36,6 +47,19 @@ def params_for(model: str) -> tuple[str, ...]:
     return (f"candidates.{model}", "seed")
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What fitting one fold needs besides the fold's name (picklable: it goes to a worker)."""
+
+    model: str
+    cfg: Config
+    seed: int
+    split: Path
+    prepared: Path
+    models_dir: Path
+    out: Path
+
+
 def run(args: argparse.Namespace) -> None:
     try:
         cls = model_class(args.model)
@@ -43,37 +67,54 @@ def run(args: argparse.Namespace) -> None:
         raise ConfigError(str(exc.args[0])) from None
     cfg = load_params(f"candidates.{args.model}", cls.config_class, args.params)
     seed = load_params("seed", int, args.params)
-    items, users = load_catalogue(args.prepared)
-    models_dir, out = Path(args.models_dir), Path(args.out)
-    for fold_name in fold_names(args.split):
-        fold = load_fold(args.split, fold_name)
-        target = candidates_file(out, fold_name, args.model)
-        fold_dir = models_dir / fold_name
-        meta = {"model": args.model, "fold": fold_name, "enabled": cfg.enabled}
-        if not cfg.enabled:
-            write_parquet(concat_recs([]), target)
-            remove_model(fold_dir)
-            write_json(meta, fold_dir / "meta.json")
-            log.info("%s disabled: wrote empty candidates for %s", args.model, fold_name)
-            continue
-        model = cls(cfg, seed=seed).fit(train_data(fold, items, users))
-        recs = model.recommend(fold.target_users.to_numpy(), cfg.n)
-        save_model(model, fold_dir)
-        write_parquet(recs, target)
-        meta.update(users=int(recs["user_idx"].nunique()), rows=len(recs))
-        write_json(meta, fold_dir / "meta.json")
-        log.info(
-            "%s/%s: %d candidates for %d of %d target users",
-            args.model,
-            fold_name,
-            len(recs),
-            meta["users"],
-            len(fold.target_users),
-        )
+    job = _Job(
+        args.model,
+        cfg,
+        seed,
+        Path(args.split),
+        Path(args.prepared),
+        Path(args.models_dir),
+        Path(args.out),
+    )
+    folds = fold_names(job.split)
+    n_workers = workers(history_events(job.split)) if cfg.enabled else 1
+    describe(n_workers, len(folds), "folds")
+    run_blocks(partial(_fit_fold, job), folds, n_workers)
     # The extra folds' folder is this stage's DVC output even when the split made no extra
     # fold: a small index of what it holds keeps it present.
-    extra = list(ranker_folds(args.split))
-    write_json({"model": args.model, "folds": extra}, out / EXTRA_DIR / args.model / "folds.json")
+    extra = list(ranker_folds(job.split))
+    write_json(
+        {"model": args.model, "folds": extra}, job.out / EXTRA_DIR / args.model / "folds.json"
+    )
+
+
+def _fit_fold(job: _Job, fold_name: str) -> None:
+    """Fit the model on one fold and write its candidates, model and meta (one block)."""
+    target = candidates_file(job.out, fold_name, job.model)
+    fold_dir = job.models_dir / fold_name
+    meta = {"model": job.model, "fold": fold_name, "enabled": job.cfg.enabled}
+    if not job.cfg.enabled:
+        write_parquet(concat_recs([]), target)
+        remove_model(fold_dir)
+        write_json(meta, fold_dir / "meta.json")
+        log.info("%s disabled: wrote empty candidates for %s", job.model, fold_name)
+        return
+    items, users = load_catalogue(job.prepared)
+    fold = load_fold(job.split, fold_name)
+    model = model_class(job.model)(job.cfg, seed=job.seed).fit(train_data(fold, items, users))
+    recs = model.recommend(fold.target_users.to_numpy(), job.cfg.n)
+    save_model(model, fold_dir)
+    write_parquet(recs, target)
+    meta.update(users=int(recs["user_idx"].nunique()), rows=len(recs))
+    write_json(meta, fold_dir / "meta.json")
+    log.info(
+        "%s/%s: %d candidates for %d of %d target users",
+        job.model,
+        fold_name,
+        len(recs),
+        meta["users"],
+        len(fold.target_users),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,16 +18,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from recpipe.config import load_params
+from recpipe.engine import describe as engine_describe
+from recpipe.engine import run_blocks, workers
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.history import history_now
 from recpipe.features.pairs import pair_arrays, pair_context, pair_features, similarities_by_block
-from recpipe.folds import Fold, load_catalogue, load_fold, ranker_folds
+from recpipe.folds import Fold, history_events, load_catalogue, load_fold, ranker_folds
 from recpipe.io import atomic_path, user_blocks_of, write_json, write_parquet
 from recpipe.log import get_logger
 from recpipe.models.base import concat_recs
@@ -97,6 +101,57 @@ def describe(
     return assemble(blend, uf, itf, pd.concat([blend[KEY], pf], axis=1))
 
 
+@dataclass(frozen=True)
+class _ListsJob:
+    """What describing one training fold needs besides its name (picklable: for a worker)."""
+
+    split: Path
+    blend: Path
+    features: Path
+    items: pd.DataFrame
+    cfg: FeaturesConfig
+    rcfg: RankerConfig
+    seed: int
+    folds: int
+
+
+def fold_lists(
+    job: _ListsJob, fold_k: tuple[int, str]
+) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarray, int, bool]:
+    """One training fold's part of :func:`training_lists` (one block of the engine): its
+    learning columns, every described column's name, labels, list ids, the lists left out
+    for having no positive, and whether its negatives were sampled."""
+    k, name = fold_k
+    rcfg = job.rcfg
+    fold = load_fold(job.split, name)
+    pairs = candidates(fold, job.blend, rcfg)
+    y = labels(pairs, fold.targets)
+    keep, without = training_rows(pairs, y, None, job.seed + k)
+    lists = int(pairs.loc[keep, "user_idx"].nunique())
+    positives = int(y[keep].sum())
+    rows = int(keep.sum())
+    cap = negatives_cap(rcfg, lists=lists, positives=positives, rows=rows, folds=job.folds)
+    sampled = False
+    if cap is not None:
+        keep, _ = training_rows(pairs, y, cap, job.seed + k)
+        if int(keep.sum()) < rows:
+            sampled = True
+            log.info("%s: at most %d negatives kept a list (ranker.train_*)", name, cap)
+    # features only for the rows learnt from: they are most of the stage's cost
+    df = describe(fold, pairs[keep].reset_index(drop=True), job.features, job.items, job.cfg)
+    columns = list(df.columns)
+    # every fold selects from its own columns; training_lists checks they are the same
+    feats = select_features(columns, rcfg)
+    return (
+        learning_columns(df, feats, rcfg),
+        columns,
+        labels(df, fold.targets),
+        df["user_idx"].to_numpy(np.int64) + k * LIST_STRIDE,
+        without,
+        sampled,
+    )
+
+
 def training_lists(
     split_dir: str | Path,
     folds: tuple[str, ...],
@@ -113,48 +168,29 @@ def training_lists(
     :func:`~recpipe.ranking.learning_columns`); the features; with each row's list id (fold number
     times a stride above every user index, plus the user), so a user's lists of different
     folds stay apart; how many lists were left out for having no positive; and how many
-    folds were sampled (``ranker.train_max_rows``, ``train_negatives``)."""
-    frames, ys, queries = [], [], []
-    dropped = sampled = 0
-    feats: list[str] | None = None
-    columns: list[str] = []
-    for k, name in enumerate(folds):
-        fold = load_fold(split_dir, name)
-        pairs = candidates(fold, blend_dir, rcfg)
-        y = labels(pairs, fold.targets)
-        keep, without = training_rows(pairs, y, None, seed + k)
-        lists = int(pairs.loc[keep, "user_idx"].nunique())
-        positives = int(y[keep].sum())
-        rows = int(keep.sum())
-        cap = negatives_cap(rcfg, lists=lists, positives=positives, rows=rows, folds=len(folds))
-        if cap is not None:
-            keep, _ = training_rows(pairs, y, cap, seed + k)
-            if int(keep.sum()) < rows:
-                sampled += 1
-                log.info("%s: at most %d negatives kept a list (ranker.train_*)", name, cap)
-        dropped += without
-        # features only for the rows learnt from: they are most of the stage's cost
-        df = describe(fold, pairs[keep].reset_index(drop=True), features_dir, items, cfg)
-        ys.append(labels(df, fold.targets))
-        if feats is None:  # the first fold's columns: a pattern matching none is an error
-            columns = list(df.columns)
-            feats = select_features(columns, rcfg)
-        elif list(df.columns) != columns:
+    folds were sampled (``ranker.train_max_rows``, ``train_negatives``). The folds are
+    independent blocks, described side by side in worker processes where
+    :mod:`recpipe.engine` says."""
+    job = _ListsJob(Path(split_dir), blend_dir, features_dir, items, cfg, rcfg, seed, len(folds))
+    n_workers = workers(history_events(split_dir))
+    engine_describe(n_workers, len(folds), "training folds")
+    parts = run_blocks(partial(fold_lists, job), list(enumerate(folds)), n_workers)
+    columns = parts[0][1]
+    for name, part in zip(folds, parts, strict=True):
+        if part[1] != columns:
             raise ValueError(
                 f"fold {name}: its columns differ from the {folds[0]} fold's (models or "
                 "features written by different runs?); rerun the pipeline"
             )
-        queries.append(df["user_idx"].to_numpy(np.int64) + k * LIST_STRIDE)
-        frames.append(learning_columns(df, feats, rcfg))  # held until all folds are stacked
-        del df
-    assert feats is not None  # folds holds at least the valid fold
+    frames, _, ys, queries, without, sampled = zip(*parts, strict=True)
+    del parts
     return (
         pd.concat(frames, ignore_index=True),
-        feats,
+        select_features(columns, rcfg),
         np.concatenate(ys).astype(np.float32),
         np.concatenate(queries),
-        dropped,
-        sampled,
+        sum(without),
+        sum(sampled),
     )
 
 

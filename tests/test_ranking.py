@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -19,11 +20,16 @@ from hypothesis import strategies as st
 # The project builder lives with the blend stage's test (the rank stage needs its outputs).
 from test_blending import Project, build_project, run_blend
 
+from recpipe.artifacts import candidates_file
 from recpipe.blending import hybrid_score, rank_by
+from recpipe.engine import WORKERS
 from recpipe.errors import ConfigError
 from recpipe.evaluation.metrics import topn_metrics
 from recpipe.features.config import FeaturesConfig
 from recpipe.folds import load_catalogue, load_fold, ranker_folds
+from recpipe.io import write_parquet
+from recpipe.models.base import concat_recs
+from recpipe.models.registry import MODELS
 from recpipe.ranking import (
     KEY,
     RankerConfig,
@@ -44,7 +50,7 @@ from recpipe.ranking import (
     train,
     training_rows,
 )
-from stages import features, rank
+from stages import candidates, features, rank
 
 # --------------------------------------------------------------------------- select_features
 
@@ -896,6 +902,59 @@ def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(ranked_extra: 
             blend_out / "blend" / name
         ).read_bytes(), name
     assert (blocked / "blend.json").read_bytes() == (blend_out / "blend.json").read_bytes()
+
+
+def test_the_stages_write_the_same_bytes_one_fold_at_a_time_and_side_by_side(
+    ranked_extra: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's blocks (a model's folds, the blend's folds after the valid one, the
+    ranker's training folds) run one at a time (``RECPIPE_WORKERS=1``) and three side by
+    side in worker processes: every file has the same bytes (ALS included, whose threads
+    follow a worker's share)."""
+    p, _, _ = ranked_extra
+    params = yaml.safe_load(p.params.read_text())
+    params["candidates"]["als"] = {"n": 20, "factors": 8, "iterations": 3}
+    with_als = p.root / "params_als.yaml"
+    with_als.write_text(yaml.safe_dump(params))
+    runs = {}
+    for n in ("1", "3"):
+        monkeypatch.setenv(WORKERS, n)
+        root = p.root / f"workers{n}"
+        for model in ("itemknn", "als"):
+            argv = ["--model", model, "--split", str(p.split), "--prepared", str(p.prepared)]
+            argv += ["--models-dir", str(root / "models" / model)]
+            argv += ["--out", str(root / "candidates"), "--params", str(with_als)]
+            assert candidates.main(argv) == 0
+        assert run_blend(p, root) == 0
+        assert run_rank(p, p.split, root, root / "rank") == 0
+        runs[n] = {f.relative_to(root): f.read_bytes() for f in root.rglob("*") if f.is_file()}
+    assert sorted(runs["1"]) == sorted(runs["3"])
+    assert len([f for f in runs["1"] if f.parts[0] == "candidates"]) == 2 * 4 + 2  # + indexes
+    for name, content in runs["1"].items():
+        assert runs["3"][name] == content, name
+
+
+def test_a_fold_failing_in_a_worker_leaves_the_blends_files_as_they_were(
+    ranked_extra: tuple,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A fold blended in a worker process stops the stage with its clear error; nothing the
+    stage had written (the valid fold, the other folds) replaces the previous outputs, and
+    no temporary file is left."""
+    p, blend_out, _ = ranked_extra
+    broken = dataclasses.replace(p, candidates=tmp_path / "candidates")
+    shutil.copytree(p.candidates, broken.candidates)
+    for model in MODELS:
+        write_parquet(concat_recs([]), candidates_file(broken.candidates, "extra2", model))
+    out = tmp_path / "out"
+    shutil.copytree(blend_out, out)
+    before = {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    monkeypatch.setenv(WORKERS, "2")
+    assert run_blend(broken, out) == 2
+    assert "no candidates for the extra2 fold" in caplog.text
+    assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
 
 
 def _joined(blend, user_feats, item_feats, pair_feats) -> pd.DataFrame:

@@ -38,6 +38,7 @@ import scipy.sparse as sp
 from pydantic import Field
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
+from recpipe import engine
 from recpipe.models.base import ModelConfig, TrainData
 from recpipe.models.retrieval import FactorIndex, FactorRecommender, RetrievalConfig
 
@@ -77,7 +78,8 @@ class ALSConfig(ModelConfig):
     num_threads: int = Field(
         0,
         ge=0,
-        description="implicit's training threads (0: all cores); results do not depend on it",
+        description="implicit's training threads (0: every CPU this process may use, its "
+        "share in a worker process); results do not depend on it",
     )
     retrieval: RetrievalConfig = Field(
         default_factory=RetrievalConfig, description="top-n retrieval through faiss"
@@ -187,7 +189,7 @@ def fit_implicit(conf: sp.csr_matrix, cfg: ALSConfig, seed: int) -> tuple[np.nda
             alpha=1.0,  # conf already holds the confidences
             iterations=cfg.iterations,
             use_cg=cfg.use_cg,
-            num_threads=cfg.num_threads,
+            num_threads=cfg.num_threads or engine.threads(),
             random_state=seed,
         )
         model.fit(conf, show_progress=False)

@@ -44,6 +44,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
+from recpipe import engine
 from recpipe.config import Config
 from recpipe.dataset import TrainData
 from recpipe.persist import ArtifactError, Persistent
@@ -60,7 +61,9 @@ BLOCK_THREADS = max(
 
 
 def in_threads(work: Callable[[Any], Any], blocks: Sequence[Any], threads: int) -> list:
-    """``[work(b) for b in blocks]``, ``threads`` blocks side by side (in order)."""
+    """``[work(b) for b in blocks]``, ``threads`` blocks side by side (in order), at most
+    :func:`recpipe.engine.threads` (a worker process's share of the CPUs)."""
+    threads = min(threads, engine.threads())
     if threads > 1 and len(blocks) > 1:
         with ThreadPoolExecutor(threads) as pool:
             return list(pool.map(work, blocks))

@@ -1,0 +1,125 @@
+"""Where a stage's blocks run: one after another, or side by side in worker processes.
+
+A stage whose work splits into independent blocks (a candidate model's folds, the blend's
+folds, the bundle's models) hands them to :func:`run_blocks` as a module-level function
+and one picklable argument per block. A block reads its inputs from files or from its
+argument and writes its own outputs (atomically, like every stage output), so where it
+runs changes the time and the peak memory, never the bytes: the tests run each stage
+with one worker and with several and compare the files. This is also the seam of the
+distributed engine: a block function and its argument are what a cluster is handed.
+
+How many processes (:func:`workers`): the environment variable ``RECPIPE_WORKERS``, an
+integer (``1`` runs every block in the stage's own process, as before this module), or
+``auto`` (the default): the CPUs this process may use, but one when the stage's data holds
+more than :data:`PARALLEL_MAX_EVENTS` events, because each worker holds its own block (a
+fold's history, a model) and at 10M and 25M events one block already takes several GiB
+(``bench/README.md``). The setting is not a DVC param: it changes no output, so changing it
+re-runs nothing.
+
+A worker's own threads (numpy blocks, BLAS, implicit's OpenMP) are limited to its share of
+the CPUs (:func:`threads`), so that two workers on two cores do not each run two threads
+(which measured no faster than one process). No output depends on a thread count.
+
+Workers are forked from the stage's process: they start at once and share what it has
+loaded. A stage forks before it runs anything multithreaded of its own (OpenMP in
+particular, which does not survive a fork), which the stages using this module do.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+from recpipe.errors import ConfigError
+from recpipe.log import get_logger
+
+log = get_logger("engine")
+
+WORKERS = "RECPIPE_WORKERS"
+"""Environment variable: worker processes a stage runs its blocks in (``auto`` or an
+integer >= 1)."""
+
+PARALLEL_MAX_EVENTS = 5_000_000
+"""``auto`` runs blocks side by side up to this many events in the stage's data: measured
+at the synthetic default and 1M (``bench/README.md``, "Blocks side by side"); the 10M and
+25M runs keep one block at a time, whose peaks are measured."""
+
+_share: int | None = None
+"""In a worker process: the threads it may run (set when it starts); None elsewhere."""
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def cpus() -> int:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def threads() -> int:
+    """Threads this process's own parallel work may use: every CPU in a stage's process, its
+    share of them in a worker of :func:`run_blocks`."""
+    return _share if _share is not None else cpus()
+
+
+def _start_worker(share: int) -> None:
+    global _share
+    _share = share
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(share)
+
+
+def workers(events: int, environ: dict[str, str] | None = None) -> int:
+    """Worker processes for a stage whose data holds ``events`` events (module docstring)."""
+    env = os.environ if environ is None else environ
+    value = env.get(WORKERS, "auto").strip().lower() or "auto"
+    if value == "auto":
+        return cpus() if events <= PARALLEL_MAX_EVENTS else 1
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"{WORKERS}={env[WORKERS]!r}: expected 'auto' or an integer >= 1")
+    return n
+
+
+def run_blocks(work: Callable[[T], R], blocks: Sequence[T], n_workers: int) -> list[R]:
+    """``[work(b) for b in blocks]``, up to ``n_workers`` blocks side by side (in order).
+
+    ``work`` must be a module-level function (or a :func:`functools.partial` of one) and
+    each block and result picklable. An error in a block is raised here as it was raised
+    there (its traceback attached), after the blocks still queued are cancelled; a worker
+    that dies (killed for memory, say) is reported with what to set.
+    """
+    n = min(n_workers, len(blocks))
+    if n <= 1:
+        return [work(b) for b in blocks]
+    pool = ProcessPoolExecutor(
+        n,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_start_worker,
+        initargs=(max(1, threads() // n),),
+    )
+    try:
+        return list(pool.map(work, blocks))
+    except BrokenProcessPool as exc:
+        raise RuntimeError(
+            f"a worker process died while running {len(blocks)} blocks {n} at a time "
+            f"(out of memory?); set {WORKERS}=1 to run them one at a time"
+        ) from exc
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def describe(n_workers: int, blocks: int, what: str) -> None:
+    """Log how a stage's blocks will run (one line, for the stage's log)."""
+    if n_workers > 1 and blocks > 1:
+        log.info("%d %s, %d side by side (%s)", blocks, what, min(n_workers, blocks), WORKERS)
