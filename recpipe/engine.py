@@ -1,7 +1,7 @@
 """Where a stage's blocks run: one after another, or side by side in worker processes.
 
 A stage whose work splits into independent blocks (a candidate model's folds, the blend's
-folds, the bundle's models) hands them to :func:`run_blocks` as a module-level function
+folds, the ranker's training folds) hands them to :func:`run_blocks` as a module-level function
 and one picklable argument per block. A block reads its inputs from files or from its
 argument and writes its own outputs (atomically, like every stage output), so where it
 runs changes the time and the peak memory, never the bytes: the tests run each stage
@@ -12,9 +12,9 @@ How many processes (:func:`workers`): the environment variable ``RECPIPE_WORKERS
 integer (``1`` runs every block in the stage's own process, as before this module), or
 ``auto`` (the default): the CPUs this process may use, but one when the stage's data holds
 more than :data:`PARALLEL_MAX_EVENTS` events, because each worker holds its own block (a
-fold's history, a model) and at 10M and 25M events one block already takes several GiB
-(``bench/README.md``). The setting is not a DVC param: it changes no output, so changing it
-re-runs nothing.
+fold's history and what is fitted on it), and at 25M events one block already takes
+several GiB (``bench/README.md``). The setting is not a DVC param: it changes no output,
+so changing it re-runs nothing.
 
 A worker's own threads (numpy blocks, BLAS, implicit's OpenMP) are limited to its share of
 the CPUs (:func:`threads`), so that two workers on two cores do not each run two threads
@@ -43,10 +43,12 @@ WORKERS = "RECPIPE_WORKERS"
 """Environment variable: worker processes a stage runs its blocks in (``auto`` or an
 integer >= 1)."""
 
-PARALLEL_MAX_EVENTS = 5_000_000
-"""``auto`` runs blocks side by side up to this many events in the stage's data: measured
-at the synthetic default and 1M (``bench/README.md``, "Blocks side by side"); the 10M and
-25M runs keep one block at a time, whose peaks are measured."""
+PARALLEL_MAX_EVENTS = 12_000_000
+"""``auto`` runs blocks side by side up to this many events in the stage's data. Measured
+at 10M events (``bench/README.md``, "Folds side by side"): the candidate stages' peaks
+rise from at most 2.7 GiB to at most 4.0 GiB with two workers, under the blend's 4.8 GiB
+and the 8 GiB target; at 25M a fold alone takes the candidate stages to 6-11 GiB, so two
+would pass the 16 GiB target, and the stages there run one block at a time."""
 
 _share: int | None = None
 """In a worker process: the threads it may run (set when it starts); None elsewhere."""
