@@ -60,8 +60,9 @@ def env() -> dict[str, str]:
 
 
 def tree_pss_mib(root: int) -> float:
-    """The proportional set size of ``root`` and its descendants, MiB (Linux): pages that
-    forked workers share with their parent are counted once, split between them."""
+    """The proportional set size of ``root``'s descendants (``root``, ``dvc`` itself, left
+    out), MiB (Linux): pages that forked workers share with their parent are counted once,
+    split between them."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -71,7 +72,7 @@ def tree_pss_mib(root: int) -> float:
                 continue
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
             children.setdefault(ppid, []).append(int(entry))
-    kib, todo = 0, [root]
+    kib, todo = 0, list(children.get(root, []))
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, []))

@@ -16,13 +16,16 @@ fold's history and what is fitted on it), and at 25M events one block already ta
 several GiB (``bench/README.md``). The setting is not a DVC param: it changes no output,
 so changing it re-runs nothing.
 
-A worker's own threads (numpy blocks, BLAS, implicit's OpenMP) are limited to its share of
-the CPUs (:func:`threads`), so that two workers on two cores do not each run two threads
-(which measured no faster than one process). No output depends on a thread count.
+A worker's own threads (numpy blocks, BLAS) are limited to its share of the CPUs
+(:func:`threads`), so that two workers on two cores do not each run two threads (which
+measured no faster than one process). No output depends on a thread count.
 
 Workers are forked from the stage's process: they start at once and share what it has
-loaded. A stage forks before it runs anything multithreaded of its own (OpenMP in
-particular, which does not survive a fork), which the stages using this module do.
+loaded. OpenMP (implicit's ALS, faiss, XGBoost) does not survive a fork: in a child of a
+process whose OpenMP threads have run, a parallel region of more than one thread waits
+forever for them. So a worker runs OpenMP on one thread (:func:`omp_threads`, which code
+starting OpenMP regions asks), whatever its share, and the stages do not run OpenMP
+themselves before they fork.
 """
 
 from __future__ import annotations
@@ -44,9 +47,10 @@ WORKERS = "RECPIPE_WORKERS"
 integer >= 1)."""
 
 PARALLEL_MAX_EVENTS = 12_000_000
-"""``auto`` runs blocks side by side up to this many events in the stage's data. Measured
-at 10M events (``bench/README.md``, "Folds side by side"): the candidate stages' peaks
-rise from at most 2.7 GiB to at most 4.0 GiB with two workers, under the blend's 4.8 GiB
+"""``auto`` runs blocks side by side up to this many events in the largest fold's history
+(:func:`recpipe.folds.history_events`). Measured at 10M events (``bench/README.md``,
+"Folds side by side in worker processes"): the candidate stages' peaks rise from at most
+2.7 GiB in one process to at most 4.0 GiB with two workers, under the blend's 4.8 GiB
 and the 8 GiB target; at 25M a fold alone takes the candidate stages to 6-11 GiB, so two
 would pass the 16 GiB target, and the stages there run one block at a time."""
 
@@ -70,16 +74,24 @@ def threads() -> int:
     return _share if _share is not None else cpus()
 
 
+def omp_threads(requested: int) -> int:
+    """OpenMP threads for a parallel region that would run ``requested``: one in a worker of
+    :func:`run_blocks` (module docstring), ``requested`` elsewhere."""
+    return 1 if _share is not None else requested
+
+
 def _start_worker(share: int) -> None:
     global _share
     _share = share
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(share)
+    threadpool_limits(share, user_api="blas")
+    threadpool_limits(1, user_api="openmp")
 
 
 def workers(events: int, environ: dict[str, str] | None = None) -> int:
-    """Worker processes for a stage whose data holds ``events`` events (module docstring)."""
+    """Worker processes for a stage whose largest fold's history holds ``events`` events
+    (module docstring)."""
     env = os.environ if environ is None else environ
     value = env.get(WORKERS, "auto").strip().lower() or "auto"
     if value == "auto":
@@ -114,14 +126,18 @@ def run_blocks(work: Callable[[T], R], blocks: Sequence[T], n_workers: int) -> l
         return list(pool.map(work, blocks))
     except BrokenProcessPool as exc:
         raise RuntimeError(
-            f"a worker process died while running {len(blocks)} blocks {n} at a time "
-            f"(out of memory?); set {WORKERS}=1 to run them one at a time"
+            f"a worker process failed while running {len(blocks)} blocks {n} at a time "
+            f"({exc}; killed for memory, if nothing else is said above); set {WORKERS}=1 "
+            "to run them one at a time"
         ) from exc
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def describe(n_workers: int, blocks: int, what: str) -> None:
-    """Log how a stage's blocks will run (one line, for the stage's log)."""
-    if n_workers > 1 and blocks > 1:
-        log.info("%d %s, %d side by side (%s)", blocks, what, min(n_workers, blocks), WORKERS)
+def run_folds(work: Callable[[T], R], blocks: Sequence[T], events: int, what: str) -> list[R]:
+    """:func:`run_blocks` with :func:`workers` for data of ``events`` events, saying in the
+    stage's log how the ``what`` (folds, say) run when side by side."""
+    n = workers(events)
+    if n > 1 and len(blocks) > 1:
+        log.info("%d %s, %d side by side (%s)", len(blocks), what, min(n, len(blocks)), WORKERS)
+    return run_blocks(work, blocks, n)

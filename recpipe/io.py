@@ -217,19 +217,14 @@ class StagedFiles:
     def stream(self, target: str | os.PathLike[str]) -> ParquetRows:
         """A Parquet file to write a block at a time (:class:`ParquetRows`) into a temporary
         beside ``target``; it is closed and put in place with the others."""
-        target = Path(target)
-        tmp = temp_beside(target)
-        self._staged.append((tmp, target))
-        rows = ParquetRows(tmp)
+        rows = ParquetRows(self.temporary(target))
         self._streams.append(rows)
         return rows
 
     def add(self, target: str | os.PathLike[str], content: pd.DataFrame | bytes) -> None:
         """Write ``content`` (a frame as Parquet, bytes as they are) to a temporary file
         beside ``target`` at once, so the caller can drop it from memory."""
-        target = Path(target)
-        tmp = temp_beside(target)
-        self._staged.append((tmp, target))
+        tmp = self.temporary(target)
         if isinstance(content, bytes):
             tmp.write_bytes(content)
         else:

@@ -39,7 +39,7 @@ from recpipe.blending import (
     rank_by,
 )
 from recpipe.config import load_params
-from recpipe.engine import describe, run_blocks, workers
+from recpipe.engine import run_folds
 from recpipe.errors import ConfigError, DataError
 from recpipe.folds import FOLDS, fold_names, history_events, load_fold
 from recpipe.io import ParquetRows, json_bytes, staged_files
@@ -163,11 +163,8 @@ def run(args: argparse.Namespace) -> None:
                 for f in rest
             },
         )
-        n_workers = workers(history_events(args.split))
-        describe(n_workers, len(rest), "folds")
-        for fold_name, (rows, users) in zip(
-            rest, run_blocks(partial(blend_fold, job), rest, n_workers), strict=True
-        ):
+        done = run_folds(partial(blend_fold, job), rest, history_events(args.split), "folds")
+        for fold_name, (rows, users) in zip(rest, done, strict=True):
             summary[fold_name] = fold_summary(rows, users)
             log.info("%s: %d pairs for %d users", fold_name, rows, users)
         summary["weights"] = {m: round(float(w), 4) for m, w in sorted(weights.items())}

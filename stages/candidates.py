@@ -23,7 +23,7 @@ from pathlib import Path
 
 from recpipe.artifacts import EXTRA_DIR, candidates_file, remove_model, save_model
 from recpipe.config import Config, load_params
-from recpipe.engine import describe, run_blocks, workers
+from recpipe.engine import run_folds
 from recpipe.errors import ConfigError
 from recpipe.folds import (
     fold_names,
@@ -76,10 +76,12 @@ def run(args: argparse.Namespace) -> None:
         Path(args.models_dir),
         Path(args.out),
     )
-    folds = fold_names(job.split)
-    n_workers = workers(history_events(job.split)) if cfg.enabled else 1
-    describe(n_workers, len(folds), "folds")
-    run_blocks(partial(_fit_fold, job), folds, n_workers)
+    folds, work = fold_names(job.split), partial(_fit_fold, job)
+    if cfg.enabled:
+        run_folds(work, folds, history_events(job.split), "folds")
+    else:  # nothing to fit: empty files
+        for fold_name in folds:
+            work(fold_name)
     # The extra folds' folder is this stage's DVC output even when the split made no extra
     # fold: a small index of what it holds keeps it present.
     extra = list(ranker_folds(job.split))

@@ -26,8 +26,7 @@ import numpy as np
 import pandas as pd
 
 from recpipe.config import load_params
-from recpipe.engine import describe as engine_describe
-from recpipe.engine import run_blocks, workers
+from recpipe.engine import run_folds
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.history import history_now
 from recpipe.features.pairs import pair_arrays, pair_context, pair_features, similarities_by_block
@@ -172,9 +171,12 @@ def training_lists(
     independent blocks, described side by side in worker processes where
     :mod:`recpipe.engine` says."""
     job = _ListsJob(Path(split_dir), blend_dir, features_dir, items, cfg, rcfg, seed, len(folds))
-    n_workers = workers(history_events(split_dir))
-    engine_describe(n_workers, len(folds), "training folds")
-    parts = run_blocks(partial(fold_lists, job), list(enumerate(folds)), n_workers)
+    parts = run_folds(
+        partial(fold_lists, job),
+        list(enumerate(folds)),
+        history_events(split_dir),
+        "training folds",
+    )
     columns = parts[0][1]
     for name, part in zip(folds, parts, strict=True):
         if part[1] != columns:

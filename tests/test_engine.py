@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
+from threadpoolctl import threadpool_info
 
-from recpipe import engine
-from recpipe.engine import PARALLEL_MAX_EVENTS, WORKERS, cpus, run_blocks, threads, workers
+from recpipe.engine import (
+    PARALLEL_MAX_EVENTS,
+    WORKERS,
+    cpus,
+    omp_threads,
+    run_blocks,
+    threads,
+    workers,
+)
 from recpipe.errors import ConfigError, DataError
 from recpipe.models.base import in_threads
 
@@ -33,8 +44,9 @@ def _square(x: int) -> int:
     return x * x
 
 
-def _where(_: int) -> tuple[int, int, int]:
-    """The process, the thread share and the threads in_threads used, seen from a block."""
+def _where(_: int) -> dict:
+    """Seen from a block: its process, its thread share, whether in_threads ran every block
+    in the calling thread, BLAS's threads and the OpenMP threads a region asking 4 gets."""
     idents: set[int] = set()
     lock = threading.Lock()
 
@@ -43,7 +55,14 @@ def _where(_: int) -> tuple[int, int, int]:
             idents.add(threading.get_ident())
 
     in_threads(note, list(range(8)), 4)
-    return os.getpid(), threads(), len(idents)
+    blas = {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+    return {
+        "pid": os.getpid(),
+        "share": threads(),
+        "inline": idents == {threading.get_ident()},
+        "blas": blas,
+        "omp": omp_threads(4),
+    }
 
 
 def _fail(x: int) -> int:
@@ -67,15 +86,50 @@ def test_blocks_come_back_in_order_from_worker_processes() -> None:
 
 def test_workers_are_other_processes_with_a_share_of_the_threads() -> None:
     seen = run_blocks(_where, list(range(4)), 2)
-    assert all(pid != os.getpid() for pid, _, _ in seen)
     share = max(1, cpus() // 2)
-    assert {t for _, t, _ in seen} == {share}
-    # the models' block threads stay within a worker's share
-    assert all(used <= share for _, _, used in seen)
+    for where in seen:
+        assert where["pid"] != os.getpid()
+        assert where["share"] == share and where["blas"] <= {share}
+        assert where["omp"] == 1  # OpenMP on one thread in a forked worker, always
+        if share == 1:  # the models' block threads stay within the share
+            assert where["inline"]
     # at home: every CPU, and one block runs where it is called
-    assert threads() == cpus()
-    [(pid, share, used)] = run_blocks(_where, [0], 4)
-    assert (pid, share) == (os.getpid(), cpus()) and used <= min(cpus(), 4)
+    assert threads() == cpus() and omp_threads(4) == 4
+    [home] = run_blocks(_where, [0], 4)
+    assert (home["pid"], home["share"], home["omp"]) == (os.getpid(), cpus(), 4)
+    assert home["inline"] == (cpus() == 1)
+
+
+#: A process that has run OpenMP on two threads (implicit's ALS), then forks workers that
+#: fit ALS asking four: a parallel region of more than one thread in such a child waits
+#: forever for threads that were not forked.
+AFTER_OPENMP = """
+import numpy as np, scipy.sparse as sp
+from recpipe import engine
+from recpipe.models.als import ALSConfig, fit_implicit
+
+conf = sp.random(500, 200, density=0.05, format="csr", random_state=1, dtype=np.float32)
+conf.data += 1
+
+def fit(threads):
+    u, _ = fit_implicit(conf, ALSConfig(factors=4, iterations=2, num_threads=threads), 0)
+    return float(u.sum())
+
+home = fit(2)
+print(engine.run_blocks(fit, [4, 4, 4], 2) == [home] * 3)
+"""
+
+
+def test_workers_forked_after_openmp_ran_do_not_hang() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", AFTER_OPENMP],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True"
 
 
 def test_an_error_in_a_block_is_raised_with_its_type_and_message() -> None:
@@ -86,7 +140,6 @@ def test_an_error_in_a_block_is_raised_with_its_type_and_message() -> None:
 def test_a_worker_that_dies_is_reported_with_what_to_set() -> None:
     with pytest.raises(RuntimeError, match="RECPIPE_WORKERS=1") as err:
         run_blocks(_die, list(range(4)), 2)
-    assert "out of memory" in str(err.value)
+    assert "a worker process failed" in str(err.value) and "killed for memory" in str(err.value)
     # the stage's own process is unharmed: the next pool works
     assert run_blocks(_square, [1, 2, 3], 2) == [1, 4, 9]
-    assert engine._share is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -905,13 +906,14 @@ def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(ranked_extra: 
 
 
 def test_the_stages_write_the_same_bytes_one_fold_at_a_time_and_side_by_side(
-    ranked_extra: tuple, monkeypatch: pytest.MonkeyPatch
+    ranked_extra: tuple, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The engine's blocks (a model's folds, the blend's folds after the valid one, the
     ranker's training folds) run one at a time (``RECPIPE_WORKERS=1``) and three side by
-    side in worker processes: every file has the same bytes (ALS included, whose threads
-    follow a worker's share)."""
+    side in worker processes: every file has the same bytes (ALS's candidates included,
+    whose OpenMP runs on one thread in a worker)."""
     p, _, _ = ranked_extra
+    caplog.set_level(logging.INFO, logger="engine")
     params = yaml.safe_load(p.params.read_text())
     params["candidates"]["als"] = {"n": 20, "factors": 8, "iterations": 3}
     with_als = p.root / "params_als.yaml"
@@ -928,6 +930,12 @@ def test_the_stages_write_the_same_bytes_one_fold_at_a_time_and_side_by_side(
         assert run_blend(p, root) == 0
         assert run_rank(p, p.split, root, root / "rank") == 0
         runs[n] = {f.relative_to(root): f.read_bytes() for f in root.rglob("*") if f.is_file()}
+        # with 3, every stage ran its folds in workers: a model's 4 folds (itemknn, als),
+        # the blend's 3 after the valid one, the ranker's 3 training folds
+        side = [r.getMessage() for r in caplog.records if "side by side" in r.getMessage()]
+        expected = ["4 folds, 3", "4 folds, 3", "3 folds, 3", "3 training folds, 3"]
+        assert [m.split(" side by side")[0] for m in side] == (expected if n == "3" else [])
+        caplog.clear()
     assert sorted(runs["1"]) == sorted(runs["3"])
     assert len([f for f in runs["1"] if f.parts[0] == "candidates"]) == 2 * 4 + 2  # + indexes
     for name, content in runs["1"].items():
@@ -952,7 +960,9 @@ def test_a_fold_failing_in_a_worker_leaves_the_blends_files_as_they_were(
     shutil.copytree(blend_out, out)
     before = {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
     monkeypatch.setenv(WORKERS, "2")
+    caplog.set_level(logging.INFO, logger="engine")
     assert run_blend(broken, out) == 2
+    assert "3 folds, 2 side by side" in caplog.text  # the failing fold ran in a worker
     assert "no candidates for the extra2 fold" in caplog.text
     assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
 

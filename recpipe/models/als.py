@@ -189,7 +189,7 @@ def fit_implicit(conf: sp.csr_matrix, cfg: ALSConfig, seed: int) -> tuple[np.nda
             alpha=1.0,  # conf already holds the confidences
             iterations=cfg.iterations,
             use_cg=cfg.use_cg,
-            num_threads=cfg.num_threads or engine.threads(),
+            num_threads=engine.omp_threads(cfg.num_threads or engine.threads()),
             random_state=seed,
         )
         model.fit(conf, show_progress=False)

@@ -30,7 +30,6 @@ whose user factors are learnt, folds the user in instead).
 from __future__ import annotations
 
 import functools
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,13 +50,7 @@ from recpipe.persist import ArtifactError, Persistent
 
 #: threads of the models that rank blocks side by side (``Recommender.block_threads``): the
 #: cores this process may use, at most 4 (each thread holds one block of scores)
-BLOCK_THREADS = max(
-    1,
-    min(
-        4,
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
-    ),
-)
+BLOCK_THREADS = min(4, engine.cpus())
 
 
 def in_threads(work: Callable[[Any], Any], blocks: Sequence[Any], threads: int) -> list:

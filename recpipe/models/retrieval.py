@@ -44,6 +44,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
+from recpipe import engine
 from recpipe.config import Config
 from recpipe.models.base import Recommender, concat_recs, top_n
 from recpipe.persist import ArtifactError, Persistent
@@ -358,7 +359,7 @@ class FactorIndex(Persistent):
 def faiss_threads(n: int) -> Iterator[None]:
     """Run faiss with ``n`` OpenMP threads, restoring the previous setting afterwards."""
     before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
+    faiss.omp_set_num_threads(engine.omp_threads(n))
     try:
         yield
     finally:
