@@ -175,6 +175,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def fold_summary(rows: int, users: int) -> dict:
+    """A fold's entry of ``reports/blend.json``."""
     return {
         "pairs": rows,
         "users": users,
