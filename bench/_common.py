@@ -8,6 +8,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -68,29 +69,81 @@ def write_params(workdir: Path, params: dict) -> Path:
     return path
 
 
-def run_stage(module: str, args: list[str], workdir: Path) -> tuple[float, float]:
-    """Run ``python -m <module> <args>`` in ``workdir``; return (seconds, peak RSS in MiB).
+def tree_pss_mib(root: int, count_root: bool = True) -> float:
+    """The proportional set size of ``root`` (unless ``count_root`` is false) and its
+    descendants, MiB (Linux): pages that forked workers share with their parent are counted
+    once, split between them."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    kib, todo = 0, [root] if count_root else list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            if line.startswith("Pss:"):
+                kib += int(line.split()[1])
+                break
+    return kib / 1024.0
 
-    Each stage runs in its own process, so its peak memory is its own (ru_maxrss of the
-    waited-for child, read with wait4).
-    """
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+def measured(
+    cmd: list[str], cwd: Path, env: dict[str, str], count_root: bool = True
+) -> tuple[float, float, int, str]:
+    """Run ``cmd``: (seconds, peak MiB, exit code, stdout and stderr).
+
+    The peak is the larger of the largest single process's resident set (``ru_maxrss`` of
+    the waited-for child, which covers its reaped descendants: what a stage run in one
+    process is measured by) and the tree's summed proportional set size (:func:`tree_pss_mib`)
+    sampled every 0.2 s: what a stage with worker processes holds at once (the sampling can
+    miss a spike shorter than that). ``count_root=False`` leaves the command's own process
+    out of the sum (``dvc``, when it runs the stage)."""
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", module, *args],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+    sampled = [0.0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            sampled[0] = max(sampled[0], tree_pss_mib(proc.pid, count_root))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    # Read the output while waiting: a stage that logs more than a pipe holds must not block.
+    out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
-    out, err = proc.communicate()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{module} failed:\n{out}\n{err}")
+    done.set()
+    sampler.join()
     # Linux reports ru_maxrss in KiB.
-    return seconds, usage.ru_maxrss / 1024.0
+    return (
+        seconds,
+        max(usage.ru_maxrss / 1024.0, sampled[0]),
+        os.waitstatus_to_exitcode(status),
+        out,
+    )
+
+
+def run_stage(module: str, args: list[str], workdir: Path) -> tuple[float, float]:
+    """Run ``python -m <module> <args>`` in ``workdir``; return (seconds, peak MiB of the
+    stage and its worker processes, :func:`measured`)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    seconds, peak, code, out = measured([sys.executable, "-m", module, *args], workdir, env)
+    if code != 0:
+        raise RuntimeError(f"{module} failed:\n{out}")
+    return seconds, peak
 
 
 def machine() -> str:

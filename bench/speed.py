@@ -20,17 +20,14 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import SIZES, composed_params, copy_project, machine  # noqa: E402
+from bench._common import SIZES, composed_params, copy_project, machine, measured  # noqa: E402
 
 STAGES = [
     "code",
@@ -59,64 +56,13 @@ def env() -> dict[str, str]:
     return e
 
 
-def tree_pss_mib(root: int) -> float:
-    """The proportional set size of ``root``'s descendants (``root``, ``dvc`` itself, left
-    out), MiB (Linux): pages that forked workers share with their parent are counted once,
-    split between them."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    kib, todo = 0, list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
-        try:
-            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        for line in rollup.splitlines():
-            if line.startswith("Pss:"):
-                kib += int(line.split()[1])
-                break
-    return kib / 1024.0
-
-
 def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """(seconds, peak MiB of the process tree) of one command; raises on failure.
-
-    The peak is the larger of the largest single process's resident set (``ru_maxrss``, what
-    a stage run in one process is measured by) and the tree's summed proportional set size
-    sampled every 0.2 s (what a stage with worker processes holds at once; the sampling can
-    miss a spike shorter than that)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    sampled = [0.0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.2):
-            sampled[0] = max(sampled[0], tree_pss_mib(proc.pid))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    # Read the output while waiting: a stage that logs more than a pipe holds must not block.
-    out = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    done.set()
-    sampler.join()
-    if os.waitstatus_to_exitcode(status) != 0:
+    """(seconds, peak MiB) of one command run under ``dvc`` (:func:`bench._common.measured`,
+    ``dvc``'s own process left out of the sum); raises on failure."""
+    seconds, peak, code, out = measured(cmd, cwd, env(), count_root=False)
+    if code != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out}")
-    # ru_maxrss of a reaped child covers its reaped descendants too (Linux, KiB).
-    return seconds, max(usage.ru_maxrss / 1024.0, sampled[0])
+    return seconds, peak
 
 
 def fresh_repo(workdir: Path, params: dict) -> Path:
