@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -89,6 +90,12 @@ def _start_worker(share: int) -> None:
     threadpool_limits(1, user_api="openmp")
 
 
+def _call(payload: bytes) -> object:
+    """In a worker: one block, sent pickled by :func:`run_blocks`."""
+    work, block = pickle.loads(payload)
+    return work(block)
+
+
 def workers(events: int, environ: dict[str, str] | None = None) -> int:
     """Worker processes for a stage whose largest fold's history holds ``events`` events
     (module docstring)."""
@@ -116,6 +123,18 @@ def run_blocks(work: Callable[[T], R], blocks: Sequence[T], n_workers: int) -> l
     n = min(n_workers, len(blocks))
     if n <= 1:
         return [work(b) for b in blocks]
+    # Pickled here, not by the pool's feeder thread: an object that cannot be pickled then
+    # fails at once with its reason, where in the pool (CPython 3.11) the error can leave
+    # the pool's shutdown waiting forever (python/cpython#116685).
+    try:
+        payloads = [pickle.dumps((work, b), protocol=pickle.HIGHEST_PROTOCOL) for b in blocks]
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        raise RuntimeError(
+            f"a block cannot be sent to a worker process ({exc}): a block's function must "
+            f"be defined at module level and its argument picklable; set {WORKERS}=1 to run "
+            "the blocks in this process (needed under a profiler that runs the stage as a "
+            "script, such as python -m cProfile)"
+        ) from exc
     pool = ProcessPoolExecutor(
         n,
         mp_context=multiprocessing.get_context("fork"),
@@ -123,7 +142,7 @@ def run_blocks(work: Callable[[T], R], blocks: Sequence[T], n_workers: int) -> l
         initargs=(max(1, threads() // n),),
     )
     try:
-        return list(pool.map(work, blocks))
+        return list(pool.map(_call, payloads))
     except BrokenProcessPool as exc:
         raise RuntimeError(
             f"a worker process failed while running {len(blocks)} blocks {n} at a time "

@@ -143,3 +143,18 @@ def test_a_worker_that_dies_is_reported_with_what_to_set() -> None:
     assert "a worker process failed" in str(err.value) and "killed for memory" in str(err.value)
     # the stage's own process is unharmed: the next pool works
     assert run_blocks(_square, [1, 2, 3], 2) == [1, 4, 9]
+
+
+@pytest.mark.parametrize(
+    ("work", "blocks"),
+    [(lambda b: b, [1, 2]), (_square, [1, threading.Lock()])],
+    ids=["function", "argument"],
+)
+def test_a_block_that_cannot_be_pickled_fails_at_once_with_what_to_set(work, blocks) -> None:
+    # in the pool's feeder thread the same error could leave the pool's shutdown waiting
+    # forever; it is raised before any worker starts
+    with pytest.raises(RuntimeError, match="cannot be sent to a worker process") as err:
+        run_blocks(work, blocks, 2)
+    assert "RECPIPE_WORKERS=1" in str(err.value)
+    # one block runs in this process, where nothing is pickled
+    assert run_blocks(work, blocks[:1], 2) == [work(blocks[0])]
