@@ -74,7 +74,7 @@ class _SplitBase(Config):
         "see ranker_fold_users",
     )
     ranker_fold_users: int | None = Field(
-        30_000,
+        18_000,
         ge=1,
         description="extra folds are only carved while the ranker's folds (valid plus the "
         "extra ones) hold fewer target users than this: ceil(ranker_fold_users / valid "
