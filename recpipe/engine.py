@@ -128,7 +128,7 @@ def run_blocks(work: Callable[[T], R], blocks: Sequence[T], n_workers: int) -> l
     # the pool's shutdown waiting forever (python/cpython#116685).
     try:
         payloads = [pickle.dumps((work, b), protocol=pickle.HIGHEST_PROTOCOL) for b in blocks]
-    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+    except Exception as exc:  # pickling can raise anything a __reduce__ raises
         raise RuntimeError(
             f"a block cannot be sent to a worker process ({exc}): a block's function must "
             f"be defined at module level and its argument picklable; set {WORKERS}=1 to run "

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from threadpoolctl import threadpool_info
 
+from recpipe import engine
 from recpipe.engine import (
     PARALLEL_MAX_EVENTS,
     WORKERS,
@@ -145,16 +146,37 @@ def test_a_worker_that_dies_is_reported_with_what_to_set() -> None:
     assert run_blocks(_square, [1, 2, 3], 2) == [1, 4, 9]
 
 
+def _identity(x: object) -> object:
+    return x
+
+
+def _local_function() -> object:
+    def inner(x: object) -> object:
+        return x
+
+    return inner
+
+
 @pytest.mark.parametrize(
     ("work", "blocks"),
-    [(lambda b: b, [1, 2]), (_square, [1, threading.Lock()])],
-    ids=["function", "argument"],
+    [
+        (lambda b: b, [1, 2]),
+        (_local_function(), [1, 2]),
+        (_identity, [threading.Lock(), threading.Lock()]),
+    ],
+    ids=["lambda", "local function", "argument"],
 )
-def test_a_block_that_cannot_be_pickled_fails_at_once_with_what_to_set(work, blocks) -> None:
+def test_a_block_that_cannot_be_pickled_fails_before_a_worker_starts(
+    work, blocks, monkeypatch
+) -> None:
     # in the pool's feeder thread the same error could leave the pool's shutdown waiting
-    # forever; it is raised before any worker starts
+    # forever (CPython 3.11); it is raised before any pool exists
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a pool was started for blocks that cannot be pickled")
+
+    monkeypatch.setattr(engine, "ProcessPoolExecutor", no_pool)
     with pytest.raises(RuntimeError, match="cannot be sent to a worker process") as err:
         run_blocks(work, blocks, 2)
     assert "RECPIPE_WORKERS=1" in str(err.value)
     # one block runs in this process, where nothing is pickled
-    assert run_blocks(work, blocks[:1], 2) == [work(blocks[0])]
+    assert run_blocks(work, blocks[:1], 2) == [blocks[0]]

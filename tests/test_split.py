@@ -233,6 +233,12 @@ def test_temporal_ranker_folds_step_back_one_valid_target_at_a_time() -> None:
     ("fold_users", "valid_users", "expected"),
     [
         (None, 100, 4),  # no rule: always ranker_folds
+        (18_000, 943, 4),  # the default rule: ML-100k keeps every extra fold
+        (18_000, 4_499, 4),
+        (18_000, 4_500, 3),
+        (18_000, 6_040, 2),  # MovieLens-1M's shape
+        (18_000, 9_000, 1),
+        (18_000, 69_878, 0),  # 10M events
         (20_000, 943, 4),  # small data: every extra fold (capped)
         (20_000, 6_040, 3),  # ceil(20000 / 6040) = 4 folds in all
         (12_000, 6_040, 1),
