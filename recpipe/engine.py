@@ -90,10 +90,10 @@ def _start_worker(share: int) -> None:
     threadpool_limits(1, user_api="openmp")
 
 
-def _call(payload: bytes) -> object:
-    """In a worker: one block, sent pickled by :func:`run_blocks`."""
-    work, block = pickle.loads(payload)
-    return work(block)
+def _call(payload: tuple[bytes, bytes]) -> object:
+    """In a worker: one block and its function, sent pickled by :func:`run_blocks`."""
+    work, block = payload
+    return pickle.loads(work)(pickle.loads(block))
 
 
 def workers(events: int, environ: dict[str, str] | None = None) -> int:
@@ -125,9 +125,11 @@ def run_blocks(work: Callable[[T], R], blocks: Sequence[T], n_workers: int) -> l
         return [work(b) for b in blocks]
     # Pickled here, not by the pool's feeder thread: an object that cannot be pickled then
     # fails at once with its reason, where in the pool (CPython 3.11) the error can leave
-    # the pool's shutdown waiting forever (python/cpython#116685).
+    # the pool's shutdown waiting forever (python/cpython#116685). The function (with what
+    # a partial binds, such as a stage's job) is pickled once, not once per block.
     try:
-        payloads = [pickle.dumps((work, b), protocol=pickle.HIGHEST_PROTOCOL) for b in blocks]
+        sent = pickle.dumps(work, protocol=pickle.HIGHEST_PROTOCOL)
+        payloads = [(sent, pickle.dumps(b, protocol=pickle.HIGHEST_PROTOCOL)) for b in blocks]
     except Exception as exc:  # pickling can raise anything a __reduce__ raises
         raise RuntimeError(
             f"a block cannot be sent to a worker process ({exc}): a block's function must "
