@@ -546,19 +546,23 @@ def importance(result: TrainResult) -> dict[str, float]:
     return {f: round(float(gain.get(f, 0.0)), 4) for f in sorted(result.features)}
 
 
-def rank_block(
+def describe_block(
     pairs: pd.DataFrame,
     user_feats: pd.DataFrame,
     item_feats: pd.DataFrame,
     context: PairContext,
-    result: TrainResult,
-    n: int,
     similarities: PairSimilarities | None = None,
 ) -> pd.DataFrame:
-    """The ranker's top-``n`` of one block of users' candidate ``pairs`` (blend columns):
+    """One block of users' candidate ``pairs`` (blend columns) with every feature: pair
     features from the fold's :class:`PairContext` (the similarity features looked up in
-    ``similarities`` when given), scores, ranks. A pure function of the block, so a fold's
-    lists are the concatenation of its blocks' in user order."""
+    ``similarities`` when given), user and item features joined (:func:`assemble`). A pure
+    function of the block, so a fold described block by block gives the same rows."""
     pf = block_pair_features(pairs[KEY], context, similarities)
-    df = assemble(pairs, user_feats, item_feats, pd.concat([pairs[KEY], pf], axis=1))
+    return assemble(pairs, user_feats, item_feats, pd.concat([pairs[KEY], pf], axis=1))
+
+
+def rank_described(df: pd.DataFrame, result: TrainResult, n: int) -> pd.DataFrame:
+    """The ranker's top-``n`` of each user of a described block ``df`` (of
+    :func:`describe_block`, or its :func:`learning_columns`): scores, ranks. A fold's
+    lists are the concatenation of its blocks' in user order."""
     return rank_by(df, predict(result, df), n)

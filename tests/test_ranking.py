@@ -859,7 +859,8 @@ def test_rank_stage_in_blocks_of_two_users_writes_the_same_bytes(
     """The streaming test: scoring the test fold two users at a time gives byte-identical
     lists (and the same model) as one block, with the similarity features of all blocks
     computed together, and in groups of a few blocks (a budget of 900 pairs) and one by
-    one (a budget of one pair)."""
+    one (a budget of one pair); described after training in the stage's process and
+    beside the training folds in a worker, through scratch files."""
     from recpipe.features import pairs as pairs_module
 
     p, blend_out, out = ranked
@@ -871,19 +872,59 @@ def test_rank_stage_in_blocks_of_two_users_writes_the_same_bytes(
         return real(*args)
 
     monkeypatch.setattr(pairs_module, "pair_similarities", counted)
-    for budget in (None, 900, 1):
+    for budget, n in ((None, "1"), (900, "1"), (1, "1"), (900, "2")):
         if budget is not None:
             monkeypatch.setattr(pairs_module, "SHARED_PAIRS", budget)
+        monkeypatch.setenv(WORKERS, n)
         groups.clear()
-        blocked = rank_with(p, blend_out, f"blocks{budget}", block_users=2)
+        blocked = rank_with(p, blend_out, f"blocks{budget}_{n}", block_users=2)
         for name in ("rank/test_recs.parquet", "model/model.json"):
-            assert (blocked / name).read_bytes() == (out / name).read_bytes(), (budget, name)
-        if budget is None:
+            assert (blocked / name).read_bytes() == (out / name).read_bytes(), (budget, n, name)
+        assert not list((blocked / "rank").glob(".*.scratch"))  # the scratch files are gone
+        if n == "2":
+            assert groups == []  # counted in the worker, not here
+        elif budget is None:
             assert len(groups) == 1  # every block's pairs at once
         elif budget == 900:
             assert len(groups) > 1 and max(groups) <= 900
         else:
             assert groups == []  # each block computes its own
+
+
+@pytest.mark.parametrize(
+    ("project", "fold", "n"),
+    [("ranked", "test", "1"), ("ranked", "test", "2"), ("ranked_extra", "extra2", "2")],
+)
+def test_a_fold_with_other_columns_stops_the_rank_stage(
+    project: str,
+    fold: str,
+    n: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A fold whose blend lacks a column the ranker learns from (written by another run) is
+    refused by file and column: the test fold described after training or beside the
+    training folds in a worker, an extra training fold against the valid one. The
+    previous outputs stay and no scratch file is left."""
+    p, blend_out, out = request.getfixturevalue(project)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(blend_out / "blend", mixed / "blend")
+    frame = pd.read_parquet(mixed / "blend" / f"{fold}.parquet")
+    dropped = next(c for c in frame.columns if c.startswith("m_") and c.endswith("_norm"))
+    write_parquet(frame.drop(columns=dropped), mixed / "blend" / f"{fold}.parquet")
+    before = tmp_path / "before"
+    shutil.copytree(out, before)
+    monkeypatch.setenv(WORKERS, n)
+    caplog.set_level(logging.INFO)
+    assert run_rank(p, p.split, mixed, before) == 2
+    assert f"fold {fold}: its candidates lack the ranker feature {dropped!r}" in caplog.text
+    assert str(mixed / "blend" / f"{fold}.parquet") in caplog.text
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert (before / f.relative_to(out)).read_bytes() == f.read_bytes(), f
+    assert not list(before.rglob(".*.scratch"))
 
 
 def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(ranked_extra: tuple) -> None:
@@ -931,9 +972,10 @@ def test_the_stages_write_the_same_bytes_one_fold_at_a_time_and_side_by_side(
         assert run_rank(p, p.split, root, root / "rank") == 0
         runs[n] = {f.relative_to(root): f.read_bytes() for f in root.rglob("*") if f.is_file()}
         # with 3, every stage ran its folds in workers: a model's 4 folds (itemknn, als),
-        # the blend's 3 after the valid one, the ranker's 3 training folds
+        # the blend's 3 after the valid one, the ranker's 3 training folds and the test
+        # fold described beside them
         side = [r.getMessage() for r in caplog.records if "side by side" in r.getMessage()]
-        expected = ["4 folds, 3", "4 folds, 3", "3 folds, 3", "3 training folds, 3"]
+        expected = ["4 folds, 3", "4 folds, 3", "3 folds, 3", "4 folds, 3"]
         assert [m.split(" side by side")[0] for m in side] == (expected if n == "3" else [])
         caplog.clear()
     assert sorted(runs["1"]) == sorted(runs["3"])

@@ -5,7 +5,8 @@ A :class:`Ranking` holds what ranking one fold's users needs: the candidate mode
 on the fold's history, the blend's weights, the trained ranker, and the fold's user, item
 and pair-feature context. :meth:`Ranking.rank_users` is the batch path (the candidates
 stage's ``recommend``, then the blend's :func:`~recpipe.blending.blend_block` and hybrid,
-then the rank stage's :func:`~recpipe.ranking.rank_block`): built from the test fold, its
+then the rank stage's :func:`~recpipe.ranking.describe_block` and
+:func:`~recpipe.ranking.rank_described`): built from the test fold, its
 lists are the evaluated ones. :meth:`Ranking.rank_history` ranks one history given at
 request time (a visitor's session, or a known user with new events): each model scores
 the history (``score_history``; a factor model without it uses the user's stored factors
