@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+import pandas as pd
+
 from recpipe.config import load_params
+from recpipe.engine import run_folds
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.history import history_now
 from recpipe.features.items import item_features
 from recpipe.features.users import user_features
-from recpipe.folds import fold_names, load_catalogue, load_fold
+from recpipe.folds import fold_names, history_events, load_catalogue, load_fold
 from recpipe.io import write_many
 from recpipe.log import get_logger
 from recpipe.stage import run_stage
@@ -28,18 +33,39 @@ PARAMS = ("features",)
 log = get_logger("features")
 
 
+@dataclass(frozen=True)
+class _FeaturesJob:
+    """What one fold's features need besides its name (picklable: for a worker)."""
+
+    split: Path
+    items: pd.DataFrame
+    users: pd.DataFrame
+    cfg: FeaturesConfig
+
+
+def fold_features(job: _FeaturesJob, fold_name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One fold's user and item features (one block of the engine)."""
+    history = load_fold(job.split, fold_name).history
+    now = history_now(history)
+    uf = user_features(history, job.users, job.items, now, job.cfg)
+    itf = item_features(history, job.items, now, job.cfg)
+    return uf.reset_index(), itf.reset_index()
+
+
 def run(args: argparse.Namespace) -> None:
     cfg = load_params("features", FeaturesConfig, args.params)
     items, users = load_catalogue(args.prepared)
+    folds = fold_names(args.split)
+    job = _FeaturesJob(Path(args.split), items, users, cfg)
+    # the folds are independent blocks, side by side in worker processes where
+    # recpipe.engine says
+    parts = run_folds(partial(fold_features, job), folds, history_events(args.split), "folds")
     frames = {}
-    for fold_name in fold_names(args.split):
-        history = load_fold(args.split, fold_name).history
-        now = history_now(history)
-        uf = user_features(history, users, items, now, cfg)
-        itf = item_features(history, items, now, cfg)
-        frames[Path(args.out) / fold_name / "users.parquet"] = uf.reset_index()
-        frames[Path(args.out) / fold_name / "items.parquet"] = itf.reset_index()
-        log.info("%s: %d user and %d item features", fold_name, uf.shape[1], itf.shape[1])
+    for fold_name, (uf, itf) in zip(folds, parts, strict=True):
+        frames[Path(args.out) / fold_name / "users.parquet"] = uf
+        frames[Path(args.out) / fold_name / "items.parquet"] = itf
+        # (the index column is not a feature)
+        log.info("%s: %d user and %d item features", fold_name, uf.shape[1] - 1, itf.shape[1] - 1)
     write_many(frames)
 
 

@@ -180,3 +180,42 @@ def test_a_block_that_cannot_be_pickled_fails_before_a_worker_starts(
     assert "RECPIPE_WORKERS=1" in str(err.value)
     # one block runs in this process, where nothing is pickled
     assert run_blocks(work, blocks[:1], 2) == [blocks[0]]
+
+
+def _lookup(state: dict, b: int) -> tuple[int, int]:
+    """A block of shared_blocks: its process, and the state's function of its table's row."""
+    return os.getpid(), state["double"](int(state["table"][b]))
+
+
+def _lookup_fail(state: dict, b: int) -> int:
+    if b == 2:
+        raise DataError("bad user block", file="lists.parquet", row=b)
+    return _lookup(state, b)[1]
+
+
+def test_shared_blocks_see_a_state_that_is_never_pickled(monkeypatch) -> None:
+    """The state (here with a lambda and a lock, which cannot be pickled) reaches forked
+    workers as it is; results come back in order, the same as in one process; a block's
+    error is raised as it was; and the next pool gets its own state."""
+    import numpy as np
+
+    state = {"table": np.arange(100, 130), "double": lambda x: 2 * x, "lock": threading.Lock()}
+    blocks = list(range(30))
+    want = [2 * (100 + b) for b in blocks]
+    side = list(engine.shared_blocks(_lookup, state, blocks, 2))
+    assert [v for _, v in side] == want
+    assert os.getpid() not in {pid for pid, _ in side}  # every block ran in a worker
+    home = list(engine.shared_blocks(_lookup, state, blocks, 1))
+    assert [v for _, v in home] == want and {pid for pid, _ in home} == {os.getpid()}
+    with pytest.raises(DataError, match=r"file lists\.parquet, row 2: bad user block"):
+        list(engine.shared_blocks(_lookup_fail, state, blocks, 2))
+    other = {"table": np.arange(30), "double": lambda x: -x}
+    assert [v for _, v in engine.shared_blocks(_lookup, other, [3, 4], 2)] == [-3, -4]
+    # only what is sent is pickled: the function and the blocks
+    sent: list[object] = []
+    real = engine.pickle.dumps
+    monkeypatch.setattr(
+        engine.pickle, "dumps", lambda obj, **kw: sent.append(obj) or real(obj, **kw)
+    )
+    assert [v for _, v in engine.shared_blocks(_lookup, state, [0, 1], 2)] == [200, 202]
+    assert sent == [_lookup, 0, 1]

@@ -950,9 +950,10 @@ def test_the_stages_write_the_same_bytes_one_fold_at_a_time_and_side_by_side(
     ranked_extra: tuple, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The engine's blocks (a model's folds, the blend's folds after the valid one, the
-    ranker's training folds) run one at a time (``RECPIPE_WORKERS=1``) and three side by
-    side in worker processes: every file has the same bytes (ALS's candidates included,
-    whose OpenMP runs on one thread in a worker)."""
+    ranker's training folds and its test fold, the features' folds) run one at a time
+    (``RECPIPE_WORKERS=1``) and three side by side in worker processes: every file has
+    the same bytes (ALS's candidates included, whose OpenMP runs on one thread in a
+    worker)."""
     p, _, _ = ranked_extra
     caplog.set_level(logging.INFO, logger="engine")
     params = yaml.safe_load(p.params.read_text())
@@ -970,12 +971,14 @@ def test_the_stages_write_the_same_bytes_one_fold_at_a_time_and_side_by_side(
             assert candidates.main(argv) == 0
         assert run_blend(p, root) == 0
         assert run_rank(p, p.split, root, root / "rank") == 0
+        argv = ["--split", str(p.split), "--prepared", str(p.prepared), "--params", str(p.params)]
+        assert features.main([*argv, "--out", str(root / "features")]) == 0
         runs[n] = {f.relative_to(root): f.read_bytes() for f in root.rglob("*") if f.is_file()}
         # with 3, every stage ran its folds in workers: a model's 4 folds (itemknn, als),
         # the blend's 3 after the valid one, the ranker's 3 training folds and the test
-        # fold described beside them
+        # fold described beside them, the features' 4 folds
         side = [r.getMessage() for r in caplog.records if "side by side" in r.getMessage()]
-        expected = ["4 folds, 3", "4 folds, 3", "3 folds, 3", "4 folds, 3"]
+        expected = ["4 folds, 3", "4 folds, 3", "3 folds, 3", "4 folds, 3", "4 folds, 3"]
         assert [m.split(" side by side")[0] for m in side] == (expected if n == "3" else [])
         caplog.clear()
     assert sorted(runs["1"]) == sorted(runs["3"])
