@@ -1,15 +1,13 @@
 """Where a stage's blocks run: one after another, or side by side in worker processes.
 
-A stage whose work splits into independent blocks (a candidate model's folds, the blend's
-folds, the ranker's training folds) hands them to :func:`run_blocks` as a module-level function
-and one picklable argument per block. A block reads its inputs from files or from its
-argument and writes its own outputs (atomically, like every stage output), so where it
-runs changes the time and the peak memory, never the bytes: the tests run each stage
-with one worker and with several and compare the files. This is also the seam of the
-distributed engine: a block function and its argument are what a cluster is handed.
-Blocks that share a large state built in the stage (the bundle's fitted models) go
-through :func:`shared_blocks`, whose workers inherit the state when they are forked
-instead of receiving it pickled.
+A stage whose work splits into independent blocks (a candidate model's folds, the features'
+and the blend's folds, the ranker's training folds and test fold) hands them to
+:func:`run_blocks` as a module-level function and one picklable argument per block. A
+block reads its inputs from files or from its argument and writes its own outputs
+(atomically, like every stage output), so where it runs changes the time and the peak
+memory, never the bytes: the tests run each stage with one worker and with several and
+compare the files. This is also the seam of the distributed engine: a block function and
+its argument are what a cluster is handed.
 
 How many processes (:func:`workers`): the environment variable ``RECPIPE_WORKERS``, an
 integer (``1`` runs every block in the stage's own process, as before this module), or
@@ -36,7 +34,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
@@ -61,12 +59,6 @@ would pass the 16 GiB target, and the stages there run one block at a time."""
 _share: int | None = None
 """In a worker process: the threads it may run (set when it starts); None elsewhere."""
 
-_NO_STATE = object()
-_state: object = _NO_STATE
-"""What the blocks of :func:`shared_blocks` share: set in the stage's process while its pool
-runs, so that the workers, forked from it, have it without its being pickled."""
-
-S = TypeVar("S")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -105,12 +97,6 @@ def _call(payload: tuple[bytes, bytes]) -> object:
     return pickle.loads(work)(pickle.loads(block))
 
 
-def _call_shared(payload: tuple[bytes, bytes]) -> object:
-    """In a worker: one block of :func:`shared_blocks`, with the state inherited by fork."""
-    work, block = payload
-    return pickle.loads(work)(_state, pickle.loads(block))
-
-
 def workers(events: int, environ: dict[str, str] | None = None) -> int:
     """Worker processes for a stage whose largest fold's history holds ``events`` events
     (module docstring)."""
@@ -135,40 +121,9 @@ def run_blocks(work: Callable[[T], R], blocks: Sequence[T], n_workers: int) -> l
     there (its traceback attached), after the blocks still queued are cancelled; a worker
     that dies (killed for memory, say) is reported with what to set.
     """
-    if min(n_workers, len(blocks)) <= 1:
-        return [work(b) for b in blocks]
-    return list(_side_by_side(_call, work, blocks, n_workers))
-
-
-def shared_blocks(
-    work: Callable[[S, T], R], state: S, blocks: Sequence[T], n_workers: int
-) -> Iterator[R]:
-    """``work(state, b)`` for each of ``blocks``, up to ``n_workers`` side by side, yielded
-    in order as they are done (iterate to the end, or close the iterator, to end the pool).
-
-    For blocks that share a large state built in the stage (fitted models, say): the
-    workers are forked while ``state`` is set, so each has it without its being pickled,
-    and it may hold what cannot be pickled. Only ``work`` (module level) and the blocks are
-    sent, as in :func:`run_blocks`, and the results come back pickled; a worker's copy of
-    the state is its own (what a block changes in it stays in that worker). A cluster
-    would send the state once to each of its workers. One pool with a state at a time.
-    """
-    if min(n_workers, len(blocks)) <= 1:
-        return (work(state, b) for b in blocks)
-    return _side_by_side(_call_shared, work, blocks, n_workers, state)
-
-
-def _side_by_side(
-    call: Callable[[tuple[bytes, bytes]], object],
-    work: Callable,
-    blocks: Sequence,
-    n_workers: int,
-    state: object = _NO_STATE,
-) -> Iterator:
-    """The pool of :func:`run_blocks` and :func:`shared_blocks`: each block's result, in
-    order, as ``call`` returns it in a worker."""
-    global _state
     n = min(n_workers, len(blocks))
+    if n <= 1:
+        return [work(b) for b in blocks]
     # Pickled here, not by the pool's feeder thread: an object that cannot be pickled then
     # fails at once with its reason, where in the pool (CPython 3.11) the error can leave
     # the pool's shutdown waiting forever (python/cpython#116685). The function (with what
@@ -183,11 +138,6 @@ def _side_by_side(
             "the blocks in this process (needed under a profiler that runs the stage as a "
             "script, such as python -m cProfile)"
         ) from exc
-    if state is not _NO_STATE:
-        if _state is not _NO_STATE:
-            raise RuntimeError("shared_blocks: another pool with a state is running")
-        _state = state
-    # the workers are forked at the first block handed out, with _state as it is now
     pool = ProcessPoolExecutor(
         n,
         mp_context=multiprocessing.get_context("fork"),
@@ -195,7 +145,7 @@ def _side_by_side(
         initargs=(max(1, threads() // n),),
     )
     try:
-        yield from pool.map(call, payloads)
+        return list(pool.map(_call, payloads))
     except BrokenProcessPool as exc:
         raise RuntimeError(
             f"a worker process failed while running {len(blocks)} blocks {n} at a time "
@@ -204,8 +154,6 @@ def _side_by_side(
         ) from exc
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        if state is not _NO_STATE:
-            _state = _NO_STATE
 
 
 def run_folds(work: Callable[[T], R], blocks: Sequence[T], events: int, what: str) -> list[R]:

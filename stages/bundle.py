@@ -27,7 +27,6 @@ import pandas as pd
 from recpipe.artifacts import save_model
 from recpipe.blending import WEIGHTS_FILE
 from recpipe.config import load_params, parse
-from recpipe.engine import WORKERS, shared_blocks, workers
 from recpipe.errors import ConfigError, DataError
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.pairs import pair_arrays, similarities_by_block
@@ -60,7 +59,7 @@ from recpipe.serving.build import (
     user_blocks,
 )
 from recpipe.serving.config import ServeConfig
-from recpipe.serving.online import Lists, Ranking
+from recpipe.serving.online import Ranking
 from recpipe.stage import run_stage
 
 PARAMS = ("serve", "candidates", "features", "seed")
@@ -102,12 +101,10 @@ def rank_every_user(
     to ``streams`` (one per list name); returns how many users were ranked.
 
     With more than one block, in two passes: the first writes the blend's and each model's
-    lists and keeps each block's pairs for the ranker in a scratch folder beside ``out``
-    (:func:`blend_part`: blocks side by side in worker processes where
-    :mod:`recpipe.engine` says, each forked with the fitted models); the second ranks each
-    block's pairs, with the similarity features of many blocks computed at once
-    (:func:`~recpipe.features.pairs.similarities_by_block`: each block alone would repeat
-    nearly the whole item x item product). The lists are those of
+    lists and keeps each block's pairs for the ranker in a scratch folder beside ``out``;
+    the second ranks each block's pairs, with the similarity features of many blocks
+    computed at once (:func:`~recpipe.features.pairs.similarities_by_block`: each block
+    alone would repeat nearly the whole item x item product). The lists are those of
     :meth:`~recpipe.serving.online.Ranking.rank_users`, block by block."""
     blocks = list(user_blocks(history, cfg.block_users))
     if len(blocks) <= 1:
@@ -118,37 +115,18 @@ def rank_every_user(
         return sum(len(block) for block in blocks)
     with scratch_beside(out) as scratch:
         keys = []
-        n_workers = workers(len(history))
-        if n_workers > 1:
-            side = min(n_workers, len(blocks))
-            log.info("%d blocks of users, %d side by side (%s)", len(blocks), side, WORKERS)
-        parts = shared_blocks(
-            blend_part, (ranking, cfg.cache_n, scratch), list(enumerate(blocks)), n_workers
-        )
-        for lists, block_keys in parts:
+        for k, block in enumerate(blocks):
+            pairs, lists = ranking.blend_users(block, cfg.cache_n)
             for name, stream in streams.items():
                 if name != "ranker":
                     stream.write(lists.get(name))
-            keys.append(block_keys)
+            frame_parquet(pairs, scratch / f"{k}.parquet")
+            keys.append(pair_arrays(pairs))
         shared = similarities_by_block(keys, ranking.context)
         for k, similarities in enumerate(shared):
             pairs = pd.read_parquet(scratch / f"{k}.parquet")
             streams["ranker"].write(ranking.rank_pairs(pairs, cfg.cache_n, similarities))
     return sum(len(block) for block in blocks)
-
-
-def blend_part(
-    state: tuple[Ranking, int, Path], block: tuple[int, np.ndarray]
-) -> tuple[Lists, tuple[np.ndarray, np.ndarray]]:
-    """The first pass of :func:`rank_every_user` for block ``k`` of ``users`` (one block of
-    :func:`~recpipe.engine.shared_blocks`, whose state is the :class:`Ranking`, the lists'
-    length and the scratch folder): its lists but the ranker's, with the pairs the ranker
-    will read written to ``<scratch>/<k>.parquet`` and their keys returned."""
-    ranking, n, scratch = state
-    k, users = block
-    pairs, lists = ranking.blend_users(users, n)
-    frame_parquet(pairs, scratch / f"{k}.parquet")
-    return lists, pair_arrays(pairs)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -10,11 +10,12 @@ needs), ``<model-dir>/importance.json`` (total gain per feature), ``<out>/test_r
 (the ranker's top-N of the test fold's candidates) and a training summary.
 The ranker learns from the valid fold and every extra ranker fold (``split.ranker_folds``):
 each user's candidates in each of them is one list, labelled by that fold's targets. Only
-those folds' targets are read (as labels); the test fold's never. The training folds are
-described side by side in worker processes (:mod:`recpipe.engine`), and with them the test
-fold, whose features need no ranker: its blocks wait in a scratch folder beside the output
-until the ranker is trained (at 1M events rank took about 40 s instead of 46: the test
-fold's description, some 8 s, no longer follows the training).
+those folds' targets are read (as labels); the test fold's never. With worker processes
+(:mod:`recpipe.engine`) the training folds are described side by side, and with them the
+test fold, whose features need no ranker: its blocks wait in a scratch folder beside the
+output until the ranker is trained (at 1M events rank took about 40 s instead of 46: the
+test fold's description, some 8 s, no longer follows the training). In one process the
+test fold is described after training, block by block as it is scored.
 """
 
 from __future__ import annotations
@@ -108,8 +109,8 @@ def describe(
 
 
 @dataclass(frozen=True)
-class _ListsJob:
-    """What describing one fold needs besides its name (picklable: for a worker)."""
+class ListsJob:
+    """What describing the ranker's folds needs (picklable: it goes to the workers)."""
 
     split: Path
     blend: Path
@@ -118,12 +119,12 @@ class _ListsJob:
     cfg: FeaturesConfig
     rcfg: RankerConfig
     seed: int
-    folds: int  # training folds
+    folds: tuple[str, ...]  # the training folds
     n_users: int = 0  # users of the catalogue (the test fold's pair context)
 
 
 def fold_lists(
-    job: _ListsJob, fold_k: tuple[int, str]
+    job: ListsJob, fold_k: tuple[int, str]
 ) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarray, int, bool]:
     """One training fold's part of :func:`training_lists` (one block of the engine): its
     learning columns, every described column's name, labels, list ids, the lists left out
@@ -137,7 +138,7 @@ def fold_lists(
     lists = int(pairs.loc[keep, "user_idx"].nunique())
     positives = int(y[keep].sum())
     rows = int(keep.sum())
-    cap = negatives_cap(rcfg, lists=lists, positives=positives, rows=rows, folds=job.folds)
+    cap = negatives_cap(rcfg, lists=lists, positives=positives, rows=rows, folds=len(job.folds))
     sampled = False
     if cap is not None:
         keep, _ = training_rows(pairs, y, cap, job.seed + k)
@@ -159,47 +160,42 @@ def fold_lists(
     )
 
 
+Lists = tuple[pd.DataFrame, list[str], np.ndarray, np.ndarray, int, int]
+"""What :func:`training_lists` gives: the stacked learning columns, the features, labels,
+list ids, lists left out, sampled folds."""
+
+TEST = "test"
+
+
 def training_lists(
-    split_dir: str | Path,
-    folds: tuple[str, ...],
-    blend_dir: Path,
-    features_dir: Path,
-    items: pd.DataFrame,
-    cfg: FeaturesConfig,
-    rcfg: RankerConfig,
-    seed: int,
-) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarray, int, int]:
-    """The pairs the ranker learns from: of every fold of ``folds``, the lists with a
+    job: ListsJob, test_into: Path | None = None
+) -> tuple[Lists, tuple[list[str], int] | None]:
+    """The pairs the ranker learns from: of every fold of ``job.folds``, the lists with a
     positive (and of those the rows :func:`recpipe.ranking.training_rows` keeps), described
     and labelled with that fold's targets, stacked (only what training reads:
-    :func:`~recpipe.ranking.learning_columns`); the features; with each row's list id (fold number
-    times a stride above every user index, plus the user), so a user's lists of different
-    folds stay apart; how many lists were left out for having no positive; and how many
-    folds were sampled (``ranker.train_max_rows``, ``train_negatives``). The folds are
-    independent blocks, described side by side in worker processes where
-    :mod:`recpipe.engine` says."""
-    job = _ListsJob(Path(split_dir), blend_dir, features_dir, items, cfg, rcfg, seed, len(folds))
+    :func:`~recpipe.ranking.learning_columns`); the features; with each row's list id (fold
+    number times a stride above every user index, plus the user), so a user's lists of
+    different folds stay apart; how many lists were left out for having no positive; and
+    how many folds were sampled (``ranker.train_max_rows``, ``train_negatives``). The folds
+    are independent blocks, described side by side in worker processes where
+    :mod:`recpipe.engine` says.
+
+    With ``test_into`` (a scratch folder), the test fold is described in the same pool,
+    into that folder (:func:`describe_test_into`), and its described columns and number
+    of blocks come second; None otherwise."""
+    folds = job.folds
+    blocks = [*([(-1, TEST)] if test_into is not None else []), *enumerate(folds)]
     parts = run_folds(
-        partial(fold_lists, job),
-        list(enumerate(folds)),
-        history_events(split_dir),
-        "training folds",
+        partial(fold_block, job, test_into), blocks, history_events(job.split), "folds"
     )
-    return stacked(folds, parts, rcfg, blend_dir)
-
-
-def stacked(
-    folds: tuple[str, ...], parts: list[tuple], rcfg: RankerConfig, blend_dir: Path
-) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarray, int, int]:
-    """What :func:`training_lists` returns, from each fold's :func:`fold_lists` (the
-    folds must give the same features: :func:`check_columns`)."""
+    test_part = parts.pop(0) if test_into is not None else None
     columns = parts[0][1]
-    feats = select_features(columns, rcfg)
+    feats = select_features(columns, job.rcfg)
     for name, part in zip(folds, parts, strict=True):
-        check_columns(name, part[1], feats, rcfg, blend_dir)
+        check_columns(name, part[1], feats, job)
     frames, _, ys, queries, without, sampled = zip(*parts, strict=True)
     del parts
-    return (
+    lists = (
         pd.concat(frames, ignore_index=True),
         feats,
         np.concatenate(ys).astype(np.float32),
@@ -207,12 +203,10 @@ def stacked(
         sum(without),
         sum(sampled),
     )
+    return lists, test_part
 
 
-TEST = "test"
-
-
-def described_test(job: _ListsJob) -> Iterator[pd.DataFrame]:
+def described_test(job: ListsJob) -> Iterator[pd.DataFrame]:
     """The test fold's candidates (:func:`candidate_blocks`) described with every feature,
     one block of ``ranker.block_users`` users at a time; the similarity features of many
     blocks are computed at once (:func:`~recpipe.features.pairs.similarities_by_block`:
@@ -228,7 +222,7 @@ def described_test(job: _ListsJob) -> Iterator[pd.DataFrame]:
         yield describe_block(block, uf, itf, context, similarities)
 
 
-def describe_test_into(job: _ListsJob, scratch: Path) -> tuple[list[str], int]:
+def describe_test_into(job: ListsJob, scratch: Path) -> tuple[list[str], int]:
     """:func:`described_test`, each block's :func:`~recpipe.ranking.learning_columns` written
     to ``scratch`` as ``<k>.arrow`` (uncompressed Arrow: read back at once) for the ranker to
     score once trained; every described column's name and the number of blocks."""
@@ -242,32 +236,41 @@ def describe_test_into(job: _ListsJob, scratch: Path) -> tuple[list[str], int]:
 
 
 def fold_block(
-    job: _ListsJob, scratch: Path, fold_k: tuple[int, str]
+    job: ListsJob, scratch: Path | None, fold_k: tuple[int, str]
 ) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarray, int, bool] | tuple[list[str], int]:
-    """One block of the engine: a training fold's :func:`fold_lists`, or for the test fold
-    :func:`describe_test_into` (described beside the training folds, while the ranker cannot
-    score it yet)."""
-    return describe_test_into(job, scratch) if fold_k[1] == TEST else fold_lists(job, fold_k)
+    """One block of the engine: a training fold's :func:`fold_lists`, or the test fold
+    described into ``scratch`` (:func:`describe_test_into`: beside the training folds, while
+    the ranker cannot score it yet)."""
+    if fold_k[1] == TEST:
+        assert scratch is not None
+        return describe_test_into(job, scratch)
+    return fold_lists(job, fold_k)
 
 
-def check_columns(
-    fold: str, columns: list[str], feats: list[str], rcfg: RankerConfig, blend_dir: Path
-) -> None:
+def check_columns(fold: str, columns: list[str], feats: list[str], job: ListsJob) -> None:
     """Refuse a fold whose described columns give other features than ``feats`` (those of
-    the first training fold), naming a column at fault."""
-    mine = select_features(columns, rcfg)
+    the first training fold), naming a column at fault and the file it comes from."""
+    mine = select_features(columns, job.rcfg)
     if mine == feats:
         return
     missing = [c for c in feats if c not in mine]
     if missing:
         column, what = missing[0], "lack the ranker feature"
-    else:  # an extra feature, or the same ones in another order
-        column = next((c for c in mine if c not in feats), mine[0])
-        what = "have a feature the training folds lack, or their features in another order:"
+    else:
+        extra = [c for c in mine if c not in feats]
+        moved = next((a for a, b in zip(mine, feats, strict=False) if a != b), mine[-1])
+        column = extra[0] if extra else moved
+        what = "have a feature the training folds lack:" if extra else "have, out of place,"
+    tables = {"u_": "users.parquet", "i_": "items.parquet"}
+    source = (
+        job.features / fold / tables[column[:2]]
+        if column[:2] in tables
+        else job.blend / f"{fold}.parquet"
+    )
     raise DataError(
         f"fold {fold}: its candidates {what} {column!r} (blend or features written by "
         "different runs?); rerun the pipeline",
-        file=str(blend_dir / f"{fold}.parquet"),
+        file=str(source),
         column=column,
     )
 
@@ -280,28 +283,19 @@ def run(args: argparse.Namespace) -> None:
     blend_dir, features_dir = Path(args.blend), Path(args.features)
 
     train_folds = ("valid", *ranker_folds(args.split))
-    events = history_events(args.split)
-    job = _ListsJob(
-        Path(args.split),
-        blend_dir,
-        features_dir,
-        items,
-        fcfg,
-        cfg,
-        seed,
-        len(train_folds),
-        len(users),
+    job = ListsJob(
+        Path(args.split), blend_dir, features_dir, items, fcfg, cfg, seed, train_folds, len(users)
     )
     with scratch_beside(Path(args.out) / "test_recs.parquet") as scratch:
         # With workers, the test fold is described beside the training folds (it needs no
         # ranker), into scratch files scored once the ranker is trained; in one process it
         # is described after training, block by block, as it is scored.
-        beside = workers(events) > 1
-        blocks = [*([(-1, TEST)] if beside else []), *enumerate(train_folds)]
-        parts = run_folds(partial(fold_block, job, scratch), blocks, events, "folds")
-        test_part = parts.pop(0) if beside else None
-        train_df, feats, y, queries, dropped, sampled = stacked(train_folds, parts, cfg, blend_dir)
-        del parts
+        beside = workers(history_events(args.split)) > 1
+        lists, test_part = training_lists(job, scratch if beside else None)
+        train_df, feats, y, queries, dropped, sampled = lists
+        del lists
+        if test_part is not None and test_part[1]:  # before training: a bad fold stops here
+            check_columns(TEST, test_part[0], feats, job)
         result = train(train_df, y, cfg, seed, queries, feats)
         log.info(
             "trained on %d lists of %d folds (%d without a positive left out), %d trees, "
@@ -317,19 +311,17 @@ def run(args: argparse.Namespace) -> None:
 
         # The test fold, one block of users at a time: memory bounded by ranker.block_users.
         if test_part is not None:
-            columns, count = test_part
-            check_columns(TEST, columns, result.features, cfg, blend_dir)
             described: Iterator[pd.DataFrame] = (
-                feather.read_feather(scratch / f"{k}.arrow") for k in range(count)
+                feather.read_feather(scratch / f"{k}.arrow") for k in range(test_part[1])
             )
         else:
             described = described_test(job)
-        lists = []
+        ranked = []
         for k, df in enumerate(described):
             if k == 0 and test_part is None:
-                check_columns(TEST, list(df.columns), result.features, cfg, blend_dir)
-            lists.append(rank_described(df, result, cfg.n))
-        recs = concat_recs(lists)
+                check_columns(TEST, list(df.columns), feats, job)
+            ranked.append(rank_described(df, result, cfg.n))
+        recs = concat_recs(ranked)
 
     model_dir = Path(args.model_dir)
     with atomic_path(model_dir / "model.json") as tmp:

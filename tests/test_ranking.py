@@ -719,16 +719,18 @@ def test_rank_stage_learns_from_every_ranker_fold(ranked: tuple, ranked_extra) -
     assert three["lists_trained"] > one["lists_trained"]
     items, _ = load_catalogue(p.prepared)
     folds = ("valid", "extra1", "extra2")
-    df, feats, y, lists, dropped, sampled = rank.training_lists(
+    job = rank.ListsJob(
         p.split,
-        folds,
         blend_out / "blend",
         p.root / "features",
         items,
         FeaturesConfig(),
         RankerConfig(rerank_top=100),
         seed=0,
+        folds=folds,
     )
+    (df, feats, y, lists, dropped, sampled), test_part = rank.training_lists(job)
+    assert test_part is None  # the test fold is described only into a scratch folder
     assert three["train_pairs"] == len(df) and three["train_positives"] == int(y.sum())
     assert three["lists_without_positive"] == dropped > 0
     assert three["train_sampled_folds"] == sampled == 0
@@ -925,6 +927,35 @@ def test_a_fold_with_other_columns_stops_the_rank_stage(
         if f.is_file():
             assert (before / f.relative_to(out)).read_bytes() == f.read_bytes(), f
     assert not list(before.rglob(".*.scratch"))
+
+
+@pytest.mark.parametrize("n", ["1", "2"])
+def test_a_test_fold_without_a_user_feature_names_its_features_file(
+    ranked: tuple,
+    n: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A user feature missing from the test fold's features (written by another run) is
+    refused by the features file and column, before anything is written."""
+    p, blend_out, out = ranked
+    alt = dataclasses.replace(p, root=tmp_path / "alt")
+    shutil.copytree(p.root / "features", alt.root / "features")
+    users = pd.read_parquet(alt.root / "features" / "test" / "users.parquet")
+    model = json.loads((out / "model" / "scoring.json").read_text())
+    dropped = next(c for c in model["features"] if c.startswith("u_"))
+    write_parquet(users.drop(columns=dropped), alt.root / "features" / "test" / "users.parquet")
+    monkeypatch.setenv(WORKERS, n)
+    caplog.set_level(logging.INFO)
+    assert run_rank(alt, p.split, blend_out, tmp_path / "out") == 2
+    assert f"fold test: its candidates lack the ranker feature {dropped!r}" in caplog.text
+    assert str(alt.root / "features" / "test" / "users.parquet") in caplog.text
+    assert not (tmp_path / "out" / "rank").exists() or not list(
+        (tmp_path / "out" / "rank").iterdir()
+    )
+    # with workers the test fold is checked before the ranker is trained
+    assert ("trained on" in caplog.text) == (n == "1")
 
 
 def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(ranked_extra: tuple) -> None:
