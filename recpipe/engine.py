@@ -53,8 +53,9 @@ PARALLEL_MAX_EVENTS = 12_000_000
 (:func:`recpipe.folds.history_events`). Measured at 10M events (``bench/README.md``,
 "Folds side by side in worker processes"): the candidate stages' peaks rise from at most
 2.7 GiB in one process to at most 4.0 GiB with two workers, under the blend's 4.8 GiB
-and the 8 GiB target; at 25M a fold alone takes the candidate stages to 6-11 GiB, so two
-would pass the 16 GiB target, and the stages there run one block at a time."""
+and the 8 GiB target; rank, describing the test fold beside the valid fold, peaks at
+6.1 GiB (4.0 in one process). At 25M a fold alone takes the candidate stages to 6-11 GiB,
+so two would pass the 16 GiB target, and the stages there run one block at a time."""
 
 _share: int | None = None
 """In a worker process: the threads it may run (set when it starts); None elsewhere."""
