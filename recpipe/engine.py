@@ -11,10 +11,13 @@ its argument are what a cluster is handed.
 
 How many processes (:func:`workers`): the environment variable ``RECPIPE_WORKERS``, an
 integer (``1`` runs every block in the stage's own process, as before this module), or
-``auto`` (the default): the CPUs this process may use, but one when the stage's data holds
-more than :data:`PARALLEL_MAX_EVENTS` events, because each worker holds its own block (a
-fold's history and what is fitted on it), and at 25M events one block already takes
-several GiB (``bench/README.md``). The setting is not a DVC param: it changes no output,
+``auto`` (the default): the CPUs this process may use, but one when the largest fold's
+history holds more events than the stage's bound, because each worker holds its own block
+(a fold's history and what is fitted on it), and at 25M events one block already takes
+several GiB (``bench/README.md``). The bound is :data:`PARALLEL_MAX_EVENTS` for the blend
+and the ranker, whose blocks grow with users x candidates, and
+:data:`FIT_PARALLEL_MAX_EVENTS` for the features and the candidate models, whose blocks
+are one fold's fit. The setting is not a DVC param: it changes no output,
 so changing it re-runs nothing.
 
 A worker's own threads (numpy blocks, BLAS) are limited to its share of the CPUs
@@ -50,12 +53,20 @@ integer >= 1)."""
 
 PARALLEL_MAX_EVENTS = 12_000_000
 """``auto`` runs blocks side by side up to this many events in the largest fold's history
-(:func:`recpipe.folds.history_events`). Measured at 10M events (``bench/README.md``,
-"Folds side by side in worker processes"): the candidate stages' peaks rise from at most
-2.7 GiB in one process to at most 4.0 GiB with two workers, under the blend's 4.8 GiB
-and the 8 GiB target; rank, describing the test fold beside the valid fold, peaks at
-6.1 GiB (4.0 in one process). At 25M a fold alone takes the candidate stages to 6-11 GiB,
-so two would pass the 16 GiB target, and the stages there run one block at a time."""
+(:func:`recpipe.folds.history_events`) in the blend and the ranker (the default of
+:func:`workers`), whose blocks grow with users x candidates. Measured at 10M events
+(``bench/README.md``, "Folds side by side in worker processes"): rank, describing the
+test fold beside the valid fold, peaks at 6.1 GiB (4.0 in one process), under the 8 GiB
+target. At 25M rank peaks at 8.7 GiB one block at a time (the blend at 10.8 GiB, with one
+fold after the valid one, so no second block); two blocks were not measured there."""
+
+FIT_PARALLEL_MAX_EVENTS = 25_000_000
+"""The bound of :data:`PARALLEL_MAX_EVENTS` for the stages whose block is one fold's fit
+(the features and the candidate models). Measured at 25M events (24.5M in the largest
+fold's history; ``bench/README.md``, "Two workers at 25M events"): with two workers these
+eight stages peak at 6.5-11.3 GiB (EASE the largest), under the 16 GiB target, and took
+1,506 s against 1,936 s one fold at a time, alternated in one sitting. Past this size
+two workers were not measured, so the stages run one block at a time."""
 
 _share: int | None = None
 """In a worker process: the threads it may run (set when it starts); None elsewhere."""
@@ -98,13 +109,19 @@ def _call(payload: tuple[bytes, bytes]) -> object:
     return pickle.loads(work)(pickle.loads(block))
 
 
-def workers(events: int, environ: dict[str, str] | None = None) -> int:
-    """Worker processes for a stage whose largest fold's history holds ``events`` events
-    (module docstring)."""
+def workers(
+    events: int,
+    environ: dict[str, str] | None = None,
+    max_events: int | None = None,
+) -> int:
+    """Worker processes for a stage whose largest fold's history holds ``events`` events,
+    side by side up to ``max_events`` (:data:`PARALLEL_MAX_EVENTS` if None; module
+    docstring)."""
     env = os.environ if environ is None else environ
     value = env.get(WORKERS, "auto").strip().lower() or "auto"
     if value == "auto":
-        return cpus() if events <= PARALLEL_MAX_EVENTS else 1
+        bound = PARALLEL_MAX_EVENTS if max_events is None else max_events
+        return cpus() if events <= bound else 1
     try:
         n = int(value)
     except ValueError:
@@ -157,10 +174,17 @@ def run_blocks(work: Callable[[T], R], blocks: Sequence[T], n_workers: int) -> l
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run_folds(work: Callable[[T], R], blocks: Sequence[T], events: int, what: str) -> list[R]:
-    """:func:`run_blocks` with :func:`workers` for data of ``events`` events, saying in the
-    stage's log how the ``what`` (folds, say) run when side by side."""
-    n = workers(events)
+def run_folds(
+    work: Callable[[T], R],
+    blocks: Sequence[T],
+    events: int,
+    what: str,
+    max_events: int | None = None,
+) -> list[R]:
+    """:func:`run_blocks` with :func:`workers` for data of ``events`` events (side by side
+    up to ``max_events``), saying in the stage's log how the ``what`` (folds, say) run
+    when side by side."""
+    n = workers(events, max_events=max_events)
     if n > 1 and len(blocks) > 1:
         log.info("%d %s, %d side by side (%s)", len(blocks), what, min(n, len(blocks)), WORKERS)
     return run_blocks(work, blocks, n)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from recpipe.artifacts import EXTRA_DIR, candidates_file, remove_model, save_model
 from recpipe.config import Config, load_params
-from recpipe.engine import run_folds
+from recpipe.engine import FIT_PARALLEL_MAX_EVENTS, run_folds
 from recpipe.errors import ConfigError
 from recpipe.folds import (
     fold_names,
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> None:
     )
     folds, work = fold_names(job.split), partial(_fit_fold, job)
     if cfg.enabled:
-        run_folds(work, folds, history_events(job.split), "folds")
+        run_folds(work, folds, history_events(job.split), "folds", FIT_PARALLEL_MAX_EVENTS)
     else:  # nothing to fit: empty files
         for fold_name in folds:
             work(fold_name)

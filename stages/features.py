@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from recpipe.config import load_params
-from recpipe.engine import run_folds
+from recpipe.engine import FIT_PARALLEL_MAX_EVENTS, run_folds
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.history import history_now
 from recpipe.features.items import item_features
@@ -59,7 +59,13 @@ def run(args: argparse.Namespace) -> None:
     job = _FeaturesJob(Path(args.split), items, users, cfg)
     # the folds are independent blocks, side by side in worker processes where
     # recpipe.engine says
-    parts = run_folds(partial(fold_features, job), folds, history_events(args.split), "folds")
+    parts = run_folds(
+        partial(fold_features, job),
+        folds,
+        history_events(args.split),
+        "folds",
+        FIT_PARALLEL_MAX_EVENTS,
+    )
     frames = {}
     for fold_name, (uf, itf) in zip(folds, parts, strict=True):
         frames[Path(args.out) / fold_name / "users.parquet"] = uf

@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_info
 
 from recpipe import engine
 from recpipe.engine import (
+    FIT_PARALLEL_MAX_EVENTS,
     PARALLEL_MAX_EVENTS,
     WORKERS,
     cpus,
@@ -33,6 +34,15 @@ def test_workers_auto_uses_the_cpus_until_the_data_is_large() -> None:
     # an explicit number holds at any size
     assert workers(10**9, {WORKERS: "3"}) == 3
     assert workers(10, {WORKERS: "1"}) == 1
+
+
+def test_a_stage_can_set_its_own_bound() -> None:
+    assert PARALLEL_MAX_EVENTS < FIT_PARALLEL_MAX_EVENTS
+    assert workers(PARALLEL_MAX_EVENTS + 1, {}, FIT_PARALLEL_MAX_EVENTS) == cpus()
+    assert workers(FIT_PARALLEL_MAX_EVENTS + 1, {}, FIT_PARALLEL_MAX_EVENTS) == 1
+    assert workers(1_000, {}, 0) == 1
+    # an explicit number holds whatever the bound
+    assert workers(10**9, {WORKERS: "2"}, 10) == 2
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 # The project builder lives with the blend stage's test (the rank stage needs its outputs).
 from test_blending import Project, build_project, run_blend
 
+from recpipe import engine
 from recpipe.artifacts import candidates_file
 from recpipe.blending import hybrid_score, rank_by
 from recpipe.engine import WORKERS
@@ -1016,6 +1017,30 @@ def test_the_stages_write_the_same_bytes_one_fold_at_a_time_and_side_by_side(
     assert len([f for f in runs["1"] if f.parts[0] == "candidates"]) == 2 * 4 + 2  # + indexes
     for name, content in runs["1"].items():
         assert runs["3"][name] == content, name
+
+
+def test_auto_runs_the_fits_side_by_side_past_the_blends_bound(
+    ranked_extra: tuple,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With ``RECPIPE_WORKERS`` unset, data past the blend's and the ranker's bound
+    (``engine.PARALLEL_MAX_EVENTS``, here 0 events) still has its features and its
+    candidate models' folds in two workers, under their own bound
+    (``engine.FIT_PARALLEL_MAX_EVENTS``), and the blend's folds one at a time."""
+    p, _, _ = ranked_extra
+    monkeypatch.delenv(WORKERS, raising=False)
+    monkeypatch.setattr(engine, "PARALLEL_MAX_EVENTS", 0)
+    monkeypatch.setattr(engine, "cpus", lambda: 2)
+    caplog.set_level(logging.INFO, logger="engine")
+    argv = ["--split", str(p.split), "--prepared", str(p.prepared), "--params", str(p.params)]
+    assert features.main([*argv, "--out", str(tmp_path / "features")]) == 0
+    model = ["--model", "popularity", "--models-dir", str(tmp_path / "models")]
+    assert candidates.main([*argv, *model, "--out", str(tmp_path / "candidates")]) == 0
+    assert run_blend(p, tmp_path / "blend") == 0
+    side = [r.getMessage() for r in caplog.records if "side by side" in r.getMessage()]
+    assert [m.split(" (")[0] for m in side] == ["4 folds, 2 side by side"] * 2
 
 
 def test_a_fold_failing_in_a_worker_leaves_the_blends_files_as_they_were(
