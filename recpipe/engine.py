@@ -17,8 +17,8 @@ history holds more events than the stage's bound, because each worker holds its 
 several GiB (``bench/README.md``). The bound is :data:`PARALLEL_MAX_EVENTS` for the blend
 and the ranker, whose blocks grow with users x candidates, and
 :data:`FIT_PARALLEL_MAX_EVENTS` for the features and the candidate models, whose blocks
-are one fold's fit. The setting is not a DVC param: it changes no output,
-so changing it re-runs nothing.
+are one fold's features or model fit (two workers at most past the first bound). The
+setting is not a DVC param: it changes no output, so changing it re-runs nothing.
 
 A worker's own threads (numpy blocks, BLAS) are limited to its share of the CPUs
 (:func:`threads`), so that two workers on two cores do not each run two threads (which
@@ -61,12 +61,14 @@ target. At 25M rank peaks at 8.7 GiB one block at a time (the blend at 10.8 GiB,
 fold after the valid one, so no second block); two blocks were not measured there."""
 
 FIT_PARALLEL_MAX_EVENTS = 25_000_000
-"""The bound of :data:`PARALLEL_MAX_EVENTS` for the stages whose block is one fold's fit
-(the features and the candidate models). Measured at 25M events (24.5M in the largest
-fold's history; ``bench/README.md``, "Two workers at 25M events"): with two workers these
-eight stages peak at 6.5-11.3 GiB (EASE the largest), under the 16 GiB target, and took
-1,506 s against 1,936 s one fold at a time, alternated in one sitting. Past this size
-two workers were not measured, so the stages run one block at a time."""
+"""The counterpart of :data:`PARALLEL_MAX_EVENTS` for the stages whose block is one fold's
+features or model fit (the features and the candidate models); between the two bounds
+``auto`` runs two workers at most. Measured at 25M events (24.5M in the largest fold's
+history; ``bench/README.md``, "Two workers at 25M events"): with two workers these eight
+stages peak at 6.5-11.3 GiB (EASE the largest), under the 16 GiB target, and took 1,506 s
+against 1,936 s one fold at a time, alternated in one sitting (item-kNN, whose scoring
+already runs in threads on both cores, gained nothing). More workers, or larger data,
+were not measured: past this bound the stages run one block at a time."""
 
 _share: int | None = None
 """In a worker process: the threads it may run (set when it starts); None elsewhere."""
@@ -121,7 +123,10 @@ def workers(
     value = env.get(WORKERS, "auto").strip().lower() or "auto"
     if value == "auto":
         bound = PARALLEL_MAX_EVENTS if max_events is None else max_events
-        return cpus() if events <= bound else 1
+        if events > bound:
+            return 1
+        # past the default bound, two workers at most: what was measured to fit
+        return cpus() if events <= PARALLEL_MAX_EVENTS else min(cpus(), 2)
     try:
         n = int(value)
     except ValueError:

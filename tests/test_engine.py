@@ -26,9 +26,12 @@ from recpipe.errors import ConfigError, DataError
 from recpipe.models.base import in_threads
 
 
-def test_workers_auto_uses_the_cpus_until_the_data_is_large() -> None:
-    assert workers(1_000, {}) == cpus()
-    assert workers(PARALLEL_MAX_EVENTS, {WORKERS: "auto"}) == cpus()
+def test_workers_auto_uses_the_cpus_until_the_data_is_large(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine, "cpus", lambda: 4)
+    assert workers(1_000, {}) == 4
+    assert workers(PARALLEL_MAX_EVENTS, {WORKERS: "auto"}) == 4
     assert workers(PARALLEL_MAX_EVENTS + 1, {}) == 1
     assert workers(PARALLEL_MAX_EVENTS + 1, {WORKERS: " AUTO "}) == 1
     # an explicit number holds at any size
@@ -36,13 +39,20 @@ def test_workers_auto_uses_the_cpus_until_the_data_is_large() -> None:
     assert workers(10, {WORKERS: "1"}) == 1
 
 
-def test_a_stage_can_set_its_own_bound() -> None:
+def test_a_stage_can_set_its_own_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the default bound and up to the fit stages' own, two workers at most (what was
+    measured at 25M events); past that, one."""
+    monkeypatch.setattr(engine, "cpus", lambda: 4)
     assert PARALLEL_MAX_EVENTS < FIT_PARALLEL_MAX_EVENTS
-    assert workers(PARALLEL_MAX_EVENTS + 1, {}, FIT_PARALLEL_MAX_EVENTS) == cpus()
+    assert workers(PARALLEL_MAX_EVENTS, {}, FIT_PARALLEL_MAX_EVENTS) == 4
+    assert workers(PARALLEL_MAX_EVENTS + 1, {}, FIT_PARALLEL_MAX_EVENTS) == 2
+    assert workers(FIT_PARALLEL_MAX_EVENTS, {}, FIT_PARALLEL_MAX_EVENTS) == 2
     assert workers(FIT_PARALLEL_MAX_EVENTS + 1, {}, FIT_PARALLEL_MAX_EVENTS) == 1
     assert workers(1_000, {}, 0) == 1
+    monkeypatch.setattr(engine, "cpus", lambda: 1)
+    assert workers(PARALLEL_MAX_EVENTS + 1, {}, FIT_PARALLEL_MAX_EVENTS) == 1
     # an explicit number holds whatever the bound
-    assert workers(10**9, {WORKERS: "2"}, 10) == 2
+    assert workers(10**9, {WORKERS: "3"}, 10) == 3
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])

@@ -1028,7 +1028,8 @@ def test_auto_runs_the_fits_side_by_side_past_the_blends_bound(
     """With ``RECPIPE_WORKERS`` unset, data past the blend's and the ranker's bound
     (``engine.PARALLEL_MAX_EVENTS``, here 0 events) still has its features and its
     candidate models' folds in two workers, under their own bound
-    (``engine.FIT_PARALLEL_MAX_EVENTS``), and the blend's folds one at a time."""
+    (``engine.FIT_PARALLEL_MAX_EVENTS``), and the blend's and the ranker's folds one at a
+    time."""
     p, _, _ = ranked_extra
     monkeypatch.delenv(WORKERS, raising=False)
     monkeypatch.setattr(engine, "PARALLEL_MAX_EVENTS", 0)
@@ -1038,7 +1039,8 @@ def test_auto_runs_the_fits_side_by_side_past_the_blends_bound(
     assert features.main([*argv, "--out", str(tmp_path / "features")]) == 0
     model = ["--model", "popularity", "--models-dir", str(tmp_path / "models")]
     assert candidates.main([*argv, *model, "--out", str(tmp_path / "candidates")]) == 0
-    assert run_blend(p, tmp_path / "blend") == 0
+    assert run_blend(p, tmp_path) == 0
+    assert run_rank(p, p.split, tmp_path, tmp_path / "rank") == 0
     side = [r.getMessage() for r in caplog.records if "side by side" in r.getMessage()]
     assert [m.split(" (")[0] for m in side] == ["4 folds, 2 side by side"] * 2
 
