@@ -57,8 +57,8 @@ PARALLEL_MAX_EVENTS = 12_000_000
 :func:`workers`), whose blocks grow with users x candidates. Measured at 10M events
 (``bench/README.md``, "Folds side by side in worker processes"): rank, describing the
 test fold beside the valid fold, peaks at 6.1 GiB (4.0 in one process), under the 8 GiB
-target. At 25M rank peaks at 8.7 GiB one block at a time (the blend at 10.8 GiB, with one
-fold after the valid one, so no second block); two blocks were not measured there."""
+target. At 25M rank peaks at 8.7 GiB one block at a time (the blend at 10.3-10.8 GiB, with
+one fold after the valid one, so no second block); two blocks were not measured there."""
 
 FIT_PARALLEL_MAX_EVENTS = 25_000_000
 """The counterpart of :data:`PARALLEL_MAX_EVENTS` for the stages whose block is one fold's
