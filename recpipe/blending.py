@@ -19,6 +19,7 @@ neutral zero). The hybrid's top-N is a model in its own right (``blend``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -27,6 +28,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from recpipe.config import Config
+from recpipe.engine import map_shared
 from recpipe.errors import ConfigError
 from recpipe.log import get_logger
 from recpipe.models.base import Recommender, rank_within
@@ -330,26 +332,37 @@ def blend_block(
     return describe_pairs(union_candidates(cands), models, method)
 
 
-def candidate_blocks(
+def candidate_ranges(
     cands: Mapping[str, pd.DataFrame], users: int
-) -> Iterator[dict[str, pd.DataFrame]]:
-    """Every model's candidates (each sorted by ``user_idx``) cut into blocks of ``users``
-    consecutive users of their union."""
+) -> list[dict[str, tuple[int, int]]]:
+    """Where every model's candidates (each sorted by ``user_idx``) are cut into blocks of
+    ``users`` consecutive users of their union: for each block, each model's row range
+    (:func:`candidate_block` takes it)."""
     keys = {m: c["user_idx"].to_numpy() for m, c in cands.items()}
     all_users = np.unique(np.concatenate([k for k in keys.values()] or [np.zeros(0, np.int64)]))
     for m, k in keys.items():
         if len(k) and np.any(np.diff(k) < 0):
             raise ValueError(f"{m}: candidates are not sorted by user_idx")
-    for start in range(0, max(len(all_users), 1), users):
+    if len(all_users) == 0:
+        return [{m: (0, 0) for m in cands}]
+    out = []
+    for start in range(0, len(all_users), users):
         block = all_users[start : start + users]
-        if len(block) == 0:
-            yield {m: c.iloc[:0] for m, c in cands.items()}
-            return
         lo, hi = block[0], block[-1]
-        yield {
-            m: cands[m].iloc[np.searchsorted(k, lo, "left") : np.searchsorted(k, hi, "right")]
-            for m, k in keys.items()
-        }
+        out.append(
+            {
+                m: (int(np.searchsorted(k, lo, "left")), int(np.searchsorted(k, hi, "right")))
+                for m, k in keys.items()
+            }
+        )
+    return out
+
+
+def candidate_block(
+    cands: Mapping[str, pd.DataFrame], ranges: Mapping[str, tuple[int, int]]
+) -> dict[str, pd.DataFrame]:
+    """One block of every model's candidates, by its row ranges (:func:`candidate_ranges`)."""
+    return {m: cands[m].iloc[a:b] for m, (a, b) in ranges.items()}
 
 
 def fill_by_user(values: pd.Series | np.ndarray, users: pd.Series | np.ndarray) -> np.ndarray:
@@ -813,21 +826,17 @@ class ValidFold:
         self.weights = resolve_weights(weights, list(cands))
         self._per_user: list[np.ndarray] = []
 
-    def blocks(self) -> Iterator[pd.DataFrame]:
-        searched, truth, names = self.searched, self.truth, list(self.cands)
-        if searched is not None:
-            metric = self.cfg.search_metric.split("@")[0]
-            w = np.array([searched.weights[m] for m in names])
-        for block in candidate_blocks(self.cands, self.cfg.block_users):
-            df = blend_block(block, self.models, self.cfg.normalise)
-            if searched is not None and truth is not None:
-                users = df["user_idx"].unique()
-                scorer = TrialScorer(
-                    df, truth[truth["user_idx"].isin(users)], names, search_k(self.cfg)
-                )
-                self._per_user.append(scorer.per_user(w / w.sum(), metric))
-            df["m_hybrid"] = fold_hybrid(df, self.weights, searched)
-            yield df
+    def blocks(self, n_workers: int = 1) -> Iterator[pd.DataFrame]:
+        """Every block with its hybrid, in user order, up to ``n_workers`` side by side
+        (:func:`~recpipe.engine.map_shared`: the fold's candidates and models are not
+        sent)."""
+        ranges = candidate_ranges(self.cands, self.cfg.block_users)
+        work = (_valid_block, self, ranges, n_workers, "blocks of valid users")
+        with closing(map_shared(*work)) as results:
+            for df, per_user in results:
+                if per_user is not None:
+                    self._per_user.append(per_user)
+                yield df
 
     @property
     def value(self) -> float | None:
@@ -839,6 +848,24 @@ class ValidFold:
         if n_eval == 0:
             return float("nan")
         return float(np.concatenate(self._per_user or [np.zeros(0)]).sum() / n_eval)
+
+
+def _valid_block(
+    fold: ValidFold, ranges: Mapping[str, tuple[int, int]]
+) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """One block of the valid fold (:meth:`ValidFold.blocks`): its pairs with the hybrid,
+    and each user's search metric of the chosen weights (None without a search)."""
+    df = blend_block(candidate_block(fold.cands, ranges), fold.models, fold.cfg.normalise)
+    searched, truth, per_user = fold.searched, fold.truth, None
+    if searched is not None and truth is not None:
+        names = list(fold.cands)
+        metric = fold.cfg.search_metric.split("@")[0]
+        w = np.array([searched.weights[m] for m in names])
+        users = df["user_idx"].unique()
+        scorer = TrialScorer(df, truth[truth["user_idx"].isin(users)], names, search_k(fold.cfg))
+        per_user = scorer.per_user(w / w.sum(), metric)
+    df["m_hybrid"] = fold_hybrid(df, fold.weights, searched)
+    return df, per_user
 
 
 def fold_hybrid(

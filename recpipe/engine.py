@@ -20,6 +20,13 @@ and the ranker, whose blocks grow with users x candidates, and
 are one fold's features or model fit (two workers at most past the first bound). The
 setting is not a DVC param: it changes no output, so changing it re-runs nothing.
 
+Blocks of users that read one large state built in the stage's process (the bundle's
+models fitted on every event, a blend fold's models and candidates) go to
+:func:`map_shared` instead: its workers are forked once the state is built and read it
+from their copy of the process, so it is not pickled, and the stage writes their results
+in block order as they come back. It runs in the stage's process only: in a worker of
+:func:`run_blocks` (the blend's folds side by side, say) the blocks run one at a time.
+
 A worker's own threads (numpy blocks, BLAS) are limited to its share of the CPUs
 (:func:`threads`), so that two workers on two cores do not each run two threads (which
 measured no faster than one process). No output depends on a thread count.
@@ -28,8 +35,11 @@ Workers are forked from the stage's process: they start at once and share what i
 loaded. OpenMP (implicit's ALS, faiss, XGBoost) does not survive a fork: in a child of a
 process whose OpenMP threads have run, a parallel region of more than one thread waits
 forever for them. So a worker runs OpenMP on one thread (:func:`omp_threads`, which code
-starting OpenMP regions asks), whatever its share, and the stages do not run OpenMP
-themselves before they fork.
+starting OpenMP regions asks, and which threadpoolctl sets as OpenMP's default for
+XGBoost), whatever its share. The fit stages do not run OpenMP before they fork; the bundle
+fits ALS (and may score with XGBoost) in its own process before it forks its blocks'
+workers, which then score with XGBoost on that one thread (``tests/test_engine.py`` runs
+XGBoost on two threads, then in the workers of :func:`map_shared`).
 """
 
 from __future__ import annotations
@@ -37,7 +47,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
@@ -73,8 +84,12 @@ were not measured: past this bound the stages run one block at a time."""
 _share: int | None = None
 """In a worker process: the threads it may run (set when it starts); None elsewhere."""
 
+_state: object | None = None
+"""What :func:`map_shared`'s blocks share, set while it runs; its workers inherit it."""
+
 T = TypeVar("T")
 R = TypeVar("R")
+S = TypeVar("S")
 
 
 def cpus() -> int:
@@ -109,6 +124,52 @@ def _call(payload: tuple[bytes, bytes]) -> object:
     """In a worker: one block and its function, sent pickled by :func:`run_blocks`."""
     work, block = payload
     return pickle.loads(work)(pickle.loads(block))
+
+
+def _call_shared(payload: tuple[bytes, bytes]) -> object:
+    """In a worker of :func:`map_shared`: one block, its function given the shared state."""
+    work, block = payload
+    return pickle.loads(work)(_state, pickle.loads(block))
+
+
+def _pickled(work: Callable, blocks: Sequence) -> list[tuple[bytes, bytes]]:
+    """Each block with ``work``, pickled here, not by the pool's feeder thread: an object
+    that cannot be pickled then fails at once with its reason, where in the pool (CPython
+    3.11) the error can leave the pool's shutdown waiting forever (python/cpython#116685).
+    The function (with what a partial binds, such as a stage's job) is pickled once."""
+    try:
+        sent = pickle.dumps(work, protocol=pickle.HIGHEST_PROTOCOL)
+        return [(sent, pickle.dumps(b, protocol=pickle.HIGHEST_PROTOCOL)) for b in blocks]
+    except Exception as exc:  # pickling can raise anything a __reduce__ raises
+        raise RuntimeError(
+            f"a block cannot be sent to a worker process ({exc}): a block's function must "
+            f"be defined at module level and its argument picklable; set {WORKERS}=1 to run "
+            "the blocks in this process (needed under a profiler that runs the stage as a "
+            "script, such as python -m cProfile)"
+        ) from exc
+
+
+def _pool(n: int) -> ProcessPoolExecutor:
+    """``n`` worker processes forked from this one, each with its share of the threads."""
+    return ProcessPoolExecutor(
+        n,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_start_worker,
+        initargs=(max(1, threads() // n),),
+    )
+
+
+def _broken(exc: BrokenProcessPool, blocks: int, n: int, what: str = "blocks") -> RuntimeError:
+    return RuntimeError(
+        f"a worker process failed while running {blocks} {what} {n} at a time "
+        f"({exc}; killed for memory, if nothing else is said above); set {WORKERS}=1 "
+        "to run them one at a time"
+    )
+
+
+def _say(blocks: int, what: str, n: int) -> None:
+    """In the stage's log: how its ``blocks`` (called ``what``) run, ``n`` side by side."""
+    log.info("%d %s, %d side by side (%s)", blocks, what, n, WORKERS)
 
 
 def workers(
@@ -147,36 +208,69 @@ def run_blocks(work: Callable[[T], R], blocks: Sequence[T], n_workers: int) -> l
     n = min(n_workers, len(blocks))
     if n <= 1:
         return [work(b) for b in blocks]
-    # Pickled here, not by the pool's feeder thread: an object that cannot be pickled then
-    # fails at once with its reason, where in the pool (CPython 3.11) the error can leave
-    # the pool's shutdown waiting forever (python/cpython#116685). The function (with what
-    # a partial binds, such as a stage's job) is pickled once, not once per block.
-    try:
-        sent = pickle.dumps(work, protocol=pickle.HIGHEST_PROTOCOL)
-        payloads = [(sent, pickle.dumps(b, protocol=pickle.HIGHEST_PROTOCOL)) for b in blocks]
-    except Exception as exc:  # pickling can raise anything a __reduce__ raises
-        raise RuntimeError(
-            f"a block cannot be sent to a worker process ({exc}): a block's function must "
-            f"be defined at module level and its argument picklable; set {WORKERS}=1 to run "
-            "the blocks in this process (needed under a profiler that runs the stage as a "
-            "script, such as python -m cProfile)"
-        ) from exc
-    pool = ProcessPoolExecutor(
-        n,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_start_worker,
-        initargs=(max(1, threads() // n),),
-    )
+    payloads = _pickled(work, blocks)
+    pool = _pool(n)
     try:
         return list(pool.map(_call, payloads))
     except BrokenProcessPool as exc:
-        raise RuntimeError(
-            f"a worker process failed while running {len(blocks)} blocks {n} at a time "
-            f"({exc}; killed for memory, if nothing else is said above); set {WORKERS}=1 "
-            "to run them one at a time"
-        ) from exc
+        raise _broken(exc, len(blocks), n) from exc
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def map_shared(
+    work: Callable[[S, T], R],
+    state: S,
+    blocks: Sequence[T],
+    n_workers: int,
+    what: str = "blocks",
+) -> Iterator[R]:
+    """``work(state, b)`` for each block, in order, as an iterator, up to ``n_workers``
+    blocks side by side (said in the stage's log, the blocks called ``what``).
+
+    For blocks that read one large state built in the stage's process (models fitted on
+    every event, say): the workers are forked after it is built and read it from their
+    copy of the process (pages the fork shares until written), so it is never pickled; each
+    block and each result goes through a pipe. At most ``n_workers`` + 1 blocks are under
+    way or waiting to be taken, so results pile up no further while the caller writes them.
+    In a worker of :func:`run_blocks` (or with one worker) the blocks run in this process.
+    Otherwise as :func:`run_blocks` (``work`` at module level, blocks and results
+    picklable; errors raised here). Not reentrant: one runs at a time in a process, so a
+    caller that may stop taking results (an error while writing them) closes the iterator
+    (``contextlib.closing``), which stops the workers at once.
+    """
+    global _state
+    n = 1 if _share is not None else min(n_workers, len(blocks))
+    if n <= 1:
+        for b in blocks:
+            yield work(state, b)
+        return
+    if _state is not None:
+        raise RuntimeError("map_shared is already running in this process")
+    payloads = _pickled(work, blocks)
+    _say(len(blocks), what, n)
+    pool = None
+    try:
+        _state = state  # before the pool forks its workers (at its first submit)
+        pool = _pool(n)
+        pending: deque = deque()
+        queued = iter(payloads)
+        for payload in queued:
+            pending.append(pool.submit(_call_shared, payload))
+            if len(pending) > n:
+                break
+        while pending:
+            result = pending.popleft().result()
+            for payload in queued:
+                pending.append(pool.submit(_call_shared, payload))
+                break
+            yield result
+    except BrokenProcessPool as exc:
+        raise _broken(exc, len(blocks), n, what) from exc
+    finally:
+        _state = None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_folds(
@@ -191,5 +285,5 @@ def run_folds(
     when side by side."""
     n = workers(events, max_events=max_events)
     if n > 1 and len(blocks) > 1:
-        log.info("%d %s, %d side by side (%s)", len(blocks), what, min(n, len(blocks)), WORKERS)
+        _say(len(blocks), what, min(n, len(blocks)))
     return run_blocks(work, blocks, n)

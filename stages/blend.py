@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -34,12 +35,13 @@ from recpipe.blending import (
     BlendConfig,
     ValidFold,
     blend_block,
-    candidate_blocks,
+    candidate_block,
+    candidate_ranges,
     hybrid_score,
     rank_by,
 )
 from recpipe.config import load_params
-from recpipe.engine import run_folds
+from recpipe.engine import map_shared, run_folds, workers
 from recpipe.errors import ConfigError, DataError
 from recpipe.folds import FOLDS, fold_names, history_events, load_fold
 from recpipe.io import ParquetRows, json_bytes, staged_files
@@ -109,18 +111,37 @@ def write_fold(
     return users
 
 
-def blend_fold(job: _FoldJob, fold_name: str) -> tuple[int, int]:
+@dataclass(frozen=True)
+class _FoldBlocks:
+    """What every block of a fold after the valid one reads: the workers of
+    :func:`~recpipe.engine.map_shared` inherit it from the process that loaded it."""
+
+    cands: dict[str, pd.DataFrame]
+    models: dict
+    normalise: str
+    weights: dict[str, float]
+
+
+def _hybrid_block(fold: _FoldBlocks, ranges: dict[str, tuple[int, int]]) -> pd.DataFrame:
+    """One block of users of a fold after the valid one, with the hybrid."""
+    block = blend_block(candidate_block(fold.cands, ranges), fold.models, fold.normalise)
+    return with_hybrid(block, fold.weights)
+
+
+def blend_fold(job: _FoldJob, fold_name: str, n_workers: int = 1) -> tuple[int, int]:
     """Blend one fold after the valid one with its weights (one block of the engine): write
-    its pairs and recs into the temporaries ``job.out`` names; (pairs, users)."""
+    its pairs and recs into the temporaries ``job.out`` names; (pairs, users). Its blocks of
+    users run up to ``n_workers`` side by side (one when the folds themselves run in
+    workers)."""
     cands, models = fold_inputs(job.candidates, job.models, fold_name)
-    frames = (
-        with_hybrid(blend_block(block, models, job.cfg.normalise), job.weights)
-        for block in candidate_blocks(cands, job.cfg.block_users)
-    )
+    fold = _FoldBlocks(cands, models, job.cfg.normalise, job.weights)
+    ranges = candidate_ranges(cands, job.cfg.block_users)
+    work = (_hybrid_block, fold, ranges, n_workers, f"blocks of {fold_name} users")
     pairs_path, recs_path = job.out[fold_name]
     pairs = ParquetRows(pairs_path)
     recs = None if recs_path is None else ParquetRows(recs_path)
-    users = write_fold(frames, pairs, recs, job.cfg.n)
+    with closing(map_shared(*work)) as frames:
+        users = write_fold(frames, pairs, recs, job.cfg.n)
     for rows in (pairs, recs):
         if rows is not None:
             rows.close()
@@ -136,12 +157,15 @@ def run(args: argparse.Namespace) -> None:
         # The valid fold first: its labels fix the weights.
         cands, models = fold_inputs(cand_dir, models_dir, "valid")
         truth = load_fold(args.split, "valid").targets if cfg.search else None
+        events = history_events(args.split)
+        n_workers = workers(events)
         valid = ValidFold(cands, models, cfg, seed, truth)
         weights = valid.weights
         if valid.searched is not None:
             log.info("searched weights %s", valid.searched.weights)
         pairs = staged.stream(out / "valid.parquet")
-        users = write_fold(valid.blocks(), pairs, staged.stream(out / "valid_recs.parquet"), cfg.n)
+        with closing(valid.blocks(n_workers)) as blocks:
+            users = write_fold(blocks, pairs, staged.stream(out / "valid_recs.parquet"), cfg.n)
         summary["valid"] = fold_summary(pairs.rows, users)
         log.info("valid: %d pairs for %d users", pairs.rows, users)
         if valid.value is not None:
@@ -163,7 +187,8 @@ def run(args: argparse.Namespace) -> None:
                 for f in rest
             },
         )
-        done = run_folds(partial(blend_fold, job), rest, history_events(args.split), "folds")
+        work = partial(blend_fold, job, n_workers=n_workers)
+        done = run_folds(work, rest, events, "folds")
         for fold_name, (rows, users) in zip(rest, done, strict=True):
             summary[fold_name] = fold_summary(rows, users)
             log.info("%s: %d pairs for %d users", fold_name, rows, users)

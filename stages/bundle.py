@@ -19,6 +19,8 @@ import argparse
 import json
 import shutil
 import sys
+from contextlib import closing
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +29,15 @@ import pandas as pd
 from recpipe.artifacts import save_model
 from recpipe.blending import WEIGHTS_FILE
 from recpipe.config import load_params, parse
+from recpipe.engine import map_shared, workers
 from recpipe.errors import ConfigError, DataError
 from recpipe.features.config import FeaturesConfig
-from recpipe.features.pairs import pair_arrays, similarities_by_block
+from recpipe.features.pairs import (
+    PairSimilarities,
+    group_similarities,
+    pair_arrays,
+    similarity_groups,
+)
 from recpipe.folds import load_catalogue, load_fold
 from recpipe.io import (
     ParquetRows,
@@ -59,7 +67,7 @@ from recpipe.serving.build import (
     user_blocks,
 )
 from recpipe.serving.config import ServeConfig
-from recpipe.serving.online import Ranking
+from recpipe.serving.online import Lists, Ranking
 from recpipe.stage import run_stage
 
 PARAMS = ("serve", "candidates", "features", "seed")
@@ -90,21 +98,50 @@ def model_configs(candidates: dict, cfg: ServeConfig, params: str) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class _Shared:
+    """What every block of :func:`rank_every_user` reads: its workers inherit it from the
+    stage's process (:func:`~recpipe.engine.map_shared`), so the models are not sent."""
+
+    ranking: Ranking
+    n: int
+    scratch: Path
+    similarities: PairSimilarities | None = None
+
+
+def _blend_block(shared: _Shared, block: tuple[int, np.ndarray]) -> tuple[Lists, tuple]:
+    """The first pass over one block of users: its lists but the ranker's, and the keys of
+    its pairs, which go to a scratch file for the second pass."""
+    k, users = block
+    pairs, lists = shared.ranking.blend_users(users, shared.n)
+    frame_parquet(pairs, shared.scratch / f"{k}.parquet")
+    return lists, pair_arrays(pairs)
+
+
+def _rank_block(shared: _Shared, k: int) -> pd.DataFrame:
+    """The second pass over one block of users: the ranker's lists of its pairs."""
+    pairs = pd.read_parquet(shared.scratch / f"{k}.parquet")
+    return shared.ranking.rank_pairs(pairs, shared.n, shared.similarities)
+
+
 def rank_every_user(
     ranking: Ranking,
     history: pd.DataFrame,
     cfg: ServeConfig,
     streams: dict[str, ParquetRows],
     out: Path,
+    n_workers: int = 1,
 ) -> int:
     """Every list of every user with history, ``cfg.block_users`` users at a time, written
     to ``streams`` (one per list name); returns how many users were ranked.
 
-    With more than one block, in two passes: the first writes the blend's and each model's
-    lists and keeps each block's pairs for the ranker in a scratch folder beside ``out``;
-    the second ranks each block's pairs, with the similarity features of many blocks
-    computed at once (:func:`~recpipe.features.pairs.similarities_by_block`: each block
-    alone would repeat nearly the whole item x item product). The lists are those of
+    With more than one block, in two passes, up to ``n_workers`` blocks side by side
+    (:func:`~recpipe.engine.map_shared`; the lists are written here, in block order): the
+    first writes the blend's and each model's lists and keeps each block's pairs for the
+    ranker in a scratch folder beside ``out``; the second ranks each block's pairs, with the
+    similarity features of many blocks computed at once, here, before their blocks go to
+    the workers (:func:`~recpipe.features.pairs.similarity_groups`: each block alone would
+    repeat nearly the whole item x item product). The lists are those of
     :meth:`~recpipe.serving.online.Ranking.rank_users`, block by block."""
     blocks = list(user_blocks(history, cfg.block_users))
     if len(blocks) <= 1:
@@ -113,19 +150,25 @@ def rank_every_user(
             for name, stream in streams.items():
                 stream.write(lists.get(name))
         return sum(len(block) for block in blocks)
+    ranking.prepare()  # built once here, not once in each worker
     with scratch_beside(out) as scratch:
+        shared = _Shared(ranking, cfg.cache_n, scratch)
         keys = []
-        for k, block in enumerate(blocks):
-            pairs, lists = ranking.blend_users(block, cfg.cache_n)
-            for name, stream in streams.items():
-                if name != "ranker":
-                    stream.write(lists.get(name))
-            frame_parquet(pairs, scratch / f"{k}.parquet")
-            keys.append(pair_arrays(pairs))
-        shared = similarities_by_block(keys, ranking.context)
-        for k, similarities in enumerate(shared):
-            pairs = pd.read_parquet(scratch / f"{k}.parquet")
-            streams["ranker"].write(ranking.rank_pairs(pairs, cfg.cache_n, similarities))
+        work = (_blend_block, shared, list(enumerate(blocks)), n_workers, "blocks of users")
+        with closing(map_shared(*work)) as first:
+            for lists, block_keys in first:
+                for name, stream in streams.items():
+                    if name != "ranker":
+                        stream.write(lists.get(name))
+                keys.append(block_keys)
+        for group in similarity_groups([len(users) for users, _ in keys]):
+            similarities = group_similarities([keys[k] for k in group], ranking.context)
+            with_group = replace(shared, similarities=similarities)
+            work = (_rank_block, with_group, group, n_workers, "blocks of users to rank")
+            with closing(map_shared(*work)) as second:
+                for ranked in second:
+                    streams["ranker"].write(ranked)
+            del similarities, with_group, work
     return sum(len(block) for block in blocks)
 
 
@@ -174,7 +217,7 @@ def run(args: argparse.Namespace) -> None:
     with staged_files() as staged:
         names = ["ranker", "blend", *models]
         streams = {name: staged.stream(out / "lists" / f"{name}.parquet") for name in names}
-        n_users = rank_every_user(ranking, history, cfg, streams, out)
+        n_users = rank_every_user(ranking, history, cfg, streams, out, workers(len(history)))
         counts = {f"list_rows_{name}": streams[name].rows for name in names}
         staged.add(out / "items.parquet", catalogue)
         staged.add(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import shutil
 from dataclasses import dataclass
@@ -953,10 +954,13 @@ def test_trial_scorer_refuses_weights_off_the_simplex(w: list[float]) -> None:
         scorer.value(np.array(w), "ndcg")
 
 
-@pytest.mark.parametrize("bags", [1, 4])
-def test_the_valid_fold_streamed_is_the_valid_fold_whole(project: Project, bags: int) -> None:
-    """The search on only its bags' users, and the fold built 7 users at a time, give the
-    weights, bags, hybrid and whole-fold value of the search on the whole fold in memory."""
+@pytest.mark.parametrize(("bags", "n_workers"), [(1, 1), (4, 1), (4, 3)])
+def test_the_valid_fold_streamed_is_the_valid_fold_whole(
+    project: Project, bags: int, n_workers: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The search on only its bags' users, and the fold built 7 users at a time (here, or
+    three blocks side by side in worker processes), give the weights, bags, hybrid and
+    whole-fold value of the search on the whole fold in memory."""
     cands = blend.enabled_candidates(project.candidates, "valid")
     models = {m: load_model(model_dir(project.models, m, "valid")) for m in cands}
     truth = load_fold(project.split, "valid").targets
@@ -974,7 +978,10 @@ def test_the_valid_fold_streamed_is_the_valid_fold_whole(project: Project, bags:
     expected = whole.assign(m_hybrid=fold_hybrid(whole, weights, searched))
 
     streamed = ValidFold(cands, models, cfg, 5, truth)
-    got = pd.concat(list(streamed.blocks()), ignore_index=True)
+    caplog.set_level(logging.INFO, logger="engine")
+    got = pd.concat(list(streamed.blocks(n_workers)), ignore_index=True)
+    side = "blocks of valid users, 3 side by side"
+    assert (side in caplog.text) == (n_workers == 3), caplog.text
     assert streamed.weights == weights
     assert streamed.searched is not None
     assert len(streamed.searched.bags) == len(searched.bags) == (0 if bags == 1 else bags)

@@ -17,6 +17,7 @@ from recpipe.engine import (
     PARALLEL_MAX_EVENTS,
     WORKERS,
     cpus,
+    map_shared,
     omp_threads,
     run_blocks,
     threads,
@@ -200,3 +201,116 @@ def test_a_block_that_cannot_be_pickled_fails_before_a_worker_starts(
     assert "RECPIPE_WORKERS=1" in str(err.value)
     # one block runs in this process, where nothing is pickled
     assert run_blocks(work, blocks[:1], 2) == [blocks[0]]
+
+
+# -- blocks sharing a state built before the fork -------------------------------------------
+class _Unpicklable:
+    """A state that cannot be pickled: map_shared's workers must inherit it."""
+
+    def __init__(self, offset: int, log: Path | None = None) -> None:
+        self.offset, self.log = offset, log
+
+    def __reduce__(self):
+        raise TypeError("this state is not to be pickled")
+
+
+def _shifted(state: _Unpicklable, x: int) -> tuple[int, int]:
+    if state.log is not None:  # one file per block started
+        (state.log / str(x)).touch()
+    if x == 5 and state.offset < 0:
+        raise DataError("bad block", file="blocks.parquet", row=x)
+    return x + state.offset, os.getpid()
+
+
+def _inner_pids(_: int) -> bool:
+    """From a worker of run_blocks: whether map_shared ran every block in this worker."""
+    pids = {pid for _, pid in map_shared(_shifted, _Unpicklable(0), list(range(4)), 4)}
+    return pids == {os.getpid()}
+
+
+def _where_shared(state: object, b: int) -> dict:
+    return _where(b)
+
+
+def test_shared_blocks_read_the_state_from_the_fork_and_come_back_in_order() -> None:
+    state = _Unpicklable(100)
+    got = list(map_shared(_shifted, state, list(range(17)), 3))
+    assert [v for v, _ in got] == [b + 100 for b in range(17)]
+    pids = {pid for _, pid in got}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 3
+    # one worker: every block here, in order
+    got = list(map_shared(_shifted, state, list(range(5)), 1))
+    assert got == [(b + 100, os.getpid()) for b in range(5)]
+    assert list(map_shared(_shifted, state, [], 3)) == []
+    # a second run in the same process starts from a clean slate
+    assert [v for v, _ in map_shared(_shifted, _Unpicklable(1), [0, 1, 2], 2)] == [1, 2, 3]
+
+
+def test_shared_blocks_wait_for_the_caller_to_take_their_results(tmp_path: Path) -> None:
+    """With two workers, at most three blocks are under way or waiting while the caller
+    holds the first result, whatever the blocks' speed; the rest start as results are taken."""
+    results = map_shared(_shifted, _Unpicklable(0, tmp_path), list(range(12)), 2)
+    first = next(results)
+    assert first[0] == 0
+    assert len(list(tmp_path.iterdir())) <= 4  # the first, and three more at most
+    assert [v for v, _ in results] == list(range(1, 12))
+    assert len(list(tmp_path.iterdir())) == 12
+
+
+def test_shared_blocks_raise_a_blocks_error_and_run_inline_in_a_worker() -> None:
+    with pytest.raises(DataError, match=r"file blocks\.parquet, row 5: bad block"):
+        list(map_shared(_shifted, _Unpicklable(-1), list(range(9)), 2))
+    assert engine._state is None  # the next run can start
+    # a worker of run_blocks does not fork workers of its own: its blocks run in it
+    assert run_blocks(_inner_pids, [0, 1], 2) == [True, True]
+
+
+def test_shared_blocks_stop_when_the_caller_closes_them(tmp_path: Path) -> None:
+    results = map_shared(_shifted, _Unpicklable(0, tmp_path), list(range(40)), 2)
+    assert next(results)[0] == 0
+    results.close()  # as contextlib.closing does when the caller's writing fails
+    assert engine._state is None
+    assert len(list(tmp_path.iterdir())) <= 4  # nothing queued ran after the close
+    assert [v for v, _ in map_shared(_shifted, _Unpicklable(2), [0, 1, 2], 2)] == [2, 3, 4]
+
+
+def test_shared_blocks_run_in_workers_with_a_share_of_the_threads() -> None:
+    seen = list(map_shared(_where_shared, None, list(range(4)), 2))
+    share = max(1, cpus() // 2)
+    for where in seen:
+        assert where["pid"] != os.getpid()
+        assert where["share"] == share and where["blas"] <= {share}
+        assert where["omp"] == 1
+
+
+#: A process that has run XGBoost on two OpenMP threads, then forks map_shared's workers
+#: that predict with the same model: XGBoost's OpenMP regions there run on one thread,
+#: where a region of two would wait forever for the parent's threads.
+AFTER_XGBOOST = """
+import numpy as np, xgboost as xgb
+from recpipe import engine
+
+rng = np.random.default_rng(0)
+x = rng.random((2000, 6)).astype(np.float32)
+labels, lists = rng.integers(0, 2, 2000), np.repeat(np.arange(200), 10)
+model = xgb.XGBRanker(n_estimators=5, n_jobs=2).fit(x, labels, qid=lists)
+
+def predict(model, rows):
+    return model.predict(x[rows]).tolist()
+
+home = [predict(model, slice(k, k + 500)) for k in (0, 500, 1000, 1500)]
+blocks = [slice(k, k + 500) for k in (0, 500, 1000, 1500)]
+print(list(engine.map_shared(predict, model, blocks, 2)) == home)
+"""
+
+
+def test_shared_workers_forked_after_xgboost_ran_do_not_hang() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", AFTER_XGBOOST],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True"

@@ -459,6 +459,40 @@ def _assert_same_bits(a: pd.DataFrame, b: pd.DataFrame) -> None:
             assert np.array_equal(x.view(np.int64), y.view(np.int64)), column
 
 
+def test_similarity_blocks_side_by_side_give_the_same_floats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The item-item similarities of a fold's pairs, three candidate items a block with the
+    blocks in four threads, are the floats of one thread and of one block, bit for bit."""
+    from recpipe import engine
+    from recpipe.features import pairs as pairs_module
+
+    inter, items, users = _log()
+    pairs = _random_pairs(len(users), len(items), 900, seed=9)
+    ctx = pair_context(inter, items, history_now(inter), CFG, len(users))
+    pu, pi = pairs["user_idx"].to_numpy(), pairs["item_idx"].to_numpy()
+    whole = pair_similarities(pu, pi, ctx).columns
+    monkeypatch.setattr(engine, "cpus", lambda: 4)
+    monkeypatch.setattr(pairs_module, "_SIM_BLOCK_ENTRIES", 3 * len(items))
+    threads = []
+    real = pairs_module.in_threads
+
+    def counted(work, blocks, n):
+        threads.append((len(blocks), n))
+        return real(work, blocks, n)
+
+    monkeypatch.setattr(pairs_module, "in_threads", counted)
+    for n in (1, 4):
+        monkeypatch.setattr(pairs_module, "BLOCK_THREADS", n)
+        got = pair_similarities(pu, pi, ctx).columns
+        assert list(got) == list(whole)
+        assert not np.isnan(got["p_cf_max_sim"]).all()
+        for name, values in whole.items():
+            assert np.array_equal(got[name].view(np.int64), values.view(np.int64)), (n, name)
+    # the content and the collaborative similarities, many blocks each, in 1 then 4 threads
+    assert [n for _, n in threads] == [1, 1, 4, 4] and min(b for b, _ in threads) > 10
+
+
 def test_similarity_tables_give_the_same_floats(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every item pair's similarity laid out once (what the service does) gives the features
     the products give, bit for bit: for the whole frame, for one user at a time (only the

@@ -959,17 +959,45 @@ def test_a_test_fold_without_a_user_feature_names_its_features_file(
     assert ("trained on" in caplog.text) == (n == "1")
 
 
-def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(ranked_extra: tuple) -> None:
+@pytest.mark.parametrize(
+    ("project", "n"), [("ranked_extra", "1"), ("ranked_extra", "3"), ("ranked", "3")]
+)
+def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(
+    project: str,
+    n: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The blend's streaming test: every fold (valid, test and the extra ranker folds)
-    merged, scored and written two users at a time gives byte-identical files."""
-    p, blend_out, _ = ranked_extra
+    merged, scored and written two users at a time gives byte-identical files, the blocks
+    in this process (``RECPIPE_WORKERS=1``) or three side by side in worker processes: the
+    valid fold's, and the test fold's when it is the only fold after the valid one (with
+    extra folds, the folds run side by side and their blocks one at a time in each)."""
+    p, blend_out, _ = request.getfixturevalue(project)
+    monkeypatch.setenv(WORKERS, n)
+    caplog.set_level(logging.INFO, logger="engine")
     params = yaml.safe_load(p.params.read_text())
     params["blend"]["block_users"] = 2
     (p.root / "blocks.yaml").write_text(yaml.safe_dump(params))
-    blocked = p.root / "blend_blocks"
+    blocked = p.root / f"blend_blocks{n}"
     assert run_blend(p, blocked, p.root / "blocks.yaml") == 0
+    side = [r.getMessage() for r in caplog.records if "side by side" in r.getMessage()]
+    if n == "1":
+        assert side == []
+    elif project == "ranked":
+        assert [m.split(",")[0].split(" ", 1)[1] for m in side] == [
+            "blocks of valid users",
+            "blocks of test users",
+        ]
+    else:
+        assert [m.split(",")[0].split(" ", 1)[1] for m in side] == [
+            "blocks of valid users",
+            "folds",
+        ]
     names = sorted(f.name for f in (blend_out / "blend").iterdir())
-    assert {"valid.parquet", "test_recs.parquet", "extra1.parquet", "extra2.parquet"} <= set(names)
+    folds = ["valid", "test"] + (["extra1", "extra2"] if project == "ranked_extra" else [])
+    assert {f"{f}.parquet" for f in folds} | {"test_recs.parquet"} <= set(names)
     assert sorted(f.name for f in (blocked / "blend").iterdir()) == names
     for name in names:
         assert (blocked / "blend" / name).read_bytes() == (

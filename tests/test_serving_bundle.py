@@ -18,6 +18,7 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
+from recpipe.engine import WORKERS
 from recpipe.serving.build import item_popularity, nearest_items, popular_lists
 from recpipe.serving.bundle import Bundle, BundleError
 from tests.conftest import e2e_env
@@ -88,8 +89,11 @@ def test_popular_lists_count_distinct_users_overall_recent_and_per_category() ->
 # -- end to end on the tiny pipeline ------------------------------------------------------
 
 
-def bundle_stage(repo: Path, out: Path, **serve: object) -> subprocess.CompletedProcess:
-    """Run the bundle stage in ``repo`` into ``out`` with ``serve`` settings changed."""
+def bundle_stage(
+    repo: Path, out: Path, env: dict[str, str] | None = None, **serve: object
+) -> subprocess.CompletedProcess:
+    """Run the bundle stage in ``repo`` into ``out`` with ``serve`` settings changed (and
+    ``env`` added to the environment)."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["serve"].update(serve)
     pfile = out.parent / f"{out.name}-params.yaml"
@@ -116,7 +120,9 @@ def bundle_stage(repo: Path, out: Path, **serve: object) -> subprocess.Completed
         str(pfile),
     ]
     # (a timeout: a stage that hangs fails the test instead of stalling CI)
-    return subprocess.run(cmd, cwd=repo, env=e2e_env(), capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        cmd, cwd=repo, env=e2e_env() | (env or {}), capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -156,10 +162,18 @@ def test_a_bundle_of_the_test_fold_serves_the_evaluated_lists(
 
 
 @pytest.mark.e2e
-def test_the_bundle_does_not_depend_on_its_block_size(tiny_repo: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("n_workers", ["1", "3"])
+def test_the_bundle_does_not_depend_on_its_block_size(
+    tiny_repo: Path, tmp_path: Path, n_workers: str
+) -> None:
+    """Blocks of 7 users, ranked in this process or three at a time in worker processes
+    forked after the models were fitted (ALS's OpenMP threads ran before the fork: the
+    ranker's then run in the workers without waiting for them): the same bytes as one
+    block."""
     out = tmp_path / "bundle"
-    proc = bundle_stage(tiny_repo, out, block_users=7)
+    proc = bundle_stage(tiny_repo, out, env={WORKERS: n_workers}, block_users=7)
     assert proc.returncode == 0, proc.stderr
+    assert ("3 side by side" in proc.stderr) == (n_workers == "3"), proc.stderr
     # blocks of 7 users rank in two passes through a scratch folder beside the bundle,
     # which is gone afterwards
     assert not list(tmp_path.glob(".bundle.*.scratch"))

@@ -19,9 +19,12 @@ from recpipe.features.arrays import _expand_rows, _group_starts, _safe_div, _tak
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.history import SECONDS_PER_DAY, _Log, _UserCategories
 from recpipe.features.metadata import _by_index, item_category_matrix, item_vectors
+from recpipe.models.base import BLOCK_THREADS, in_threads
 
 # Entries of one dense block of item-item similarities (float64): bounds peak memory of
-# the content features to ~32 MB per block whatever the catalogue size.
+# the content features to ~32 MB per block whatever the catalogue size, and about 200 MB
+# with the gathers and summaries of its pairs (as many entries each); up to
+# models.base.BLOCK_THREADS blocks are computed side by side, one a thread.
 _SIM_BLOCK_ENTRIES = 1 << 22
 
 SHARED_PAIRS = 1 << 25
@@ -329,6 +332,37 @@ def pair_arrays(pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
+def similarity_groups(sizes: Sequence[int], budget: int | None = None) -> list[list[int]]:
+    """The blocks of pairs (by their numbers of pairs ``sizes``, in the order they will be
+    described) whose similarity features are computed together: consecutive blocks while
+    their pairs total at most ``budget`` (:data:`SHARED_PAIRS` when None)."""
+    budget = SHARED_PAIRS if budget is None else budget
+    groups: list[list[int]] = []
+    total = 0
+    for k, size in enumerate(sizes):
+        if not groups or total + size > budget:
+            groups.append([])
+            total = 0
+        groups[-1].append(k)
+        total += size
+    return groups
+
+
+def group_similarities(
+    blocks: Sequence[tuple[np.ndarray, np.ndarray]], ctx: PairContext
+) -> PairSimilarities | None:
+    """The similarity features of a group of blocks of pairs (their ``(user_idx,
+    item_idx)`` arrays), or None for a group of one block: the block computes its own, the
+    same work."""
+    if len(blocks) <= 1:
+        return None
+    return pair_similarities(
+        np.concatenate([users for users, _ in blocks]),
+        np.concatenate([items for _, items in blocks]),
+        ctx,
+    )
+
+
 def similarities_by_block(
     blocks: Sequence[tuple[np.ndarray, np.ndarray]],
     ctx: PairContext,
@@ -336,28 +370,10 @@ def similarities_by_block(
 ) -> Iterator[PairSimilarities | None]:
     """For each block of pairs (its ``(user_idx, item_idx)`` arrays, in the order the blocks
     will be described), where :func:`block_pair_features` should look its similarity features
-    up: consecutive blocks are grouped while their pairs total at most ``budget``
-    (:data:`SHARED_PAIRS` when None), and a group's are computed once
-    (:func:`pair_similarities`) when its first block comes. A group of one block gets None:
-    the block computes its own, the same work."""
-    budget = SHARED_PAIRS if budget is None else budget
-    groups: list[list[int]] = []
-    total = 0
-    for k, (users, _) in enumerate(blocks):
-        if not groups or total + len(users) > budget:
-            groups.append([])
-            total = 0
-        groups[-1].append(k)
-        total += len(users)
-    for group in groups:
-        if len(group) == 1:
-            yield None
-            continue
-        shared = pair_similarities(
-            np.concatenate([blocks[k][0] for k in group]),
-            np.concatenate([blocks[k][1] for k in group]),
-            ctx,
-        )
+    up: the blocks are grouped (:func:`similarity_groups`), and a group's are computed once
+    (:func:`group_similarities`) when its first block comes."""
+    for group in similarity_groups([len(users) for users, _ in blocks], budget):
+        shared = group_similarities([blocks[k] for k in group], ctx)
         for _ in group:
             yield shared
         del shared
@@ -436,7 +452,8 @@ def _recent_similarity(
     dense, or, where the cost model of :func:`dense_right` says so, the candidates' sparse
     rows times dense chunks of the other items: the same floats), and each pair gathers its
     row's entries at the user's (padded) history items: one item-item block per chunk of
-    the catalogue and dense gathers, no per-pair loop. With ``table`` (every item pair's
+    the catalogue and dense gathers, no per-pair loop; the blocks run side by side in
+    threads (:func:`~recpipe.models.base.in_threads`). With ``table`` (every item pair's
     similarity, :func:`with_similarity_tables`) the pairs gather their entries from it.
     """
     n = len(pu)
@@ -481,7 +498,9 @@ def _recent_similarity(
     n_items = vectors_t.shape[1]
     block = max(1, _SIM_BLOCK_ENTRIES // n_items)
     right = dense_right(vectors, columns if restricted else None, vectors_t, distinct)
-    for b in range(0, len(distinct), block):
+
+    def one_block(b: int) -> None:
+        # each block fills its own rows of ``out``: blocks run in any order, side by side
         block_items = distinct[b : b + block]
         lo, hi = np.searchsorted(cand_items, [block_items[0], block_items[-1] + 1])
         sims = item_similarities(vectors, block_items, vectors_t, right).ravel()
@@ -490,6 +509,9 @@ def _recent_similarity(
             local = np.searchsorted(block_items, pi[rows])
             values = sims[(local * n_items)[:, None] + hist[pu[rows]]]
             _summarise(out, rows, values, hist_len[pu[rows]], k, prefixes)
+
+    # the products and gathers release the interpreter lock: the blocks share the cores
+    in_threads(one_block, list(range(0, len(distinct), block)), BLOCK_THREADS)
     return out
 
 

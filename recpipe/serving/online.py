@@ -117,6 +117,15 @@ class Ranking:
         return self.ranker.config
 
     # -- batch ------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Build now what ranking builds on first use (the item features by key, the factor
+        models' retrieval indexes), so that worker processes forked after this share them
+        instead of each building its own."""
+        self._items_indexed()
+        for model in self.models.values():
+            if isinstance(model, FactorRecommender):
+                model.index._faiss_index()
+
     def rank_users(self, users: np.ndarray, n: int) -> Lists:
         """Every list of ``users`` (known to the fold), each cut at ``n``: exactly the
         pipeline's stages applied to these users (:meth:`blend_users`, then
