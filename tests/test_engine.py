@@ -142,9 +142,10 @@ print(engine.run_blocks(fit, [4, 4, 4], 2) == [home] * 3)
 """
 
 
-def test_workers_forked_after_openmp_ran_do_not_hang() -> None:
+def _prints_true(script: str) -> None:
+    """Run ``script`` in a fresh interpreter (a hang fails after 60 s); it must print True."""
     proc = subprocess.run(
-        [sys.executable, "-c", AFTER_OPENMP],
+        [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         timeout=60,
@@ -152,6 +153,10 @@ def test_workers_forked_after_openmp_ran_do_not_hang() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "True"
+
+
+def test_workers_forked_after_openmp_ran_do_not_hang() -> None:
+    _prints_true(AFTER_OPENMP)
 
 
 def test_an_error_in_a_block_is_raised_with_its_type_and_message() -> None:
@@ -305,12 +310,4 @@ print(list(engine.map_shared(predict, model, blocks, 2)) == home)
 
 
 def test_shared_workers_forked_after_xgboost_ran_do_not_hang() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", AFTER_XGBOOST],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "True"
+    _prints_true(AFTER_XGBOOST)
