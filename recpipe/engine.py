@@ -237,7 +237,8 @@ def map_shared(
     Otherwise as :func:`run_blocks` (``work`` at module level, blocks and results
     picklable; errors raised here). Not reentrant: one runs at a time in a process, so a
     caller that may stop taking results (an error while writing them) closes the iterator
-    (``contextlib.closing``), which stops the workers at once.
+    (``contextlib.closing``): the blocks still queued are cancelled and the running ones
+    finish before it returns.
     """
     global _state
     n = 1 if _share is not None else min(n_workers, len(blocks))
