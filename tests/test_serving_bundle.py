@@ -167,9 +167,9 @@ def test_the_bundle_does_not_depend_on_its_block_size(
     tiny_repo: Path, tmp_path: Path, n_workers: str
 ) -> None:
     """Blocks of 7 users, ranked in this process or three at a time in worker processes
-    forked after the models were fitted (ALS's OpenMP threads ran before the fork: the
-    ranker's then run in the workers without waiting for them): the same bytes as one
-    block."""
+    forked after the models were fitted: the same bytes as one block. (That XGBoost's
+    OpenMP does not hang in such workers is checked in tests/test_engine.py: here ALS's
+    OpenMP comes from another runtime than XGBoost's.)"""
     out = tmp_path / "bundle"
     proc = bundle_stage(tiny_repo, out, env={WORKERS: n_workers}, block_users=7)
     assert proc.returncode == 0, proc.stderr
