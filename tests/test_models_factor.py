@@ -256,6 +256,10 @@ def test_approximate_index_finds_most_of_the_exact_top_n(retrieval: RetrievalCon
     # Rebuilt from scratch (k-means / graph construction), the result is the same.
     again = FactorIndex(users, items, config=retrieval, seed=1)
     pd.testing.assert_frame_equal(got, again.recommend(np.arange(len(users)), 10, seen))
+    # Built ahead of the first search (as the bundle does before it forks), the same again.
+    ahead = FactorIndex(users, items, config=retrieval, seed=1)
+    ahead.build()
+    pd.testing.assert_frame_equal(got, ahead.recommend(np.arange(len(users)), 10, seen))
 
 
 def test_ties_are_broken_by_item_index() -> None:

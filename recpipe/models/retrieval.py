@@ -332,6 +332,12 @@ class FactorIndex(Persistent):
             return faiss.SearchParametersHNSW(efSearch=max(cfg.ef_search, k))
         return None
 
+    def build(self) -> None:
+        """Build the faiss index now rather than on first use: a process that forks
+        workers after this shares one index with them instead of each building its own."""
+        with faiss_threads(self.config.threads):
+            self._faiss_index()
+
     def _faiss_index(self) -> Any:
         """The faiss index over the indexed items' vectors (built once, on first use)."""
         if self._index is not None:

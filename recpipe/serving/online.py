@@ -124,7 +124,7 @@ class Ranking:
         self._items_indexed()
         for model in self.models.values():
             if isinstance(model, FactorRecommender):
-                model.index._faiss_index()
+                model.index.build()
 
     def rank_users(self, users: np.ndarray, n: int) -> Lists:
         """Every list of ``users`` (known to the fold), each cut at ``n``: exactly the
