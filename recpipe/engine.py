@@ -20,12 +20,13 @@ and the ranker, whose blocks grow with users x candidates, and
 are one fold's features or model fit (two workers at most past the first bound). The
 setting is not a DVC param: it changes no output, so changing it re-runs nothing.
 
-Blocks of users that read one large state built in the stage's process (the bundle's
-models fitted on every event, a blend fold's models and candidates) go to
-:func:`map_shared` instead: its workers are forked once the state is built and read it
-from their copy of the process, so it is not pickled, and the stage writes their results
-in block order as they come back. It runs in the stage's process only: in a worker of
-:func:`run_blocks` (the blend's folds side by side, say) the blocks run one at a time.
+Blocks that read one large state built in the stage's process (the bundle's models, fitted
+on every event one model a block, then its blocks of users; a blend fold's models and
+candidates) go to :func:`map_shared` instead: its workers are forked once the state is
+built and read it from their copy of the process, so it is not pickled, and the stage
+writes their results in block order as they come back. It runs in the stage's process
+only: in a worker of :func:`run_blocks` (the blend's folds side by side, say) the blocks
+run one at a time.
 
 A worker's own threads (numpy blocks, BLAS) are limited to its share of the CPUs
 (:func:`threads`), so that two workers on two cores do not each run two threads (which
@@ -37,8 +38,9 @@ process whose OpenMP threads have run, a parallel region of more than one thread
 forever for them. So a worker runs OpenMP on one thread (:func:`omp_threads`, which code
 starting OpenMP regions asks, and which threadpoolctl sets as OpenMP's default for
 XGBoost), whatever its share. The fit stages do not run OpenMP before they fork; the bundle
-fits ALS (and may score with XGBoost) in its own process before it forks its blocks'
-workers, which then score with XGBoost on that one thread (``tests/test_engine.py`` runs
+may run OpenMP in its own process (ALS, when it fits its models there; faiss, building the
+factor models' indexes) before it forks its blocks' workers, which then score with XGBoost
+on that one thread (``tests/test_engine.py`` runs
 XGBoost on two threads, then in the workers of :func:`map_shared`).
 """
 

@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recpipe.artifacts import save_model
 from recpipe.blending import WEIGHTS_FILE
 from recpipe.config import load_params, parse
-from recpipe.engine import map_shared, workers
+from recpipe.engine import FIT_PARALLEL_MAX_EVENTS, map_shared, workers
 from recpipe.errors import ConfigError, DataError
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.pairs import (
@@ -195,7 +194,8 @@ def run(args: argparse.Namespace) -> None:
     ranker = load_ranker(args.ranker)
     check_ranker_models(ranker.features, list(configs), list(MODELS))
 
-    models = fit_models(history, items, users, configs, seed)
+    fit_workers = workers(len(history), max_events=FIT_PARALLEL_MAX_EVENTS)
+    models = fit_models(history, items, users, configs, seed, out / "models", fit_workers)
     n = {m: int(c.n) for m, (_, c) in configs.items()}
     ranking = ranking_of(models, n, blend, ranker, fcfg, history, items, users)
     log.info("%d models fitted on %d events (%s)", len(models), len(history), cfg.fold)
@@ -236,8 +236,6 @@ def run(args: argparse.Namespace) -> None:
         staged.add(out / "features" / "items.parquet", ranking.item_feats)
         settings = serve_settings(cfg, fcfg, ranker, blend, n, ranking.now)
         staged.add(out / "serve.json", json_bytes(settings))
-    for name, model in models.items():
-        save_model(model, out / "models" / name)
     for src, dst in ((Path(args.ranker), out / "ranker"), (Path(args.rating), out / "rating")):
         dst.mkdir(parents=True, exist_ok=True)
         for f in sorted(src.iterdir()):

@@ -7,6 +7,7 @@ The end-to-end tests read the tiny baseline repository (its `dvc exp run` built
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -167,13 +168,16 @@ def test_the_bundle_does_not_depend_on_its_block_size(
     tiny_repo: Path, tmp_path: Path, n_workers: str
 ) -> None:
     """Blocks of 7 users, ranked in this process or three at a time in worker processes
-    forked after the models were fitted: the same bytes as one block. (That XGBoost's
-    OpenMP does not hang in such workers is checked in tests/test_engine.py: here ALS's
-    OpenMP comes from another runtime than XGBoost's.)"""
+    forked after the models were fitted (themselves three at a time in workers, then
+    loaded back): the same bytes as one block. (That XGBoost's OpenMP does not hang in
+    such workers is checked in tests/test_engine.py: here ALS's OpenMP comes from another
+    runtime than XGBoost's.)"""
     out = tmp_path / "bundle"
     proc = bundle_stage(tiny_repo, out, env={WORKERS: n_workers}, block_users=7)
     assert proc.returncode == 0, proc.stderr
-    assert ("3 side by side" in proc.stderr) == (n_workers == "3"), proc.stderr
+    side_by_side = n_workers == "3"
+    assert bool(re.search(r"\d+ models, 3 side by side", proc.stderr)) == side_by_side
+    assert bool(re.search(r"\d+ blocks of users, 3 side by side", proc.stderr)) == side_by_side
     # blocks of 7 users rank in two passes through a scratch folder beside the bundle,
     # which is gone afterwards
     assert not list(tmp_path.glob(".bundle.*.scratch"))

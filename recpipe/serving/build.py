@@ -30,13 +30,17 @@ import hashlib
 import json
 import subprocess
 from collections.abc import Iterator, Mapping
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recpipe.artifacts import load_model, save_model
 from recpipe.dataset import TrainData
+from recpipe.engine import map_shared
 from recpipe.errors import ConfigError
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.history import SECONDS_PER_DAY, history_now
@@ -78,17 +82,42 @@ def serve_history(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat([p[cols] for p in parts], ignore_index=True)
 
 
+@dataclass(frozen=True)
+class _Fits:
+    """What every model fit of :func:`fit_models` reads (its workers inherit it)."""
+
+    data: TrainData
+    configs: Mapping[str, tuple[type[Recommender], object]]
+    seed: int
+    out: Path
+
+
+def _fit_and_save(fits: _Fits, name: str) -> str:
+    """One block of :func:`fit_models`: model ``name`` fitted and saved in its folder."""
+    cls, cfg = fits.configs[name]
+    save_model(cls(cfg, seed=fits.seed).fit(fits.data), fits.out / name)
+    return name
+
+
 def fit_models(
     history: pd.DataFrame,
     items: pd.DataFrame,
     users: pd.DataFrame,
     configs: Mapping[str, tuple[type[Recommender], object]],
     seed: int,
+    out: str | Path,
+    n_workers: int = 1,
 ) -> dict[str, Recommender]:
     """Every model of ``configs`` (name -> (class, config)) fitted on ``history``, as the
-    candidates stage fits it on a fold."""
-    data = TrainData(history, items, users)
-    return {name: cls(cfg, seed=seed).fit(data) for name, (cls, cfg) in configs.items()}
+    candidates stage fits it on a fold, saved in ``out/<name>`` and loaded back from there.
+
+    Up to ``n_workers`` models are fitted side by side, in workers forked with the history
+    (:func:`recpipe.engine.map_shared`). Every model is used as loaded, whichever process
+    fitted it, so that what the bundle ranks with is what the service loads.
+    """
+    fits = _Fits(TrainData(history, items, users), configs, seed, Path(out))
+    with closing(map_shared(_fit_and_save, fits, list(configs), n_workers, "models")) as done:
+        return {name: load_model(fits.out / name) for name in done}
 
 
 def check_ranker_models(features: list[str], models: list[str], all_models: list[str]) -> None:
