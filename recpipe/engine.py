@@ -16,8 +16,9 @@ history holds more events than the stage's bound, because each worker holds its 
 (a fold's history and what is fitted on it), and at 25M events one block already takes
 several GiB (``bench/README.md``). The bound is :data:`PARALLEL_MAX_EVENTS` for the blend
 and the ranker, whose blocks grow with users x candidates, and
-:data:`FIT_PARALLEL_MAX_EVENTS` for the features and the candidate models, whose blocks
-are one fold's features or model fit (two workers at most past the first bound). The
+:data:`FIT_PARALLEL_MAX_EVENTS` for the features, the candidate models and the bundle's
+refits, whose blocks are one fold's features or one model fit (two workers at most past
+the first bound). The
 setting is not a DVC param: it changes no output, so changing it re-runs nothing.
 
 Blocks that read one large state built in the stage's process (the bundle's models, fitted
@@ -37,11 +38,12 @@ loaded. OpenMP (implicit's ALS, faiss, XGBoost) does not survive a fork: in a ch
 process whose OpenMP threads have run, a parallel region of more than one thread waits
 forever for them. So a worker runs OpenMP on one thread (:func:`omp_threads`, which code
 starting OpenMP regions asks, and which threadpoolctl sets as OpenMP's default for
-XGBoost), whatever its share. The fit stages do not run OpenMP before they fork; the bundle
-may run OpenMP in its own process (ALS, when it fits its models there; faiss, building the
-factor models' indexes) before it forks its blocks' workers, which then score with XGBoost
-on that one thread (``tests/test_engine.py`` runs
-XGBoost on two threads, then in the workers of :func:`map_shared`).
+XGBoost), whatever its share. The fit stages do not run OpenMP before they fork, nor does
+the bundle before it forks its fits' workers (it loads the XGBoost ranker after them); it
+may run OpenMP in its own process afterwards (ALS, when it fits its models there; faiss,
+building the factor models' indexes; XGBoost) before it forks its blocks' workers, which
+then score with XGBoost on that one thread (``tests/test_engine.py`` runs XGBoost on two
+threads, then in the workers of :func:`map_shared`).
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ one fold after the valid one, so no second block); two blocks were not measured 
 
 FIT_PARALLEL_MAX_EVENTS = 25_000_000
 """The counterpart of :data:`PARALLEL_MAX_EVENTS` for the stages whose block is one fold's
-features or model fit (the features and the candidate models); between the two bounds
+features or one model fit (the features, the candidate models, and the bundle's models
+fitted on every event); between the two bounds
 ``auto`` runs two workers at most. Measured at 25M events (24.5M in the largest fold's
 history; ``bench/README.md``, "Two workers at 25M events"): with two workers these eight
 stages peak at 6.5-11.3 GiB (EASE the largest), under the 16 GiB target, and took 1,506 s

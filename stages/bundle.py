@@ -60,6 +60,7 @@ from recpipe.serving.build import (
     neighbours,
     params_digest,
     popular_lists,
+    ranker_features,
     ranking_of,
     serve_history,
     serve_settings,
@@ -191,11 +192,12 @@ def run(args: argparse.Namespace) -> None:
     if not blend_file.exists():
         raise DataError(f"{blend_file}: missing; rerun the blend stage", file=str(blend_file))
     blend = json.loads(blend_file.read_text())
-    ranker = load_ranker(args.ranker)
-    check_ranker_models(ranker.features, list(configs), list(MODELS))
+    check_ranker_models(ranker_features(args.ranker), list(configs), list(MODELS))
 
     fit_workers = workers(len(history), max_events=FIT_PARALLEL_MAX_EVENTS)
     models = fit_models(history, items, users, configs, seed, out / "models", fit_workers)
+    # loaded after the fits' workers are forked: XGBoost may run OpenMP as it loads
+    ranker = load_ranker(args.ranker)
     n = {m: int(c.n) for m, (_, c) in configs.items()}
     ranking = ranking_of(models, n, blend, ranker, fcfg, history, items, users)
     log.info("%d models fitted on %d events (%s)", len(models), len(history), cfg.fold)

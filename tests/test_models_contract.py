@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recpipe.artifacts import load_model, save_model
 from recpipe.models.base import RECS_COLUMNS, Recommender, TrainData
 from recpipe.models.registry import MODELS, model_class
 from recpipe.models.retrieval import FactorIndex
@@ -152,6 +153,23 @@ def test_cold_item_is_scored_only_by_content_models(fitted: Recommender) -> None
         assert np.isfinite(s).all()
     else:
         assert np.isnan(s).all()
+
+
+def test_a_loaded_model_shares_an_equal_seen_matrix_and_refuses_another(
+    fitted: Recommender, data: TrainData, tmp_path: Path
+) -> None:
+    save_model(fitted, tmp_path)
+    loaded = load_model(tmp_path)
+    assert loaded.seen is not data.seen
+    loaded.share_seen(data.seen)
+    assert loaded.seen is data.seen
+    other = data.seen.copy()
+    other.data = other.data * 2
+    with pytest.raises(ValueError, match=f"{fitted.name}: the seen matrix"):
+        loaded.share_seen(other)
+    with pytest.raises(ValueError, match="the seen matrix"):
+        loaded.share_seen(data.seen[:-1])
+    assert loaded.seen is data.seen
 
 
 def test_score_agrees_with_recommend(fitted: Recommender) -> None:

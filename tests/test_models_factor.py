@@ -259,6 +259,7 @@ def test_approximate_index_finds_most_of_the_exact_top_n(retrieval: RetrievalCon
     # Built ahead of the first search (as the bundle does before it forks), the same again.
     ahead = FactorIndex(users, items, config=retrieval, seed=1)
     ahead.build()
+    assert ahead._index is not None
     pd.testing.assert_frame_equal(got, ahead.recommend(np.arange(len(users)), 10, seen))
 
 

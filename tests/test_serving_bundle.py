@@ -186,6 +186,13 @@ def test_the_bundle_does_not_depend_on_its_block_size(
         assert (out / "lists" / f.name).read_bytes() == f.read_bytes(), f.name
     for name in ("popular.parquet", "neighbours.parquet", "history.parquet", "items.parquet"):
         assert (out / name).read_bytes() == (base / name).read_bytes(), name
+    # the models, fitted in this process or in workers, are saved alike
+    saved = sorted(f.relative_to(base) for f in (base / "models").rglob("*") if f.is_file())
+    assert saved and saved == sorted(
+        f.relative_to(out) for f in (out / "models").rglob("*") if f.is_file()
+    )
+    for f in saved:
+        assert (out / f).read_bytes() == (base / f).read_bytes(), f
     a = json.loads((base / "manifest.json").read_text())
     b = json.loads((out / "manifest.json").read_text())
     assert a["counts"] == b["counts"] and a["bundle_id"] != b["bundle_id"]  # params differ

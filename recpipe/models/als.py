@@ -78,8 +78,9 @@ class ALSConfig(ModelConfig):
     num_threads: int = Field(
         0,
         ge=0,
-        description="implicit's training threads (0: every CPU this process may use, its "
-        "share in a worker process); results do not depend on it",
+        description="implicit's training threads (0: every CPU this process may use); one "
+        "in a worker process, where OpenMP cannot run more after a fork; results do not "
+        "depend on it",
     )
     retrieval: RetrievalConfig = Field(
         default_factory=RetrievalConfig, description="top-n retrieval through faiss"

@@ -182,6 +182,17 @@ class Recommender(Persistent, ABC):
         self._require_fit()
         return self._seen
 
+    def share_seen(self, seen: sp.csr_matrix) -> None:
+        """Hold ``seen`` instead of this model's own seen matrix, which it must equal (models
+        loaded from their folders hold a copy each of what they were fitted with)."""
+        own = self.seen
+        same = own.shape == seen.shape and all(
+            np.array_equal(getattr(own, a), getattr(seen, a)) for a in ("indptr", "indices", "data")
+        )
+        if not same:
+            raise ValueError(f"{self.name}: the seen matrix to share differs from its own")
+        self._seen = seen
+
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Scores of the pairs ``(users[k], items[k])``; NaN where the model has none.
 

@@ -57,6 +57,15 @@ FORMAT = "recpipe-bundle"
 FORMAT_VERSION = 1
 
 
+def _scoring(directory: Path) -> dict:
+    return json.loads((directory / "scoring.json").read_text())
+
+
+def ranker_features(directory: str | Path) -> list[str]:
+    """The features the ranker the rank stage saved reads (without loading it)."""
+    return list(_scoring(Path(directory))["features"])
+
+
 def load_ranker(directory: str | Path, threads: int | None = None) -> TrainResult:
     """The ranker the rank stage saved (``model.json`` + ``scoring.json``), ready to score
     on ``threads`` threads (XGBoost's default: every core; the service scores one small
@@ -64,7 +73,7 @@ def load_ranker(directory: str | Path, threads: int | None = None) -> TrainResul
     import xgboost as xgb
 
     directory = Path(directory)
-    scoring = json.loads((directory / "scoring.json").read_text())
+    scoring = _scoring(directory)
     cfg = RankerConfig(
         base_margin=scoring["base_margin"],
         base_margin_scale=scoring["base_margin_scale"],
@@ -115,9 +124,15 @@ def fit_models(
     (:func:`recpipe.engine.map_shared`). Every model is used as loaded, whichever process
     fitted it, so that what the bundle ranks with is what the service loads.
     """
-    fits = _Fits(TrainData(history, items, users), configs, seed, Path(out))
+    data = TrainData(history, items, users)
+    fits = _Fits(data, configs, seed, Path(out))
     with closing(map_shared(_fit_and_save, fits, list(configs), n_workers, "models")) as done:
-        return {name: load_model(fits.out / name) for name in done}
+        models = {name: load_model(fits.out / name) for name in done}
+    # fitted, every model held the history's one seen matrix; loaded, each has its own copy
+    # (some 200 MB at 25M events): back to one
+    for model in models.values():
+        model.share_seen(data.seen)
+    return models
 
 
 def check_ranker_models(features: list[str], models: list[str], all_models: list[str]) -> None:
