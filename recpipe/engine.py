@@ -14,11 +14,12 @@ integer (``1`` runs every block in the stage's own process, as before this modul
 ``auto`` (the default): the CPUs this process may use, but one when the largest fold's
 history holds more events than the stage's bound, because each worker holds its own block
 (a fold's history and what is fitted on it), and at 25M events one block already takes
-several GiB (``bench/README.md``). The bound is :data:`PARALLEL_MAX_EVENTS` for the blend
-and the ranker, whose blocks grow with users x candidates, and
+several GiB (``bench/README.md``). The bound is :data:`PARALLEL_MAX_EVENTS` for the
+blend's and the ranker's folds, whose blocks grow with users x candidates;
 :data:`FIT_PARALLEL_MAX_EVENTS` for the features, the candidate models and the bundle's
-refits, whose blocks are one fold's features or one model fit (two workers at most past
-the first bound). The
+refits, whose blocks are one fold's features or one model fit; and
+:data:`SHARED_PARALLEL_MAX_EVENTS` for the bundle's and the blend's blocks of users, whose
+workers share the models (two workers at most past the first bound for these two). The
 setting is not a DVC param: it changes no output, so changing it re-runs nothing.
 
 Blocks that read one large state built in the stage's process (the bundle's models, fitted
@@ -85,6 +86,18 @@ stages peak at 6.5-11.3 GiB (EASE the largest), under the 16 GiB target, and too
 against 1,936 s one fold at a time, alternated in one sitting (item-kNN, whose scoring
 already runs in threads on both cores, gained nothing). More workers, or larger data,
 were not measured: past this bound the stages run one block at a time."""
+
+SHARED_PARALLEL_MAX_EVENTS = 25_000_000
+"""The counterpart of :data:`PARALLEL_MAX_EVENTS` for blocks of users handed to
+:func:`map_shared` (the bundle's two passes over every user, the blend's blocks of a fold
+it builds in its own process): its workers share the stage's state (the models, a fold's
+candidates), so each adds its block's working set, not a copy of the state; between the
+two bounds ``auto`` runs two workers at most. Measured at 25M events (``bench/README.md``,
+"The bundle's blocks and refits in two workers at 25M events"), one run each in one
+sitting: the bundle took 1,555 s with two workers against 1,907 s in one process, peak
+12.0 GiB against 12.2; the blend 836 s
+against 980 s, peak 10.7 GiB against 10.1. More workers, or larger data, were not
+measured: past this bound the blocks run one at a time."""
 
 _share: int | None = None
 """In a worker process: the threads it may run (set when it starts); None elsewhere."""

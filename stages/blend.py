@@ -41,7 +41,7 @@ from recpipe.blending import (
     rank_by,
 )
 from recpipe.config import load_params
-from recpipe.engine import map_shared, run_folds, workers
+from recpipe.engine import SHARED_PARALLEL_MAX_EVENTS, map_shared, run_folds, workers
 from recpipe.errors import ConfigError, DataError
 from recpipe.folds import FOLDS, fold_names, history_events, load_fold
 from recpipe.io import ParquetRows, json_bytes, staged_files
@@ -158,7 +158,9 @@ def run(args: argparse.Namespace) -> None:
         cands, models = fold_inputs(cand_dir, models_dir, "valid")
         truth = load_fold(args.split, "valid").targets if cfg.search else None
         events = history_events(args.split)
-        n_workers = workers(events)
+        # for the blocks of a fold built in this process (map_shared); its folds side by
+        # side have the stage's default bound (run_folds)
+        n_workers = workers(events, max_events=SHARED_PARALLEL_MAX_EVENTS)
         valid = ValidFold(cands, models, cfg, seed, truth)
         weights = valid.weights
         if valid.searched is not None:

@@ -28,7 +28,12 @@ import pandas as pd
 
 from recpipe.blending import WEIGHTS_FILE
 from recpipe.config import load_params, parse
-from recpipe.engine import FIT_PARALLEL_MAX_EVENTS, map_shared, workers
+from recpipe.engine import (
+    FIT_PARALLEL_MAX_EVENTS,
+    SHARED_PARALLEL_MAX_EVENTS,
+    map_shared,
+    workers,
+)
 from recpipe.errors import ConfigError, DataError
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.pairs import (
@@ -219,7 +224,8 @@ def run(args: argparse.Namespace) -> None:
     with staged_files() as staged:
         names = ["ranker", "blend", *models]
         streams = {name: staged.stream(out / "lists" / f"{name}.parquet") for name in names}
-        n_users = rank_every_user(ranking, history, cfg, streams, out, workers(len(history)))
+        n_workers = workers(len(history), max_events=SHARED_PARALLEL_MAX_EVENTS)
+        n_users = rank_every_user(ranking, history, cfg, streams, out, n_workers)
         counts = {f"list_rows_{name}": streams[name].rows for name in names}
         staged.add(out / "items.parquet", catalogue)
         staged.add(
