@@ -79,13 +79,13 @@ one fold after the valid one, so no second block); two blocks were not measured 
 FIT_PARALLEL_MAX_EVENTS = 25_000_000
 """The counterpart of :data:`PARALLEL_MAX_EVENTS` for the stages whose block is one fold's
 features or one model fit (the features, the candidate models, and the bundle's models
-fitted on every event); between the two bounds
-``auto`` runs two workers at most. Measured at 25M events (24.5M in the largest fold's
-history; ``bench/README.md``, "Two workers at 25M events"): with two workers these eight
-stages peak at 6.5-11.3 GiB (EASE the largest), under the 16 GiB target, and took 1,506 s
-against 1,936 s one fold at a time, alternated in one sitting (item-kNN, whose scoring
-already runs in threads on both cores, gained nothing). More workers, or larger data,
-were not measured: past this bound the stages run one block at a time."""
+fitted on every event); between the two bounds ``auto`` runs two workers at most.
+Measured at 25M events (24.5M in the largest fold's history; ``bench/README.md``, "Two
+workers at 25M events"): with two workers these eight stages peak at 6.5-11.3 GiB (EASE
+the largest), under the 16 GiB target, and took 1,506 s against 1,936 s one fold at a
+time, alternated in one sitting (item-kNN, whose scoring already runs in threads on both
+cores, gained nothing). More workers, or larger data, were not measured: past this bound
+the stages run one block at a time."""
 
 SHARED_PARALLEL_MAX_EVENTS = 25_000_000
 """The counterpart of :data:`PARALLEL_MAX_EVENTS` for blocks of users handed to
@@ -95,9 +95,8 @@ candidates), so each adds its block's working set, not a copy of the state; betw
 two bounds ``auto`` runs two workers at most. Measured at 25M events (``bench/README.md``,
 "The bundle's blocks and refits in two workers at 25M events"), one run each in one
 sitting: the bundle took 1,555 s with two workers against 1,907 s in one process, peak
-12.0 GiB against 12.2; the blend 836 s
-against 980 s, peak 10.7 GiB against 10.1. More workers, or larger data, were not
-measured: past this bound the blocks run one at a time."""
+12.0 GiB against 12.2; the blend 836 s against 980 s, peak 10.7 GiB against 10.1. More
+workers, or larger data, were not measured: past this bound the blocks run one at a time."""
 
 _share: int | None = None
 """In a worker process: the threads it may run (set when it starts); None elsewhere."""
