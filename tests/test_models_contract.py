@@ -198,6 +198,52 @@ def test_a_pairs_score_does_not_depend_on_the_pairs_scored_with_it(fitted: Recom
     assert np.array_equal(blocked.score(users, items), whole, equal_nan=True)
 
 
+def test_held_scores_give_what_recommend_and_score_give(fitted: Recommender) -> None:
+    """The bundle's blend asks each model for a chunk of users' lists, then for the scores of
+    their union's pairs, from one held block (Recommender.hold): the same bits as recommend
+    and score, for any chunk and any of its pairs, the out-of-range ones included."""
+    users, items = np.divmod(np.arange(N_USERS * N_ITEMS), N_ITEMS)
+    whole = fitted.score(users, items)
+    for chunk in (np.arange(N_USERS), np.array([3, 1, 3, 27, COLD_USER, -1, N_USERS + 4])):
+        held = fitted.hold(chunk)
+        for n in (1, 5, N_ITEMS):
+            pd.testing.assert_frame_equal(held.recommend(n), fitted.recommend(chunk, n))
+        mine = np.isin(users, chunk)
+        pu = np.r_[users[mine], -1, N_USERS + 4, chunk[0]]
+        pi = np.r_[items[mine], 0, 2, N_ITEMS + 1]
+        got = held.score(pu, pi)
+        assert got.dtype == np.float32
+        assert np.array_equal(got[: mine.sum()], whole[mine], equal_nan=True)
+        assert np.isnan(got[mine.sum() :]).all()
+        assert np.array_equal(held.score(pu[:0], pi[:0]), np.zeros(0, np.float32))
+    held = fitted.hold(np.array([2, 5]))
+    if fitted.holds_scores:  # a user it does not hold is refused, not scored as another
+        with pytest.raises(ValueError, match=f"{fitted.name}: user 4 is not among"):
+            held.score(np.array([2, 4]), np.array([0, 0]))
+    else:  # the others score any pair, as score does
+        assert np.array_equal(
+            held.score(np.array([2, 4]), np.array([0, 0])),
+            fitted.score(np.array([2, 4]), np.array([0, 0])),
+            equal_nan=True,
+        )
+
+
+@pytest.mark.parametrize("name", ["itemknn", "seqknn", "tfidf", "ease"])
+def test_the_costly_models_compute_a_held_block_once(
+    name: str, data: TrainData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = make(name).fit(data)
+    calls = []
+    compute = model._block_scores
+    monkeypatch.setattr(model, "_block_scores", lambda users: calls.append(users) or compute(users))
+    held = model.hold(np.arange(10))
+    recs = held.recommend(5)
+    held.score(recs["user_idx"].to_numpy(), recs["item_idx"].to_numpy() // 2)
+    assert len(calls) == 1 and np.array_equal(calls[0], np.arange(10))
+    model.recommend(np.arange(10), 5)  # without hold: computed for each
+    assert len(calls) == 2
+
+
 @pytest.mark.parametrize("name", sorted(set(MODELS) - {"popularity"}))
 def test_block_structure_is_recovered(name: str, data: TrainData) -> None:
     """Known answer: a user's top items come from the user's own taste block."""

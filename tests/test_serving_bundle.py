@@ -199,6 +199,25 @@ def test_the_bundle_does_not_depend_on_its_block_size(
 
 
 @pytest.mark.e2e
+def test_the_blend_pass_does_not_depend_on_its_chunks_of_held_scores(served: Bundle) -> None:
+    """Ranking.blend_users holds every model's scores a chunk of users at a time (at most
+    HELD_CELLS per model): chunks of 2 and 5 users give the frames of one chunk."""
+    ranking = served.ranking
+    users = np.arange(-1, served.n_users + 2)  # out of range at both ends: no lists
+    pairs, lists = ranking.blend_users(users, 20, chunk=len(users))
+    assert len(pairs) > 0 and len(lists.blend) > 0
+    for chunk in (2, 5):
+        got_pairs, got = ranking.blend_users(users, 20, chunk=chunk)
+        pd.testing.assert_frame_equal(got_pairs, pairs, check_exact=True)
+        pd.testing.assert_frame_equal(got.blend, lists.blend, check_exact=True)
+        assert set(got.models) == set(lists.models) == set(ranking.models)
+        for m in ranking.models:
+            pd.testing.assert_frame_equal(got.models[m], lists.models[m], check_exact=True)
+    empty_pairs, empty = ranking.blend_users(np.zeros(0, np.int64), 20, chunk=2)
+    assert len(empty_pairs) == 0 and set(empty.models) == set(ranking.models)
+
+
+@pytest.mark.e2e
 def test_a_known_users_own_history_ranked_fresh_gives_the_cached_lists(served: Bundle) -> None:
     # every model on a dozen users (each fresh ranking runs every model, blend and ranker)
     for user in range(0, served.n_users, max(1, served.n_users // 12)):

@@ -17,7 +17,9 @@ override ``recommend`` to retrieve through faiss. A model whose scores are spars
 (``sparse_scores``); ``recommend`` then ranks each row's stored entries
 (:func:`top_n_sparse`, exactly as :func:`top_n` ranks the dense row) wherever that costs
 less than the dense users x items block, and ``score`` looks pairs up in the sparse rows
-when few entries are stored.
+when few entries are stored. ``hold(users)`` gives both for one block of users
+(:class:`HeldScores`), from one computation of the block in the models whose block is a
+costly product (``holds_scores``).
 
 Optionally (``supports_history``) a model scores a history given at request time, without
 refitting: ``score_history(history, now)`` and ``recommend_history(history, now, n)``, for a
@@ -94,6 +96,11 @@ class Recommender(Persistent, ABC):
     block_threads: ClassVar[int] = 1
     #: True in models that implement :meth:`score_history`
     supports_history: ClassVar[bool] = False
+    #: True in models whose block of scores is a costly product (item-kNN, sequential kNN,
+    #: TF-IDF, EASE): :meth:`hold` then computes it once for both a block's top-n and the
+    #: scores of its pairs. Other models' :meth:`hold` runs :meth:`recommend` and
+    #: :meth:`score`.
+    holds_scores: ClassVar[bool] = False
 
     def __init__(self, config: Config, seed: int = 0) -> None:
         self.config = config
@@ -211,36 +218,104 @@ class Recommender(Persistent, ABC):
             block = uniq[start : start + self.block_size]
             sel = (inv >= start) & (inv < start + len(block))
             rows, cols = inv[sel] - start, items[pos[sel]]
-            sparse = self.sparse_scores(block)
-            if sparse is None:
-                out[pos[sel]] = self.score_users(block)[rows, cols]
-            elif sparse.is_sparse():
-                out[pos[sel]] = sparse.pairs(rows, cols)
-            else:
-                out[pos[sel]] = sparse.dense()[rows, cols]
+            out[pos[sel]] = self._pairs_of(self._block_scores(block), rows, cols)
 
         in_threads(score_block, list(range(0, len(uniq), self.block_size)), self.block_threads)
         return out
 
     def recommend(self, users: np.ndarray, n: int) -> pd.DataFrame:
         """Top-``n`` unseen items per user (``user_idx, item_idx, score, rank``)."""
-        users = np.unique(np.asarray(users, dtype=np.int64))
-        users = users[(users >= 0) & (users < self.n_users)]
+        users = self._known(users)
         blocks = [users[s : s + self.block_size] for s in range(0, len(users), self.block_size)]
         work = functools.partial(self._recommend_block, n=n)
         return concat_recs(in_threads(work, blocks, self.block_threads))
 
+    def hold(self, users: np.ndarray) -> HeldScores:
+        """The scores of ``users`` for their top-n and their pairs (:class:`HeldScores`):
+        computed once when the model holds scores (``holds_scores``). Memory: one block of
+        ``users`` x items scores."""
+        return HeldScores(self, users)
+
+    def _known(self, users: np.ndarray) -> np.ndarray:
+        """The distinct users of ``users`` the model was fitted on, ascending."""
+        users = np.unique(np.asarray(users, dtype=np.int64))
+        return users[(users >= 0) & (users < self.n_users)]
+
     def _recommend_block(self, users: np.ndarray, n: int) -> pd.DataFrame:
         """:meth:`recommend` for one block of distinct users in range, ascending."""
+        return self._top_n_of(users, self._block_scores(users), n)
+
+    def _block_scores(self, users: np.ndarray) -> Any:
+        """The scores of one block of distinct users in range, ascending, as
+        :meth:`_top_n_of` and :meth:`_pairs_of` read them: :class:`SparseScores` when the
+        model gives them, else the dense float32 block."""
         sparse = self.sparse_scores(users)
         if sparse is None:
             # (top_n leaves its input alone: no copy of a block that may be large)
-            scores = self.score_users(users).astype(np.float32, copy=False)
-        elif sparse.sparse_top_n_pays():
-            return top_n_sparse(users, sparse, self.seen[users], n)
-        else:
-            scores = sparse.dense()
+            return self.score_users(users).astype(np.float32, copy=False)
+        return sparse
+
+    def _top_n_of(self, users: np.ndarray, scores: Any, n: int) -> pd.DataFrame:
+        """The top-``n`` lists of ``users`` from their :meth:`_block_scores`."""
+        if isinstance(scores, SparseScores):
+            if scores.sparse_top_n_pays():
+                return top_n_sparse(users, scores, self.seen[users], n)
+            scores = scores.dense()
         return top_n(users, scores, self.seen[users], n)
+
+    def _pairs_of(self, scores: Any, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The scores of the pairs ``(rows[k], items[k])`` (rows of the block, items in
+        range) from a block's :meth:`_block_scores`."""
+        if isinstance(scores, SparseScores):
+            if scores.is_sparse():
+                return scores.pairs(rows, items)
+            scores = scores.dense()
+        return scores[rows, items]
+
+
+class HeldScores:
+    """Some users' scores held for both their lists and their pairs (:meth:`Recommender.hold`):
+    :meth:`recommend` and :meth:`score` give exactly what the model's ``recommend`` and
+    ``score`` give for these users. A model that holds scores computes the block once,
+    here; the others' methods run as they are. A blend asks each model for its candidates,
+    then every model for the scores of their union: without this, the costly models
+    computed each block of scores twice."""
+
+    def __init__(self, model: Recommender, users: np.ndarray) -> None:
+        self.model = model
+        self.users = model._known(users)
+        self._scores = None
+        if model.holds_scores and len(self.users):
+            self._scores = model._block_scores(self.users)
+
+    def recommend(self, n: int) -> pd.DataFrame:
+        """``model.recommend(users, n)``."""
+        if not self.model.holds_scores:
+            return self.model.recommend(self.users, n)
+        if self._scores is None:
+            return concat_recs([])
+        return self.model._top_n_of(self.users, self._scores, n)
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """``model.score(users, items)``; a pair of a user the model knows but this block
+        does not hold is an error (ValueError)."""
+        model = self.model
+        if not model.holds_scores:
+            return model.score(users, items)
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        out = np.full(len(users), np.nan, dtype=np.float32)
+        ok = (users >= 0) & (users < model.n_users) & (items >= 0) & (items < model.n_items)
+        if not ok.any():
+            return out
+        rows = np.searchsorted(self.users, users[ok])
+        held = rows < len(self.users)
+        held[held] = self.users[rows[held]] == users[ok][held]
+        if not held.all():
+            missing = users[ok][~held][0]
+            raise ValueError(f"{model.name}: user {missing} is not among the held users")
+        out[ok] = model._pairs_of(self._scores, rows, items[ok])
+        return out
 
 
 @dataclass

@@ -80,6 +80,7 @@ class EASE(Recommender):
     config: EASEConfig
 
     supports_history = True
+    holds_scores = True
     block_threads = BLOCK_THREADS
 
     def _fit(self, data: TrainData) -> None:
@@ -100,15 +101,28 @@ class EASE(Recommender):
         xa = active_columns(x, self._active)
         return self._scores(xa, np.diff(xa.indptr) > 0)[0]
 
-    def _recommend_block(self, users: np.ndarray, n: int) -> pd.DataFrame:
-        # Only the active items have a score: rank those columns alone (ascending, so ties
-        # still go to the lower item index) and map them back to the catalogue.
+    # Only the active items have a score: a block holds those columns alone
+    # (``users x active``), ranked alone (ascending, so ties still go to the lower item index)
+    # and mapped back to the catalogue.
+    def _block_scores(self, users: np.ndarray) -> np.ndarray:
+        if len(self._active) == 0:
+            return np.zeros((len(users), 0), dtype=np.float32)
+        return self._active_scores(self._x[users], self._known_users[users])
+
+    def _top_n_of(self, users: np.ndarray, scores: np.ndarray, n: int) -> pd.DataFrame:
         if len(self._active) == 0:
             return concat_recs([])
-        block = self._active_scores(self._x[users], self._known_users[users])
-        recs = top_n(users, block, self.seen[users][:, self._active], n)
+        recs = top_n(users, scores, self.seen[users][:, self._active], n)
         recs["item_idx"] = self._active[recs["item_idx"].to_numpy(np.int64)]
         return recs
+
+    def _pairs_of(self, scores: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        out = np.full(len(rows), np.nan, dtype=np.float32)  # inactive items: no score
+        col = np.searchsorted(self._active, items)  # the active items are ascending
+        hit = col < len(self._active)
+        hit[hit] = self._active[col[hit]] == items[hit]
+        out[hit] = scores[rows[hit], col[hit]]
+        return out
 
     def _scores(self, xa: sp.csr_matrix, known: np.ndarray) -> np.ndarray:
         """Scores of the users whose rows of the matrix on the active items are ``xa``

@@ -68,6 +68,7 @@ class ItemKNN(Recommender):
 
     supports_history = True
     block_threads = BLOCK_THREADS
+    holds_scores = True
 
     def _fit(self, data: TrainData) -> None:
         x = data.matrix(self.config.value)

@@ -164,6 +164,7 @@ class SeqKNN(Recommender):
     config: SeqKNNConfig
     supports_history = True
     block_threads = BLOCK_THREADS
+    holds_scores = True
 
     def _fit(self, data: TrainData) -> None:
         cfg = self.config

@@ -128,6 +128,7 @@ class TfIdf(Recommender):
     config: TfIdfConfig
     supports_history = True
     block_threads = BLOCK_THREADS
+    holds_scores = True
 
     def _fit(self, data: TrainData) -> None:
         # imported here: scikit-learn costs ~1 s to import, and the stages that only read

@@ -4,15 +4,15 @@ for the service (one history at request time), through the same functions.
 A :class:`Ranking` holds what ranking one fold's users needs: the candidate models fitted
 on the fold's history, the blend's weights, the trained ranker, and the fold's user, item
 and pair-feature context. :meth:`Ranking.rank_users` is the batch path (the candidates
-stage's ``recommend``, then the blend's :func:`~recpipe.blending.blend_block` and hybrid,
-then the rank stage's :func:`~recpipe.ranking.describe_block` and
-:func:`~recpipe.ranking.rank_described`): built from the test fold, its
-lists are the evaluated ones. :meth:`Ranking.rank_history` ranks one history given at
-request time (a visitor's session, or a known user with new events): each model scores
-the history (``score_history``; a factor model without it uses the user's stored factors
-when the user is known), and the user's features are computed from the history against the
-item statistics of the whole fold, so a known user's own history ranked this way gives the
-batch list item for item.
+stage's ``recommend``, then the blend's union and scores, as
+:func:`~recpipe.blending.blend_block` computes them, and hybrid, then the rank stage's
+:func:`~recpipe.ranking.describe_block` and :func:`~recpipe.ranking.rank_described`):
+built from the test fold, its lists are the evaluated ones. :meth:`Ranking.rank_history`
+ranks one history given at request time (a visitor's session, or a known user with new
+events): each model scores the history (``score_history``; a factor model without it uses
+the user's stored factors when the user is known), and the user's features are computed
+from the history against the item statistics of the whole fold, so a known user's own
+history ranked this way gives the batch list item for item.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ import scipy.sparse as sp
 
 from recpipe.blending import (
     Columns,
-    blend_block,
     column,
     hybrid_score,
     rank_by,
     score_columns,
+    score_pairs,
+    union_candidates,
     union_columns,
 )
 from recpipe.features.config import FeaturesConfig
@@ -67,6 +68,16 @@ HISTORY_COLUMNS = ["item_idx", "timestamp", "event", "weight", "rating"]
 
 SESSION_USER = 0
 """The user index a fresh history takes in its one-user frames and Columns."""
+
+HELD_CELLS = 1 << 25
+"""Scores a model holds at once in :meth:`Ranking.blend_users` (128 MiB of float32): a
+chunk of users is this many cells over the catalogue."""
+
+
+def held_users(n_items: int) -> int:
+    """Users per chunk of :meth:`Ranking.blend_users` (all of a 2,000-user block up to
+    16,777 items; 537 users at 62,423)."""
+    return max(1, HELD_CELLS // max(n_items, 1))
 
 
 @dataclass
@@ -134,15 +145,40 @@ class Ranking:
         lists.ranker = self.rank_pairs(pairs, n)
         return lists
 
-    def blend_users(self, users: np.ndarray, n: int) -> tuple[pd.DataFrame, Lists]:
+    def blend_users(
+        self, users: np.ndarray, n: int, chunk: int | None = None
+    ) -> tuple[pd.DataFrame, Lists]:
         """The first half of :meth:`rank_users`: the pairs the ranker works on (the blend's
-        columns, sorted by user and item) and the lists but the ranker's (left empty)."""
+        columns, sorted by user and item) and the lists but the ranker's (left empty).
+
+        ``chunk`` users at a time (default :func:`held_users`), each chunk's scores held
+        by every model for both its lists and its union's pairs (:meth:`Recommender.hold`).
+        Every step is per user, so the result does not depend on the chunks."""
         users = np.asarray(users, dtype=np.int64)
+        step = chunk or held_users(len(self.items))
+        starts = range(0, len(users), step)
+        parts = [self._blend_chunk(users[s : s + step], n) for s in starts] or [
+            self._blend_chunk(users, n)
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        empty = concat_recs([])
+        pairs = [p for p, _ in parts if len(p)]
+        lists = {m: concat_recs([c.models[m] for _, c in parts]) for m in self.models}
+        blend = concat_recs([c.blend for _, c in parts])
+        return (
+            pd.concat(pairs, ignore_index=True) if pairs else empty,
+            Lists(empty, blend, lists),
+        )
+
+    def _blend_chunk(self, users: np.ndarray, n: int) -> tuple[pd.DataFrame, Lists]:
+        """:meth:`blend_users` of one chunk of users."""
+        held = {m: model.hold(users) for m, model in self.models.items()}
         cands: dict[str, pd.DataFrame] = {}
         lists: dict[str, pd.DataFrame] = {}
-        for m, model in self.models.items():
+        for m, scores in held.items():
             # a list's first k items are the list of k (ties go to the lower item index)
-            recs = model.recommend(users, max(self.n[m], n))
+            recs = scores.recommend(max(self.n[m], n))
             lists[m] = _head(recs, n)
             # kept when empty: a block of users a model has nothing for still gets its
             # columns (NaN), so the lists do not depend on the blocks
@@ -150,7 +186,9 @@ class Ranking:
         empty = concat_recs([])
         if not any(len(c) for c in cands.values()):
             return empty, Lists(empty, empty, lists)
-        blend, pairs = self._blend(blend_block(cands, self.models, self.normalise), n)
+        scorers = {m: scores.score for m, scores in held.items()}
+        union = score_pairs(union_candidates(cands), scorers, self.normalise)
+        blend, pairs = self._blend(union, n)
         return pairs, Lists(empty, blend, lists)
 
     def rank_pairs(
