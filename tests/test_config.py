@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from recpipe.config import load_params, parse
+from recpipe.config import load_params, parse, read_params
 from recpipe.errors import ConfigError
 from recpipe.splitting import RandomSplit, SplitConfig, TemporalSplit
 
@@ -74,3 +74,22 @@ def test_a_key_like_no_valid_one_lists_the_valid_keys() -> None:
     message = str(err.value)
     assert message.startswith("params.yaml: split.zzz: unknown key (valid keys: split.kcore, ")
     assert "split.n_test" in message and "did you mean" not in message
+
+
+def test_a_params_file_that_is_not_yaml_is_named_with_its_line(tmp_path) -> None:
+    bad = tmp_path / "params.yaml"
+    bad.write_text("split:\n  method: [random, \n  seed: 3\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml: not valid YAML") as info:
+        read_params(bad)
+    assert f'in "{bad}", line 2, column 11' in str(info.value)  # where the list opens
+
+
+def test_params_are_read_again_when_the_file_changes_and_each_read_is_a_copy(tmp_path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 1\nsplit: {method: random}\n")
+    first = read_params(path)
+    first["seed"] = 99  # the caller's copy: the next read does not see it
+    assert read_params(path) == {"seed": 1, "split": {"method": "random"}}
+    path.write_text("seed: 2\nsplit: {method: random}\n")  # same size, maybe same mtime
+    assert read_params(path)["seed"] == 2
+    assert load_params("seed", int, path) == 2
