@@ -31,7 +31,7 @@ from recpipe.config import Config
 from recpipe.engine import map_shared
 from recpipe.errors import ConfigError
 from recpipe.log import get_logger
-from recpipe.models.base import Recommender, rank_within
+from recpipe.models.base import HeldScores, Recommender, rank_within
 
 log = get_logger("blend")
 
@@ -279,9 +279,10 @@ def fill_with_user_min(users: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def describe_pairs(
-    pairs: pd.DataFrame, models: Mapping[str, Recommender], method: str
+    pairs: pd.DataFrame, models: Mapping[str, Recommender | HeldScores], method: str
 ) -> pd.DataFrame:
-    """Add every model's score and normalised score to the union ``pairs``."""
+    """Add every model's score and normalised score to the union ``pairs`` (each model's
+    ``score``, or its held scores' for a block of users held by the bundle)."""
     return score_pairs(pairs, {name: model.score for name, model in models.items()}, method)
 
 
@@ -324,7 +325,9 @@ def score_columns(
 
 
 def blend_block(
-    cands: Mapping[str, pd.DataFrame], models: Mapping[str, Recommender], method: str
+    cands: Mapping[str, pd.DataFrame],
+    models: Mapping[str, Recommender | HeldScores],
+    method: str,
 ) -> pd.DataFrame:
     """One block of users: the union of every model's candidates (:func:`union_candidates`)
     with every model's score and normalised score (:func:`describe_pairs`). All of it is per

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import io
 import types
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -62,17 +63,19 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
         text = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found (run from the project root)") from None
-    if text not in _READ:
+    data = _READ.get(text)
+    if data is None:
+        stream = io.BytesIO(text)
+        stream.name = str(path)  # (named: an error gives the file, line and column)
         try:
-            with path.open("rb") as fh:  # (a file: the error names it, with line and column)
-                data = yaml.load(fh, Loader=_LOADER) or {}
+            data = yaml.load(stream, Loader=_LOADER) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         _READ.clear()
         _READ[text] = data
-    return copy.deepcopy(_READ[text])
+    return copy.deepcopy(data)
 
 
 def section(params: dict[str, Any], key: str, source: str = PARAMS_FILE) -> Any:

@@ -88,7 +88,8 @@ def test_params_are_read_again_when_the_file_changes_and_each_read_is_a_copy(tmp
     path = tmp_path / "params.yaml"
     path.write_text("seed: 1\nsplit: {method: random}\n")
     first = read_params(path)
-    first["seed"] = 99  # the caller's copy: the next read does not see it
+    first["seed"] = 99  # the caller's copy, nested blocks too: the next read does not see it
+    first["split"]["method"] = "temporal"
     assert read_params(path) == {"seed": 1, "split": {"method": "random"}}
     path.write_text("seed: 2\nsplit: {method: random}\n")  # same size, maybe same mtime
     assert read_params(path)["seed"] == 2

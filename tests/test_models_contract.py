@@ -215,7 +215,8 @@ def test_held_scores_give_what_recommend_and_score_give(fitted: Recommender) -> 
         assert got.dtype == np.float32
         assert np.array_equal(got[: mine.sum()], whole[mine], equal_nan=True)
         assert np.isnan(got[mine.sum() :]).all()
-        assert np.array_equal(held.score(pu[:0], pi[:0]), np.zeros(0, np.float32))
+        none = held.score(pu[:0], pi[:0])
+        assert none.dtype == np.float32 and none.shape == (0,)
     held = fitted.hold(np.array([2, 5]))
     if fitted.holds_scores:  # a user it does not hold is refused, not scored as another
         with pytest.raises(ValueError, match=f"{fitted.name}: user 4 is not among"):
@@ -580,3 +581,16 @@ def test_saved_models_are_identical_across_processes_and_load_in_a_fresh_one(
         assert sorted(expected.files) == sorted(loaded.files)
         for key in expected.files:
             np.testing.assert_array_equal(loaded[key], expected[key], err_msg=f"{name} {key}")
+
+
+def test_a_model_that_holds_scores_cannot_bypass_them() -> None:
+    """Held scores rank and score through _block_scores, _top_n_of and _pairs_of: a model
+    that holds them and overrides recommend, _recommend_block or score would give the
+    bundle other lists than the candidate stage's, so it is refused where it is defined."""
+    itemknn = model_class("itemknn")
+    with pytest.raises(TypeError, match="holds_scores with its own score"):
+        type("Shortcut", (itemknn,), {"score": lambda self, users, items: None})
+    with pytest.raises(TypeError, match="its own _recommend_block"):
+        type("Shortcut", (itemknn,), {"_recommend_block": lambda self, users, n: None})
+    # without holding, a model may take its own shortcut (popularity does)
+    type("Shortcut", (itemknn,), {"holds_scores": False, "score": lambda self, u, i: None})

@@ -132,13 +132,17 @@ CASES = [
 
 @pytest.mark.parametrize(("name", "settings"), CASES)
 @pytest.mark.parametrize("n", [3, 30])
-@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize(
+    ("sparse_pairs", "sparse_top_n"), [(False, False), (True, True), (True, False), (False, True)]
+)
 def test_model_shortcuts_equal_ranking_the_dense_scores(
-    name: str, settings: dict, n: int, sparse: bool, monkeypatch
+    name: str, settings: dict, n: int, sparse_pairs: bool, sparse_top_n: bool, monkeypatch
 ) -> None:
-    # sparse products take the sparse routines always, or never
-    monkeypatch.setattr(SparseScores, "is_sparse", lambda self: sparse)
-    monkeypatch.setattr(SparseScores, "sparse_top_n_pays", lambda self: sparse)
+    """recommend and score, and the same through held scores (Recommender.hold), against
+    the dense scores."""
+    # sparse products take each sparse routine always, or never
+    monkeypatch.setattr(SparseScores, "is_sparse", lambda self: sparse_pairs)
+    monkeypatch.setattr(SparseScores, "sparse_top_n_pays", lambda self: sparse_top_n)
     cls = model_class(name)
     model = cls(cls.config_class(**settings), seed=3).fit(shop())
     model.block_size = 7  # several blocks, including a short last one
@@ -155,6 +159,13 @@ def test_model_shortcuts_equal_ranking_the_dense_scores(
     want = np.full(len(pu), np.nan, dtype=np.float32)
     want[ok] = dense[pu[ok], pi[ok]]
     np.testing.assert_array_equal(model.score(pu, pi).view(np.int32), want.view(np.int32))
+
+    held = model.hold(users)
+    pd.testing.assert_frame_equal(held.recommend(n), expected)
+    np.testing.assert_array_equal(held.score(pu, pi).view(np.int32), want.view(np.int32))
+    # a chunk the model has nothing for: the typed empty lists recommend gives
+    cold = np.array([model.n_users - 2, model.n_users - 1, model.n_users + 3])
+    pd.testing.assert_frame_equal(model.hold(cold).recommend(n), model.recommend(cold, n))
 
 
 def reference_top_n(users: np.ndarray, scores: np.ndarray, seen: sp.csr_matrix, n: int):
@@ -297,6 +308,9 @@ def test_blocks_in_threads_give_the_same_lists_and_scores(name: str, settings: d
     model.block_threads = 3
     pd.testing.assert_frame_equal(model.recommend(users, 10), one)
     np.testing.assert_array_equal(model.score(pu, pi).view(np.int32), one_pairs.view(np.int32))
+    held = model.hold(users)  # its blocks in threads too
+    pd.testing.assert_frame_equal(held.recommend(10), one)
+    np.testing.assert_array_equal(held.score(pu, pi).view(np.int32), one_pairs.view(np.int32))
 
 
 def test_item_knn_similarity_blocks_in_threads_give_the_same_matrix() -> None:

@@ -102,6 +102,20 @@ class Recommender(Persistent, ABC):
     #: :meth:`score`.
     holds_scores: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if cls.holds_scores:  # HeldScores ranks and scores through the block's three steps
+            own = [
+                m
+                for m in ("recommend", "_recommend_block", "score")
+                if getattr(cls, m) is not getattr(Recommender, m)
+            ]
+            if own:
+                raise TypeError(
+                    f"{cls.__name__}: holds_scores with its own {own[0]}, which held "
+                    "scores would bypass: override _block_scores, _top_n_of and _pairs_of"
+                )
+        super().__init_subclass__(**kwargs)  # (registered once accepted)
+
     def __init__(self, config: Config, seed: int = 0) -> None:
         self.config = config
         self.seed = seed
@@ -205,13 +219,9 @@ class Recommender(Persistent, ABC):
 
         Indices outside the fitted ranges (ids the fold never saw) are NaN too, never an error.
         """
-        users = np.asarray(users, dtype=np.int64)
-        items = np.asarray(items, dtype=np.int64)
-        out = np.full(len(users), np.nan, dtype=np.float32)
-        ok = (users >= 0) & (users < self.n_users) & (items >= 0) & (items < self.n_items)
-        if not ok.any():
+        users, items, out, pos = self._in_range(users, items)
+        if not len(pos):
             return out
-        pos = np.flatnonzero(ok)
         uniq, inv = np.unique(users[pos], return_inverse=True)
 
         def score_block(start: int) -> None:  # each block fills its own pairs of ``out``
@@ -240,6 +250,17 @@ class Recommender(Persistent, ABC):
         """The distinct users of ``users`` the model was fitted on, ascending."""
         users = np.unique(np.asarray(users, dtype=np.int64))
         return users[(users >= 0) & (users < self.n_users)]
+
+    def _in_range(
+        self, users: np.ndarray, items: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs as int64 arrays, their scores so far (all NaN) and the positions of
+        the pairs inside the fitted ranges, which the caller scores."""
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        out = np.full(len(users), np.nan, dtype=np.float32)
+        ok = (users >= 0) & (users < self.n_users) & (items >= 0) & (items < self.n_items)
+        return users, items, out, np.flatnonzero(ok)
 
     def _recommend_block(self, users: np.ndarray, n: int) -> pd.DataFrame:
         """:meth:`recommend` for one block of distinct users in range, ascending."""
@@ -276,25 +297,37 @@ class Recommender(Persistent, ABC):
 class HeldScores:
     """Some users' scores held for both their lists and their pairs (:meth:`Recommender.hold`):
     :meth:`recommend` and :meth:`score` give exactly what the model's ``recommend`` and
-    ``score`` give for these users. A model that holds scores computes the block once,
-    here; the others' methods run as they are. A blend asks each model for its candidates,
+    ``score`` give for these users. A model that holds scores computes them here, in the
+    blocks (``block_size``) and threads (``block_threads``) of its ``recommend``, and keeps
+    them; the others' methods run as they are. A blend asks each model for its candidates,
     then every model for the scores of their union: without this, the costly models
     computed each block of scores twice."""
 
     def __init__(self, model: Recommender, users: np.ndarray) -> None:
         self.model = model
         self.users = model._known(users)
-        self._scores = None
-        if model.holds_scores and len(self.users):
-            self._scores = model._block_scores(self.users)
+        self._blocks: list[Any] = []
+        self._dense: list[np.ndarray | None] = []
+        if model.holds_scores:
+            size = model.block_size
+            parts = [self.users[s : s + size] for s in range(0, len(self.users), size)]
+            self._blocks = in_threads(model._block_scores, parts, model.block_threads)
+            self._dense = [None] * len(parts)
 
     def recommend(self, n: int) -> pd.DataFrame:
         """``model.recommend(users, n)``."""
-        if not self.model.holds_scores:
-            return self.model.recommend(self.users, n)
-        if self._scores is None:
-            return concat_recs([])
-        return self.model._top_n_of(self.users, self._scores, n)
+        model = self.model
+        if not model.holds_scores:
+            return model.recommend(self.users, n)
+        size = model.block_size
+
+        def top(k: int) -> pd.DataFrame:
+            users = self.users[k * size : (k + 1) * size]
+            scores = self._blocks[k]
+            dense = isinstance(scores, SparseScores) and not scores.sparse_top_n_pays()
+            return model._top_n_of(users, self._form(k, dense), n)
+
+        return concat_recs(in_threads(top, range(len(self._blocks)), model.block_threads))
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """``model.score(users, items)``; a pair of a user the model knows but this block
@@ -302,20 +335,35 @@ class HeldScores:
         model = self.model
         if not model.holds_scores:
             return model.score(users, items)
-        users = np.asarray(users, dtype=np.int64)
-        items = np.asarray(items, dtype=np.int64)
-        out = np.full(len(users), np.nan, dtype=np.float32)
-        ok = (users >= 0) & (users < model.n_users) & (items >= 0) & (items < model.n_items)
-        if not ok.any():
-            return out
-        rows = np.searchsorted(self.users, users[ok])
+        users, items, out, pos = model._in_range(users, items)
+        rows = np.searchsorted(self.users, users[pos])
         held = rows < len(self.users)
-        held[held] = self.users[rows[held]] == users[ok][held]
+        held[held] = self.users[rows[held]] == users[pos][held]
         if not held.all():
-            missing = users[ok][~held][0]
+            missing = users[pos][~held][0]
             raise ValueError(f"{model.name}: user {missing} is not among the held users")
-        out[ok] = model._pairs_of(self._scores, rows, items[ok])
+        size = model.block_size
+        block = rows // size
+
+        def fill(k: int) -> None:  # each block fills its own pairs of ``out``
+            sel = block == k
+            scores = self._blocks[k]
+            dense = isinstance(scores, SparseScores) and not scores.is_sparse()
+            here = model._pairs_of(self._form(k, dense), rows[sel] - k * size, items[pos[sel]])
+            out[pos[sel]] = here
+
+        in_threads(fill, np.unique(block).tolist(), model.block_threads)
         return out
+
+    def _form(self, k: int, dense: bool) -> Any:
+        """Block ``k``'s scores as the model reads them; with ``dense``, sparse scores'
+        dense block, built once for the lists and the pairs."""
+        scores = self._blocks[k]
+        if not (dense and isinstance(scores, SparseScores)):
+            return scores
+        if self._dense[k] is None:
+            self._dense[k] = scores.dense()
+        return self._dense[k]
 
 
 @dataclass

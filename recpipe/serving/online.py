@@ -4,15 +4,16 @@ for the service (one history at request time), through the same functions.
 A :class:`Ranking` holds what ranking one fold's users needs: the candidate models fitted
 on the fold's history, the blend's weights, the trained ranker, and the fold's user, item
 and pair-feature context. :meth:`Ranking.rank_users` is the batch path (the candidates
-stage's ``recommend``, then the blend's union and scores, as
-:func:`~recpipe.blending.blend_block` computes them, and hybrid, then the rank stage's
-:func:`~recpipe.ranking.describe_block` and :func:`~recpipe.ranking.rank_described`):
-built from the test fold, its lists are the evaluated ones. :meth:`Ranking.rank_history`
-ranks one history given at request time (a visitor's session, or a known user with new
-events): each model scores the history (``score_history``; a factor model without it uses
-the user's stored factors when the user is known), and the user's features are computed
-from the history against the item statistics of the whole fold, so a known user's own
-history ranked this way gives the batch list item for item.
+stage's ``recommend`` and the blend's :func:`~recpipe.blending.blend_block`, from each
+model's held scores of a chunk of users (:meth:`~recpipe.models.base.Recommender.hold`),
+and hybrid, then the rank stage's :func:`~recpipe.ranking.describe_block` and
+:func:`~recpipe.ranking.rank_described`): built from the test fold, its lists are the
+evaluated ones. :meth:`Ranking.rank_history` ranks one history given at request time (a
+visitor's session, or a known user with new events): each model scores the history
+(``score_history``; a factor model without it uses the user's stored factors when the user
+is known), and the user's features are computed from the history against the item
+statistics of the whole fold, so a known user's own history ranked this way gives the batch
+list item for item.
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ import scipy.sparse as sp
 
 from recpipe.blending import (
     Columns,
+    blend_block,
     column,
     hybrid_score,
     rank_by,
     score_columns,
-    score_pairs,
-    union_candidates,
     union_columns,
 )
 from recpipe.features.config import FeaturesConfig
@@ -152,9 +152,12 @@ class Ranking:
         columns, sorted by user and item) and the lists but the ranker's (left empty).
 
         ``chunk`` users at a time (default :func:`held_users`), each chunk's scores held
-        by every model for both its lists and its union's pairs (:meth:`Recommender.hold`).
+        by every model for both its lists and its union's pairs (:meth:`Recommender.hold`;
+        the four costly models hold theirs at once, up to about 4 x :data:`HELD_CELLS`).
         Every step is per user, so the result does not depend on the chunks."""
-        users = np.asarray(users, dtype=np.int64)
+        users = np.unique(np.asarray(users, dtype=np.int64))  # sorted: chunks in user order
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be at least 1 user, not {chunk}")
         step = chunk or held_users(len(self.items))
         starts = range(0, len(users), step)
         parts = [self._blend_chunk(users[s : s + step], n) for s in starts] or [
@@ -186,8 +189,8 @@ class Ranking:
         empty = concat_recs([])
         if not any(len(c) for c in cands.values()):
             return empty, Lists(empty, empty, lists)
-        scorers = {m: scores.score for m, scores in held.items()}
-        union = score_pairs(union_candidates(cands), scorers, self.normalise)
+        union = blend_block(cands, held, self.normalise)
+        del held  # the blocks of scores, before the blend's frames
         blend, pairs = self._blend(union, n)
         return pairs, Lists(empty, blend, lists)
 
