@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -66,18 +67,44 @@ def e2e_env() -> dict[str, str]:
     return env
 
 
-def sh(cwd: Path, *cmd: str, timeout: float = 600) -> str:
-    """Run a command, fail the test with its output if it fails; returns stdout + stderr."""
+def sh(cwd: Path, *cmd: str, timeout: float = 600, env: dict[str, str] | None = None) -> str:
+    """Run a command (``env`` added to :func:`e2e_env`), fail the test with its output if it
+    fails; returns stdout + stderr."""
     proc = subprocess.run(
-        list(cmd), cwd=cwd, env=e2e_env(), capture_output=True, text=True, timeout=timeout
+        list(cmd),
+        cwd=cwd,
+        env=e2e_env() | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout + proc.stderr
 
 
-def dvc(repo: Path, *args: str) -> str:
-    return sh(repo, str(Path(sys.executable).parent / "dvc"), *args)
+def dvc(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    return sh(repo, str(Path(sys.executable).parent / "dvc"), *args, env=env)
+
+
+OTHER_MACHINE = {
+    # an AVX2 machine with one core, as far as this one can play it
+    "OPENBLAS_CORETYPE": "Prescott",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+"""Another machine's dispatch settings (tests/test_cross_machine.py, tests/test_e2e.py)."""
+
+
+def output_digests(repo: Path, folders: tuple[str, ...] = ("data", "models")) -> dict[str, str]:
+    """sha256 of every file under ``folders`` of ``repo``, by path."""
+    out = {}
+    for folder in folders:
+        for path in sorted((repo / folder).rglob("*")):
+            if path.is_file():
+                out[str(path.relative_to(repo))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
 
 
 def dvc_json(repo: Path, *args: str) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import dvc, e2e_env, git, reset, review_md, stages_run
+from recpipe.stage import cpu_flags
+from tests.conftest import (
+    OTHER_MACHINE,
+    dvc,
+    e2e_env,
+    git,
+    output_digests,
+    reset,
+    review_md,
+    stages_run,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # `make test` runs pytest-xdist with `--dist loadfile`: these tests take turns on one
@@ -150,19 +161,33 @@ def test_a_bad_params_block_stops_the_run_before_any_output_is_deleted(repo: Pat
 
 
 def test_e2e_identical_rerun_reviews_as_no_change(repo: Path) -> None:
+    """Every stage re-run from scratch writes the same bytes, and the review says so. On a
+    CPU whose kernels are pinned (x86-64 with AVX2 and FMA) the re-run plays another
+    machine: other dispatch settings and one thread (tests/test_cross_machine.py checks that
+    these settings do move the floats without the pin)."""
     committed = {
         f: git(repo, "show", f"HEAD:reports/{f}").encode()
         for f in ("metrics.json", "segments.json", "intervals.json", "report.md")
     }
+    # (the bundle's manifest names the commit it was built at: the baseline was built
+    # before its commit)
+    manifest = "models/bundle/manifest.json"
+    before = output_digests(repo)
+    pinned = platform.machine() == "x86_64" and {"avx2", "fma"} <= cpu_flags()
     try:
-        dvc(repo, "repro", "--force")
+        dvc(repo, "repro", "--force", env=OTHER_MACHINE if pinned else None)
         rerun = {f: (repo / "reports" / f).read_bytes() for f in committed}
+        after = output_digests(repo)
+        before.pop(manifest), after.pop(manifest)
         out = review_md(repo)
     finally:
         reset(repo)
     # every stage ran again from scratch and wrote the same bytes
     for name, data in committed.items():
         assert rerun[name] == data, name
+    assert after == before, sorted(
+        f for f in before.keys() | after.keys() if before.get(f) != after.get(f)
+    )
     assert out.splitlines()[2] == "**No significant changes** (54 comparisons).", out
     assert "No params changed." in out
     # every per-user value is the same: the pipeline is deterministic for a seed

@@ -179,9 +179,9 @@ class Ranking:
         held = {m: model.hold(users) for m, model in self.models.items()}
         cands: dict[str, pd.DataFrame] = {}
         lists: dict[str, pd.DataFrame] = {}
-        for m, scores in held.items():
+        for m in held:
             # a list's first k items are the list of k (ties go to the lower item index)
-            recs = scores.recommend(max(self.n[m], n))
+            recs = held[m].recommend(max(self.n[m], n))
             lists[m] = _head(recs, n)
             # kept when empty: a block of users a model has nothing for still gets its
             # columns (NaN), so the lists do not depend on the blocks
