@@ -215,6 +215,8 @@ def test_the_blend_pass_does_not_depend_on_its_chunks_of_held_scores(served: Bun
             pd.testing.assert_frame_equal(got.models[m], lists.models[m], check_exact=True)
     empty_pairs, empty = ranking.blend_users(np.zeros(0, np.int64), 20, chunk=2)
     assert len(empty_pairs) == 0 and set(empty.models) == set(ranking.models)
+    with pytest.raises(ValueError, match="chunk must be at least 1 user, not 0"):
+        ranking.blend_users(users, 20, chunk=0)
 
 
 @pytest.mark.e2e
