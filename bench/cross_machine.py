@@ -92,9 +92,10 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
 
 
-def digests(repo: Path) -> dict[str, str]:
+def digests(repo: Path, folders: tuple[str, ...] = COMPARED) -> dict[str, str]:
+    """sha256 of every file under ``folders`` of ``repo``, by path."""
     out = {}
-    for folder in COMPARED:
+    for folder in folders:
         for path in sorted((repo / folder).rglob("*")):
             if path.is_file():
                 out[str(path.relative_to(repo))] = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -95,16 +94,6 @@ OTHER_MACHINE = {
     "OPENBLAS_NUM_THREADS": "1",
 }
 """Another machine's dispatch settings (tests/test_cross_machine.py, tests/test_e2e.py)."""
-
-
-def output_digests(repo: Path, folders: tuple[str, ...] = ("data", "models")) -> dict[str, str]:
-    """sha256 of every file under ``folders`` of ``repo``, by path."""
-    out = {}
-    for folder in folders:
-        for path in sorted((repo / folder).rglob("*")):
-            if path.is_file():
-                out[str(path.relative_to(repo))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 def dvc_json(repo: Path, *args: str) -> dict:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.cross_machine import digests
 from recpipe.stage import NATIVE_CPU, NUMPY_ABOVE_AVX2, cpu_flags, pin_numerics
-from tests.conftest import e2e_env, output_digests, reset
+from tests.conftest import dvc, e2e_env, reset
 
 ROOT = Path(__file__).resolve().parents[1]
 AVX2 = {"avx2", "fma"}
@@ -94,12 +95,6 @@ def test_a_stage_process_pins_before_numpy_loads_whatever_the_environment_says()
 SSE_ONLY = {"OPENBLAS_CORETYPE": "Prescott", "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4"}
 
 
-def repro_under(repo: Path, env: dict[str, str], *stages: str) -> None:
-    cmd = [str(Path(sys.executable).parent / "dvc"), "repro", "--force", "--single-item", *stages]
-    proc = subprocess.run(cmd, cwd=repo, env={**e2e_env(), **env}, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
 @pytest.mark.e2e
 @needs_avx2
 def test_e2e_without_the_pin_other_dispatch_moves_the_floats(tiny_repo: Path) -> None:
@@ -108,10 +103,12 @@ def test_e2e_without_the_pin_other_dispatch_moves_the_floats(tiny_repo: Path) ->
     of the baseline under another machine's settings (OTHER_MACHINE) and finds the same
     bytes. That check is not vacuous: without the pin, such settings do change the floats
     of ALS (OpenBLAS) and TF-IDF (numpy's loops)."""
-    before = output_digests(tiny_repo, ("data/candidates",))
+    before = digests(tiny_repo, ("data/candidates",))
+    stages = ("candidates@als", "candidates@tfidf")
+    native_sse = {**SSE_ONLY, NATIVE_CPU: "1"}
     try:
-        repro_under(tiny_repo, {**SSE_ONLY, NATIVE_CPU: "1"}, "candidates@als", "candidates@tfidf")
-        native = output_digests(tiny_repo, ("data/candidates",))
+        dvc(tiny_repo, "repro", "--force", "--single-item", *stages, env=native_sse)
+        native = digests(tiny_repo, ("data/candidates",))
     finally:
         reset(tiny_repo)
     moved = {f for f in before if native.get(f) != before[f]}

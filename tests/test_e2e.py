@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from bench.cross_machine import compare, digests
 from recpipe.stage import cpu_flags
 from tests.conftest import (
     OTHER_MACHINE,
     dvc,
     e2e_env,
     git,
-    output_digests,
     reset,
     review_md,
     stages_run,
@@ -172,12 +172,12 @@ def test_e2e_identical_rerun_reviews_as_no_change(repo: Path) -> None:
     # (the bundle's manifest names the commit it was built at: the baseline was built
     # before its commit)
     manifest = "models/bundle/manifest.json"
-    before = output_digests(repo)
+    before = digests(repo, ("data", "models"))
     pinned = platform.machine() == "x86_64" and {"avx2", "fma"} <= cpu_flags()
     try:
         dvc(repo, "repro", "--force", env=OTHER_MACHINE if pinned else None)
         rerun = {f: (repo / "reports" / f).read_bytes() for f in committed}
-        after = output_digests(repo)
+        after = digests(repo, ("data", "models"))
         before.pop(manifest), after.pop(manifest)
         out = review_md(repo)
     finally:
@@ -185,9 +185,7 @@ def test_e2e_identical_rerun_reviews_as_no_change(repo: Path) -> None:
     # every stage ran again from scratch and wrote the same bytes
     for name, data in committed.items():
         assert rerun[name] == data, name
-    assert after == before, sorted(
-        f for f in before.keys() | after.keys() if before.get(f) != after.get(f)
-    )
+    assert after == before, compare(before, after)
     assert out.splitlines()[2] == "**No significant changes** (54 comparisons).", out
     assert "No params changed." in out
     # every per-user value is the same: the pipeline is deterministic for a seed
