@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> None:
     )
     folds, work = fold_names(job.split), partial(_fit_fold, job)
     if cfg.enabled:
+        cls.preload()  # once here, not once in each fold's worker
         run_folds(work, folds, history_events(job.split), "folds", FIT_PARALLEL_MAX_EVENTS)
     else:  # nothing to fit: empty files
         for fold_name in folds:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from pyarrow import feather
 
 from recpipe.config import load_params
@@ -36,6 +37,7 @@ from recpipe.engine import run_folds, workers
 from recpipe.errors import DataError
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.history import history_now
+from recpipe.features.metadata import item_vectors
 from recpipe.features.pairs import pair_arrays, pair_context, pair_features, similarities_by_block
 from recpipe.folds import Fold, history_events, load_catalogue, load_fold, ranker_folds
 from recpipe.io import atomic_path, scratch_beside, user_blocks_of, write_json, write_parquet
@@ -99,12 +101,14 @@ def describe(
     features_dir: Path,
     items: pd.DataFrame,
     cfg: FeaturesConfig,
+    content: sp.csr_matrix | None = None,
 ) -> pd.DataFrame:
     """The pairs of ``blend`` (candidates of ``fold``) with every feature, sorted by user
-    and item."""
+    and item (``content``: the items' content vectors, when computed already)."""
     uf = pd.read_parquet(features_dir / fold.name / "users.parquet")
     itf = pd.read_parquet(features_dir / fold.name / "items.parquet")
-    pf = pair_features(blend[KEY], fold.history, items, history_now(fold.history), cfg)
+    now = history_now(fold.history)
+    pf = pair_features(blend[KEY], fold.history, items, now, cfg, content)
     return assemble(blend, uf, itf, pd.concat([blend[KEY], pf], axis=1))
 
 
@@ -121,6 +125,9 @@ class ListsJob:
     seed: int
     folds: tuple[str, ...]  # the training folds
     n_users: int = 0  # users of the catalogue (the test fold's pair context)
+    # the items' content vectors (item_vectors): the same for every fold, computed once in
+    # the stage's process, before it forks the folds' workers
+    content: sp.csr_matrix | None = None
 
 
 def fold_lists(
@@ -146,7 +153,8 @@ def fold_lists(
             sampled = True
             log.info("%s: at most %d negatives kept a list (ranker.train_*)", name, cap)
     # features only for the rows learnt from: they are most of the stage's cost
-    df = describe(fold, pairs[keep].reset_index(drop=True), job.features, job.items, job.cfg)
+    kept = pairs[keep].reset_index(drop=True)
+    df = describe(fold, kept, job.features, job.items, job.cfg, job.content)
     columns = list(df.columns)
     # every fold selects from its own columns; training_lists checks they are the same
     feats = select_features(columns, rcfg)
@@ -214,7 +222,8 @@ def described_test(job: ListsJob) -> Iterator[pd.DataFrame]:
     test = load_fold(job.split, TEST)
     uf = pd.read_parquet(job.features / TEST / "users.parquet")
     itf = pd.read_parquet(job.features / TEST / "items.parquet")
-    context = pair_context(test.history, job.items, history_now(test.history), job.cfg, job.n_users)
+    now = history_now(test.history)
+    context = pair_context(test.history, job.items, now, job.cfg, job.n_users, content=job.content)
     shared = similarities_by_block(block_keys(test, job.blend, job.rcfg), context)
     for similarities, block in zip(
         shared, candidate_blocks(test, job.blend, job.rcfg), strict=True
@@ -284,7 +293,16 @@ def run(args: argparse.Namespace) -> None:
 
     train_folds = ("valid", *ranker_folds(args.split))
     job = ListsJob(
-        Path(args.split), blend_dir, features_dir, items, fcfg, cfg, seed, train_folds, len(users)
+        Path(args.split),
+        blend_dir,
+        features_dir,
+        items,
+        fcfg,
+        cfg,
+        seed,
+        train_folds,
+        len(users),
+        item_vectors(items),
     )
     with scratch_beside(Path(args.out) / "test_recs.parquet") as scratch:
         # With workers, the test fold is described beside the training folds (it needs no

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -594,3 +595,59 @@ def test_a_model_that_holds_scores_cannot_bypass_them() -> None:
         type("Shortcut", (itemknn,), {"_recommend_block": lambda self, users, n: None})
     # without holding, a model may take its own shortcut (popularity does)
     type("Shortcut", (itemknn,), {"holds_scores": False, "score": lambda self, u, i: None})
+
+
+_FIT_AFTER_PRELOAD = """
+import json, os, sys
+import numpy as np
+from recpipe.models.registry import MODELS, model_class
+from tests.test_models_contract import TEST_SETTINGS, block_data
+
+data = block_data()
+def third_party():
+    return {m for m in sys.modules if m.split(".")[0] not in sys.stdlib_module_names
+            and m.split(".")[0] not in ("recpipe", "tests")}
+found = {}
+for name in sorted(MODELS):
+    read, write = os.pipe()
+    if os.fork() == 0:  # each model in its own child of this fresh process
+        os.close(read)
+        cls = model_class(name)
+        cfg = cls.config_class(**TEST_SETTINGS[name])
+        start = third_party()
+        cls.preload()
+        before = third_party()
+        cls(cfg, seed=0).fit(data)
+        new = {"preloaded": sorted(before - start), "fit": sorted(third_party() - before)}
+        os.write(write, json.dumps(new).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as r:
+        found[name] = json.loads(r.read())
+    os.wait()
+print(json.dumps(found))
+"""
+
+
+def test_a_model_fit_imports_nothing_its_preload_left_out() -> None:
+    """A stage that forks workers to fit a model first imports the model's ``fit_imports``
+    (:meth:`Recommender.preload`), so that each worker does not import them again (about
+    1.3 s of scikit-learn in each). In a fresh process, after ``preload``, no model's fit
+    loads another third-party module: one left out of ``fit_imports`` would be imported in
+    every worker."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", _FIT_AFTER_PRELOAD],
+        cwd=root,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout.splitlines()[-1])
+    assert sorted(found) == sorted(MODELS)
+    assert {name: new["fit"] for name, new in found.items() if new["fit"]} == {}
+    # what preloading spares the workers (the fits would load it otherwise)
+    for name, package in (("tfidf", "sklearn"), ("als", "implicit"), ("svd", "surprise")):
+        assert package in found[name]["preloaded"], (name, found[name]["preloaded"][:5])

@@ -863,7 +863,8 @@ def test_rank_stage_in_blocks_of_two_users_writes_the_same_bytes(
     lists (and the same model) as one block, with the similarity features of all blocks
     computed together, and in groups of a few blocks (a budget of 900 pairs) and one by
     one (a budget of one pair); described after training in the stage's process and
-    beside the training folds in a worker, through scratch files."""
+    beside the training folds in a worker, through scratch files. The items' content
+    vectors come from the stage, computed once: no fold computes them again."""
     from recpipe.features import pairs as pairs_module
 
     p, blend_out, out = ranked
@@ -874,7 +875,11 @@ def test_rank_stage_in_blocks_of_two_users_writes_the_same_bytes(
         groups.append(len(args[0]))
         return real(*args)
 
+    def recomputed(items):
+        raise AssertionError("a fold computed the items' content vectors again")
+
     monkeypatch.setattr(pairs_module, "pair_similarities", counted)
+    monkeypatch.setattr(pairs_module, "item_vectors", recomputed)
     for budget, n in ((None, "1"), (900, "1"), (1, "1"), (900, "2")):
         if budget is not None:
             monkeypatch.setattr(pairs_module, "SHARED_PAIRS", budget)

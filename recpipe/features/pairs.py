@@ -115,9 +115,12 @@ def pair_context(
     cfg: FeaturesConfig,
     n_users: int,
     items_from: PairContext | None = None,
+    content: sp.csr_matrix | None = None,
 ) -> PairContext:
     """The :class:`PairContext` of ``history`` seen at ``now``, for pairs of users below
-    ``n_users`` and items of ``items``.
+    ``n_users`` and items of ``items``. ``content`` is :func:`item_vectors` of ``items``,
+    when the caller has it already (it depends on the items only: a stage describing several
+    folds computes it once).
 
     With ``items_from``, everything about items (categories, content vectors, collaborative
     vectors, popularity) comes from that context instead of ``history``: the service
@@ -128,7 +131,7 @@ def pair_context(
     if items_from is None:
         items = _by_index(items)  # (with items_from, items is only counted)
         item_cats, _ = item_category_matrix(items)
-        content = item_vectors(items)
+        content = item_vectors(items) if content is None else content
         cf = interaction_vectors(log)
         pop = log.item_users().astype(np.float64)
     else:
@@ -170,17 +173,19 @@ def pair_features(
     items: pd.DataFrame,
     now: int,
     cfg: FeaturesConfig,
+    content: sp.csr_matrix | None = None,
 ) -> pd.DataFrame:
     """Features of candidate ``(user_idx, item_idx)`` pairs from ``history`` seen at ``now``.
 
     Same row order and index as ``pairs``; columns ``p_*`` of
     :data:`~recpipe.features.docs.FEATURE_DOCS`. Items must be catalogue items; users without
     history get NaN. (:func:`pair_context` + :func:`block_pair_features` compute the same
-    one block of pairs at a time.)
+    one block of pairs at a time.) ``content``: as in :func:`pair_context`.
     """
     pu = pairs["user_idx"].to_numpy(np.int64)
     n_users = int(pu.max()) + 1 if len(pu) else 0
-    return block_pair_features(pairs, pair_context(history, items, now, cfg, n_users))
+    ctx = pair_context(history, items, now, cfg, n_users, content=content)
+    return block_pair_features(pairs, ctx)
 
 
 def block_pair_features(

@@ -94,6 +94,7 @@ class ALS(FactorRecommender):
     config_class = ALSConfig
     config: ALSConfig
     supports_history = True
+    fit_imports = ("implicit.cpu.als",)
     # Y^T Y of the item factors in float64, built on the first fold-in; not saved
     transient = ("_gram",)
     _gram: np.ndarray | None = None

@@ -90,6 +90,7 @@ class SVD(FactorRecommender):
     name = "svd"
     config_class = SVDConfig
     config: SVDConfig
+    fit_imports = ("surprise",)
 
     def _fit(self, data: TrainData) -> None:
         cfg = self.config

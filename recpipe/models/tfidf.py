@@ -129,6 +129,7 @@ class TfIdf(Recommender):
     supports_history = True
     block_threads = BLOCK_THREADS
     holds_scores = True
+    fit_imports = ("sklearn.feature_extraction.text",)
 
     def _fit(self, data: TrainData) -> None:
         # imported here: scikit-learn costs ~1 s to import, and the stages that only read

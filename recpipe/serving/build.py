@@ -121,11 +121,15 @@ def fit_models(
     candidates stage fits it on a fold, saved in ``out/<name>`` and loaded back from there.
 
     Up to ``n_workers`` models are fitted side by side, in workers forked with the history
-    (:func:`recpipe.engine.map_shared`). Every model is used as loaded, whichever process
-    fitted it, so that what the bundle ranks with is what the service loads.
+    (:func:`recpipe.engine.map_shared`) and with the modules the fits import
+    (:meth:`~recpipe.models.base.Recommender.preload`). Every model is used as loaded,
+    whichever process fitted it, so that what the bundle ranks with is what the service
+    loads.
     """
     data = TrainData(history, items, users)
     fits = _Fits(data, configs, seed, Path(out))
+    for cls, _ in configs.values():
+        cls.preload()  # once here, not once in each worker that fits one
     with closing(map_shared(_fit_and_save, fits, list(configs), n_workers, "models")) as done:
         models = {name: load_model(fits.out / name) for name in done}
     # fitted, every model held the history's one seen matrix; loaded, each has its own copy
