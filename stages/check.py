@@ -2,7 +2,9 @@
 
 Usage: ``python -m stages.check --out reports/params_checked.json``. Reads params ``data``,
 ``split``, ``candidates``, ``features``, ``blend``, ``ranker``, ``rating``, ``eval``,
-``serve`` and ``seed``.
+``serve`` and ``seed`` (:data:`PARAMS`), and refuses any other block; ``dvc.yaml`` makes it
+depend on the whole ``params.yaml`` file, so that any edit, a new block included, re-runs
+it.
 
 DVC deletes a stage's outputs just before it runs it, so a params mistake found by the stage
 itself (``-S split.n_test=-1``) would already have cost its previous outputs, some of which

@@ -484,7 +484,6 @@ def test_e2e_worse_als_is_flagged(swept: tuple, tmp_path: Path) -> None:
     try:
         dvc(baseline, "exp", "apply", "sweep-worse-als")
         out = review_md(baseline)
-        again = review_md(baseline)
         # the same change as two commits, compared the way a pull request is reviewed
         git(baseline, "commit", "-qam", "worse ALS")
         metrics_diff = dvc_json(baseline, "metrics", "diff", "HEAD~1", "HEAD")
@@ -528,8 +527,6 @@ def test_e2e_worse_als_is_flagged(swept: tuple, tmp_path: Path) -> None:
     assert ("params.yaml", "candidates.als.iterations", "5", "1") in rows, out
     # models the change cannot reach are untouched and folded away
     assert "identical to the base: popularity, itemknn, svd, tfidf, ease, seqknn" in out, out
-    # deterministic for the same inputs
-    assert again == out
     # the base's stages came from the run cache (ingest persists its outputs, so DVC never
     # caches its runs) and the re-run evaluate wrote the committed reports again
     assert stages_run(base_log) == ["ingest", "evaluate"], base_log
