@@ -5,6 +5,8 @@ ranking its own dense ``score_users``."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -130,21 +132,33 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "settings"), CASES)
+_FITTED: dict[int, object] = {}
+
+
+def fitted_case(case: int):
+    """A fresh copy of CASES[case] fitted on :func:`shop` (fitted once per case: the routes
+    and list lengths of the test below change only how the model scores)."""
+    if case not in _FITTED:
+        name, settings = CASES[case]
+        cls = model_class(name)
+        _FITTED[case] = cls(cls.config_class(**settings), seed=3).fit(shop())
+    return copy.deepcopy(_FITTED[case])
+
+
+@pytest.mark.parametrize("case", range(len(CASES)), ids=[f"{n}-{s}" for n, s in CASES])
 @pytest.mark.parametrize("n", [3, 30])
 @pytest.mark.parametrize(
     ("sparse_pairs", "sparse_top_n"), [(False, False), (True, True), (True, False), (False, True)]
 )
 def test_model_shortcuts_equal_ranking_the_dense_scores(
-    name: str, settings: dict, n: int, sparse_pairs: bool, sparse_top_n: bool, monkeypatch
+    case: int, n: int, sparse_pairs: bool, sparse_top_n: bool, monkeypatch
 ) -> None:
     """recommend and score, and the same through held scores (Recommender.hold), against
     the dense scores."""
     # sparse products take each sparse routine always, or never
     monkeypatch.setattr(SparseScores, "is_sparse", lambda self: sparse_pairs)
     monkeypatch.setattr(SparseScores, "sparse_top_n_pays", lambda self: sparse_top_n)
-    cls = model_class(name)
-    model = cls(cls.config_class(**settings), seed=3).fit(shop())
+    model = fitted_case(case)
     model.block_size = 7  # several blocks, including a short last one
     users = np.arange(-1, model.n_users + 2)  # out-of-range users get nothing
     in_range = np.arange(model.n_users)
