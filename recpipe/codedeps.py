@@ -46,7 +46,7 @@ model and nothing else through :data:`LOADERS`: fingerprinted per model, as
 LOADERS = {
     REGISTRY: "a model's module, from the MODELS literal",
     "recpipe.artifacts": "the rating model's module, from _RATING_CLASS",
-    "recpipe.models.base": "a model's fit_imports, strings in the model's own module",
+    "recpipe.models.base": "third-party modules only (Recommender.preload refuses others)",
 }
 """The modules that import a module whose name they compute (``importlib.import_module``
 given a variable), with what they load: the names they hold in strings are followed as

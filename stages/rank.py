@@ -126,7 +126,7 @@ class ListsJob:
     folds: tuple[str, ...]  # the training folds
     n_users: int = 0  # users of the catalogue (the test fold's pair context)
     # the items' content vectors (item_vectors): the same for every fold, computed once in
-    # the stage's process, before it forks the folds' workers
+    # the stage's process (sent to the workers with each block, like the rest of the job)
     content: sp.csr_matrix | None = None
 
 

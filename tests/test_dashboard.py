@@ -152,7 +152,8 @@ def test_e2e_embedding_map_search_highlights_an_item(project: Path) -> None:
 
 def test_e2e_experiments_review_two_runs(project: Path) -> None:
     """A saved experiment whose ranker lost every hit is reviewed as worse than the
-    baseline; the workspace, back at the baseline, as identical."""
+    baseline; the workspace, back at the baseline, as identical, and as worse once its
+    reports change."""
     try:
         per_user = pd.read_parquet(project / "reports/per_user.parquet")
         per_user.loc[per_user["model"] == "ranker", "ndcg@10"] = 0.0
@@ -172,6 +173,11 @@ def test_e2e_experiments_review_two_runs(project: Path) -> None:
         assert verdicts[("als", "ndcg@10")] == "no change (identical)"
         at.selectbox(key="exp_head").set_value("workspace").run()
         assert set(frame(at, "verdict")["verdict"]) == {"no change (identical)"}
+        # the workspace's reports rewritten by a run: reviewed again, not served from cache
+        per_user.to_parquet(project / "reports/per_user.parquet")
+        at.run()
+        verdicts = frame(at, "verdict").set_index(["model", "metric"])["verdict"]
+        assert verdicts[("ranker", "ndcg@10")] == "worse"
     finally:
         reset(project)
         dvc(project, "exp", "remove", "--all-commits")

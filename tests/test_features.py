@@ -574,3 +574,17 @@ def test_similarities_computed_once_for_a_fold_equal_each_blocks_own() -> None:
     assert len(block_pair_features(pairs.iloc[:0], ctx, empty)) == 0
     with pytest.raises(ValueError, match="outside the items table"):
         pair_similarities(np.array([0]), np.array([len(items)]), ctx)
+
+
+def test_content_vectors_given_must_be_those_of_the_items() -> None:
+    items = _items()
+    given = item_vectors(items)
+    pd.testing.assert_frame_equal(
+        pair_features(_pairs(), _history(), items, NOW, CFG, given),
+        pair_features(_pairs(), _history(), items, NOW, CFG),
+    )
+    with pytest.raises(ValueError, match=r"content vectors of \d+ items for \d+ items"):
+        pair_context(_history(), items, NOW, CFG, 10, content=given[:-1])
+    ctx = pair_context(_history(), items, NOW, CFG, 10)
+    with pytest.raises(ValueError, match="given with items_from"):
+        pair_context(_history(), items, NOW, CFG, 1, items_from=ctx, content=given)

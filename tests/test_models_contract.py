@@ -633,8 +633,8 @@ def test_a_model_fit_imports_nothing_its_preload_left_out() -> None:
     """A stage that forks workers to fit a model first imports the model's ``fit_imports``
     (:meth:`Recommender.preload`), so that each worker does not import them again (about
     1.3 s of scikit-learn in each). In a fresh process, after ``preload``, no model's fit
-    loads another third-party module: one left out of ``fit_imports`` would be imported in
-    every worker."""
+    loads another third-party module (beyond what this test file itself imports: pytest
+    and its own): one left out of ``fit_imports`` would be imported in every worker."""
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run(
         [sys.executable, "-c", _FIT_AFTER_PRELOAD],
@@ -651,3 +651,11 @@ def test_a_model_fit_imports_nothing_its_preload_left_out() -> None:
     # what preloading spares the workers (the fits would load it otherwise)
     for name, package in (("tfidf", "sklearn"), ("als", "implicit"), ("svd", "surprise")):
         assert package in found[name]["preloaded"], (name, found[name]["preloaded"][:5])
+
+
+def test_preload_refuses_a_project_module() -> None:
+    """The code stage reads project imports from import statements: a project module named
+    in ``fit_imports`` would be loaded where it cannot see it, so preload refuses it."""
+    cls = type("Named", (model_class("popularity"),), {"fit_imports": ("recpipe.text",)})
+    with pytest.raises(ValueError, match=r"Named.fit_imports: recpipe.text is a project module"):
+        cls.preload()

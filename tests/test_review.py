@@ -453,9 +453,10 @@ tiny data factors=2 alone is flagged too, but with a narrower margin (ndcg@10 -0
 [-0.064, -0.015] against -0.049 [-0.078, -0.024]); the margin keeps the test stable across
 BLAS builds. It must re-run ALS and what reads its candidates, and nothing else. The second
 changes a serving setting, which must re-run the bundle and nothing else (the cheapest
-second experiment: tests/test_e2e.py checks the other re-run rules, and
-tests/test_dvc_wiring.py that each stage declares the params it reads). One sweep serves
-both tests below, so the pipeline runs each experiment once."""
+second experiment; tests/test_e2e.py checks a split change's re-runs, and
+tests/test_dvc_wiring.py that each stage declares exactly the params it reads, which is
+what DVC's re-runs follow). One sweep serves both tests below, so the pipeline runs each
+experiment once."""
 
 
 @pytest.fixture(scope="module")
@@ -490,9 +491,9 @@ def test_e2e_worse_als_is_flagged(swept: tuple, tmp_path: Path) -> None:
         metrics_diff = dvc_json(baseline, "metrics", "diff", "HEAD~1", "HEAD")
         dvc(baseline, "plots", "diff", "HEAD~1", "HEAD", "-o", str(tmp_path / "plots"))
         # as CI does it: the base rerun here, in a worktree sharing the DVC (run) cache. (CI
-        # then re-runs evaluate, forced, so that both sides are this machine's numbers: that
-        # evaluate re-run from scratch writes the same reports is test_e2e.py's
-        # identical-rerun test, on every stage.)
+        # then re-runs evaluate, forced, so that both sides are this machine's numbers; not
+        # here: that evaluate re-run from scratch writes the committed reports is checked by
+        # test_e2e.py's identical-rerun test, for every stage, in the test repository.)
         base_dir = tmp_path / "base"
         git(baseline, "worktree", "add", "-q", "--detach", str(base_dir), "HEAD~1")
         dvc(base_dir, "config", "--local", "cache.dir", str(baseline / ".dvc/cache"))

@@ -223,19 +223,33 @@ def _exp_show(where: str, refs: str, stamps: tuple[int, ...]) -> list[dict[str, 
         raise Missing(f"`dvc exp show --json` gave no JSON: {exc}") from exc
 
 
-@st.cache_data(show_spinner="paired bootstrap over users ...", max_entries=16)
 def review(where: str, base: str, head: str, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """The review's verdicts (``python -m stages.review``'s comparison) between two
     revisions, or a revision and the workspace (``head="workspace"``), as a frame
-    (:func:`tables.verdict_table`). The numbers come from git, as in the command."""
+    (:func:`tables.verdict_table`). The numbers come from git, as in the command.
+
+    Computed again when a side changes: a name that now points at another commit (a
+    branch, an experiment saved again), or the workspace's reports rewritten by a run."""
+    from stages.review import InputError, resolve_rev
+
+    repo = project()
+    try:
+        commits = tuple("" if r == "workspace" else resolve_rev(r, repo) for r in (base, head))
+    except InputError as exc:
+        raise Missing(f"no review of {base} against {head}: {exc}") from exc
+    files = [repo / "reports/per_user.parquet", repo / "reports/metrics.json"]
+    stamps = tuple(_stamp(f) for f in files) if "workspace" in (base, head) else ()
+    return _review(where, base, head, n_boot, seed, (commits, stamps))
+
+
+@st.cache_data(show_spinner="paired bootstrap over users ...", max_entries=16)
+def _review(where: str, base: str, head: str, n_boot: int, seed: int, key: tuple) -> pd.DataFrame:
     from recpipe.evaluation.review import compare_runs
-    from stages.review import InputError, read_metrics, read_per_user, resolve_rev
+    from stages.review import InputError, read_metrics, read_per_user
 
     repo = project()
     per_user_path, metrics_path = "reports/per_user.parquet", "reports/metrics.json"
     try:
-        for rev in {base, head} - {"workspace"}:
-            resolve_rev(rev, repo)
         run = compare_runs(
             read_per_user(per_user_path, base, repo),
             read_per_user(per_user_path, head, repo),

@@ -126,6 +126,11 @@ def pair_context(
     vectors, popularity) comes from that context instead of ``history``: the service
     describes one user's fresh history against the whole bundle's items, which gives the
     user's pairs the same features as a context of the whole history would."""
+    if content is not None and (items_from is not None or content.shape[0] != len(items)):
+        raise ValueError(
+            f"content vectors of {content.shape[0]} items for {len(items)} items"
+            + (" (given with items_from, which holds its own)" if items_from is not None else "")
+        )
     log = _Log(history, n_users, len(items), now)
     tables = (None, None) if items_from is None else (items_from.content_table, items_from.cf_table)
     if items_from is None:

@@ -109,8 +109,12 @@ class Recommender(Persistent, ABC):
 
     @classmethod
     def preload(cls) -> None:
-        """Import :attr:`fit_imports` in this process (before it forks its workers)."""
+        """Import :attr:`fit_imports` in this process (before it forks its workers). Only
+        third-party modules: the code stage must see a project module in an import
+        statement (:mod:`recpipe.codedeps`)."""
         for module in cls.fit_imports:
+            if module.split(".")[0] in ("recpipe", "stages"):
+                raise ValueError(f"{cls.__name__}.fit_imports: {module} is a project module")
             importlib.import_module(module)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
