@@ -130,9 +130,16 @@ def reset(repo: Path) -> None:
 
 def build_tiny_repo(dst: Path) -> None:
     """A git copy of the project (the files a fresh clone would get) at `dst` with a
-    committed `dvc exp run -S +experiment=tiny` baseline."""
+    committed `+experiment=tiny` baseline: params.yaml composed by the call `dvc exp run -S
+    +experiment=tiny` makes (DVC's Hydra composition, with the project's `[hydra]`
+    settings), then `dvc repro`. A workspace `dvc exp run` would also record an experiment,
+    several seconds more of DVC; tests/test_review.py's queued sweep runs `dvc exp run`."""
+    from dvc.utils.hydra import compose_and_dump
+
     copy_project(dst, with_outputs=True)
-    dvc(dst, "exp", "run", "-S", "+experiment=tiny")
+    overrides = ["+experiment=tiny"]
+    compose_and_dump(dst / "params.yaml", str(dst / "conf"), None, "config", str(dst), overrides)
+    dvc(dst, "repro")
     git(dst, "add", "-A")
     git(dst, "commit", "-qm", "baseline: tiny run")
 
