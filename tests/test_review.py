@@ -490,14 +490,13 @@ def test_e2e_worse_als_is_flagged(swept: tuple, tmp_path: Path) -> None:
         git(baseline, "commit", "-qam", "worse ALS")
         metrics_diff = dvc_json(baseline, "metrics", "diff", "HEAD~1", "HEAD")
         dvc(baseline, "plots", "diff", "HEAD~1", "HEAD", "-o", str(tmp_path / "plots"))
-        # as CI does it: the base rerun here, in a worktree sharing the DVC (run) cache. (CI
-        # then re-runs evaluate, forced, so that both sides are this machine's numbers; not
-        # here: that evaluate re-run from scratch writes the committed reports is checked by
-        # test_e2e.py's identical-rerun test, for every stage, in the test repository.)
+        # as CI reads it: the base's run from a worktree of the base revision. (CI first
+        # re-runs the pipeline there, from DVC's run cache, and evaluate forced, so that
+        # both sides are the runner's numbers. Not here, for time: that every stage re-run
+        # from scratch writes the committed bytes is test_e2e.py's identical-rerun test, and
+        # the workflow's commands are checked above.)
         base_dir = tmp_path / "base"
         git(baseline, "worktree", "add", "-q", "--detach", str(base_dir), "HEAD~1")
-        dvc(base_dir, "config", "--local", "cache.dir", str(baseline / ".dvc/cache"))
-        base_log = dvc(base_dir, "repro")
         ci_out = sh(
             baseline, sys.executable, "-m", "stages.review", "--base", "HEAD~1",
             "--base-dir", str(base_dir),
@@ -528,10 +527,7 @@ def test_e2e_worse_als_is_flagged(swept: tuple, tmp_path: Path) -> None:
     assert ("params.yaml", "candidates.als.iterations", "5", "1") in rows, out
     # models the change cannot reach are untouched and folded away
     assert "identical to the base: popularity, itemknn, svd, tfidf, ease, seqknn" in out, out
-    # the base's stages came from the run cache (ingest persists its outputs, so DVC never
-    # caches its runs)
-    assert stages_run(base_log) == ["ingest"], base_log
-    # the same numbers as against the committed base (both were computed on this machine)
+    # the same numbers as against the committed base
     assert ci_out.splitlines()[2] == summary, ci_out
     assert ci_out.split("### Metrics")[1] == out.split("### Metrics")[1], ci_out
 
