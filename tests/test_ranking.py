@@ -822,6 +822,13 @@ def test_rank_stage_with_sampled_negatives_trains_on_fewer_rows(ranked: tuple) -
     assert few["train_positives"] == full["train_positives"]
     assert few["train_pairs"] <= few["train_positives"] + 3 * few["lists_trained"]
     assert few["train_pairs"] < full["train_pairs"]
+    # the same cap reached through a fold's many lists draws the same rows: the same model
+    many = rank_with(p, blend_out, "many", train_many_lists=1, train_many_negatives=3)
+    files = sorted(f.relative_to(sampled) for f in sampled.rglob("*") if f.is_file())
+    assert files == sorted(f.relative_to(many) for f in many.rglob("*") if f.is_file())
+    assert any(f.parts[0] == "model" for f in files)
+    for f in files:
+        assert (many / f).read_bytes() == (sampled / f).read_bytes(), f
 
 
 def test_negatives_cap_follows_the_row_budget() -> None:
@@ -842,6 +849,24 @@ def test_negatives_cap_follows_the_row_budget() -> None:
     capped = RankerConfig(train_negatives=5, train_max_rows=10_000)
     assert negatives_cap(capped, lists=100, positives=150, rows=1_900, folds=5) == 5
     assert negatives_cap(capped, lists=100, positives=150, rows=20_000, folds=5) == 5
+
+
+def test_negatives_cap_of_a_fold_with_many_lists() -> None:
+    """Past ``train_many_lists`` lists a fold keeps ``train_many_negatives`` a list; a fold
+    at the threshold keeps every row; the row budget and ``train_negatives`` still bind
+    when they are lower."""
+    cfg = RankerConfig(train_many_lists=100, train_many_negatives=7)
+    assert negatives_cap(cfg, lists=100, positives=150, rows=20_000, folds=5) is None
+    assert negatives_cap(cfg, lists=101, positives=150, rows=20_000, folds=5) == 7
+    tight = RankerConfig(train_many_lists=100, train_many_negatives=7, train_max_rows=5_000)
+    # 1,000 rows a fold: (1,000 - 150) // 101 = 8 fit, so the 7 a list bind ...
+    assert negatives_cap(tight, lists=101, positives=150, rows=20_000, folds=5) == 7
+    # ... and with 200 lists (1,000 - 150) // 200 = 4 fit: the budget binds
+    assert negatives_cap(tight, lists=200, positives=150, rows=20_000, folds=5) == 4
+    fixed = RankerConfig(train_many_lists=100, train_many_negatives=7, train_negatives=3)
+    assert negatives_cap(fixed, lists=101, positives=150, rows=20_000) == 3
+    off = RankerConfig(train_many_lists=None, train_max_rows=None)
+    assert negatives_cap(off, lists=10**6, positives=10**6, rows=10**9) is None
 
 
 def test_rank_stage_with_a_row_budget_samples_each_fold(ranked: tuple) -> None:
