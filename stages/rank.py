@@ -184,7 +184,8 @@ def training_lists(
     :func:`~recpipe.ranking.learning_columns`); the features; with each row's list id (fold
     number times a stride above every user index, plus the user), so a user's lists of
     different folds stay apart; how many lists were left out for having no positive; and
-    how many folds were sampled (``ranker.train_max_rows``, ``train_negatives``). The folds
+    how many folds were sampled (``ranker.train_max_rows``, ``train_many_lists``,
+    ``train_negatives``). The folds
     are independent blocks, described side by side in worker processes where
     :mod:`recpipe.engine` says.
 

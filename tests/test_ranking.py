@@ -853,8 +853,8 @@ def test_negatives_cap_follows_the_row_budget() -> None:
 
 def test_negatives_cap_of_a_fold_with_many_lists() -> None:
     """Past ``train_many_lists`` lists a fold keeps ``train_many_negatives`` a list; a fold
-    at the threshold keeps every row; the row budget and ``train_negatives`` still bind
-    when they are lower."""
+    at the threshold keeps every row; the row budget still binds when it is lower, and an
+    explicit ``train_negatives`` takes the many-lists cap's place."""
     cfg = RankerConfig(train_many_lists=100, train_many_negatives=7)
     assert negatives_cap(cfg, lists=100, positives=150, rows=20_000, folds=5) is None
     assert negatives_cap(cfg, lists=101, positives=150, rows=20_000, folds=5) == 7
@@ -863,8 +863,11 @@ def test_negatives_cap_of_a_fold_with_many_lists() -> None:
     assert negatives_cap(tight, lists=101, positives=150, rows=20_000, folds=5) == 7
     # ... and with 200 lists (1,000 - 150) // 200 = 4 fit: the budget binds
     assert negatives_cap(tight, lists=200, positives=150, rows=20_000, folds=5) == 4
+    # an explicit train_negatives replaces the many-lists cap, lower or higher
     fixed = RankerConfig(train_many_lists=100, train_many_negatives=7, train_negatives=3)
     assert negatives_cap(fixed, lists=101, positives=150, rows=20_000) == 3
+    more = RankerConfig(train_many_lists=100, train_many_negatives=7, train_negatives=50)
+    assert negatives_cap(more, lists=101, positives=150, rows=20_000) == 50
     off = RankerConfig(train_many_lists=None, train_max_rows=None)
     assert negatives_cap(off, lists=10**6, positives=10**6, rows=10**9) is None
 
