@@ -28,7 +28,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from recpipe.config import Config
-from recpipe.engine import map_shared
+from recpipe.engine import even_cuts, map_shared
 from recpipe.errors import ConfigError
 from recpipe.log import get_logger
 from recpipe.models.base import HeldScores, Recommender, rank_within
@@ -336,11 +336,12 @@ def blend_block(
 
 
 def candidate_ranges(
-    cands: Mapping[str, pd.DataFrame], users: int
+    cands: Mapping[str, pd.DataFrame], users: int, n_workers: int = 1
 ) -> list[dict[str, tuple[int, int]]]:
     """Where every model's candidates (each sorted by ``user_idx``) are cut into blocks of
-    ``users`` consecutive users of their union: for each block, each model's row range
-    (:func:`candidate_block` takes it)."""
+    at most ``users`` consecutive users of their union, of even sizes for ``n_workers``
+    side by side (:func:`~recpipe.engine.even_cuts`): for each block, each model's row
+    range (:func:`candidate_block` takes it)."""
     keys = {m: c["user_idx"].to_numpy() for m, c in cands.items()}
     all_users = np.unique(np.concatenate([k for k in keys.values()] or [np.zeros(0, np.int64)]))
     for m, k in keys.items():
@@ -349,9 +350,8 @@ def candidate_ranges(
     if len(all_users) == 0:
         return [{m: (0, 0) for m in cands}]
     out = []
-    for start in range(0, len(all_users), users):
-        block = all_users[start : start + users]
-        lo, hi = block[0], block[-1]
+    for start, stop in even_cuts(len(all_users), users, n_workers):
+        lo, hi = all_users[start], all_users[stop - 1]
         out.append(
             {
                 m: (int(np.searchsorted(k, lo, "left")), int(np.searchsorted(k, hi, "right")))
@@ -833,7 +833,7 @@ class ValidFold:
         """Every block with its hybrid, in user order, up to ``n_workers`` side by side
         (:func:`~recpipe.engine.map_shared`: the fold's candidates and models are not
         sent)."""
-        ranges = candidate_ranges(self.cands, self.cfg.block_users)
+        ranges = candidate_ranges(self.cands, self.cfg.block_users, n_workers)
         work = (_valid_block, self, ranges, n_workers, "blocks of valid users")
         with closing(map_shared(*work)) as results:
             for df, per_user in results:

@@ -135,7 +135,7 @@ def blend_fold(job: _FoldJob, fold_name: str, n_workers: int = 1) -> tuple[int, 
     workers)."""
     cands, models = fold_inputs(job.candidates, job.models, fold_name)
     fold = _FoldBlocks(cands, models, job.cfg.normalise, job.weights)
-    ranges = candidate_ranges(cands, job.cfg.block_users)
+    ranges = candidate_ranges(cands, job.cfg.block_users, n_workers)
     work = (_hybrid_block, fold, ranges, n_workers, f"blocks of {fold_name} users")
     pairs_path, recs_path = job.out[fold_name]
     pairs = ParquetRows(pairs_path)

@@ -148,7 +148,7 @@ def rank_every_user(
     the workers (:func:`~recpipe.features.pairs.similarity_groups`: each block alone would
     repeat nearly the whole item x item product). The lists are those of
     :meth:`~recpipe.serving.online.Ranking.rank_users`, block by block."""
-    blocks = list(user_blocks(history, cfg.block_users))
+    blocks = list(user_blocks(history, cfg.block_users, n_workers))
     if len(blocks) <= 1:
         for block in blocks:
             lists = ranking.rank_users(block, cfg.cache_n)

@@ -17,6 +17,7 @@ from recpipe.engine import (
     PARALLEL_MAX_EVENTS,
     WORKERS,
     cpus,
+    even_cuts,
     map_shared,
     omp_threads,
     run_blocks,
@@ -311,3 +312,37 @@ print(list(engine.map_shared(predict, model, blocks, 2)) == home)
 
 def test_shared_workers_forked_after_xgboost_ran_do_not_hang() -> None:
     _prints_true(AFTER_XGBOOST)
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "n_workers"),
+    [(6040, 2000, 2), (1000, 2000, 2), (5000, 2000, 2), (5000, 2000, 3), (7, 2, 1), (3, 2, 4)],
+)
+def test_even_cuts_cover_every_item_in_blocks_for_the_workers(
+    n: int, size: int, n_workers: int
+) -> None:
+    cuts = even_cuts(n, size, n_workers)
+    assert cuts[0][0] == 0 and cuts[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(cuts, cuts[1:], strict=False))
+    sizes = [stop - start for start, stop in cuts]
+    assert max(sizes) <= size and max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+    if n <= size:
+        assert len(cuts) == 1  # one block stays one block
+    else:
+        # as many as the size needs, rounded up to the workers (or one block an item)
+        needed = -(-n // size)
+        assert len(cuts) == min(n, -(-needed // n_workers) * n_workers)
+
+
+def test_even_cuts_of_6040_users_keep_two_workers_busy() -> None:
+    assert even_cuts(6040, 2000, 2) == [(0, 1510), (1510, 3020), (3020, 4530), (4530, 6040)]
+    assert even_cuts(6040, 2000, 1) == [(0, 1510), (1510, 3020), (3020, 4530), (4530, 6040)]
+    assert even_cuts(0, 10, 2) == []
+    with pytest.raises(ValueError, match="block size"):
+        even_cuts(5, 0)
+
+
+def test_even_cuts_in_a_worker_run_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a worker of run_blocks the blocks run in that process: nothing to round up to."""
+    monkeypatch.setattr(engine, "_share", 1)
+    assert even_cuts(5000, 2000, 2) == [(0, 1666), (1666, 3333), (3333, 5000)]

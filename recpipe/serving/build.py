@@ -40,7 +40,7 @@ import scipy.sparse as sp
 
 from recpipe.artifacts import load_model, save_model
 from recpipe.dataset import TrainData
-from recpipe.engine import map_shared
+from recpipe.engine import even_cuts, map_shared
 from recpipe.errors import ConfigError
 from recpipe.features.config import FeaturesConfig
 from recpipe.features.history import SECONDS_PER_DAY, history_now
@@ -189,11 +189,12 @@ def ranking_of(
     )
 
 
-def user_blocks(history: pd.DataFrame, size: int) -> Iterator[np.ndarray]:
-    """The users with history, sorted, ``size`` at a time."""
+def user_blocks(history: pd.DataFrame, size: int, n_workers: int = 1) -> Iterator[np.ndarray]:
+    """The users with history, sorted, at most ``size`` at a time, in blocks of even sizes
+    for ``n_workers`` side by side (:func:`~recpipe.engine.even_cuts`)."""
     users = np.unique(history["user_idx"].to_numpy(np.int64))
-    for start in range(0, len(users), size):
-        yield users[start : start + size]
+    for start, stop in even_cuts(len(users), size, n_workers):
+        yield users[start:stop]
 
 
 # -- popularity ---------------------------------------------------------------------------
