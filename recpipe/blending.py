@@ -336,12 +336,14 @@ def blend_block(
 
 
 def candidate_ranges(
-    cands: Mapping[str, pd.DataFrame], users: int, n_workers: int = 1
+    cands: Mapping[str, pd.DataFrame], users: int
 ) -> list[dict[str, tuple[int, int]]]:
     """Where every model's candidates (each sorted by ``user_idx``) are cut into blocks of
-    at most ``users`` consecutive users of their union, of even sizes for ``n_workers``
-    side by side (:func:`~recpipe.engine.even_cuts`): for each block, each model's row
-    range (:func:`candidate_block` takes it)."""
+    at most ``users`` consecutive users of their union, of even sizes
+    (:func:`~recpipe.engine.even_cuts`): for each block, each model's row range
+    (:func:`candidate_block` takes it). Not rounded up to the workers: the valid fold's
+    search metric is added up block by block with a BLAS product whose rounding depends
+    on the block's shape, and no output may depend on the number of workers."""
     keys = {m: c["user_idx"].to_numpy() for m, c in cands.items()}
     all_users = np.unique(np.concatenate([k for k in keys.values()] or [np.zeros(0, np.int64)]))
     for m, k in keys.items():
@@ -350,7 +352,7 @@ def candidate_ranges(
     if len(all_users) == 0:
         return [{m: (0, 0) for m in cands}]
     out = []
-    for start, stop in even_cuts(len(all_users), users, n_workers):
+    for start, stop in even_cuts(len(all_users), users):
         lo, hi = all_users[start], all_users[stop - 1]
         out.append(
             {
@@ -833,7 +835,7 @@ class ValidFold:
         """Every block with its hybrid, in user order, up to ``n_workers`` side by side
         (:func:`~recpipe.engine.map_shared`: the fold's candidates and models are not
         sent)."""
-        ranges = candidate_ranges(self.cands, self.cfg.block_users, n_workers)
+        ranges = candidate_ranges(self.cands, self.cfg.block_users)
         work = (_valid_block, self, ranges, n_workers, "blocks of valid users")
         with closing(map_shared(*work)) as results:
             for df, per_user in results:

@@ -294,19 +294,21 @@ def map_shared(
 def even_cuts(n: int, size: int, n_workers: int = 1) -> list[tuple[int, int]]:
     """``(start, stop)`` of the blocks ``n`` items are cut into for :func:`map_shared`: at
     most ``size`` items each, and sizes within one of each other. When that takes more
-    than one block, their number is rounded up to a multiple of the workers that run them
-    side by side (none in a worker of :func:`run_blocks`, where they run one at a time).
-    Blocks of a fixed size leave a short last one: 6,040 users in blocks of 2,000 on two
-    workers run as 2,000 + 2,000 on one worker and 2,000 + 40 on the other, while four
-    blocks of 1,510 keep both busy to the end. Items that fit one block stay one block.
-    What a stage writes does not depend on its blocks."""
+    blocks than the workers that run them side by side (none in a worker of
+    :func:`run_blocks`, where they run one at a time), their number is rounded up to a
+    multiple of the workers, which at most halves the blocks. Blocks of a fixed size leave
+    a short last one: 6,040 users in blocks of 2,000 run as 2,000 + 2,000 on one of two
+    workers and 2,000 + 40 on the other, while four blocks of 1,510 keep both busy to the
+    end; 5,000 users take four blocks of 1,250 rather than three (two rounds of one
+    block either way). Items that fit one block stay one block. What a stage writes does
+    not depend on its blocks."""
     if size < 1:
         raise ValueError(f"block size must be >= 1, got {size}")
     if n <= 0:
         return []
     parts = 1 if _share is not None else max(1, n_workers)
     k = -(-n // size)
-    if k > 1:
+    if k > parts:
         k = min(n, -(-k // parts) * parts)
     bounds = [i * n // k for i in range(k + 1)]
     return list(zip(bounds[:-1], bounds[1:], strict=True))

@@ -8,7 +8,8 @@ normalised score, and ``m_hybrid``) and ``<out>/<fold>_recs.parquet`` (the hybri
 With ``blend.search`` the weights are picked on the valid fold (its labels) and then applied
 unchanged to the test fold; the test fold's targets are never read here. With search bags,
 the valid fold's own hybrid is out of bag: each user's comes from the bags without the user.
-Every fold is built and written ``blend.block_users`` users at a time (the search holds
+Every fold is built and written in blocks of at most ``blend.block_users`` users, of even
+sizes (:func:`recpipe.engine.even_cuts`; the search holds
 only its bags' users); the folds after the valid one are independent blocks, blended side
 by side in worker processes where :mod:`recpipe.engine` says.
 ``<out>/weights.json`` holds the weights applied to the test fold (unrounded) and the
@@ -135,7 +136,7 @@ def blend_fold(job: _FoldJob, fold_name: str, n_workers: int = 1) -> tuple[int, 
     workers)."""
     cands, models = fold_inputs(job.candidates, job.models, fold_name)
     fold = _FoldBlocks(cands, models, job.cfg.normalise, job.weights)
-    ranges = candidate_ranges(cands, job.cfg.block_users, n_workers)
+    ranges = candidate_ranges(cands, job.cfg.block_users)
     work = (_hybrid_block, fold, ranges, n_workers, f"blocks of {fold_name} users")
     pairs_path, recs_path = job.out[fold_name]
     pairs = ParquetRows(pairs_path)

@@ -137,7 +137,8 @@ def rank_every_user(
     out: Path,
     n_workers: int = 1,
 ) -> int:
-    """Every list of every user with history, ``cfg.block_users`` users at a time, written
+    """Every list of every user with history, in blocks of at most ``cfg.block_users``
+    users (of even sizes, :func:`~recpipe.engine.even_cuts`), written
     to ``streams`` (one per list name); returns how many users were ranked.
 
     With more than one block, in two passes, up to ``n_workers`` blocks side by side

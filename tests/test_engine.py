@@ -315,28 +315,31 @@ def test_shared_workers_forked_after_xgboost_ran_do_not_hang() -> None:
 
 
 @pytest.mark.parametrize(
-    ("n", "size", "n_workers"),
-    [(6040, 2000, 2), (1000, 2000, 2), (5000, 2000, 2), (5000, 2000, 3), (7, 2, 1), (3, 2, 4)],
+    ("n", "size", "n_workers", "blocks"),
+    [
+        (6040, 2000, 2, 4),  # four blocks of 1,510, not three of 2,000 and one of 40
+        (1000, 2000, 2, 1),  # one block stays one block
+        (5000, 2000, 2, 4),  # three needed, four for two workers
+        (5000, 2000, 3, 3),
+        (2001, 2000, 64, 2),  # fewer blocks than workers: not rounded up to 64
+        (7, 2, 1, 4),
+        (3, 2, 4, 2),
+        (3, 1, 2, 3),  # four would be more blocks than items
+    ],
 )
 def test_even_cuts_cover_every_item_in_blocks_for_the_workers(
-    n: int, size: int, n_workers: int
+    n: int, size: int, n_workers: int, blocks: int
 ) -> None:
     cuts = even_cuts(n, size, n_workers)
+    assert len(cuts) == blocks
     assert cuts[0][0] == 0 and cuts[-1][1] == n
     assert all(a[1] == b[0] for a, b in zip(cuts, cuts[1:], strict=False))
     sizes = [stop - start for start, stop in cuts]
     assert max(sizes) <= size and max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
-    if n <= size:
-        assert len(cuts) == 1  # one block stays one block
-    else:
-        # as many as the size needs, rounded up to the workers (or one block an item)
-        needed = -(-n // size)
-        assert len(cuts) == min(n, -(-needed // n_workers) * n_workers)
 
 
 def test_even_cuts_of_6040_users_keep_two_workers_busy() -> None:
     assert even_cuts(6040, 2000, 2) == [(0, 1510), (1510, 3020), (3020, 4530), (4530, 6040)]
-    assert even_cuts(6040, 2000, 1) == [(0, 1510), (1510, 3020), (3020, 4530), (4530, 6040)]
     assert even_cuts(0, 10, 2) == []
     with pytest.raises(ValueError, match="block size"):
         even_cuts(5, 0)
@@ -346,3 +349,23 @@ def test_even_cuts_in_a_worker_run_one_at_a_time(monkeypatch: pytest.MonkeyPatch
     """In a worker of run_blocks the blocks run in that process: nothing to round up to."""
     monkeypatch.setattr(engine, "_share", 1)
     assert even_cuts(5000, 2000, 2) == [(0, 1666), (1666, 3333), (3333, 5000)]
+
+
+def test_the_bundle_cuts_its_users_for_its_workers_and_the_blend_evenly() -> None:
+    """5,000 users in blocks of at most 2,000: the bundle takes four blocks for two
+    workers and three for one; the blend three of even sizes whatever the workers (its
+    valid fold's search metric is summed by blocks: no output may depend on the workers)."""
+    import numpy as np
+    import pandas as pd
+
+    from recpipe.blending import candidate_ranges
+    from recpipe.serving.build import user_blocks
+
+    users = np.repeat(np.arange(5000, dtype=np.int64), 3)
+    cands = {"a": pd.DataFrame({"user_idx": users}), "b": pd.DataFrame({"user_idx": users[::3]})}
+    for n_workers, blocks in ((2, 4), (1, 3)):
+        ranges = candidate_ranges(cands, 2000)
+        assert [r["a"] for r in ranges] == [(0, 4998), (4998, 9999), (9999, 15000)]
+        history = pd.DataFrame({"user_idx": users})
+        sizes = [len(b) for b in user_blocks(history, 2000, n_workers)]
+        assert len(sizes) == blocks and sum(sizes) == 5000 and max(sizes) - min(sizes) <= 1
