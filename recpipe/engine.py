@@ -296,12 +296,12 @@ def even_cuts(n: int, size: int, n_workers: int = 1) -> list[tuple[int, int]]:
     most ``size`` items each, and sizes within one of each other. When that takes more
     blocks than the workers that run them side by side (none in a worker of
     :func:`run_blocks`, where they run one at a time), their number is rounded up to a
-    multiple of the workers, which at most halves the blocks. Blocks of a fixed size leave
-    a short last one: 6,040 users in blocks of 2,000 run as 2,000 + 2,000 on one of two
-    workers and 2,000 + 40 on the other, while four blocks of 1,510 keep both busy to the
-    end; 5,000 users take four blocks of 1,250 rather than three (two rounds of one
-    block either way). Items that fit one block stay one block. What a stage writes does
-    not depend on its blocks."""
+    multiple of the workers (so a block keeps at least about half the size). Blocks of a
+    fixed size leave a short last one: 6,040 users in blocks of 2,000 run as 2,000 + 2,000
+    on one of two workers and 2,000 + 40 on the other, while four blocks of 1,510 keep
+    both busy to the end; 5,000 users on two workers take four blocks of 1,250 (2,500
+    users a worker) rather than three of 1,667 (3,334 on one of them). Items that fit one
+    block stay one block. What a stage writes does not depend on its blocks."""
     if size < 1:
         raise ValueError(f"block size must be >= 1, got {size}")
     if n <= 0:

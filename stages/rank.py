@@ -185,9 +185,8 @@ def training_lists(
     number times a stride above every user index, plus the user), so a user's lists of
     different folds stay apart; how many lists were left out for having no positive; and
     how many folds were sampled (``ranker.train_max_rows``, ``train_many_lists``,
-    ``train_negatives``). The folds
-    are independent blocks, described side by side in worker processes where
-    :mod:`recpipe.engine` says.
+    ``train_negatives``). The folds are independent blocks, described side by side in
+    worker processes where :mod:`recpipe.engine` says.
 
     With ``test_into`` (a scratch folder), the test fold is described in the same pool,
     into that folder (:func:`describe_test_into`), and its described columns and number
