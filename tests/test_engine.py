@@ -363,9 +363,10 @@ def test_the_bundle_cuts_its_users_for_its_workers_and_the_blend_evenly() -> Non
 
     users = np.repeat(np.arange(5000, dtype=np.int64), 3)
     cands = {"a": pd.DataFrame({"user_idx": users}), "b": pd.DataFrame({"user_idx": users[::3]})}
+    ranges = candidate_ranges(cands, 2000)
+    assert [r["a"] for r in ranges] == [(0, 4998), (4998, 9999), (9999, 15000)]
+    assert [r["b"] for r in ranges] == [(0, 1666), (1666, 3333), (3333, 5000)]
+    history = pd.DataFrame({"user_idx": users})
     for n_workers, blocks in ((2, 4), (1, 3)):
-        ranges = candidate_ranges(cands, 2000)
-        assert [r["a"] for r in ranges] == [(0, 4998), (4998, 9999), (9999, 15000)]
-        history = pd.DataFrame({"user_idx": users})
         sizes = [len(b) for b in user_blocks(history, 2000, n_workers)]
         assert len(sizes) == blocks and sum(sizes) == 5000 and max(sizes) - min(sizes) <= 1
