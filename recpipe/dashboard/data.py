@@ -46,6 +46,8 @@ NO_BUNDLE = (
 )
 LIST_N = 10
 """Length of the lists the explorers show (and of the rows they load per model)."""
+REVIEW_FILES = ("reports/per_user.parquet", "reports/metrics.json")
+"""What :func:`review` compares, per revision: the per-user metrics and the metrics."""
 
 NAMED_REPORTS = ("metrics", "intervals", "segments", "ingest", "split", "blend", "ranker")
 
@@ -237,8 +239,7 @@ def review(where: str, base: str, head: str, n_boot: int = 2000, seed: int = 0) 
         commits = tuple("" if r == "workspace" else resolve_rev(r, repo) for r in (base, head))
     except InputError as exc:
         raise Missing(f"no review of {base} against {head}: {exc}") from exc
-    files = [repo / "reports/per_user.parquet", repo / "reports/metrics.json"]
-    stamps = tuple(_stamp(f) for f in files) if "workspace" in (base, head) else ()
+    stamps = tuple(_stamp(repo / f) for f in REVIEW_FILES) if "workspace" in (base, head) else ()
     return _review(where, base, head, n_boot, seed, (commits, stamps))
 
 
@@ -248,7 +249,7 @@ def _review(where: str, base: str, head: str, n_boot: int, seed: int, key: tuple
     from stages.review import InputError, read_metrics, read_per_user
 
     repo = project()
-    per_user_path, metrics_path = "reports/per_user.parquet", "reports/metrics.json"
+    per_user_path, metrics_path = REVIEW_FILES
     try:
         run = compare_runs(
             read_per_user(per_user_path, base, repo),
