@@ -27,8 +27,8 @@ on every event one model a block, then its blocks of users; a blend fold's model
 candidates) go to :func:`map_shared` instead: its workers are forked once the state is
 built and read it from their copy of the process, so it is not pickled, and the stage
 writes their results in block order as they come back. It runs in the stage's process
-only: in a worker of :func:`run_blocks` (the blend's folds side by side, say) the blocks
-run one at a time.
+only: in a worker of either function (the blend's folds side by side, say, whose blocks
+of users are themselves handed to it) the blocks run one at a time.
 
 A worker's own threads (numpy blocks, BLAS) are limited to its share of the CPUs
 (:func:`threads`), so that two workers on two cores do not each run two threads (which
@@ -118,13 +118,14 @@ def cpus() -> int:
 
 def threads() -> int:
     """Threads this process's own parallel work may use: every CPU in a stage's process, its
-    share of them in a worker of :func:`run_blocks`."""
+    share of them in a worker (of :func:`run_blocks` or :func:`map_shared`)."""
     return _share if _share is not None else cpus()
 
 
 def omp_threads(requested: int) -> int:
-    """OpenMP threads for a parallel region that would run ``requested``: one in a worker of
-    :func:`run_blocks` (module docstring), ``requested`` elsewhere."""
+    """OpenMP threads for a parallel region that would run ``requested``: one in a worker
+    (of :func:`run_blocks` or :func:`map_shared`; module docstring), ``requested``
+    elsewhere."""
     return 1 if _share is not None else requested
 
 
@@ -250,7 +251,7 @@ def map_shared(
     copy of the process (pages the fork shares until written), so it is never pickled; each
     block and each result goes through a pipe. At most ``n_workers`` + 1 blocks are under
     way or waiting to be taken, so results pile up no further while the caller writes them.
-    In a worker of :func:`run_blocks` (or with one worker) the blocks run in this process.
+    In a worker of either function (or with one worker) the blocks run in this process.
     Otherwise as :func:`run_blocks` (``work`` at module level, blocks and results
     picklable; errors raised here). Not reentrant: one runs at a time in a process, so a
     caller that may stop taking results (an error while writing them) closes the iterator
@@ -294,8 +295,8 @@ def map_shared(
 def even_cuts(n: int, size: int, n_workers: int = 1) -> list[tuple[int, int]]:
     """``(start, stop)`` of the blocks ``n`` items are cut into for :func:`map_shared`: at
     most ``size`` items each, and sizes within one of each other. When that takes more
-    blocks than the workers that run them side by side (none in a worker of
-    :func:`run_blocks`, where they run one at a time), their number is rounded up to a
+    blocks than the workers that run them side by side (none in a worker, where they run
+    one at a time), their number is rounded up to a
     multiple of the workers (so a block keeps at least about half the size). Blocks of a
     fixed size leave a short last one: 6,040 users in blocks of 2,000 run as 2,000 + 2,000
     on one of two workers and 2,000 + 40 on the other, while four blocks of 1,510 keep

@@ -9,9 +9,11 @@ With ``blend.search`` the weights are picked on the valid fold (its labels) and 
 unchanged to the test fold; the test fold's targets are never read here. With search bags,
 the valid fold's own hybrid is out of bag: each user's comes from the bags without the user.
 Every fold is built and written in blocks of at most ``blend.block_users`` users, of even
-sizes (:func:`recpipe.engine.even_cuts`; the search holds
-only its bags' users); the folds after the valid one are independent blocks, blended side
-by side in worker processes where :mod:`recpipe.engine` says.
+sizes (:func:`recpipe.engine.even_cuts`; the search holds only its bags' users). Once the
+weights are known every fold, the valid one included, is an independent block: they are
+blended side by side in worker processes where :mod:`recpipe.engine` says, the valid fold
+from the candidates and models the search loaded (the workers are forked after it), each
+other fold from its own files.
 ``<out>/weights.json`` holds the weights applied to the test fold (unrounded) and the
 normalisation, which the serving bundle applies again.
 Extra ranker folds (``split.ranker_folds``) get ``<out>/<fold>.parquet`` only, their hybrid
@@ -25,7 +27,6 @@ import sys
 from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +43,7 @@ from recpipe.blending import (
     rank_by,
 )
 from recpipe.config import load_params
-from recpipe.engine import SHARED_PARALLEL_MAX_EVENTS, map_shared, run_folds, workers
+from recpipe.engine import SHARED_PARALLEL_MAX_EVENTS, map_shared, workers
 from recpipe.errors import ConfigError, DataError
 from recpipe.folds import FOLDS, fold_names, history_events, load_fold
 from recpipe.io import ParquetRows, json_bytes, staged_files
@@ -72,7 +73,8 @@ def with_hybrid(df: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class _FoldJob:
-    """What blending a fold after the valid one needs (picklable: it goes to a worker)."""
+    """What blending a fold needs: the settings, the weights and where a fold after the
+    valid one reads its inputs; every fold's temporaries."""
 
     cfg: BlendConfig
     weights: dict[str, float]
@@ -130,23 +132,52 @@ def _hybrid_block(fold: _FoldBlocks, ranges: dict[str, tuple[int, int]]) -> pd.D
 
 
 def blend_fold(job: _FoldJob, fold_name: str, n_workers: int = 1) -> tuple[int, int]:
-    """Blend one fold after the valid one with its weights (one block of the engine): write
-    its pairs and recs into the temporaries ``job.out`` names; (pairs, users). Its blocks of
-    users run up to ``n_workers`` side by side (one when the folds themselves run in
-    workers)."""
+    """Blend one fold after the valid one with its weights: write its pairs and recs into
+    the temporaries ``job.out`` names; (pairs, users). Its blocks of users run up to
+    ``n_workers`` side by side (one when the folds themselves run in workers)."""
     cands, models = fold_inputs(job.candidates, job.models, fold_name)
     fold = _FoldBlocks(cands, models, job.cfg.normalise, job.weights)
     ranges = candidate_ranges(cands, job.cfg.block_users)
     work = (_hybrid_block, fold, ranges, n_workers, f"blocks of {fold_name} users")
-    pairs_path, recs_path = job.out[fold_name]
-    pairs = ParquetRows(pairs_path)
-    recs = None if recs_path is None else ParquetRows(recs_path)
     with closing(map_shared(*work)) as frames:
-        users = write_fold(frames, pairs, recs, job.cfg.n)
+        return write_blocks(frames, job.out[fold_name], job.cfg.n)
+
+
+def write_blocks(
+    frames: Iterable[pd.DataFrame], out: tuple[Path, Path | None], n: int
+) -> tuple[int, int]:
+    """:func:`write_fold` into the temporaries ``out`` (pairs, recs or None); (pairs, users)."""
+    pairs = ParquetRows(out[0])
+    recs = None if out[1] is None else ParquetRows(out[1])
+    users = write_fold(frames, pairs, recs, n)
     for rows in (pairs, recs):
         if rows is not None:
             rows.close()
     return pairs.rows, users
+
+
+@dataclass
+class _Folds:
+    """What every fold's block (:func:`_blend_fold_of`) reads: the workers of
+    :func:`~recpipe.engine.map_shared` inherit it from the process that built it. ``valid``
+    holds the valid fold's candidates and models as the search loaded them (None once
+    blended, so a stage blending its folds one at a time does not hold them further)."""
+
+    job: _FoldJob
+    valid: ValidFold | None
+    n_workers: int  # for the blocks of users of a fold blended in the stage's process
+
+
+def _blend_fold_of(folds: _Folds, fold_name: str) -> tuple[int, int, float | None]:
+    """Blend one fold (the engine's block): (pairs, users, and for the valid fold the
+    search metric of the chosen weights over the whole fold, None for the others)."""
+    if fold_name != "valid":
+        return (*blend_fold(folds.job, fold_name, folds.n_workers), None)
+    valid, folds.valid = folds.valid, None
+    assert valid is not None, "the valid fold is blended once"
+    with closing(valid.blocks(folds.n_workers)) as blocks:
+        rows, users = write_blocks(blocks, folds.job.out["valid"], folds.job.cfg.n)
+    return rows, users, valid.value
 
 
 def run(args: argparse.Namespace) -> None:
@@ -158,43 +189,33 @@ def run(args: argparse.Namespace) -> None:
         # The valid fold first: its labels fix the weights.
         cands, models = fold_inputs(cand_dir, models_dir, "valid")
         truth = load_fold(args.split, "valid").targets if cfg.search else None
-        events = history_events(args.split)
-        # for the blocks of a fold built in this process (map_shared); its folds side by
-        # side have the stage's default bound (run_folds)
-        n_workers = workers(events, max_events=SHARED_PARALLEL_MAX_EVENTS)
         valid = ValidFold(cands, models, cfg, seed, truth)
+        del cands, models
         weights = valid.weights
         if valid.searched is not None:
             log.info("searched weights %s", valid.searched.weights)
-        pairs = staged.stream(out / "valid.parquet")
-        with closing(valid.blocks(n_workers)) as blocks:
-            users = write_fold(blocks, pairs, staged.stream(out / "valid_recs.parquet"), cfg.n)
-        summary["valid"] = fold_summary(pairs.rows, users)
-        log.info("valid: %d pairs for %d users", pairs.rows, users)
-        if valid.value is not None:
-            summary[f"valid_{cfg.search_metric}"] = round(valid.value, 4)
-            log.info("valid %s of the searched weights: %.4f", cfg.search_metric, valid.value)
-        del valid, cands, models
-        # Then every other fold with those weights: independent blocks.
-        rest = [f for f in fold_names(args.split) if f != "valid"]
-        job = _FoldJob(
-            cfg,
-            weights,
-            cand_dir,
-            models_dir,
-            {
-                f: (
-                    staged.temporary(out / f"{f}.parquet"),
-                    staged.temporary(out / f"{f}_recs.parquet") if f in FOLDS else None,
-                )
-                for f in rest
-            },
-        )
-        work = partial(blend_fold, job, n_workers=n_workers)
-        done = run_folds(work, rest, events, "folds")
-        for fold_name, (rows, users) in zip(rest, done, strict=True):
-            summary[fold_name] = fold_summary(rows, users)
-            log.info("%s: %d pairs for %d users", fold_name, rows, users)
+        # Then every fold with those weights, the valid one included: independent blocks.
+        names = fold_names(args.split)
+        out_files = {
+            f: (
+                staged.temporary(out / f"{f}.parquet"),
+                staged.temporary(out / f"{f}_recs.parquet") if f in FOLDS else None,
+            )
+            for f in names
+        }
+        job = _FoldJob(cfg, weights, cand_dir, models_dir, out_files)
+        events = history_events(args.split)
+        # the folds side by side have the stage's default bound; the blocks of a fold
+        # blended in this process (map_shared), the shared one
+        folds = _Folds(job, valid, workers(events, max_events=SHARED_PARALLEL_MAX_EVENTS))
+        del valid
+        with closing(map_shared(_blend_fold_of, folds, names, workers(events), "folds")) as done:
+            for fold_name, (rows, users, value) in zip(names, done, strict=True):
+                summary[fold_name] = fold_summary(rows, users)
+                log.info("%s: %d pairs for %d users", fold_name, rows, users)
+                if value is not None:
+                    summary[f"valid_{cfg.search_metric}"] = round(value, 4)
+                    log.info("valid %s of the searched weights: %.4f", cfg.search_metric, value)
         summary["weights"] = {m: round(float(w), 4) for m, w in sorted(weights.items())}
         # unrounded, for whatever applies the blend later (the serving bundle)
         applied = {m: float(w) for m, w in weights.items()}

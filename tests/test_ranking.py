@@ -993,7 +993,8 @@ def test_a_test_fold_without_a_user_feature_names_its_features_file(
 
 
 @pytest.mark.parametrize(
-    ("project", "n"), [("ranked_extra", "1"), ("ranked_extra", "3"), ("ranked", "3")]
+    ("project", "n"),
+    [("ranked_extra", "1"), ("ranked_extra", "3"), ("ranked", "3"), ("ranked_extra", "past")],
 )
 def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(
     project: str,
@@ -1003,30 +1004,35 @@ def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The blend's streaming test: every fold (valid, test and the extra ranker folds)
-    merged, scored and written two users at a time gives byte-identical files, the blocks
-    in this process (``RECPIPE_WORKERS=1``) or three side by side in worker processes: the
-    valid fold's, and the test fold's when it is the only fold after the valid one (with
-    extra folds, the folds run side by side and their blocks one at a time in each)."""
+    merged, scored and written two users at a time gives byte-identical files, every
+    block in this process (``RECPIPE_WORKERS=1``); the folds three side by side in worker
+    processes, their blocks one at a time in each (the valid fold from the candidates and
+    models the search loaded, inherited by the workers); or, with ``auto`` on data past
+    the folds' bound (``engine.PARALLEL_MAX_EVENTS``, here 0 events), the folds one at a
+    time and each fold's blocks two side by side."""
     p, blend_out, _ = request.getfixturevalue(project)
-    monkeypatch.setenv(WORKERS, n)
+    if n == "past":
+        monkeypatch.delenv(WORKERS, raising=False)
+        monkeypatch.setattr(engine, "PARALLEL_MAX_EVENTS", 0)
+        monkeypatch.setattr(engine, "cpus", lambda: 3)
+    else:
+        monkeypatch.setenv(WORKERS, n)
     caplog.set_level(logging.INFO, logger="engine")
     params = yaml.safe_load(p.params.read_text())
     params["blend"]["block_users"] = 2
     (p.root / "blocks.yaml").write_text(yaml.safe_dump(params))
     blocked = p.root / f"blend_blocks{n}"
     assert run_blend(p, blocked, p.root / "blocks.yaml") == 0
-    side = [r.getMessage() for r in caplog.records if "side by side" in r.getMessage()]
+    side = [r.getMessage().split(" (")[0] for r in caplog.records]
+    side = [m for m in side if "side by side" in m]
+    n_folds = 4 if project == "ranked_extra" else 2
     if n == "1":
         assert side == []
-    elif project == "ranked":
-        assert [m.split(",")[0].split(" ", 1)[1] for m in side] == [
-            "blocks of valid users",
-            "blocks of test users",
-        ]
+    elif n == "3":
+        assert side == [f"{n_folds} folds, {min(n_folds, 3)} side by side"]
     else:
-        assert [m.split(",")[0].split(" ", 1)[1] for m in side] == [
-            "blocks of valid users",
-            "folds",
+        assert [m.split(" ", 1)[1] for m in side] == [
+            f"blocks of {f} users, 2 side by side" for f in ("valid", "test", "extra1", "extra2")
         ]
     names = sorted(f.name for f in (blend_out / "blend").iterdir())
     folds = ["valid", "test"] + (["extra1", "extra2"] if project == "ranked_extra" else [])
@@ -1042,7 +1048,7 @@ def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(
 def test_the_stages_write_the_same_bytes_one_fold_at_a_time_and_side_by_side(
     ranked_extra: tuple, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The engine's blocks (a model's folds, the blend's folds after the valid one, the
+    """The engine's blocks (a model's folds, the blend's folds, the
     ranker's training folds and its test fold, the features' folds) run one at a time
     (``RECPIPE_WORKERS=1``) and three side by side in worker processes: every file has
     the same bytes (ALS's candidates included, whose OpenMP runs on one thread in a
@@ -1068,10 +1074,10 @@ def test_the_stages_write_the_same_bytes_one_fold_at_a_time_and_side_by_side(
         assert features.main([*argv, "--out", str(root / "features")]) == 0
         runs[n] = {f.relative_to(root): f.read_bytes() for f in root.rglob("*") if f.is_file()}
         # with 3, every stage ran its folds in workers: a model's 4 folds (itemknn, als),
-        # the blend's 3 after the valid one, the ranker's 3 training folds and the test
-        # fold described beside them, the features' 4 folds
+        # the blend's 4 (the valid one from the search's inputs), the ranker's 3 training
+        # folds and the test fold described beside them, the features' 4 folds
         side = [r.getMessage() for r in caplog.records if "side by side" in r.getMessage()]
-        expected = ["4 folds, 3", "4 folds, 3", "3 folds, 3", "4 folds, 3", "4 folds, 3"]
+        expected = ["4 folds, 3"] * 5
         assert [m.split(" side by side")[0] for m in side] == (expected if n == "3" else [])
         caplog.clear()
     assert sorted(runs["1"]) == sorted(runs["3"])
@@ -1126,7 +1132,7 @@ def test_a_fold_failing_in_a_worker_leaves_the_blends_files_as_they_were(
     monkeypatch.setenv(WORKERS, "2")
     caplog.set_level(logging.INFO, logger="engine")
     assert run_blend(broken, out) == 2
-    assert "3 folds, 2 side by side" in caplog.text  # the failing fold ran in a worker
+    assert "4 folds, 2 side by side" in caplog.text  # the failing fold ran in a worker
     assert "no candidates for the extra2 fold" in caplog.text
     assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
 
