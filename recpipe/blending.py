@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -428,6 +428,53 @@ def rank_by(df: pd.DataFrame | Columns, score: np.ndarray, n: int) -> pd.DataFra
     )
     recs["rank"] = recs.groupby("user_idx").cumcount().astype(np.int32) + 1
     return recs[recs["rank"] <= n].reset_index(drop=True)
+
+
+TopPairs = Annotated[int, Field(ge=1)] | None
+"""The type of ``ranker.rerank_top``: how many of each user's pairs, best by the hybrid
+first, the ranker works on (None: all of them). The blend writes only those pairs of a
+fold, since nothing else reads the rest (:func:`top_rows`)."""
+
+RERANK_TOP = 200
+"""The default of ``ranker.rerank_top``."""
+
+
+def sorted_by_key(users: np.ndarray, items: np.ndarray) -> bool:
+    """Whether the pairs ``(users[k], items[k])`` come in (user, item) order, no pair twice."""
+    du, di = np.diff(users), np.diff(items)
+    return bool(np.all((du > 0) | ((du == 0) & (di > 0))))
+
+
+def best_first(users: np.ndarray, items: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """``np.lexsort((items, -score, users))``: rows by user, then score descending, then
+    item; ``score`` without NaN.
+
+    Rows already sorted by (user, item), as the blend writes them, with scores that are
+    float32 values (the blend's) and user indices below 2^31, sort as one uint64 key (user,
+    then the score's float32 bits made to sort as numbers, -0 as 0) in a stable sort, which
+    keeps the item order within ties: about six times faster than the three-key sort on a
+    25M-event fold's blocks. Other rows take the three-key sort."""
+    n = len(users)
+    if n > 1 and users.min() >= 0 and users.max() < 2**31:
+        negated = (-score).astype(np.float32) + np.float32(0.0)  # -0.0 + 0.0 is +0.0
+        if sorted_by_key(users, items) and np.array_equal(negated, -score):
+            bits = negated.view(np.uint32)
+            # negative floats: all bits flipped; others: the sign bit set
+            ordered = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))
+            key = (users.astype(np.uint64) << np.uint64(32)) | ordered.astype(np.uint64)
+            return np.argsort(key, kind="stable")
+    return np.lexsort((items, -score, users))
+
+
+def top_rows(users: np.ndarray, items: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
+    """The rows of each user's ``n`` best pairs by ``score``, as a mask in the rows' order:
+    NaN below every number, ties to the lower item index (:func:`best_first`)."""
+    score = np.asarray(score, dtype=np.float64).copy()
+    score[np.isnan(score)] = -np.inf
+    order = best_first(users, items, score)
+    keep = np.zeros(len(users), dtype=bool)
+    keep[order] = rank_within(users[order]) <= n
+    return keep
 
 
 class TrialScorer:

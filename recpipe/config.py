@@ -195,7 +195,20 @@ def _key_path(value: Any, loc: tuple[Any, ...]) -> list[str]:
     return parts
 
 
-def load_params(key: str, model: type[T] | Any, path: str | Path = PARAMS_FILE) -> T:
-    """Load and validate the params block at dotted ``key`` from ``path``."""
+_REQUIRED = object()
+
+
+def load_params(
+    key: str, model: type[T] | Any, path: str | Path = PARAMS_FILE, default: Any = _REQUIRED
+) -> T:
+    """Load and validate the params block at dotted ``key`` from ``path``; with ``default``,
+    that value where the file leaves the key out (a single setting of a block whose keys
+    all have defaults, as a block model would fill it)."""
     params = read_params(path)
-    return parse(section(params, key, str(path)), model, key, str(path))
+    try:
+        value = section(params, key, str(path))
+    except ConfigError:
+        if default is _REQUIRED:
+            raise
+        value = default
+    return parse(value, model, key, str(path))

@@ -1,10 +1,15 @@
 """DVC stage ``blend``: merge every enabled model's candidates per fold and add the hybrid.
 
 Usage: ``python -m stages.blend --split data/split --candidates data/candidates --models
-models --out data/blend --summary reports/blend.json``. Reads params ``blend`` and ``seed``.
+models --out data/blend --summary reports/blend.json``. Reads params ``blend``, ``seed`` and
+``ranker.rerank_top``.
 
-Writes ``<out>/<fold>.parquet`` (every candidate pair with every model's score, rank and
-normalised score, and ``m_hybrid``) and ``<out>/<fold>_recs.parquet`` (the hybrid's top-N).
+Writes ``<out>/<fold>.parquet``, the pairs the ranker works on: each user's
+``ranker.rerank_top`` best candidate pairs by ``m_hybrid`` (every pair when it is null),
+with every model's score, rank and normalised score (computed over all the user's
+candidates) and ``m_hybrid``; and ``<out>/<fold>_recs.parquet`` (the hybrid's top-N, from
+all the candidates). ``reports/blend.json`` counts each fold's pairs before and after the
+cut.
 With ``blend.search`` the weights are picked on the valid fold (its labels) and then applied
 unchanged to the test fold; the test fold's targets are never read here. With search bags,
 the valid fold's own hybrid is out of bag: each user's comes from the bags without the user.
@@ -28,19 +33,23 @@ from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
 from recpipe.artifacts import candidates_file, load_model, model_dir, model_enabled
 from recpipe.blending import (
+    RERANK_TOP,
     WEIGHTS_FILE,
     BlendConfig,
+    TopPairs,
     ValidFold,
     blend_block,
     candidate_block,
     candidate_ranges,
     hybrid_score,
     rank_by,
+    top_rows,
 )
 from recpipe.config import load_params
 from recpipe.engine import SHARED_PARALLEL_MAX_EVENTS, map_shared, workers
@@ -51,7 +60,7 @@ from recpipe.log import get_logger
 from recpipe.models.registry import MODELS
 from recpipe.stage import run_stage
 
-PARAMS = ("blend", "seed")
+PARAMS = ("blend", "seed", "ranker.rerank_top")
 
 log = get_logger("blend")
 
@@ -77,6 +86,7 @@ class _FoldJob:
     valid one reads its inputs; every fold's temporaries."""
 
     cfg: BlendConfig
+    top: int | None  # ranker.rerank_top: each user's pairs written to a fold's file
     weights: dict[str, float]
     candidates: Path
     models: Path
@@ -101,19 +111,6 @@ def fold_inputs(
     return cands, {m: load_model(model_dir(models_dir, m, fold_name)) for m in cands}
 
 
-def write_fold(
-    frames: Iterable[pd.DataFrame], pairs: ParquetRows, recs: ParquetRows | None, n: int
-) -> int:
-    """Write a fold's blocks (and the hybrid's top ``n`` of each to ``recs``); its users."""
-    users = 0
-    for df in frames:
-        pairs.write(df)
-        if recs is not None:  # an extra ranker fold only feeds the ranker
-            recs.write(rank_by(df, df["m_hybrid"].to_numpy(), n))
-        users += int(df["user_idx"].nunique())  # blocks never share a user
-    return users
-
-
 @dataclass(frozen=True)
 class _FoldBlocks:
     """What every block of a fold after the valid one reads: the workers of
@@ -131,29 +128,57 @@ def _hybrid_block(fold: _FoldBlocks, ranges: dict[str, tuple[int, int]]) -> pd.D
     return with_hybrid(block, fold.weights)
 
 
-def blend_fold(job: _FoldJob, fold_name: str, n_workers: int = 1) -> tuple[int, int]:
+def blend_fold(job: _FoldJob, fold_name: str, n_workers: int = 1) -> FoldCounts:
     """Blend one fold after the valid one with its weights: write its pairs and recs into
-    the temporaries ``job.out`` names; (pairs, users). Its blocks of users run up to
+    the temporaries ``job.out`` names (:func:`write_blocks`). Its blocks of users run up to
     ``n_workers`` side by side (one when the folds themselves run in workers)."""
     cands, models = fold_inputs(job.candidates, job.models, fold_name)
     fold = _FoldBlocks(cands, models, job.cfg.normalise, job.weights)
     ranges = candidate_ranges(cands, job.cfg.block_users)
     work = (_hybrid_block, fold, ranges, n_workers, f"blocks of {fold_name} users")
     with closing(map_shared(*work)) as frames:
-        return write_blocks(frames, job.out[fold_name], job.cfg.n)
+        return write_blocks(frames, job.out[fold_name], job.cfg.n, job.top)
+
+
+class FoldCounts(NamedTuple):
+    """A fold's entry of ``reports/blend.json`` (:meth:`summary`)."""
+
+    pairs: int  # the union of the models' candidates
+    to_rank: int  # the pairs written: each user's top ranker.rerank_top by the hybrid
+    users: int
+
+    def summary(self) -> dict:
+        return {
+            "pairs": self.pairs,
+            "pairs_to_rank": self.to_rank,
+            "users": self.users,
+            "mean_candidates_per_user": round(self.pairs / self.users, 2) if self.users else 0.0,
+        }
 
 
 def write_blocks(
-    frames: Iterable[pd.DataFrame], out: tuple[Path, Path | None], n: int
-) -> tuple[int, int]:
-    """:func:`write_fold` into the temporaries ``out`` (pairs, recs or None); (pairs, users)."""
+    frames: Iterable[pd.DataFrame], out: tuple[Path, Path | None], n: int, top: int | None
+) -> FoldCounts:
+    """Write a fold's blocks into the temporaries ``out``: the pairs of each user's ``top``
+    best by the hybrid (all with None) and, unless ``out`` has no second path (an extra
+    ranker fold only feeds the ranker), the hybrid's top ``n`` of each user."""
     pairs = ParquetRows(out[0])
     recs = None if out[1] is None else ParquetRows(out[1])
-    users = write_fold(frames, pairs, recs, n)
+    union = users = 0
+    for df in frames:
+        union += len(df)
+        users += int(df["user_idx"].nunique())  # blocks never share a user
+        hybrid = df["m_hybrid"].to_numpy()
+        if recs is not None:
+            recs.write(rank_by(df, hybrid, n))
+        if top is not None:
+            u, i = df["user_idx"].to_numpy(), df["item_idx"].to_numpy()
+            df = df[top_rows(u, i, hybrid, top)]
+        pairs.write(df)
     for rows in (pairs, recs):
         if rows is not None:
             rows.close()
-    return pairs.rows, users
+    return FoldCounts(union, pairs.rows, users)
 
 
 @dataclass
@@ -168,21 +193,35 @@ class _Folds:
     n_workers: int  # for the blocks of users of a fold blended in the stage's process
 
 
-def _blend_fold_of(folds: _Folds, fold_name: str) -> tuple[int, int, float | None]:
-    """Blend one fold (the engine's block): (pairs, users, and for the valid fold the
-    search metric of the chosen weights over the whole fold, None for the others)."""
+def _blend_fold_of(folds: _Folds, fold_name: str) -> tuple[FoldCounts, float | None]:
+    """Blend one fold (the engine's block): its counts, and for the valid fold the search
+    metric of the chosen weights over the whole fold (None for the others)."""
     if fold_name != "valid":
-        return (*blend_fold(folds.job, fold_name, folds.n_workers), None)
+        return blend_fold(folds.job, fold_name, folds.n_workers), None
     valid, folds.valid = folds.valid, None
     assert valid is not None, "the valid fold is blended once"
     with closing(valid.blocks(folds.n_workers)) as blocks:
-        rows, users = write_blocks(blocks, folds.job.out["valid"], folds.job.cfg.n)
-    return rows, users, valid.value
+        job = folds.job
+        counts = write_blocks(blocks, job.out["valid"], job.cfg.n, job.top)
+    return counts, valid.value
+
+
+def fold_workers(n_folds: int, events: int) -> int:
+    """Workers the folds are blended in side by side (each fold's blocks of users then run
+    one at a time in its worker): the stage's default bound (:func:`recpipe.engine.workers`),
+    and only with at least two folds a worker. With fewer, the folds run one at a time in
+    the stage's process, each fold's blocks side by side, which keeps the workers as busy
+    (two folds on two workers take one round either way) and holds one fold's models and
+    candidates instead of one a worker. At 10M events (two folds) both took 166-167 s, and
+    the folds side by side peaked at 6.3 GiB against 4.3 (``bench/README.md``)."""
+    n = workers(events)
+    return n if n_folds >= 2 * n else 1
 
 
 def run(args: argparse.Namespace) -> None:
     cfg = load_params("blend", BlendConfig, args.params)
     seed = load_params("seed", int, args.params)
+    top = load_params("ranker.rerank_top", TopPairs, args.params, default=RERANK_TOP)
     cand_dir, models_dir, out = Path(args.candidates), Path(args.models), Path(args.out)
     summary: dict = {"normalise": cfg.normalise}
     with staged_files() as staged:
@@ -203,16 +242,22 @@ def run(args: argparse.Namespace) -> None:
             )
             for f in names
         }
-        job = _FoldJob(cfg, weights, cand_dir, models_dir, out_files)
+        job = _FoldJob(cfg, top, weights, cand_dir, models_dir, out_files)
         events = history_events(args.split)
-        # the folds side by side have the stage's default bound; the blocks of a fold
-        # blended in this process (map_shared), the shared one
+        # the blocks of a fold blended in this process have the shared bound
         folds = _Folds(job, valid, workers(events, max_events=SHARED_PARALLEL_MAX_EVENTS))
         del valid
-        with closing(map_shared(_blend_fold_of, folds, names, workers(events), "folds")) as done:
-            for fold_name, (rows, users, value) in zip(names, done, strict=True):
-                summary[fold_name] = fold_summary(rows, users)
-                log.info("%s: %d pairs for %d users", fold_name, rows, users)
+        work = (_blend_fold_of, folds, names, fold_workers(len(names), events), "folds")
+        with closing(map_shared(*work)) as done:
+            for fold_name, (counts, value) in zip(names, done, strict=True):
+                summary[fold_name] = counts.summary()
+                log.info(
+                    "%s: %d pairs for %d users (%d to rank)",
+                    fold_name,
+                    counts.pairs,
+                    counts.users,
+                    counts.to_rank,
+                )
                 if value is not None:
                     summary[f"valid_{cfg.search_metric}"] = round(value, 4)
                     log.info("valid %s of the searched weights: %.4f", cfg.search_metric, value)
@@ -221,15 +266,6 @@ def run(args: argparse.Namespace) -> None:
         applied = {m: float(w) for m, w in weights.items()}
         staged.add(out / WEIGHTS_FILE, json_bytes({"normalise": cfg.normalise, "weights": applied}))
         staged.add(Path(args.summary), json_bytes(summary))
-
-
-def fold_summary(rows: int, users: int) -> dict:
-    """A fold's entry of ``reports/blend.json``."""
-    return {
-        "pairs": rows,
-        "users": users,
-        "mean_candidates_per_user": round(rows / users, 2) if users else 0.0,
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recpipe import blending
+from recpipe import blending, engine
 from recpipe.artifacts import load_model, model_dir
 from recpipe.blending import (
     BlendConfig,
@@ -833,6 +833,58 @@ def test_blend_stage_writes_well_formed_outputs(project: Project, blended: Path)
         expected = rank_by(df, df["m_hybrid"].to_numpy(), 15)
         pd.testing.assert_frame_equal(recs, expected)
         assert summary[fold]["pairs"] == len(df)
+
+
+def test_blend_stage_writes_each_users_top_pairs_to_rank(
+    project: Project, blended: Path, tmp_path: Path
+) -> None:
+    """With ``ranker.rerank_top`` a fold's pairs are each user's top that many by the
+    hybrid (ties to the lower item), their columns as over all the user's candidates: the
+    rows of the uncut file. The recs come from every candidate, and the summary counts the
+    pairs before and after the cut."""
+    params = yaml.safe_load(project.params.read_text())
+    assert "rerank_top" not in params["ranker"]  # the fixture's run: the default, 200
+    params["ranker"]["rerank_top"] = 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run_blend(project, tmp_path, tmp_path / "params.yaml") == 0
+    whole_summary = json.loads((blended / "blend.json").read_text())
+    cut_summary = json.loads((tmp_path / "blend.json").read_text())
+    for fold in ("valid", "test"):
+        whole = pd.read_parquet(blended / "blend" / f"{fold}.parquet")
+        cut = pd.read_parquet(tmp_path / "blend" / f"{fold}.parquet")
+        assert whole.groupby("user_idx").size().max() < 200  # the default cut nothing
+        best = whole.sort_values(
+            ["user_idx", "m_hybrid", "item_idx"], ascending=[True, False, True], kind="stable"
+        )
+        expected = best.groupby("user_idx").head(3).sort_index().reset_index(drop=True)
+        pd.testing.assert_frame_equal(cut, expected)
+        assert whole.groupby("user_idx").size().max() > 3 == cut.groupby("user_idx").size().max()
+        recs = f"{fold}_recs.parquet"
+        assert (tmp_path / "blend" / recs).read_bytes() == (blended / "blend" / recs).read_bytes()
+        assert cut_summary[fold]["pairs"] == whole_summary[fold]["pairs"] == len(whole)
+        assert whole_summary[fold]["pairs_to_rank"] == len(whole)
+        assert cut_summary[fold]["pairs_to_rank"] == len(cut)
+
+
+@pytest.mark.parametrize(
+    ("folds", "cpus", "events", "expected"),
+    [
+        (4, 2, 10, 2),  # the 1M default: two rounds of two folds
+        (6, 2, 10, 2),
+        (5, 2, 10, 2),
+        (3, 2, 10, 1),  # fewer than two a worker: one fold at a time, blocks side by side
+        (2, 2, 10, 1),  # 10M: two folds
+        (4, 4, 10, 1),
+        (8, 4, 10, 4),
+        (4, 2, engine.PARALLEL_MAX_EVENTS + 1, 1),  # past the folds' bound
+    ],
+)
+def test_blend_folds_side_by_side_only_with_two_folds_a_worker(
+    monkeypatch: pytest.MonkeyPatch, folds: int, cpus: int, events: int, expected: int
+) -> None:
+    monkeypatch.delenv(engine.WORKERS, raising=False)
+    monkeypatch.setattr(engine, "cpus", lambda: cpus)
+    assert blend.fold_workers(folds, events) == expected
 
 
 def test_blend_stage_applies_the_searched_weights(blended: Path) -> None:

@@ -44,6 +44,32 @@ def test_missing_section_and_file(tmp_path) -> None:
         load_params("seed", int, tmp_path / "nope.yaml")
 
 
+def test_one_setting_with_a_default(tmp_path) -> None:
+    """A stage that reads one setting of another block (the blend's
+    ``ranker.rerank_top``) takes the default where the file leaves it out, and still
+    validates a value that is there."""
+    from recpipe.blending import RERANK_TOP, TopPairs
+
+    p = tmp_path / "params.yaml"
+    for text, expected in (
+        ("seed: 1\n", 200),
+        ("ranker: {}\n", 200),
+        ("ranker: {rerank_top: 7}\n", 7),
+    ):
+        p.write_text(text)
+        assert load_params("ranker.rerank_top", TopPairs, p, default=RERANK_TOP) == expected
+    p.write_text("ranker: {rerank_top: null}\n")
+    assert load_params("ranker.rerank_top", TopPairs, p, default=RERANK_TOP) is None
+    p.write_text("ranker: {rerank_top: 0}\n")
+    with pytest.raises(
+        ConfigError, match="ranker.rerank_top: Input should be greater than or equal to 1"
+    ):
+        load_params("ranker.rerank_top", TopPairs, p, default=RERANK_TOP)
+    p.write_text("seed: 1\n")
+    with pytest.raises(ConfigError, match="missing params key 'ranker'"):
+        load_params("ranker.rerank_top", TopPairs, p)
+
+
 def test_a_misspelled_key_names_the_nearest_valid_one() -> None:
     """Hydra answers `-S split.n_tset=2` with advice to write `+split.n_tset=2`; that adds the
     misspelled key, and this is the message it then meets: the key and the one meant."""

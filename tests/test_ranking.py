@@ -23,7 +23,7 @@ from test_blending import Project, build_project, run_blend
 
 from recpipe import engine
 from recpipe.artifacts import candidates_file
-from recpipe.blending import hybrid_score, rank_by
+from recpipe.blending import best_first, hybrid_score, rank_by
 from recpipe.engine import WORKERS
 from recpipe.errors import ConfigError
 from recpipe.evaluation.metrics import topn_metrics
@@ -38,7 +38,6 @@ from recpipe.ranking import (
     TrainResult,
     _ranker,
     assemble,
-    best_first,
     candidate_rows,
     fit_rounds,
     importance,
@@ -749,6 +748,33 @@ def test_rank_stage_learns_from_every_ranker_fold(ranked: tuple, ranked_extra) -
     ).read_bytes()
 
 
+def test_the_ranker_learns_and_ranks_the_same_from_the_blends_cut_files(
+    ranked_extra: tuple, tmp_path: Path
+) -> None:
+    """The blend writes each user's top ``ranker.rerank_top`` pairs only. The ranker keeps
+    those of whatever it reads, so from the cut files (training folds and test fold) it
+    writes the same bytes as from every pair (the blend run with ``rerank_top`` null)."""
+    p, _, _ = ranked_extra
+    for name, top in (("cut", 4), ("whole", None)):
+        params = yaml.safe_load(p.params.read_text())
+        params["ranker"]["rerank_top"] = top
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(params))
+        assert run_blend(p, tmp_path / name, tmp_path / f"{name}.yaml") == 0
+    for fold in ("valid", "test", "extra1", "extra2"):
+        cut, whole = (
+            pd.read_parquet(tmp_path / n / "blend" / f"{fold}.parquet") for n in ("cut", "whole")
+        )
+        assert cut.groupby("user_idx").size().max() == 4
+        assert whole.groupby("user_idx").size().max() > 4
+    outputs = {}
+    for name in ("cut", "whole"):
+        out = tmp_path / name / "ranked"
+        assert run_rank(p, p.split, tmp_path / name, out, tmp_path / "cut.yaml") == 0
+        outputs[name] = {f.relative_to(out): f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    assert len(outputs["cut"]) > 3
+    assert outputs["cut"] == outputs["whole"]
+
+
 def test_misaligned_ranker_roles_are_a_clear_error(ranked_extra) -> None:
     p, _, _ = ranked_extra
     broken = p.root / "split_misaligned"
@@ -994,7 +1020,7 @@ def test_a_test_fold_without_a_user_feature_names_its_features_file(
 
 @pytest.mark.parametrize(
     ("project", "n"),
-    [("ranked_extra", "1"), ("ranked_extra", "3"), ("ranked", "3"), ("ranked_extra", "past")],
+    [("ranked_extra", "1"), ("ranked_extra", "2"), ("ranked", "3"), ("ranked_extra", "past")],
 )
 def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(
     project: str,
@@ -1005,11 +1031,12 @@ def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(
 ) -> None:
     """The blend's streaming test: every fold (valid, test and the extra ranker folds)
     merged, scored and written two users at a time gives byte-identical files, every
-    block in this process (``RECPIPE_WORKERS=1``); the folds three side by side in worker
+    block in this process (``RECPIPE_WORKERS=1``); four folds two side by side in worker
     processes, their blocks one at a time in each (the valid fold from the candidates and
-    models the search loaded, inherited by the workers); or, with ``auto`` on data past
-    the folds' bound (``engine.PARALLEL_MAX_EVENTS``, here 0 events), the folds one at a
-    time and each fold's blocks two side by side."""
+    models the search loaded, inherited by the workers); two folds (fewer than two a
+    worker) one at a time, each fold's blocks three side by side; or, with ``auto`` on
+    data past the folds' bound (``engine.PARALLEL_MAX_EVENTS``, here 0 events), the folds
+    one at a time and each fold's blocks two side by side."""
     p, blend_out, _ = request.getfixturevalue(project)
     if n == "past":
         monkeypatch.delenv(WORKERS, raising=False)
@@ -1025,17 +1052,17 @@ def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(
     assert run_blend(p, blocked, p.root / "blocks.yaml") == 0
     side = [r.getMessage().split(" (")[0] for r in caplog.records]
     side = [m for m in side if "side by side" in m]
-    n_folds = 4 if project == "ranked_extra" else 2
+    folds = ["valid", "test"] + (["extra1", "extra2"] if project == "ranked_extra" else [])
     if n == "1":
         assert side == []
-    elif n == "3":
-        assert side == [f"{n_folds} folds, {min(n_folds, 3)} side by side"]
+    elif n == "2":
+        assert side == ["4 folds, 2 side by side"]
     else:
+        width = 3 if n == "3" else 2
         assert [m.split(" ", 1)[1] for m in side] == [
-            f"blocks of {f} users, 2 side by side" for f in ("valid", "test", "extra1", "extra2")
+            f"blocks of {f} users, {width} side by side" for f in folds
         ]
     names = sorted(f.name for f in (blend_out / "blend").iterdir())
-    folds = ["valid", "test"] + (["extra1", "extra2"] if project == "ranked_extra" else [])
     assert {f"{f}.parquet" for f in folds} | {"test_recs.parquet"} <= set(names)
     assert sorted(f.name for f in (blocked / "blend").iterdir()) == names
     for name in names:
@@ -1048,7 +1075,7 @@ def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(
 def test_the_stages_write_the_same_bytes_one_fold_at_a_time_and_side_by_side(
     ranked_extra: tuple, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The engine's blocks (a model's folds, the blend's folds, the
+    """The engine's blocks (a model's folds, the
     ranker's training folds and its test fold, the features' folds) run one at a time
     (``RECPIPE_WORKERS=1``) and three side by side in worker processes: every file has
     the same bytes (ALS's candidates included, whose OpenMP runs on one thread in a
@@ -1074,10 +1101,11 @@ def test_the_stages_write_the_same_bytes_one_fold_at_a_time_and_side_by_side(
         assert features.main([*argv, "--out", str(root / "features")]) == 0
         runs[n] = {f.relative_to(root): f.read_bytes() for f in root.rglob("*") if f.is_file()}
         # with 3, every stage ran its folds in workers: a model's 4 folds (itemknn, als),
-        # the blend's 4 (the valid one from the search's inputs), the ranker's 3 training
-        # folds and the test fold described beside them, the features' 4 folds
+        # the ranker's 3 training folds and the test fold described beside them, the
+        # features' 4 folds; the blend's 4 folds, fewer than two a worker, one at a time,
+        # their blocks side by side (one block each here: no worker)
         side = [r.getMessage() for r in caplog.records if "side by side" in r.getMessage()]
-        expected = ["4 folds, 3"] * 5
+        expected = ["4 folds, 3"] * 4
         assert [m.split(" side by side")[0] for m in side] == (expected if n == "3" else [])
         caplog.clear()
     assert sorted(runs["1"]) == sorted(runs["3"])

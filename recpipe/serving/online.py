@@ -34,6 +34,7 @@ from recpipe.blending import (
     hybrid_score,
     rank_by,
     score_columns,
+    sorted_by_key,
     union_columns,
 )
 from recpipe.features.config import FeaturesConfig
@@ -55,7 +56,6 @@ from recpipe.ranking import (
     by_key,
     candidate_rows,
     margin,
-    sorted_by_key,
     top_candidates,
 )
 
