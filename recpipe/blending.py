@@ -18,10 +18,13 @@ neutral zero). The hybrid's top-N is a model in its own right (``blend``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -39,6 +42,29 @@ log = get_logger("blend")
 WEIGHTS_FILE = "weights.json"
 """In the blend stage's output folder: the weights applied to the test fold (unrounded) and
 the normalisation, as ``{"normalise": ..., "weights": {model: weight}}``."""
+
+
+CUT_FILE = "pairs.json"
+"""In the blend stage's output folder: ``{"rerank_top": n}``, each user's pairs its fold
+files keep (the top ``n`` by the hybrid; null: every candidate); see :func:`check_cut`."""
+
+
+def check_cut(blend_dir: Path, rerank_top: int | None) -> None:
+    """Raise :class:`ConfigError` if the blend's fold files in ``blend_dir`` were cut to
+    fewer pairs a user than a ranker with ``rerank_top`` reads: it would learn from and
+    rank shorter lists without a word. (A folder without :data:`CUT_FILE` was written
+    whole, before the blend cut its files.)"""
+    path = blend_dir / CUT_FILE
+    if not path.exists():
+        return
+    kept = json.loads(path.read_text()).get("rerank_top")
+    if kept is not None and (rerank_top is None or rerank_top > kept):
+        wanted = "every candidate" if rerank_top is None else f"the top {rerank_top}"
+        raise ConfigError(
+            f"{path}: the blend kept each user's top {kept} pairs, and ranker.rerank_top "
+            f"asks for {wanted}: re-run the blend with the same params (dvc repro does, as "
+            "the blend depends on ranker.rerank_top)"
+        )
 
 
 class BlendConfig(Config):
@@ -878,17 +904,20 @@ class ValidFold:
         self.weights = resolve_weights(weights, list(cands))
         self._per_user: list[np.ndarray] = []
 
-    def blocks(self, n_workers: int = 1) -> Iterator[pd.DataFrame]:
+    def blocks(
+        self, n_workers: int = 1, finish: Callable[[pd.DataFrame], Any] | None = None
+    ) -> Iterator[Any]:
         """Every block with its hybrid, in user order, up to ``n_workers`` side by side
         (:func:`~recpipe.engine.map_shared`: the fold's candidates and models are not
-        sent)."""
+        sent); with ``finish`` (a module-level function, or a partial of one), what it
+        makes of each block, computed where the block is (so in the workers too)."""
         ranges = candidate_ranges(self.cands, self.cfg.block_users)
-        work = (_valid_block, self, ranges, n_workers, "blocks of valid users")
-        with closing(map_shared(*work)) as results:
-            for df, per_user in results:
+        work = partial(_valid_block, finish=finish)
+        with closing(map_shared(work, self, ranges, n_workers, "blocks of valid users")) as results:
+            for block, per_user in results:
                 if per_user is not None:
                     self._per_user.append(per_user)
-                yield df
+                yield block
 
     @property
     def value(self) -> float | None:
@@ -903,10 +932,13 @@ class ValidFold:
 
 
 def _valid_block(
-    fold: ValidFold, ranges: Mapping[str, tuple[int, int]]
-) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """One block of the valid fold (:meth:`ValidFold.blocks`): its pairs with the hybrid,
-    and each user's search metric of the chosen weights (None without a search)."""
+    fold: ValidFold,
+    ranges: Mapping[str, tuple[int, int]],
+    finish: Callable[[pd.DataFrame], Any] | None = None,
+) -> tuple[Any, np.ndarray | None]:
+    """One block of the valid fold (:meth:`ValidFold.blocks`): its pairs with the hybrid
+    (or what ``finish`` makes of them), and each user's search metric of the chosen
+    weights (None without a search)."""
     df = blend_block(candidate_block(fold.cands, ranges), fold.models, fold.cfg.normalise)
     searched, truth, per_user = fold.searched, fold.truth, None
     if searched is not None and truth is not None:
@@ -917,7 +949,7 @@ def _valid_block(
         scorer = TrialScorer(df, truth[truth["user_idx"].isin(users)], names, search_k(fold.cfg))
         per_user = scorer.per_user(w / w.sum(), metric)
     df["m_hybrid"] = fold_hybrid(df, fold.weights, searched)
-    return df, per_user
+    return (df if finish is None else finish(df)), per_user
 
 
 def fold_hybrid(

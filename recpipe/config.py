@@ -208,7 +208,20 @@ def load_params(
     try:
         value = section(params, key, str(path))
     except ConfigError:
-        if default is _REQUIRED:
+        if default is _REQUIRED or not _left_out(params, key):
             raise
         value = default
     return parse(value, model, key, str(path))
+
+
+def _left_out(params: dict[str, Any], key: str) -> bool:
+    """Whether dotted ``key`` is missing from ``params`` because a mapping on its path does
+    not hold the next part (not because a block on its path is no mapping, a mistake)."""
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return False
+        if part not in node:
+            return True
+        node = node[part]
+    return False

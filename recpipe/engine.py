@@ -1,7 +1,7 @@
 """Where a stage's blocks run: one after another, or side by side in worker processes.
 
 A stage whose work splits into independent blocks (a candidate model's folds, the features'
-and the blend's folds, the ranker's training folds and test fold) hands them to
+folds, the ranker's training folds and test fold) hands them to
 :func:`run_blocks` as a module-level function and one picklable argument per block. A
 block reads its inputs from files or from its argument and writes its own outputs
 (atomically, like every stage output), so where it runs changes the time and the peak
@@ -24,7 +24,8 @@ setting is not a DVC param: it changes no output, so changing it re-runs nothing
 
 Blocks that read one large state built in the stage's process (the bundle's models, fitted
 on every event one model a block, then its blocks of users; a blend fold's models and
-candidates) go to :func:`map_shared` instead: its workers are forked once the state is
+candidates, and the blend's folds once the valid one has been loaded for the weight search)
+go to :func:`map_shared` instead: its workers are forked once the state is
 built and read it from their copy of the process, so it is not pickled, and the stage
 writes their results in block order as they come back. It runs in the stage's process
 only: in a worker of either function (the blend's folds side by side, say, whose blocks
@@ -253,7 +254,9 @@ def map_shared(
     way or waiting to be taken, so results pile up no further while the caller writes them.
     In a worker of either function (or with one worker) the blocks run in this process.
     Otherwise as :func:`run_blocks` (``work`` at module level, blocks and results
-    picklable; errors raised here). Not reentrant: one runs at a time in a process, so a
+    picklable; errors raised here). Not reentrant where it forks: one pool at a time in a
+    process (a block run here, with one worker, may start another, as the blend's folds
+    run one at a time with their blocks in workers), so a
     caller that may stop taking results (an error while writing them) closes the iterator
     (``contextlib.closing``): the blocks still queued are cancelled and the running ones
     finish before it returns.

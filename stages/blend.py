@@ -16,9 +16,11 @@ the valid fold's own hybrid is out of bag: each user's comes from the bags witho
 Every fold is built and written in blocks of at most ``blend.block_users`` users, of even
 sizes (:func:`recpipe.engine.even_cuts`; the search holds only its bags' users). Once the
 weights are known every fold, the valid one included, is an independent block: they are
-blended side by side in worker processes where :mod:`recpipe.engine` says, the valid fold
-from the candidates and models the search loaded (the workers are forked after it), each
-other fold from its own files.
+blended side by side in worker processes where :func:`fold_workers` says (at least two
+folds a worker), the valid fold from the candidates and models the search loaded (the
+workers are forked after it), each other fold from its own files; otherwise one at a
+time, each fold's blocks of users side by side. Each block is finished (its recs, its cut)
+where it is built, so the stage's process only writes.
 ``<out>/weights.json`` holds the weights applied to the test fold (unrounded) and the
 normalisation, which the serving bundle applies again.
 Extra ranker folds (``split.ranker_folds``) get ``<out>/<fold>.parquet`` only, their hybrid
@@ -29,9 +31,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,6 +42,7 @@ import pandas as pd
 
 from recpipe.artifacts import candidates_file, load_model, model_dir, model_enabled
 from recpipe.blending import (
+    CUT_FILE,
     RERANK_TOP,
     WEIGHTS_FILE,
     BlendConfig,
@@ -82,8 +86,8 @@ def with_hybrid(df: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class _FoldJob:
-    """What blending a fold needs: the settings, the weights and where a fold after the
-    valid one reads its inputs; every fold's temporaries."""
+    """What blending a fold needs: the settings, the weights and where a fold other than
+    the valid one reads its inputs; every fold's temporaries."""
 
     cfg: BlendConfig
     top: int | None  # ranker.rerank_top: each user's pairs written to a fold's file
@@ -113,31 +117,61 @@ def fold_inputs(
 
 @dataclass(frozen=True)
 class _FoldBlocks:
-    """What every block of a fold after the valid one reads: the workers of
+    """What every block of a fold other than the valid one reads: the workers of
     :func:`~recpipe.engine.map_shared` inherit it from the process that loaded it."""
 
     cands: dict[str, pd.DataFrame]
     models: dict
     normalise: str
     weights: dict[str, float]
+    finish: Callable[[pd.DataFrame], Finished]
 
 
-def _hybrid_block(fold: _FoldBlocks, ranges: dict[str, tuple[int, int]]) -> pd.DataFrame:
-    """One block of users of a fold after the valid one, with the hybrid."""
+class Finished(NamedTuple):
+    """One block of a fold as :func:`write_blocks` writes it (:func:`finish_block`)."""
+
+    pairs: pd.DataFrame  # each user's top ranker.rerank_top pairs by the hybrid
+    recs: pd.DataFrame | None  # the hybrid's top n of each user (None: an extra fold)
+    union: int  # the pairs of the block before the cut
+    users: int
+
+
+def finish_block(df: pd.DataFrame, n: int, top: int | None, recs: bool) -> Finished:
+    """A blended block (with ``m_hybrid``) made ready to write, where the block was built
+    (in a worker, when blocks or folds run in workers, so the stage's process only writes):
+    the pairs of each user's ``top`` best by the hybrid (all with None) and, with ``recs``,
+    the hybrid's top ``n`` of each user from all the pairs."""
+    hybrid = df["m_hybrid"].to_numpy()
+    top_n = rank_by(df, hybrid, n) if recs else None
+    union, users = len(df), int(df["user_idx"].nunique())
+    if top is not None:
+        u, i = df["user_idx"].to_numpy(), df["item_idx"].to_numpy()
+        df = df[top_rows(u, i, hybrid, top)]
+    return Finished(df, top_n, union, users)
+
+
+def _hybrid_block(fold: _FoldBlocks, ranges: dict[str, tuple[int, int]]) -> Finished:
+    """One block of users of a fold other than the valid one, with the hybrid, finished."""
     block = blend_block(candidate_block(fold.cands, ranges), fold.models, fold.normalise)
-    return with_hybrid(block, fold.weights)
+    return fold.finish(with_hybrid(block, fold.weights))
+
+
+def _finisher(job: _FoldJob, fold_name: str) -> Callable[[pd.DataFrame], Finished]:
+    """:func:`finish_block` with the fold's settings (picklable: it goes to the workers)."""
+    return partial(finish_block, n=job.cfg.n, top=job.top, recs=job.out[fold_name][1] is not None)
 
 
 def blend_fold(job: _FoldJob, fold_name: str, n_workers: int = 1) -> FoldCounts:
-    """Blend one fold after the valid one with its weights: write its pairs and recs into
-    the temporaries ``job.out`` names (:func:`write_blocks`). Its blocks of users run up to
-    ``n_workers`` side by side (one when the folds themselves run in workers)."""
+    """Blend one fold other than the valid one with its weights: write its pairs and recs
+    into the temporaries ``job.out`` names (:func:`write_blocks`). Its blocks of users run
+    up to ``n_workers`` side by side (one when the folds themselves run in workers)."""
     cands, models = fold_inputs(job.candidates, job.models, fold_name)
-    fold = _FoldBlocks(cands, models, job.cfg.normalise, job.weights)
+    finish = _finisher(job, fold_name)
+    fold = _FoldBlocks(cands, models, job.cfg.normalise, job.weights, finish)
     ranges = candidate_ranges(cands, job.cfg.block_users)
     work = (_hybrid_block, fold, ranges, n_workers, f"blocks of {fold_name} users")
-    with closing(map_shared(*work)) as frames:
-        return write_blocks(frames, job.out[fold_name], job.cfg.n, job.top)
+    with closing(map_shared(*work)) as blocks:
+        return write_blocks(blocks, job.out[fold_name])
 
 
 class FoldCounts(NamedTuple):
@@ -156,25 +190,18 @@ class FoldCounts(NamedTuple):
         }
 
 
-def write_blocks(
-    frames: Iterable[pd.DataFrame], out: tuple[Path, Path | None], n: int, top: int | None
-) -> FoldCounts:
-    """Write a fold's blocks into the temporaries ``out``: the pairs of each user's ``top``
-    best by the hybrid (all with None) and, unless ``out`` has no second path (an extra
-    ranker fold only feeds the ranker), the hybrid's top ``n`` of each user."""
+def write_blocks(blocks: Iterable[Finished], out: tuple[Path, Path | None]) -> FoldCounts:
+    """Write a fold's finished blocks into the temporaries ``out`` (pairs, and recs unless
+    there is no second path: an extra ranker fold only feeds the ranker)."""
     pairs = ParquetRows(out[0])
     recs = None if out[1] is None else ParquetRows(out[1])
     union = users = 0
-    for df in frames:
-        union += len(df)
-        users += int(df["user_idx"].nunique())  # blocks never share a user
-        hybrid = df["m_hybrid"].to_numpy()
-        if recs is not None:
-            recs.write(rank_by(df, hybrid, n))
-        if top is not None:
-            u, i = df["user_idx"].to_numpy(), df["item_idx"].to_numpy()
-            df = df[top_rows(u, i, hybrid, top)]
-        pairs.write(df)
+    for block in blocks:
+        union += block.union
+        users += block.users  # blocks never share a user
+        pairs.write(block.pairs)
+        if recs is not None and block.recs is not None:
+            recs.write(block.recs)
     for rows in (pairs, recs):
         if rows is not None:
             rows.close()
@@ -186,7 +213,9 @@ class _Folds:
     """What every fold's block (:func:`_blend_fold_of`) reads: the workers of
     :func:`~recpipe.engine.map_shared` inherit it from the process that built it. ``valid``
     holds the valid fold's candidates and models as the search loaded them (None once
-    blended, so a stage blending its folds one at a time does not hold them further)."""
+    blended: a stage blending its folds one at a time then drops them; with the folds in
+    workers, only the worker that blended it drops its copy, and the stage's process holds
+    them until every fold is written)."""
 
     job: _FoldJob
     valid: ValidFold | None
@@ -200,9 +229,9 @@ def _blend_fold_of(folds: _Folds, fold_name: str) -> tuple[FoldCounts, float | N
         return blend_fold(folds.job, fold_name, folds.n_workers), None
     valid, folds.valid = folds.valid, None
     assert valid is not None, "the valid fold is blended once"
-    with closing(valid.blocks(folds.n_workers)) as blocks:
-        job = folds.job
-        counts = write_blocks(blocks, job.out["valid"], job.cfg.n, job.top)
+    finish = _finisher(folds.job, "valid")
+    with closing(valid.blocks(folds.n_workers, finish)) as blocks:
+        counts = write_blocks(blocks, folds.job.out["valid"])
     return counts, valid.value
 
 
@@ -212,8 +241,10 @@ def fold_workers(n_folds: int, events: int) -> int:
     and only with at least two folds a worker. With fewer, the folds run one at a time in
     the stage's process, each fold's blocks side by side, which keeps the workers as busy
     (two folds on two workers take one round either way) and holds one fold's models and
-    candidates instead of one a worker. At 10M events (two folds) both took 166-167 s, and
-    the folds side by side peaked at 6.3 GiB against 4.3 (``bench/README.md``)."""
+    candidates instead of one a worker. At 10M events (two folds), alternated twice, the
+    folds side by side took 166.1 and 156.1 s against 167.0 and 171.5 s, within the
+    machine's noise, and peaked at 6.3 and 6.7 GiB against 4.3 (``bench/README.md``).
+    The valid fold's inputs stay in the stage's process until every fold is written."""
     n = workers(events)
     return n if n_folds >= 2 * n else 1
 
@@ -265,6 +296,7 @@ def run(args: argparse.Namespace) -> None:
         # unrounded, for whatever applies the blend later (the serving bundle)
         applied = {m: float(w) for m, w in weights.items()}
         staged.add(out / WEIGHTS_FILE, json_bytes({"normalise": cfg.normalise, "weights": applied}))
+        staged.add(out / CUT_FILE, json_bytes({"rerank_top": top}))
         staged.add(Path(args.summary), json_bytes(summary))
 
 

@@ -32,6 +32,7 @@ import pandas as pd
 import scipy.sparse as sp
 from pyarrow import feather
 
+from recpipe.blending import check_cut
 from recpipe.config import load_params
 from recpipe.engine import run_folds, workers
 from recpipe.errors import DataError
@@ -290,6 +291,7 @@ def run(args: argparse.Namespace) -> None:
     seed = load_params("seed", int, args.params)
     items, users = load_catalogue(args.prepared)
     blend_dir, features_dir = Path(args.blend), Path(args.features)
+    check_cut(blend_dir, cfg.rerank_top)
 
     train_folds = ("valid", *ranker_folds(args.split))
     job = ListsJob(

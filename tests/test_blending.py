@@ -816,7 +816,8 @@ def test_blend_stage_writes_well_formed_outputs(project: Project, blended: Path)
         n_models = df[[f"m_{m}_rank" for m in ENABLED]].notna().sum(axis=1)
         assert (df["m_n_models"] == n_models).all()
         assert df["m_hybrid"].notna().all()
-        # Every enabled model's candidates are in the union.
+        # Every enabled model's candidates are in the union (here every pair is written:
+        # the fixture's users have fewer than rerank_top, 200; see the test below).
         for m in ENABLED:
             c = pd.read_parquet(project.candidates / fold / f"{m}.parquet")
             key = pd.MultiIndex.from_frame(df[["user_idx", "item_idx"]])

@@ -68,6 +68,10 @@ def test_one_setting_with_a_default(tmp_path) -> None:
     p.write_text("seed: 1\n")
     with pytest.raises(ConfigError, match="missing params key 'ranker'"):
         load_params("ranker.rerank_top", TopPairs, p)
+    for broken in ("ranker: null\n", "ranker: 5\n", "ranker: [rerank_top]\n"):
+        p.write_text(broken)  # a block that is no mapping is a mistake, not a left-out key
+        with pytest.raises(ConfigError, match="missing params key 'ranker.rerank_top'"):
+            load_params("ranker.rerank_top", TopPairs, p, default=RERANK_TOP)
 
 
 def test_a_misspelled_key_names_the_nearest_valid_one() -> None:

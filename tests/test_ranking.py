@@ -749,11 +749,13 @@ def test_rank_stage_learns_from_every_ranker_fold(ranked: tuple, ranked_extra) -
 
 
 def test_the_ranker_learns_and_ranks_the_same_from_the_blends_cut_files(
-    ranked_extra: tuple, tmp_path: Path
+    ranked_extra: tuple, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The blend writes each user's top ``ranker.rerank_top`` pairs only. The ranker keeps
     those of whatever it reads, so from the cut files (training folds and test fold) it
-    writes the same bytes as from every pair (the blend run with ``rerank_top`` null)."""
+    writes the same bytes as from every pair (the blend run with ``rerank_top`` null). A
+    ranker asking for more pairs than the blend kept stops with what to do, and writes
+    nothing."""
     p, _, _ = ranked_extra
     for name, top in (("cut", 4), ("whole", None)):
         params = yaml.safe_load(p.params.read_text())
@@ -773,6 +775,21 @@ def test_the_ranker_learns_and_ranks_the_same_from_the_blends_cut_files(
         outputs[name] = {f.relative_to(out): f.read_bytes() for f in out.rglob("*") if f.is_file()}
     assert len(outputs["cut"]) > 3
     assert outputs["cut"] == outputs["whole"]
+    for top in (5, None):
+        params = yaml.safe_load(p.params.read_text())
+        params["ranker"]["rerank_top"] = top
+        (tmp_path / "more.yaml").write_text(yaml.safe_dump(params))
+        out = tmp_path / f"more{top}"
+        caplog.clear()
+        assert run_rank(p, p.split, tmp_path / "cut", out, tmp_path / "more.yaml") == 2
+        wanted = "every candidate" if top is None else "the top 5"
+        assert "pairs.json: the blend kept each user's top 4 pairs" in caplog.text
+        assert f"asks for {wanted}: re-run the blend" in caplog.text
+        assert not out.exists()
+    # the whole files carry no cut: any rerank_top reads them
+    assert json.loads((tmp_path / "whole" / "blend" / "pairs.json").read_text()) == {
+        "rerank_top": None
+    }
 
 
 def test_misaligned_ranker_roles_are_a_clear_error(ranked_extra) -> None:
