@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 
 from recpipe.config import Config
 from recpipe.engine import even_cuts, map_shared
-from recpipe.errors import ConfigError
+from recpipe.errors import ConfigError, DataError
 from recpipe.log import get_logger
 from recpipe.models.base import HeldScores, Recommender, rank_within
 
@@ -53,11 +53,21 @@ def check_cut(blend_dir: Path, rerank_top: int | None) -> None:
     """Raise :class:`ConfigError` if the blend's fold files in ``blend_dir`` were cut to
     fewer pairs a user than a ranker with ``rerank_top`` reads: it would learn from and
     rank shorter lists without a word. (A folder without :data:`CUT_FILE` was written
-    whole, before the blend cut its files.)"""
+    whole, by the blend before it cut its files, or by hand; :class:`DataError` if the
+    file is not what the blend writes.)"""
     path = blend_dir / CUT_FILE
     if not path.exists():
         return
-    kept = json.loads(path.read_text()).get("rerank_top")
+    try:
+        kept = json.loads(path.read_text())["rerank_top"]
+        if kept is not None and (isinstance(kept, bool) or not isinstance(kept, int)):
+            raise TypeError(kept)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(
+            f'{path}: expected {{"rerank_top": <an integer or null>}} as the blend writes '
+            f"it ({exc!r}); re-run the blend",
+            file=str(path),
+        ) from None
     if kept is not None and (rerank_top is None or rerank_top > kept):
         wanted = "every candidate" if rerank_top is None else f"the top {rerank_top}"
         raise ConfigError(

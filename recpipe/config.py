@@ -81,9 +81,13 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
 def section(params: dict[str, Any], key: str, source: str = PARAMS_FILE) -> Any:
     """Return the value at dotted ``key`` (e.g. ``candidates.als``) or raise naming the key."""
     node: Any = params
-    for i, part in enumerate(key.split(".")):
-        if not isinstance(node, dict) or part not in node:
-            missing = ".".join(key.split(".")[: i + 1])
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict):
+            block = ".".join(parts[:i])
+            raise ConfigError(f"{source}: params key {block!r} is not a mapping of settings")
+        if part not in node:
+            missing = ".".join(parts[: i + 1])
             raise ConfigError(f"{source}: missing params key {missing!r}")
         node = node[part]
     return node

@@ -8,8 +8,9 @@ Writes ``<out>/<fold>.parquet``, the pairs the ranker works on: each user's
 ``ranker.rerank_top`` best candidate pairs by ``m_hybrid`` (every pair when it is null),
 with every model's score, rank and normalised score (computed over all the user's
 candidates) and ``m_hybrid``; and ``<out>/<fold>_recs.parquet`` (the hybrid's top-N, from
-all the candidates). ``reports/blend.json`` counts each fold's pairs before and after the
-cut.
+all the candidates); ``<out>/pairs.json`` records the cut (``{"rerank_top": n}``, which
+the ranker checks against its own). ``reports/blend.json`` counts each fold's pairs before
+and after the cut.
 With ``blend.search`` the weights are picked on the valid fold (its labels) and then applied
 unchanged to the test fold; the test fold's targets are never read here. With search bags,
 the valid fold's own hybrid is out of bag: each user's comes from the bags without the user.
@@ -20,7 +21,7 @@ blended side by side in worker processes where :func:`fold_workers` says (at lea
 folds a worker), the valid fold from the candidates and models the search loaded (the
 workers are forked after it), each other fold from its own files; otherwise one at a
 time, each fold's blocks of users side by side. Each block is finished (its recs, its cut)
-where it is built, so the stage's process only writes.
+where it is built, so the process that writes a fold's files does nothing else.
 ``<out>/weights.json`` holds the weights applied to the test fold (unrounded) and the
 normalisation, which the serving bundle applies again.
 Extra ranker folds (``split.ranker_folds``) get ``<out>/<fold>.parquet`` only, their hybrid
@@ -200,7 +201,8 @@ def write_blocks(blocks: Iterable[Finished], out: tuple[Path, Path | None]) -> F
         union += block.union
         users += block.users  # blocks never share a user
         pairs.write(block.pairs)
-        if recs is not None and block.recs is not None:
+        if recs is not None:
+            assert block.recs is not None, "a fold with recs gets them from every block"
             recs.write(block.recs)
     for rows in (pairs, recs):
         if rows is not None:
@@ -244,7 +246,8 @@ def fold_workers(n_folds: int, events: int) -> int:
     candidates instead of one a worker. At 10M events (two folds), alternated twice, the
     folds side by side took 166.1 and 156.1 s against 167.0 and 171.5 s, within the
     machine's noise, and peaked at 6.3 and 6.7 GiB against 4.3 (``bench/README.md``).
-    The valid fold's inputs stay in the stage's process until every fold is written."""
+    Side by side, the valid fold's inputs stay in the stage's process until every fold is
+    written."""
     n = workers(events)
     return n if n_folds >= 2 * n else 1
 

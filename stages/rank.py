@@ -16,6 +16,9 @@ test fold, whose features need no ranker: its blocks wait in a scratch folder be
 output until the ranker is trained (at 1M events rank took about 40 s instead of 46: the
 test fold's description, some 8 s, no longer follows the training). In one process the
 test fold is described after training, block by block as it is scored.
+The blend's fold files hold each user's top ``ranker.rerank_top`` pairs (its
+``pairs.json`` says how many): a ranker asking for more, or for all, stops before it
+writes anything, with what to do (re-run the blend with the same params).
 """
 
 from __future__ import annotations

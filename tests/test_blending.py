@@ -44,7 +44,7 @@ from recpipe.blending import (
     union_columns,
 )
 from recpipe.config import parse
-from recpipe.errors import ConfigError
+from recpipe.errors import ConfigError, DataError
 from recpipe.evaluation.metrics import topn_metrics
 from recpipe.folds import load_fold
 from recpipe.io import write_many
@@ -886,6 +886,26 @@ def test_blend_folds_side_by_side_only_with_two_folds_a_worker(
     monkeypatch.delenv(engine.WORKERS, raising=False)
     monkeypatch.setattr(engine, "cpus", lambda: cpus)
     assert blend.fold_workers(folds, events) == expected
+
+
+def test_check_cut_reads_what_the_blend_writes(tmp_path: Path) -> None:
+    """The ranker's check of the blend's cut: no file (a blend from before the cut) passes
+    anything; a cut passes as many pairs or fewer; a file that is not the blend's is a
+    clear error naming it."""
+    blending.check_cut(tmp_path, None)  # no pairs.json
+    cut = tmp_path / blending.CUT_FILE
+    cut.write_text(json.dumps({"rerank_top": 4}))
+    for fine in (1, 4):
+        blending.check_cut(tmp_path, fine)
+    for more in (5, None):
+        with pytest.raises(ConfigError, match="kept each user's top 4 pairs"):
+            blending.check_cut(tmp_path, more)
+    cut.write_text(json.dumps({"rerank_top": None}))
+    blending.check_cut(tmp_path, None)
+    for broken in ("{", "[]", "{}", '{"rerank_top": "4"}', '{"rerank_top": true}'):
+        cut.write_text(broken)
+        with pytest.raises(DataError, match=r"pairs\.json: expected"):
+            blending.check_cut(tmp_path, 3)
 
 
 def test_blend_stage_applies_the_searched_weights(blended: Path) -> None:

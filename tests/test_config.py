@@ -70,7 +70,7 @@ def test_one_setting_with_a_default(tmp_path) -> None:
         load_params("ranker.rerank_top", TopPairs, p)
     for broken in ("ranker: null\n", "ranker: 5\n", "ranker: [rerank_top]\n"):
         p.write_text(broken)  # a block that is no mapping is a mistake, not a left-out key
-        with pytest.raises(ConfigError, match="missing params key 'ranker.rerank_top'"):
+        with pytest.raises(ConfigError, match="params key 'ranker' is not a mapping"):
             load_params("ranker.rerank_top", TopPairs, p, default=RERANK_TOP)
 
 

@@ -775,6 +775,10 @@ def test_the_ranker_learns_and_ranks_the_same_from_the_blends_cut_files(
         outputs[name] = {f.relative_to(out): f.read_bytes() for f in out.rglob("*") if f.is_file()}
     assert len(outputs["cut"]) > 3
     assert outputs["cut"] == outputs["whole"]
+    params = yaml.safe_load(p.params.read_text())
+    params["ranker"]["rerank_top"] = 3  # fewer than the blend kept: fine
+    (tmp_path / "fewer.yaml").write_text(yaml.safe_dump(params))
+    assert run_rank(p, p.split, tmp_path / "cut", tmp_path / "fewer", tmp_path / "fewer.yaml") == 0
     for top in (5, None):
         params = yaml.safe_load(p.params.read_text())
         params["ranker"]["rerank_top"] = top
@@ -1061,8 +1065,15 @@ def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(
         monkeypatch.setattr(engine, "cpus", lambda: 3)
     else:
         monkeypatch.setenv(WORKERS, n)
-    caplog.set_level(logging.INFO, logger="engine")
+    # each user's top 3 pairs kept (the fixture's users have fewer than the default 200),
+    # so the cut happens where the blocks are built, in the workers too
     params = yaml.safe_load(p.params.read_text())
+    params["ranker"]["rerank_top"] = 3
+    (p.root / "cut.yaml").write_text(yaml.safe_dump(params))
+    whole = p.root / f"blend_cut{n}"
+    assert run_blend(p, whole, p.root / "cut.yaml") == 0  # one block a fold
+    caplog.set_level(logging.INFO, logger="engine")
+    caplog.clear()
     params["blend"]["block_users"] = 2
     (p.root / "blocks.yaml").write_text(yaml.safe_dump(params))
     blocked = p.root / f"blend_blocks{n}"
@@ -1079,14 +1090,20 @@ def test_blend_stage_in_blocks_of_two_users_writes_the_same_bytes(
         assert [m.split(" ", 1)[1] for m in side] == [
             f"blocks of {f} users, {width} side by side" for f in folds
         ]
-    names = sorted(f.name for f in (blend_out / "blend").iterdir())
+    names = sorted(f.name for f in (whole / "blend").iterdir())
     assert {f"{f}.parquet" for f in folds} | {"test_recs.parquet"} <= set(names)
     assert sorted(f.name for f in (blocked / "blend").iterdir()) == names
     for name in names:
-        assert (blocked / "blend" / name).read_bytes() == (
-            blend_out / "blend" / name
-        ).read_bytes(), name
-    assert (blocked / "blend.json").read_bytes() == (blend_out / "blend.json").read_bytes()
+        assert (blocked / "blend" / name).read_bytes() == (whole / "blend" / name).read_bytes(), (
+            name
+        )
+    assert (blocked / "blend.json").read_bytes() == (whole / "blend.json").read_bytes()
+    for f in folds:
+        cut = pd.read_parquet(blocked / "blend" / f"{f}.parquet")
+        assert cut.groupby("user_idx").size().max() == 3
+    # the recs come from every candidate, as without the cut
+    for f in ("valid_recs.parquet", "test_recs.parquet"):
+        assert (blocked / "blend" / f).read_bytes() == (blend_out / "blend" / f).read_bytes()
 
 
 def test_the_stages_write_the_same_bytes_one_fold_at_a_time_and_side_by_side(
