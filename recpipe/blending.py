@@ -505,7 +505,7 @@ def best_first(users: np.ndarray, items: np.ndarray, score: np.ndarray) -> np.nd
 def top_rows(users: np.ndarray, items: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
     """The rows of each user's ``n`` best pairs by ``score``, as a mask in the rows' order:
     NaN below every number, ties to the lower item index (:func:`best_first`)."""
-    score = np.asarray(score, dtype=np.float64).copy()
+    score = np.array(score, dtype=np.float64)  # a copy: NaN are replaced below
     score[np.isnan(score)] = -np.inf
     order = best_first(users, items, score)
     keep = np.zeros(len(users), dtype=bool)

@@ -78,8 +78,15 @@ def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     return copy.deepcopy(data)
 
 
-def section(params: dict[str, Any], key: str, source: str = PARAMS_FILE) -> Any:
-    """Return the value at dotted ``key`` (e.g. ``candidates.als``) or raise naming the key."""
+_REQUIRED = object()
+
+
+def section(
+    params: dict[str, Any], key: str, source: str = PARAMS_FILE, default: Any = _REQUIRED
+) -> Any:
+    """Return the value at dotted ``key`` (e.g. ``candidates.als``) or raise naming the key;
+    with ``default``, that value where a mapping on the path leaves the key out (a block
+    on the path that is no mapping is still an error)."""
     node: Any = params
     parts = key.split(".")
     for i, part in enumerate(parts):
@@ -87,6 +94,8 @@ def section(params: dict[str, Any], key: str, source: str = PARAMS_FILE) -> Any:
             block = ".".join(parts[:i])
             raise ConfigError(f"{source}: params key {block!r} is not a mapping of settings")
         if part not in node:
+            if default is not _REQUIRED:
+                return default
             missing = ".".join(parts[: i + 1])
             raise ConfigError(f"{source}: missing params key {missing!r}")
         node = node[part]
@@ -199,33 +208,11 @@ def _key_path(value: Any, loc: tuple[Any, ...]) -> list[str]:
     return parts
 
 
-_REQUIRED = object()
-
-
 def load_params(
     key: str, model: type[T] | Any, path: str | Path = PARAMS_FILE, default: Any = _REQUIRED
 ) -> T:
     """Load and validate the params block at dotted ``key`` from ``path``; with ``default``,
     that value where the file leaves the key out (a single setting of a block whose keys
-    all have defaults, as a block model would fill it)."""
+    all have defaults, as a block model would fill it; see :func:`section`)."""
     params = read_params(path)
-    try:
-        value = section(params, key, str(path))
-    except ConfigError:
-        if default is _REQUIRED or not _left_out(params, key):
-            raise
-        value = default
-    return parse(value, model, key, str(path))
-
-
-def _left_out(params: dict[str, Any], key: str) -> bool:
-    """Whether dotted ``key`` is missing from ``params`` because a mapping on its path does
-    not hold the next part (not because a block on its path is no mapping, a mistake)."""
-    node: Any = params
-    for part in key.split("."):
-        if not isinstance(node, dict):
-            return False
-        if part not in node:
-            return True
-        node = node[part]
-    return False
+    return parse(section(params, key, str(path), default), model, key, str(path))
